@@ -1,0 +1,61 @@
+# Copyright nnrconv contributors
+# SPDX-License-Identifier: Apache-2.0
+"""The neutral intermediate representation, the plugin contract and the error hierarchy."""
+
+import contextlib
+
+from nnrconv.core._dtype import DType
+from nnrconv.core._errors import (
+    BitstreamError,
+    FormatError,
+    FrameworkMissingError,
+    NNRConvError,
+    OutputError,
+    PluginError,
+    UnsupportedError,
+)
+from nnrconv.core._format import FormatPlugin
+from nnrconv.core._graph import Attribute, AttributeType, Graph, Node, ValueInfo
+from nnrconv.core._model import Model
+from nnrconv.core._plugins import FormatRegistry, get_plugin_manager, get_registry
+from nnrconv.core._tensor import ArrayTensor, LazyTensor, MappedTensor, Tensor, TensorRole
+from nnrconv.core.hookspecs import hookimpl
+
+__all__ = [
+    "ArrayTensor",
+    "Attribute",
+    "AttributeType",
+    "BitstreamError",
+    "DType",
+    "FormatError",
+    "FormatPlugin",
+    "FormatRegistry",
+    "FrameworkMissingError",
+    "Graph",
+    "LazyTensor",
+    "MappedTensor",
+    "Model",
+    "NNRConvError",
+    "Node",
+    "OutputError",
+    "PluginError",
+    "Tensor",
+    "TensorRole",
+    "UnsupportedError",
+    "ValueInfo",
+    "get_plugin_manager",
+    "get_registry",
+    "hookimpl",
+]
+
+
+def _publish() -> None:
+    """Show public objects as `nnrconv.core.X` in reprs and docs, whatever module defines them."""
+    for name in __all__:
+        obj = globals()[name]
+        if getattr(obj, "__module__", "").startswith("nnrconv.core.") and name != "hookimpl":
+            with contextlib.suppress(AttributeError, TypeError):
+                obj.__module__ = __name__
+
+
+_publish()

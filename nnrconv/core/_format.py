@@ -1,0 +1,121 @@
+# Copyright nnrconv contributors
+# SPDX-License-Identifier: Apache-2.0
+"""What a format plugin provides: the `FormatPlugin` base class.
+
+NOTE: pluggy discovers plugins and collects their formats (`register_formats`), but the format
+itself is an object with typed methods rather than one hook per capability. A conversion needs
+several calls to the *same* format (sniff, load, topology bytes, save), and an object keeps them
+together, typed and testable in isolation; hooks stay for what is genuinely plugin-wide.
+
+A plugin module must import without its framework installed: import the framework inside the
+methods, and list it in `requires` so `nnrconv formats` can say what to install.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib.util
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from typing import ClassVar
+
+from nnrconv.core._errors import FrameworkMissingError, UnsupportedError
+from nnrconv.core._model import Model
+from nnrconv.core._tensor import Tensor
+
+__all__ = ["FormatPlugin"]
+
+
+class FormatPlugin:
+    """Base class of a format: subclass it, set the class attributes, implement load and save.
+
+    Attributes:
+        name: short unique name used by `--from/--to` (e.g. ``"onnx"``).
+        description: one line for `nnrconv formats`.
+        patterns: file-name patterns (fnmatch, case-insensitive) this format writes and reads.
+        topology_code: the NNR `topology_storage_format` this format owns (NNEF 1, ONNX 2,
+            PyTorch 3, TensorFlow 4), or None for weights-only formats.
+        requires: importable top-level modules the format needs at run time.
+        install: the command that installs them (shown when they are missing).
+        directory: True if models of this format are folders rather than files.
+        weights_only: True for formats that hold named tensors and no graph (npz, safetensors,
+            state dicts). They travel through NNR with an empty topology of storage format 0
+            (NNR_TPL_UNREC), and they can save the tensors of any model.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    patterns: ClassVar[tuple[str, ...]] = ()
+    topology_code: ClassVar[int | None] = None
+    requires: ClassVar[tuple[str, ...]] = ()
+    install: ClassVar[str] = ""
+    directory: ClassVar[bool] = False
+    weights_only: ClassVar[bool] = False
+
+    @property
+    def version(self) -> str:
+        """Version of the distribution that ships the plugin (set by the registry)."""
+        return getattr(self, "_version", "")
+
+    # -- availability -------------------------------------------------------------------
+    def missing_requirements(self) -> list[str]:
+        """Modules from `requires` that cannot be imported here."""
+        return [m for m in self.requires if importlib.util.find_spec(m) is None]
+
+    @property
+    def available(self) -> bool:
+        return not self.missing_requirements()
+
+    def ensure_available(self) -> None:
+        """Raise FrameworkMissingError naming the missing modules and the install command."""
+        missing = self.missing_requirements()
+        if missing:
+            hint = f"; install it with: {self.install}" if self.install else ""
+            raise FrameworkMissingError(
+                f"format {self.name!r} needs {', '.join(missing)}, which is not installed{hint}"
+            )
+
+    # -- detection ----------------------------------------------------------------------
+    def matches_name(self, path: Path) -> bool:
+        """Whether the path's name fits one of `patterns` (used for outputs and as a hint)."""
+        name = path.name.lower()
+        return any(fnmatch.fnmatchcase(name, p.lower()) for p in self.patterns)
+
+    def sniff(self, path: Path, head: bytes) -> bool:
+        """Whether an existing input is of this format, judged by content.
+
+        Args:
+            path: the input (a file or a directory).
+            head: the first bytes of the file (empty for a directory).
+
+        The default trusts the file name; override to look at magic bytes or folder layout.
+        """
+        return self.matches_name(path)
+
+    # -- model I/O ----------------------------------------------------------------------
+    def load(self, path: Path) -> Model:
+        """Read a model; tensor data should stay lazy (memory-mapped or deferred)."""
+        raise UnsupportedError(f"format {self.name!r} cannot read models")
+
+    def save(self, model: Model, path: Path) -> None:
+        """Write `model` to `path` (which does not exist yet; the caller renames it into place)."""
+        raise UnsupportedError(f"format {self.name!r} cannot write models")
+
+    # -- NNR topology carriage (integration mode 1) ---------------------------------------
+    def topology_bytes(self, model: Model, carried: Collection[str]) -> bytes:
+        """The native topology with the payloads of the `carried` tensors removed.
+
+        Tensors not in `carried` (those no NNR payload can hold exactly) must stay inside the
+        returned bytes. Names, shapes and types of carried tensors must be kept so that
+        `from_topology` can put them back.
+        """
+        raise UnsupportedError(f"format {self.name!r} cannot carry its topology in NNR")
+
+    def from_topology(self, topology: bytes, tensors: Mapping[str, Tensor]) -> Model:
+        """Rebuild the model from `topology_bytes` output and the decoded tensors."""
+        raise UnsupportedError(f"format {self.name!r} cannot rebuild a model from an NNR topology")
+
+    def capabilities(self) -> list[str]:
+        """Which optional methods this format overrides, for `nnrconv formats`."""
+        names = ("load", "save", "topology_bytes", "from_topology")
+        return [n for n in names if getattr(type(self), n) is not getattr(FormatPlugin, n)]

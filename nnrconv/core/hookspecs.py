@@ -1,0 +1,37 @@
+# Copyright nnrconv contributors
+# SPDX-License-Identifier: Apache-2.0
+"""The hooks a plugin may implement; this module is the plugin contract.
+
+A plugin is a module (or object) registered under the ``nnrconv`` entry-point group. It marks
+its implementations with `hookimpl` and may implement any subset of the hooks below, each with
+any subset of the arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pluggy
+
+__all__ = ["hookimpl", "hookspec"]
+
+hookspec = pluggy.HookspecMarker("nnrconv")
+hookimpl = pluggy.HookimplMarker("nnrconv")
+
+
+@hookspec
+def register_formats(register: Callable[[Any], None]) -> None:
+    """Register model formats by calling ``register(format_instance)`` once per format.
+
+    Each instance is a `nnrconv.core.FormatPlugin` subclass instance. The core settles duplicate
+    names (an error naming both plugins) and keeps registration order, which is the order in
+    which formats are asked to recognise an input: built-in formats first, then third-party
+    ones in entry-point order. The module that implements this hook must import without the
+    format's framework; import the framework inside the format's methods.
+    """
+
+
+@hookspec
+def register_commands(cli: Any) -> None:
+    """Add subcommands to the ``nnrconv`` command line; ``cli`` is the root `click.Group`."""
