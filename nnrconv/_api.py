@@ -1,0 +1,348 @@
+# Copyright nnrconv contributors
+# SPDX-License-Identifier: Apache-2.0
+"""The typed Python API: everything the command line does, callable from code.
+
+NNR is the hub format and belongs to the core: a `.nnr` file is read and written by the NNC
+backend, and the model inside it is rebuilt by whichever format plugin owns the bitstream's
+`topology_storage_format`. Every other format is a plugin.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nnrconv import nnc
+from nnrconv._files import check_output, staged_output
+from nnrconv.core import (
+    ArrayTensor,
+    FormatError,
+    FormatPlugin,
+    Graph,
+    Model,
+    UnsupportedError,
+    get_registry,
+)
+
+__all__ = [
+    "Comparison",
+    "ConversionResult",
+    "FormatInfo",
+    "TensorDifference",
+    "compare",
+    "convert",
+    "decode",
+    "encode",
+    "formats",
+    "inspect",
+    "is_nnr",
+    "load",
+    "save",
+]
+
+NNR_FORMAT = "nnr"
+_NNR_SUFFIXES = (".nnr", ".nnc")
+
+
+@dataclass(frozen=True, slots=True)
+class FormatInfo:
+    """One row of `nnrconv formats`."""
+
+    name: str
+    description: str
+    version: str
+    plugin: str
+    patterns: tuple[str, ...]
+    topology_code: int | None
+    available: bool
+    missing: tuple[str, ...]
+    install: str
+    capabilities: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class ConversionResult:
+    """What a conversion did, for summaries and reports."""
+
+    source: Path
+    target: Path
+    source_format: str
+    target_format: str
+    source_bytes: int
+    target_bytes: int
+    tensors: int
+    parameters: int
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class TensorDifference:
+    """How one tensor differs between two models (`compare`)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    max_abs: float
+    bit_identical: bool
+
+
+@dataclass(slots=True)
+class Comparison:
+    differences: list[TensorDifference] = field(default_factory=list)
+    only_in_first: list[str] = field(default_factory=list)
+    only_in_second: list[str] = field(default_factory=list)
+
+    @property
+    def identical(self) -> bool:
+        return not self.only_in_first and not self.only_in_second and all(d.bit_identical for d in self.differences)
+
+    @property
+    def max_abs(self) -> float:
+        return max((d.max_abs for d in self.differences), default=0.0)
+
+
+def formats() -> list[FormatInfo]:
+    """Every registered format, built-in and third-party, available or not."""
+    registry = get_registry()
+    rows = []
+    for fmt in registry:
+        missing = tuple(fmt.missing_requirements())
+        rows.append(
+            FormatInfo(
+                name=fmt.name,
+                description=fmt.description,
+                version=fmt.version,
+                plugin=registry.plugin_of(fmt.name),
+                patterns=tuple(fmt.patterns),
+                topology_code=fmt.topology_code,
+                available=not missing,
+                missing=missing,
+                install=fmt.install,
+                capabilities=tuple(fmt.capabilities()),
+            )
+        )
+    return rows
+
+
+def is_nnr(path: Path, head: bytes | None = None) -> bool:
+    """Whether a path is an NNR bitstream: by content if it exists, else by suffix."""
+    if head is None and path.is_file():
+        with open(path, "rb") as f:
+            head = f.read(4)
+    if head:
+        return nnc.looks_like_nnr(head)
+    return path.suffix.lower() in _NNR_SUFFIXES and not path.is_dir()
+
+
+def _require_input(path: Path) -> None:
+    if not path.exists():
+        raise FormatError(f"{path}: no such file or folder")
+    if path.is_file() and path.stat().st_size == 0:
+        raise FormatError(f"{path}: file is empty")
+
+
+def _input_format(path: Path, name: str | None) -> str:
+    """Name of the format of an existing input (NNR_FORMAT for bitstreams)."""
+    _require_input(path)
+    if name is not None:
+        if name.lower() == NNR_FORMAT:
+            return NNR_FORMAT
+        return get_registry().get(name).name
+    if path.is_file():
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if nnc.looks_like_nnr(head):
+            return NNR_FORMAT
+        if path.suffix.lower() in _NNR_SUFFIXES:
+            raise FormatError(f"{path}: not an NNR bitstream (no NNR start unit at byte offset 0)")
+    elif path.is_dir() and path.suffix.lower() in _NNR_SUFFIXES:
+        raise FormatError(f"{path}: is a folder, not an NNR bitstream")
+    return get_registry().for_input(path).name
+
+
+def _output_format(path: Path, name: str | None) -> str:
+    if name is not None:
+        return NNR_FORMAT if name.lower() == NNR_FORMAT else get_registry().get(name).name
+    if path.suffix.lower() in _NNR_SUFFIXES:
+        return NNR_FORMAT
+    return get_registry().for_output(path).name
+
+
+def _plugin(name: str) -> FormatPlugin:
+    fmt = get_registry().get(name)
+    fmt.ensure_available()
+    return fmt
+
+
+def load(path: str | os.PathLike[str], format: str | None = None) -> Model:
+    """Read a model from a native file or an NNR bitstream (whose topology names its format)."""
+    path = Path(path)
+    name = _input_format(path, format)
+    if name == NNR_FORMAT:
+        return decode(_read_bitstream(path), source=str(path))
+    return _plugin(name).load(path)
+
+
+def _read_bitstream(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot read: {exc.strerror}") from exc
+
+
+def encode(model: Model, *, compress_topology: bool = True) -> bytes:
+    """Code a model as an NNR bitstream carrying its topology (integration mode 1).
+
+    Tensors the NNC backend can hold exactly travel as data units; the others stay inside the
+    topology bytes, so the bitstream always rebuilds the complete model. A model without a
+    topology (from a weights-only format) travels as named tensors with topology format 0.
+    """
+    fmt = _plugin(model.source_format) if model.source_format else None
+    carried = [t for t in model if nnc.can_carry(t.dtype.storage_dtype)]
+    if fmt is None or fmt.weights_only:
+        left = [f"{t.name!r} ({t.dtype.name})" for t in model if t not in carried]
+        if left:
+            raise UnsupportedError(
+                f"tensors {', '.join(left[:5])}{' …' if len(left) > 5 else ''} cannot be carried in NNR "
+                f"data units yet, and a model without topology has nowhere else to keep them"
+            )
+        topology, code = b"", int(nnc.TopologyStorageFormat.NNR_TPL_UNREC)
+    elif fmt.topology_code is None:
+        raise UnsupportedError(f"format {fmt.name!r} has no NNR topology code; cannot embed its topology")
+    else:
+        topology = fmt.topology_bytes(model, {t.name for t in carried})
+        code = fmt.topology_code
+    return nnc.encode_model(
+        ((t.name, t.numpy()) for t in carried),
+        topology,
+        code,
+        compress_topology=compress_topology,
+    )
+
+
+def decode(data: bytes, *, source: str = "<bytes>") -> Model:
+    """Rebuild a model from an NNR bitstream, through the plugin owning its topology format."""
+    decoded = nnc.decode_model(data, source=source)
+    tensors = {name: ArrayTensor(name, array) for name, array in decoded.tensors.items()}
+    code = decoded.topology_storage_format
+    if code == nnc.TopologyStorageFormat.NNR_TPL_UNREC:
+        return Model(Graph(name="tensors"), tensors, source_format="")
+    fmt = get_registry().for_topology(code)
+    if fmt is None:
+        label = _topology_label(code)
+        raise UnsupportedError(f"{source}: the bitstream's topology format is {label}; no installed plugin rebuilds it")
+    fmt.ensure_available()
+    return fmt.from_topology(decoded.topology, tensors)
+
+
+def _topology_label(code: int) -> str:
+    try:
+        return f"{nnc.TopologyStorageFormat(code).name} ({code})"
+    except ValueError:
+        return f"unknown code {code}"
+
+
+def save(
+    model: Model,
+    path: str | os.PathLike[str],
+    format: str | None = None,
+    *,
+    force: bool = False,
+    inputs: Sequence[Path] = (),
+) -> None:
+    """Write a model natively or as NNR; atomic, and never replacing a file without `force`."""
+    path = Path(path)
+    check_output(path, inputs=tuple(inputs), force=force)
+    name = _output_format(path, format)
+    if name == NNR_FORMAT:
+        data = encode(model)
+        with staged_output(path, force=force) as staged:
+            staged.write_bytes(data)
+        return
+    fmt = _plugin(name)
+    if model.source_format != fmt.name and not fmt.weights_only:
+        origin = f"a {model.source_format} model" if model.source_format else "tensors without a topology"
+        hint = "" if model.source_format else "; write them to a weights-only format"
+        raise UnsupportedError(f"{path}: cannot write {origin} as {fmt.name}{hint}")
+    with staged_output(path, force=force) as staged:
+        fmt.save(model, staged)
+
+
+def convert(
+    source: str | os.PathLike[str],
+    target: str | os.PathLike[str],
+    *,
+    from_format: str | None = None,
+    to_format: str | None = None,
+    force: bool = False,
+) -> ConversionResult:
+    """Convert a model file: native → NNR, NNR → native, or native → native of the same format."""
+    source, target = Path(source), Path(target)
+    started = time.perf_counter()
+    _require_input(source)
+    check_output(target, inputs=(source,), force=force)
+    src_name = _input_format(source, from_format)
+    dst_name = _output_format(target, to_format)
+    if src_name == NNR_FORMAT and dst_name == NNR_FORMAT:
+        raise UnsupportedError(f"{target}: input and output are both NNR bitstreams; nothing to convert")
+    model = load(source, src_name)
+    save(model, target, dst_name, force=force, inputs=(source,))
+    return ConversionResult(
+        source=source,
+        target=target,
+        source_format=src_name,
+        target_format=dst_name,
+        source_bytes=_disk_size(source),
+        target_bytes=_disk_size(target),
+        tensors=len(model.tensors),
+        parameters=model.parameter_count,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _disk_size(path: Path) -> int:
+    """Size of a file, or of everything under a folder; for ONNX, external data files count too."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def inspect(path: str | os.PathLike[str]) -> list[nnc.UnitInfo]:
+    """One record per NNR unit of a bitstream file."""
+    path = Path(path)
+    _require_input(path)
+    if path.is_dir():
+        raise FormatError(f"{path}: is a folder, not an NNR bitstream")
+    data = _read_bitstream(path)
+    if not nnc.looks_like_nnr(data[:4]):
+        raise FormatError(f"{path}: not an NNR bitstream (no NNR start unit at byte offset 0)")
+    return nnc.inspect_units(data, source=str(path))
+
+
+def compare(first: Model, second: Model) -> Comparison:
+    """Tensor-by-tensor differences between two models (names matched exactly)."""
+    result = Comparison()
+    for name, a in first.tensors.items():
+        b = second.tensors.get(name)
+        if b is None:
+            result.only_in_first.append(name)
+            continue
+        result.differences.append(_difference(name, a.numpy(), b.numpy(), a.dtype.name))
+    result.only_in_second = [n for n in second.tensors if n not in first.tensors]
+    return result
+
+
+def _difference(name: str, a: np.ndarray, b: np.ndarray, dtype: str) -> TensorDifference:
+    identical = a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    if a.shape != b.shape:
+        max_abs = float("inf")
+    elif a.dtype.kind in "fiub" and b.dtype.kind in "fiub" and a.size:
+        max_abs = float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))))
+    else:
+        max_abs = 0.0 if identical else float("inf")
+    return TensorDifference(name, tuple(a.shape), dtype, max_abs, identical)

@@ -1,0 +1,220 @@
+# Copyright nnrconv contributors
+# SPDX-License-Identifier: Apache-2.0
+"""The `nnrconv` command line: parses arguments, calls the typed API, prints.
+
+Exit codes:
+    0  success
+    1  other nnrconv error
+    2  usage error (bad option or argument)
+    3  unknown, ambiguous or unreadable input format
+    4  corrupt or truncated NNR bitstream
+    5  valid input that nnrconv cannot convert (unsupported)
+    6  the format's framework is not installed
+    7  output refused (exists without --force, equals the input, folder missing)
+    8  a plugin broke the plugin contract
+    70 internal error (a bug: please report it with the output of --debug)
+    130 interrupted
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+
+import click
+
+from nnrconv import _api
+from nnrconv.core import NNRConvError, get_plugin_manager
+
+__all__ = ["cli", "main"]
+
+_GROUP_FLAGS = frozenset({"--debug", "--version", "--help", "-h"})
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
+
+
+class _DefaultToConvert(click.Group):
+    """A group where `nnrconv IN OUT ...` means `nnrconv convert IN OUT ...`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        for index, token in enumerate(args):
+            if token in _GROUP_FLAGS:
+                continue
+            if token not in self.commands:
+                args = [*args[:index], "convert", *args[index:]]
+            break
+        return super().parse_args(ctx, args)
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+@click.group(
+    cls=_DefaultToConvert,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="Convert with `nnrconv IN OUT` (see `nnrconv convert --help`). Exit codes are listed in the README.",
+)
+@click.version_option(package_name="nnrconv")
+@click.option("--debug", is_flag=True, help="Show the full traceback of errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Convert neural networks between ONNX, NNEF, TensorFlow, PyTorch and MPEG NNR (ISO/IEC 15938-17)."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+@cli.command()
+@click.argument("source", type=click.Path(path_type=str))
+@click.argument("target", type=click.Path(path_type=str))
+@click.option("--from", "from_format", metavar="FORMAT", help="Input format (default: detected).")
+@click.option("--to", "to_format", metavar="FORMAT", help="Output format (default: from the name).")
+@click.option("--force", is_flag=True, help="Replace the output if it exists.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+def convert(source: str, target: str, from_format: str | None, to_format: str | None, force: bool, quiet: bool) -> None:
+    """Convert SOURCE to TARGET; formats follow from the paths (`.nnr` is an NNR bitstream)."""
+    result = _api.convert(source, target, from_format=from_format, to_format=to_format, force=force)
+    if not quiet:
+        ratio = result.target_bytes / result.source_bytes if result.source_bytes else 0.0
+        click.echo(
+            f"{result.source} ({result.source_format}, {_human(result.source_bytes)}) -> "
+            f"{result.target} ({result.target_format}, {_human(result.target_bytes)}): "
+            f"{result.tensors} tensors, {result.parameters:,} parameters, "
+            f"size ratio {ratio:.3f}, {result.seconds:.2f} s"
+        )
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per format.")
+def formats(as_json: bool) -> None:
+    """List every format: built-in and third-party, available or not."""
+    rows = _api.formats()
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(asdict(row)))
+        return
+    click.echo(f"{'format':<12} {'version':<9} {'NNR topology':<13} {'patterns':<22} status")
+    for row in rows:
+        code = "-" if row.topology_code is None else str(row.topology_code)
+        status = "available" if row.available else f"missing {', '.join(row.missing)}: {row.install}"
+        click.echo(f"{row.name:<12} {row.version:<9} {code:<13} {' '.join(row.patterns):<22} {status}")
+    click.echo(f"{'nnr':<12} {'':<9} {'-':<13} {'*.nnr *.nnc':<22} available (built in: the NNR bitstream)")
+    for failure in get_plugin_manager().load_failures:  # type: ignore[attr-defined]
+        click.echo(f"plugin {failure.entry_point} ({failure.distribution}) failed to load: {failure.error}")
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=str))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per unit.")
+def inspect(path: str, as_json: bool) -> None:
+    """Show the units of an NNR bitstream: index, type, offset, size, tensor, shape, payload."""
+    units = _api.inspect(path)
+    if as_json:
+        for unit in units:
+            click.echo(json.dumps(_unit_dict(unit)))
+        return
+    click.echo(f"{'#':>4} {'unit':<8} {'offset':>10} {'size':>10}  {'payload':<16} {'shape':<18} tensor / details")
+    parameters = 0
+    for unit in units:
+        shape = "x".join(str(d) for d in unit.shape) if unit.shape else ""
+        if unit.shape:
+            parameters += _count(unit.shape)
+        detail = unit.tensor if unit.tensor is not None else (unit.topology_storage_format or "")
+        click.echo(
+            f"{unit.index:>4} {unit.unit_type:<8} {unit.byte_offset:>10} {unit.size:>10}  "
+            f"{unit.payload_type or '':<16} {shape:<18} {detail}"
+        )
+    ndus = sum(1 for u in units if u.tensor is not None)
+    total = sum(u.size for u in units)
+    click.echo(f"total: {len(units)} units, {ndus} data units, {parameters:,} parameters, {total:,} bytes")
+
+
+def _count(shape: Sequence[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _unit_dict(unit: object) -> dict:
+    data = asdict(unit)  # type: ignore[call-overload]
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in data.items()}
+
+
+@cli.command()
+@click.argument("first", type=click.Path(path_type=str))
+@click.argument("second", type=click.Path(path_type=str))
+@click.option("--all", "show_all", is_flag=True, help="List identical tensors too.")
+def diff(first: str, second: str, show_all: bool) -> None:
+    """Compare the tensors of two models (any formats, NNR included); exit 1 if they differ."""
+    comparison = _api.compare(_api.load(first), _api.load(second))
+    for d in comparison.differences:
+        if show_all or not d.bit_identical:
+            state = "identical" if d.bit_identical else f"max |diff| {d.max_abs:.6g}"
+            click.echo(f"{d.name}: {d.dtype} {list(d.shape)} {state}")
+    for name in comparison.only_in_first:
+        click.echo(f"{name}: only in {first}")
+    for name in comparison.only_in_second:
+        click.echo(f"{name}: only in {second}")
+    same = sum(d.bit_identical for d in comparison.differences)
+    click.echo(
+        f"{len(comparison.differences)} tensors compared, {same} bit-identical, "
+        f"largest difference {comparison.max_abs:.6g}"
+    )
+    if not comparison.identical:
+        sys.exit(1)
+
+
+_plugin_commands_added = False
+
+
+def _add_plugin_commands() -> None:
+    """Let plugins add subcommands, once per process."""
+    global _plugin_commands_added
+    if not _plugin_commands_added:
+        _plugin_commands_added = True
+        get_plugin_manager().hook.register_commands(cli=cli)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: run the CLI, turning every nnrconv error into one line and an exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or bool(os.environ.get("NNRCONV_DEBUG"))
+    try:
+        _add_plugin_commands()
+        cli.main(args=args, prog_name="nnrconv", standalone_mode=False)
+    except NNRConvError as err:
+        if debug:
+            raise
+        click.echo(f"nnrconv: error: {err}", err=True)
+        return err.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.Abort:
+        click.echo("nnrconv: aborted", err=True)
+        return 1
+    except KeyboardInterrupt:
+        click.echo("nnrconv: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    except Exception as exc:
+        if debug:
+            raise
+        click.echo(f"nnrconv: internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)", err=True)
+        return EXIT_INTERNAL
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
