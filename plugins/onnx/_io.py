@@ -1,0 +1,191 @@
+# Copyright nnrconv contributors
+# SPDX-License-Identifier: Apache-2.0
+"""Reading and writing ONNX files, and the topology bytes carried in an NNR TPL unit."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection, Mapping
+from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from nnrconv.core import BitstreamError, DType, FormatError, Model, Tensor, UnsupportedError
+from nnrconv_onnx._model import model_from_proto
+from nnrconv_onnx._weights import (
+    WeightSite,
+    clear_payload,
+    element_count,
+    has_payload,
+    is_external,
+    set_payload,
+    tensor_dtype,
+    weight_sites,
+)
+
+__all__ = ["from_topology", "read_model", "topology_bytes", "write_model"]
+
+TOPOLOGY_SOURCE = "<NNR topology>"
+# Tensors smaller than this stay inline even when a model is written with external data, as
+# onnx's own `convert_model_to_external_data` does: side-file entries for tiny tensors only
+# cost seeks.
+EXTERNAL_MIN_BYTES = 1024
+# Offsets of external tensors are aligned for memory mapping (ONNX recommends 4 KiB).
+EXTERNAL_ALIGNMENT = 4096
+
+
+def read_model(path: Path) -> onnx.ModelProto:
+    """Parse an .onnx file without touching its external data.
+
+    Raises:
+        FormatError: the file cannot be read, does not parse as a ModelProto, or has no graph.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot read: {exc.strerror}") from exc
+    proto = onnx.ModelProto()
+    try:
+        proto.ParseFromString(data)
+    except (DecodeError, ValueError, RuntimeError) as exc:
+        raise FormatError(f"{path}: not a valid ONNX model (protobuf parse failed: {exc})") from exc
+    if proto.ir_version <= 0 or not proto.HasField("graph"):
+        raise FormatError(f"{path}: not an ONNX model (no ir_version or no graph in the ModelProto)")
+    return proto
+
+
+def _native(model: Model) -> onnx.ModelProto:
+    if model.source_format != "onnx" or not isinstance(model.native, onnx.ModelProto):
+        raise UnsupportedError(
+            f"only models read from ONNX can be written as ONNX; this one comes from {model.source_format!r}"
+        )
+    return model.native
+
+
+def _rebuild(model: Model, strip: Collection[str]) -> onnx.ModelProto:
+    """A copy of the native proto: `strip`ped tensors emptied, all others filled from `model.tensors`.
+
+    Raises:
+        FormatError: a tensor does not fit its slot, or a slot with no tensor uses external data.
+    """
+    proto = onnx.ModelProto()
+    proto.CopyFrom(_native(model))
+    for site in weight_sites(proto):
+        if site.key in strip:
+            clear_payload(site.proto)
+            continue
+        tensor = model.tensors.get(site.key)
+        if tensor is None:
+            if is_external(site.proto):
+                raise FormatError(f"tensor {site.key!r} uses external data but the model holds no data for it")
+            continue
+        try:
+            set_payload(site.proto, tensor.numpy(), site.key)
+        except ValueError as exc:
+            raise FormatError(str(exc)) from exc
+    return proto
+
+
+def _serialize(proto: onnx.ModelProto, what: str) -> bytes:
+    try:
+        return proto.SerializeToString()
+    except ValueError as exc:  # protobuf refuses messages over 2 GiB
+        raise FormatError(f"{what} cannot be serialized: {exc}") from exc
+
+
+def topology_bytes(model: Model, carried: Collection[str]) -> bytes:
+    """The ModelProto with carried payloads removed and every other tensor's data inline."""
+    carried = set(carried)
+    unknown = carried - set(model.tensors)
+    if unknown:
+        raise FormatError(f"carried tensors {sorted(unknown)!r} are not tensors of this model")
+    return _serialize(_rebuild(model, carried), "the ONNX topology")
+
+
+def from_topology(topology: bytes, tensors: Mapping[str, Tensor]) -> Model:
+    """Rebuild the model: parse, walk as `weight_sites` does, fill each stripped slot.
+
+    Raises:
+        BitstreamError: the topology does not parse, a stripped tensor has no decoded data, a
+            decoded tensor matches no slot, or values do not fit their slot exactly.
+    """
+    proto = onnx.ModelProto()
+    try:
+        proto.ParseFromString(topology)
+    except (DecodeError, ValueError, RuntimeError) as exc:
+        raise BitstreamError(f"the NNR topology unit does not hold a valid ONNX ModelProto: {exc}") from exc
+    if not proto.HasField("graph"):
+        raise BitstreamError("the NNR topology unit holds an ONNX ModelProto without a graph")
+    used: set[str] = set()
+    for site in weight_sites(proto):
+        if has_payload(site.proto) or tensor_dtype(site.proto) is None:
+            continue
+        tensor = tensors.get(site.key)
+        if tensor is None:
+            if element_count(site.proto) == 0:
+                continue
+            raise BitstreamError("the topology's tensor has no payload and no NNR data unit", tensor=site.key)
+        used.add(site.key)
+        try:
+            set_payload(site.proto, tensor.numpy(), site.key)
+        except ValueError as exc:
+            raise BitstreamError(str(exc), tensor=site.key) from exc
+    extra = sorted(set(tensors) - used)
+    if extra:
+        raise BitstreamError(
+            f"{len(extra)} decoded tensor(s) match no stripped tensor of the ONNX topology: {extra[:5]!r}"
+        )
+    return model_from_proto(proto, base_dir=None, source=TOPOLOGY_SOURCE)
+
+
+def write_model(model: Model, path: Path, *, threshold: int) -> None:
+    """Write `model` to `path`; past `threshold` bytes, big tensors go to ``<file name>.data``.
+
+    Only `path` and its sibling data file are written, as the core's staging requires.
+
+    Raises:
+        UnsupportedError: the model did not come from ONNX.
+        FormatError: a tensor does not fit its slot, or the file cannot be written.
+    """
+    proto = _rebuild(model, strip=set(model.tensors))
+    total = proto.ByteSize() + sum(t.nbytes for t in model.tensors.values())
+    sites = [s for s in weight_sites(proto) if s.key in model.tensors]
+    try:
+        if total <= threshold:
+            for site in sites:
+                set_payload(site.proto, model.tensors[site.key].numpy(), site.key)
+        else:
+            _write_external(sites, model.tensors, path.with_name(path.name + ".data"))
+        data = _serialize(proto, f"{path}: the ONNX model")
+        with open(path, "wb") as f:
+            f.write(data)
+    except ValueError as exc:
+        raise FormatError(f"{path}: {exc}") from exc
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot write: {exc.strerror}") from exc
+
+
+def _write_external(sites: list[WeightSite], tensors: Mapping[str, Tensor], data_path: Path) -> None:
+    """Append each big tensor to `data_path` (aligned) and point its proto there; small ones stay inline."""
+    with open(data_path, "wb") as f:
+        for site in sites:
+            tensor = tensors[site.key]
+            dtype = tensor_dtype(site.proto)
+            if dtype is DType.STRING or tensor.nbytes < EXTERNAL_MIN_BYTES:
+                set_payload(site.proto, tensor.numpy(), site.key)
+                continue
+            # Reuse the exact-cast and size checks, then move the bytes out of the proto.
+            set_payload(site.proto, tensor.numpy(), site.key)
+            raw = site.proto.raw_data
+            offset = f.tell() + -f.tell() % EXTERNAL_ALIGNMENT
+            f.write(bytes(offset - f.tell()))
+            f.write(raw)
+            clear_payload(site.proto)
+            site.proto.data_location = onnx.TensorProto.EXTERNAL
+            for key, value in (("location", data_path.name), ("offset", str(offset)), ("length", str(len(raw)))):
+                entry = site.proto.external_data.add()
+                entry.key, entry.value = key, value
+        f.flush()
+        os.fsync(f.fileno())

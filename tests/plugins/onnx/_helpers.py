@@ -1,0 +1,91 @@
+# Copyright nnrconv contributors
+# SPDX-License-Identifier: Apache-2.0
+"""Shared checks of the ONNX plugin tests: tensor identity, onnxruntime runs, round trips."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+import nnrconv
+from nnrconv import nnc
+from nnrconv.core import ArrayTensor, DType, Model, get_registry
+
+
+def nnc_ready() -> bool:
+    """Whether the NNC backend is complete enough for real .nnr round trips."""
+    return all(hasattr(nnc, name) for name in ("encode_model", "decode_model", "can_carry"))
+
+
+def onnx_format():  # type: ignore[no-untyped-def]
+    return get_registry().get("onnx")
+
+
+def tensor_bytes(tensor: object) -> bytes:
+    array = tensor.numpy()  # type: ignore[attr-defined]
+    if array.dtype == object:
+        return b"\0".join(bytes(v) for v in array.reshape(-1)) + f"|{array.size}".encode()
+    return np.ascontiguousarray(array).tobytes()
+
+
+def assert_tensors_identical(first: Model, second: Model) -> None:
+    """Same keys, and for each: same dtype, shape and bytes."""
+    assert sorted(first.tensors) == sorted(second.tensors)
+    for key, a in first.tensors.items():
+        b = second.tensors[key]
+        assert (a.dtype, a.shape) == (b.dtype, b.shape), key
+        assert tensor_bytes(a) == tensor_bytes(b), f"tensor {key!r} differs"
+
+
+def simulate_nnr(model: Model) -> Model:
+    """What `_api.encode` + `_api.decode` do, with the NNC coding itself left out.
+
+    float32 tensors are "carried" (and come back flattened, 0-d ones as [1], as an NNR data
+    unit may return them); everything else stays in the topology.
+    """
+    fmt = onnx_format()
+    carried = {k for k, t in model.tensors.items() if t.dtype is DType.FLOAT}
+    topology = fmt.topology_bytes(model, carried)
+    decoded = {
+        k: ArrayTensor(k, np.asarray(model.tensors[k].numpy(), dtype=np.float32).reshape(-1)) for k in carried
+    }
+    return fmt.from_topology(topology, decoded)
+
+
+def nnr_roundtrip(source: Path, workdir: Path) -> tuple[Path, Path]:
+    """source → workdir/m.nnr → workdir/back.onnx through the public API."""
+    nnr, back = workdir / "m.nnr", workdir / "back.onnx"
+    nnrconv.convert(source, nnr)
+    nnrconv.convert(nnr, back)
+    return nnr, back
+
+
+def materialized(path: Path) -> onnx.ModelProto:
+    """The model at `path` with any external data loaded into raw_data."""
+    return onnx.load(str(path), load_external_data=True)
+
+
+def _session(model: Path | bytes):  # type: ignore[no-untyped-def]
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 4  # failures are asserted, not logged
+    source = str(model) if isinstance(model, Path) else model
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def run_ort(model: Path | bytes, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """Outputs of onnxruntime (one thread, CPU) for `inputs`."""
+    return [np.asarray(o) for o in _session(model).run(None, dict(inputs))]
+
+
+def assert_same_outputs(first: list[np.ndarray], second: list[np.ndarray]) -> None:
+    assert len(first) == len(second)
+    for a, b in zip(first, second, strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        assert np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"), "runtime outputs differ"
