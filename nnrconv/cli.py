@@ -175,6 +175,65 @@ def diff(first: str, second: str, show_all: bool) -> None:
 _plugin_commands_added = False
 
 
+@cli.command()
+@click.argument("path", type=click.Path(path_type=str))
+@click.option("--from", "from_format", metavar="FORMAT", help="Input format (default: detected).")
+@click.option("--inputs", type=click.Path(path_type=str), help="An .npz with one array per model input.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
+@click.option("--atol", type=float, help="Absolute tolerance; exit 1 if any output differs by more.")
+@click.option("--rtol", type=float, help="Relative tolerance (combined with --atol as |a-b| <= atol + rtol*|a|).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON document.")
+def check(
+    path: str,
+    from_format: str | None,
+    inputs: str | None,
+    seed: int,
+    atol: float | None,
+    rtol: float | None,
+    as_json: bool,
+) -> None:
+    """Round-trip PATH through NNR and compare the native runtime's outputs before and after."""
+    from nnrconv._check import check as run_check
+
+    report = run_check(path, format=from_format, inputs=inputs, seed=seed, atol=atol, rtol=rtol)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        _print_check(report)
+    if not report.passed:
+        sys.exit(1)
+
+
+def _db(value: float) -> str:
+    return "inf" if value == float("inf") else f"{value:.1f}"
+
+
+def _print_check(report) -> None:  # type: ignore[no-untyped-def]
+    verdict = "EXACT (lossless round trip)" if report.exact else ("PASSED" if report.passed else "FAILED")
+    if not report.exact and report.atol is None and report.rtol is None:
+        verdict = "LOSSY (no tolerance given)"
+    click.echo(f"check {report.source} ({report.format}): {verdict}")
+    click.echo(
+        f"sizes: original {_human(report.original_bytes)}, NNR {_human(report.nnr_bytes)}, "
+        f"ratio {report.ratio:.3f}, {report.bits_per_parameter:.2f} bits/parameter "
+        f"over {report.parameters:,} parameters"
+    )
+    click.echo("outputs:")
+    for o in report.outputs:
+        agreement = "" if o.argmax_agreement is None else f", argmax agreement {100 * o.argmax_agreement:.1f}%"
+        flag = "" if o.within_tolerance else "  <-- exceeds tolerance"
+        click.echo(
+            f"  {o.name} {list(o.shape)}: max abs {o.max_abs:.3g}, max rel {o.max_rel:.3g}, "
+            f"SNR {_db(o.snr_db)} dB{agreement}{flag}"
+        )
+    same = sum(t.bit_identical for t in report.tensors)
+    click.echo(f"weights: {same} of {len(report.tensors)} bit-identical")
+    for t in report.tensors:
+        state = "identical" if t.bit_identical else f"max abs {t.max_abs:.3g}"
+        click.echo(f"  {t.name} {t.dtype} {list(t.shape)}: SNR {_db(t.snr_db)} dB, {state}")
+    click.echo("times: " + ", ".join(f"{k} {v:.3f} s" for k, v in report.seconds.items()))
+
+
 def _add_plugin_commands() -> None:
     """Let plugins add subcommands, once per process."""
     global _plugin_commands_added

@@ -14,7 +14,7 @@ from nnrconv.core._errors import (
     PluginError,
     UnsupportedError,
 )
-from nnrconv.core._format import FormatPlugin
+from nnrconv.core._format import FormatPlugin, InputSpec
 from nnrconv.core._graph import Attribute, AttributeType, Graph, Node, ValueInfo
 from nnrconv.core._model import Model
 from nnrconv.core._plugins import FormatRegistry, get_plugin_manager, get_registry
@@ -32,6 +32,7 @@ __all__ = [
     "FormatRegistry",
     "FrameworkMissingError",
     "Graph",
+    "InputSpec",
     "LazyTensor",
     "MappedTensor",
     "Model",

@@ -16,14 +16,27 @@ from __future__ import annotations
 import fnmatch
 import importlib.util
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
+
+from nnrconv.core._dtype import DType
 from nnrconv.core._errors import FrameworkMissingError, UnsupportedError
 from nnrconv.core._model import Model
 from nnrconv.core._tensor import Tensor
 
-__all__ = ["FormatPlugin"]
+__all__ = ["FormatPlugin", "InputSpec"]
+
+
+@dataclass(frozen=True, slots=True)
+class InputSpec:
+    """One model input as a runner needs it: name, element type and a concrete shape."""
+
+    name: str
+    dtype: DType
+    shape: tuple[int, ...]
 
 
 class FormatPlugin:
@@ -115,7 +128,20 @@ class FormatPlugin:
         """Rebuild the model from `topology_bytes` output and the decoded tensors."""
         raise UnsupportedError(f"format {self.name!r} cannot rebuild a model from an NNR topology")
 
+    # -- round-trip checks ---------------------------------------------------------------
+    def input_specs(self, model: Model) -> list[InputSpec]:
+        """The inputs a run of `model` needs, with concrete shapes (free dimensions set to 1)."""
+        raise UnsupportedError(f"format {self.name!r} has no runner for round-trip checks")
+
+    def run(self, model: Model, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run `model` in the format's native runtime on `inputs`; return every output by name.
+
+        Must be deterministic for identical models and inputs (single-threaded if needed), so
+        that a round-trip check can demand identical outputs after lossless coding.
+        """
+        raise UnsupportedError(f"format {self.name!r} has no runner for round-trip checks")
+
     def capabilities(self) -> list[str]:
         """Which optional methods this format overrides, for `nnrconv formats`."""
-        names = ("load", "save", "topology_bytes", "from_topology")
+        names = ("load", "save", "topology_bytes", "from_topology", "run")
         return [n for n in names if getattr(type(self), n) is not getattr(FormatPlugin, n)]

@@ -13,7 +13,9 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import ClassVar
 
-from nnrconv.core import FormatPlugin, Model, Tensor
+import numpy as np
+
+from nnrconv.core import FormatPlugin, InputSpec, Model, Tensor
 
 __all__ = ["EXTERNAL_DATA_THRESHOLD", "OnnxFormat"]
 
@@ -149,3 +151,20 @@ class OnnxFormat(FormatPlugin):
         from nnrconv_onnx import _io
 
         return _io.from_topology(topology, tensors)
+
+    def input_specs(self, model: Model) -> list[InputSpec]:
+        """Graph inputs that no initializer feeds, with free dimensions set to 1."""
+        from nnrconv_onnx import _runtime
+
+        return _runtime.input_specs(model)
+
+    def run(self, model: Model, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Outputs of onnxruntime (CPU, one thread) for `inputs`.
+
+        Raises:
+            FrameworkMissingError: onnxruntime is not installed.
+            UnsupportedError: onnxruntime cannot load or run the model.
+        """
+        from nnrconv_onnx import _runtime
+
+        return _runtime.run(model, inputs)
