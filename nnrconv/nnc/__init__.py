@@ -1,0 +1,129 @@
+# Copyright nnrconv contributors
+# SPDX-License-Identifier: Apache-2.0
+"""The NNR (ISO/IEC 15938-17) bitstream layer: bit I/O, unit syntax, and whole-model coding.
+
+Typical use::
+
+    data = nnc.encode_model([("fc.weight", w)], topology, nnc.TopologyStorageFormat.NNR_TPL_ONNX)
+    model = nnc.decode_model(data)
+    for info in nnc.inspect_units(data):
+        print(info.index, info.unit_type, info.tensor)
+"""
+
+from contextlib import suppress as _suppress
+
+from nnrconv.nnc._bitio import BitReader, BitWriter
+from nnrconv.nnc._container import (
+    MAX_TOPOLOGY_SIZE,
+    DecodedModel,
+    UnitInfo,
+    can_carry,
+    decode_model,
+    deflate_topology,
+    encode_model,
+    inflate_topology,
+    inspect_units,
+)
+from nnrconv.nnc._enums import (
+    CompressedParameterTypes,
+    DecompressedDataFormat,
+    NnrUnitType,
+    ParentNodeIdType,
+    PayloadType,
+    QuantizationMethod,
+    TopologyCompressionFormat,
+    TopologyStorageFormat,
+)
+from nnrconv.nnc._framing import (
+    MAX_UNIT_SIZE,
+    AggregateUnit,
+    ParsedUnit,
+    Unit,
+    advance_context,
+    encode_unit,
+    looks_like_nnr,
+    read_units,
+    write_units,
+)
+from nnrconv.nnc._mps import (
+    DecompositionPerformanceEntry,
+    LayerParameterSet,
+    ModelParameterSet,
+    PruningPerformanceEntry,
+    SparsificationPerformanceEntry,
+    UnificationPerformanceEntry,
+)
+from nnrconv.nnc._ndu import (
+    Codebook,
+    CompressedDataUnit,
+    EntryPoint,
+    NduHeader,
+    NodeId,
+    ParentNodeId,
+    decode_reference_list,
+    encode_reference_list,
+)
+from nnrconv.nnc._units import NnrUnit, NnrUnitHeader, QuantizationUnit, StartUnit, TopologyUnit, UnitContext
+
+__all__ = [
+    "MAX_TOPOLOGY_SIZE",
+    "MAX_UNIT_SIZE",
+    "AggregateUnit",
+    "BitReader",
+    "BitWriter",
+    "Codebook",
+    "CompressedDataUnit",
+    "CompressedParameterTypes",
+    "DecodedModel",
+    "DecompositionPerformanceEntry",
+    "DecompressedDataFormat",
+    "EntryPoint",
+    "LayerParameterSet",
+    "ModelParameterSet",
+    "NduHeader",
+    "NnrUnit",
+    "NnrUnitHeader",
+    "NnrUnitType",
+    "NodeId",
+    "ParentNodeId",
+    "ParentNodeIdType",
+    "ParsedUnit",
+    "PayloadType",
+    "PruningPerformanceEntry",
+    "QuantizationMethod",
+    "QuantizationUnit",
+    "SparsificationPerformanceEntry",
+    "StartUnit",
+    "TopologyCompressionFormat",
+    "TopologyStorageFormat",
+    "TopologyUnit",
+    "UnificationPerformanceEntry",
+    "Unit",
+    "UnitContext",
+    "UnitInfo",
+    "advance_context",
+    "can_carry",
+    "decode_model",
+    "decode_reference_list",
+    "deflate_topology",
+    "encode_model",
+    "encode_reference_list",
+    "encode_unit",
+    "inflate_topology",
+    "inspect_units",
+    "looks_like_nnr",
+    "read_units",
+    "write_units",
+]
+
+
+def _publish() -> None:
+    """Show public classes and functions as `nnrconv.nnc.X`, whatever private module defines them."""
+    for name in __all__:
+        obj = globals()[name]
+        if isinstance(obj, type) or callable(obj):
+            with _suppress(AttributeError, TypeError):  # e.g. the `Unit` union alias
+                obj.__module__ = __name__
+
+
+_publish()
