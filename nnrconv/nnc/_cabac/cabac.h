@@ -1,0 +1,227 @@
+/* Copyright nnrconv contributors */
+/* SPDX-License-Identifier: Apache-2.0 */
+/* DeepCABAC core shared by the encoder, decoder, quantizer and the Python bindings.
+ *
+ * Everything declared here is plain C without Python objects, so the bindings can run it with
+ * the GIL released.  Functions report failures through an nc_status instead of aborting; the
+ * bindings turn them into Python exceptions once the GIL is held again.
+ *
+ * Syntax and semantics follow ISO/IEC 15938-17:2024 (NNC 2nd edition) clause 9.3 and, where the
+ * standard leaves the encoder free (parameter-set choice, quantization), the reference encoder
+ * NNCodec 2.1.3, so that identical inputs give identical bitstreams.
+ */
+#ifndef NNRCONV_CABAC_H
+#define NNRCONV_CABAC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- portability ------------------------------------------------------------------------ */
+
+#if defined(_MSC_VER)
+#include <intrin.h>
+static __inline int nc_clz32(uint32_t x)
+{
+    unsigned long i;
+    _BitScanReverse(&i, x);
+    return 31 - (int)i;
+}
+#else
+#define nc_clz32(x) __builtin_clz(x)
+#endif
+
+/* ---- status ---------------------------------------------------------------------------- */
+
+enum {
+    NC_OK = 0,
+    NC_ERR_STREAM = 1,   /* corrupt or truncated bitstream */
+    NC_ERR_VALUE = 2,    /* bad argument (caller error) */
+    NC_ERR_NOMEM = 3,
+    NC_ERR_UNSUPPORTED = 4,
+    NC_ERR_OVERFLOW = 5, /* quantization would overflow int32 */
+};
+
+typedef struct {
+    int code;
+    uint64_t byte_offset; /* position in the payload where a stream error was detected */
+    char msg[200];
+} nc_status;
+
+int nc_fail(nc_status *st, int code, uint64_t byte_offset, const char *fmt, ...);
+
+/* ---- tables (tables.c, ctxmodel.c) ----------------------------------------------------- */
+
+extern const uint8_t nc_lps_table[8][32];
+extern const uint32_t nc_rate_zero[1024];
+extern const uint32_t nc_rate_one[1024];
+extern const int16_t nc_step_table[32];
+extern const int16_t nc_param_sets[9][4]; /* SH0, SH1, initial S, initial S0 */
+extern const uint8_t nc_dq_next[8][2];    /* dependent-quantization state transition */
+
+/* ---- context layout (store size 90 + 4N, N = number of greater-than flags) ----------- */
+
+#define NC_CTX_SIG 0        /* 24: 3 * state + neighbour class */
+#define NC_CTX_SIG_TCA 24   /* 16: temporal context adaptation (not used yet) */
+#define NC_CTX_SIG_HDSP 40  /* 8: history-dependent significance (not used yet) */
+#define NC_CTX_SIGN 48      /* 3 + 2 (TCA) */
+#define NC_CTX_GTX 53       /* 2N + 2N (TCA) */
+#define NC_CTX_REM(n) (53 + 4 * (n))          /* 31 (+1 spare) remainder prefix contexts */
+#define NC_CTX_PARAM_FLAG(n) (53 + 4 * (n) + 34)
+#define NC_CTX_ROW_SKIP(n) (53 + 4 * (n) + 36)
+#define NC_CTX_COUNT(n) (90 + 4 * (n))
+#define NC_MAX_GTX 256 /* cabac_unary_length_minus1 is u(8) */
+
+/* One adaptive context: SBMP two-rate estimator.  s = 16 * s0 + s1 (s1 implicit). */
+typedef struct {
+    int16_t s;
+    int8_t s0;
+    uint8_t sh0;
+    uint8_t sh1;
+    uint8_t set;
+} nc_ctx;
+
+/* The nine candidate parameter sets of one context, used by the encoder to pick a set. */
+typedef struct {
+    int32_t s[9];
+    int32_t s0[9];
+    uint64_t bits[9];
+} nc_ctx_opt;
+
+void nc_ctx_init(nc_ctx *c, int set);
+void nc_ctx_reset(nc_ctx *c);
+void nc_ctx_opt_init(nc_ctx_opt *o);
+void nc_ctx_opt_reset(nc_ctx_opt *o);
+void nc_ctx_opt_code(nc_ctx_opt *o, int bin);
+int nc_ctx_opt_best(const nc_ctx_opt *o);
+
+static inline void nc_ctx_update(nc_ctx *c, int bin)
+{
+    const int d = bin ? 1 : -1;
+    int s0 = c->s0;
+    int s1 = c->s - 16 * s0;
+    s0 += d * (nc_step_table[16 + ((d * s0) >> 3)] >> c->sh0);
+    s1 += d * (nc_step_table[16 + ((d * s1) >> 7)] >> c->sh1);
+    c->s0 = (int8_t)s0;
+    c->s = (int16_t)(s1 + 16 * s0);
+}
+
+static inline uint32_t nc_ctx_lps(const nc_ctx *c, uint32_t range)
+{
+    int q = c->s >> 7;
+    if (q < 0) {
+        q = -q;
+    }
+    return nc_lps_table[(range >> 5) & 7][q & 31];
+}
+
+static inline int nc_ctx_mps(const nc_ctx *c)
+{
+    return c->s >= 0;
+}
+
+/* ---- per-tensor coding parameters ------------------------------------------------------ */
+
+typedef struct {
+    uint64_t rows;        /* dims[0] */
+    uint64_t width;       /* prod(dims[1:]), 1 for 1-d tensors */
+    int dq;               /* dq_flag */
+    int scan_order;       /* 0..4 */
+    int profile;          /* general_profile_idc (0 or 1) */
+    uint32_t num_gtx;     /* cabac_unary_length_minus1 + 1 */
+    int param_opt;        /* encoder: choose context parameter sets */
+    int row_skip;         /* encoder: row_skip_enabled_flag */
+    int parent_present;   /* parent_node_id_present_flag: hist_dep_sig_prob flag is coded */
+    uint32_t cb_size;     /* codebook_size, 0 without codebook */
+    uint32_t cb_zero;     /* CbZeroOffset */
+} nc_tensor;
+
+/* Normalise a tensor description (forced scan order 0, codebook ignored in profile 0) and
+ * validate it.  Returns NC_OK or NC_ERR_VALUE. */
+int nc_tensor_check(nc_tensor *t, nc_status *st);
+
+/* Block geometry of a scan order: 0 means the whole matrix is one block. */
+static inline uint64_t nc_block_rows(const nc_tensor *t)
+{
+    uint64_t bh;
+    if (t->scan_order == 0) {
+        return 1;
+    }
+    bh = (uint64_t)4 << t->scan_order;
+    return (t->rows + bh - 1) / bh;
+}
+
+/* Apply parity-0 transitions n times (a skipped row segment). */
+uint8_t nc_dq_skip(uint8_t state, uint64_t n);
+
+/* ---- entry points ---------------------------------------------------------------------- */
+
+typedef struct {
+    uint64_t bit_offset; /* distance in bits from the previous entry point (or level-data start) */
+    uint32_t value;      /* decoder value register >> 7 at that point, 8 bits */
+    uint32_t dq_state;   /* 3 bits */
+} nc_entry_point;
+
+/* ---- arithmetic encoder (encoder.c) ---------------------------------------------------- */
+
+typedef struct {
+    uint8_t *buf;
+    size_t len;
+    size_t cap;
+    int oom;
+    uint32_t low;
+    uint32_t range;
+    int32_t bits_left;
+    uint32_t buffered;
+    uint32_t num_buffered;
+    int finished;
+    nc_ctx *ctx;
+    nc_ctx_opt *opt;
+    size_t ctx_cap;
+} nc_encoder;
+
+int nc_encoder_init(nc_encoder *e, size_t reserve);
+void nc_encoder_free(nc_encoder *e);
+void nc_enc_bypass_bits(nc_encoder *e, uint32_t value, uint32_t num_bits);
+/* Terminating bin and flush; the payload is then e->buf[0 .. e->len). */
+int nc_encoder_finish(nc_encoder *e, nc_status *st);
+int nc_encode_tensor(nc_encoder *e, const int32_t *levels, const nc_tensor *t, nc_status *st);
+
+/* ---- arithmetic decoder (decoder.c) ---------------------------------------------------- */
+
+typedef struct {
+    const uint8_t *buf;
+    uint64_t len;
+    uint64_t pos; /* bytes consumed, may run past len on corrupt input (then overrun is set) */
+    int overrun;
+    int started;
+    uint32_t range;
+    uint32_t value;
+    int32_t bits_needed;
+    nc_ctx *ctx;
+    size_t ctx_cap;
+} nc_decoder;
+
+int nc_decoder_init(nc_decoder *d, const uint8_t *buf, uint64_t len, nc_status *st);
+void nc_decoder_free(nc_decoder *d);
+uint32_t nc_dec_bypass_bits(nc_decoder *d, uint32_t num_bits);
+int nc_decoder_check(const nc_decoder *d, nc_status *st);
+/* Decode the terminating bin and check the stop pattern; returns bytes consumed in *used. */
+int nc_decoder_finish(nc_decoder *d, uint64_t *used, nc_status *st);
+/* Decode one tensor's levels into out[rows * width].  With eps_in (n_eps_in == block rows - 1)
+ * each block row starts at its entry point; with eps_out (capacity block rows - 1) the entry
+ * points are produced. */
+int nc_decode_tensor(nc_decoder *d, int32_t *out, const nc_tensor *t,
+                     const nc_entry_point *eps_in, uint64_t n_eps_in,
+                     nc_entry_point *eps_out, uint64_t *n_eps_out, nc_status *st);
+
+/* ---- quantization (quant.c) ------------------------------------------------------------ */
+
+double nc_step_size(int32_t qp, int32_t qp_density);
+/* Quantize weights[rows * width] to integer levels.  *qp may be raised if the levels would
+ * overflow int32 (as the reference encoder does). */
+int nc_quantize(const float *weights, int32_t *levels, uint64_t rows, uint64_t width,
+                int32_t *qp, int32_t qp_density, int dq, int scan_order, double lambda_scale,
+                nc_status *st);
+void nc_dequantize(const int32_t *levels, float *out, uint64_t n, int32_t qp, int32_t qp_density);
+
+#endif /* NNRCONV_CABAC_H */

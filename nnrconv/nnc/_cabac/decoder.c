@@ -1,0 +1,415 @@
+/* Copyright nnrconv contributors */
+/* SPDX-License-Identifier: Apache-2.0 */
+/* DeepCABAC decoder (ISO/IEC 15938-17 clause 9.3).
+ *
+ * Robustness: every byte read is bounds-checked (reads past the end yield zeros and set
+ * `overrun`, which fails the tensor), every loop is bounded by the element count or a constant,
+ * and decoded magnitudes are checked against the int32 range before they are stored.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cabac.h"
+
+static inline uint32_t dec_byte(nc_decoder *d)
+{
+    uint32_t b = 0;
+    if (d->pos < d->len) {
+        b = d->buf[d->pos];
+    } else {
+        d->overrun = 1;
+    }
+    d->pos++;
+    return b;
+}
+
+int nc_decoder_init(nc_decoder *d, const uint8_t *buf, uint64_t len, nc_status *st)
+{
+    memset(d, 0, sizeof(*d));
+    d->buf = buf;
+    d->len = len;
+    if (len < 2) {
+        return nc_fail(st, NC_ERR_STREAM, 0, "CABAC payload of %llu bytes is too short",
+                       (unsigned long long)len);
+    }
+    d->range = 510;
+    d->bits_needed = -8;
+    d->value = (dec_byte(d) << 8);
+    d->value |= dec_byte(d);
+    d->started = 1;
+    if (d->value >= (d->range << 7)) {
+        return nc_fail(st, NC_ERR_STREAM, 0, "CABAC payload starts with an impossible value");
+    }
+    return NC_OK;
+}
+
+void nc_decoder_free(nc_decoder *d)
+{
+    free(d->ctx);
+    d->ctx = NULL;
+    d->ctx_cap = 0;
+}
+
+static inline int dec_bin(nc_decoder *d, nc_ctx *c)
+{
+    uint32_t lps = nc_ctx_lps(c, d->range);
+    uint32_t mps_range = d->range - lps;
+    int bin;
+    int n;
+    if (d->value < (mps_range << 7)) {
+        bin = nc_ctx_mps(c);
+        d->range = mps_range;
+        if (mps_range >= 256) {
+            nc_ctx_update(c, bin);
+            return bin;
+        }
+        n = 1;
+    } else {
+        bin = !nc_ctx_mps(c);
+        d->value -= mps_range << 7;
+        d->range = lps;
+        n = nc_clz32(lps) - 23;
+    }
+    d->range <<= n;
+    d->value <<= n;
+    d->bits_needed += n;
+    if (d->bits_needed >= 0) {
+        d->value += dec_byte(d) << d->bits_needed;
+        d->bits_needed -= 8;
+    }
+    nc_ctx_update(c, bin);
+    return bin;
+}
+
+static inline int dec_bypass(nc_decoder *d)
+{
+    uint32_t scaled;
+    d->value += d->value;
+    if (++d->bits_needed >= 0) {
+        d->value += dec_byte(d);
+        d->bits_needed = -8;
+    }
+    scaled = d->range << 7;
+    if (d->value >= scaled) {
+        d->value -= scaled;
+        return 1;
+    }
+    return 0;
+}
+
+uint32_t nc_dec_bypass_bits(nc_decoder *d, uint32_t num_bits)
+{
+    uint32_t v = 0, i;
+    for (i = 0; i < num_bits; i++) {
+        v = (v << 1) | (uint32_t)dec_bypass(d);
+    }
+    return v;
+}
+
+int nc_decoder_check(const nc_decoder *d, nc_status *st)
+{
+    if (d->overrun) {
+        return nc_fail(st, NC_ERR_STREAM, d->len, "CABAC payload is truncated");
+    }
+    return NC_OK;
+}
+
+int nc_decoder_finish(nc_decoder *d, uint64_t *used, nc_status *st)
+{
+    uint32_t scaled, last;
+    d->range -= 2;
+    scaled = d->range << 7;
+    if (d->value < scaled) {
+        return nc_fail(st, NC_ERR_STREAM, d->pos, "terminating bin of the CABAC payload not received");
+    }
+    if (d->overrun || d->pos == 0 || d->pos > d->len) {
+        return nc_fail(st, NC_ERR_STREAM, d->len, "CABAC payload is truncated");
+    }
+    last = d->buf[d->pos - 1];
+    if (((last << (8 + d->bits_needed)) & 0xff) != 0x80) {
+        return nc_fail(st, NC_ERR_STREAM, d->pos - 1, "no stop bit and alignment at the end of the CABAC payload");
+    }
+    *used = d->pos;
+    return NC_OK;
+}
+
+/* Bit position used by entry points: counts the bits the decoder has consumed, minus 9. */
+static inline uint64_t dec_bit_offset(const nc_decoder *d)
+{
+    return 8 * d->pos - 8 + (uint64_t)(int64_t)d->bits_needed;
+}
+
+static int dec_seek(nc_decoder *d, uint64_t offset, uint32_t value, nc_status *st)
+{
+    uint64_t byte_off = (offset + 9) >> 3;
+    uint32_t bit_off = (uint32_t)((offset + 9) & 7);
+    uint64_t pos = byte_off + (bit_off != 0 ? 1 : 0);
+    int32_t needed = (int32_t)bit_off - 9 + (bit_off == 0 ? 8 : 0);
+    if (pos < 1 || pos > d->len || value > 255) {
+        return nc_fail(st, NC_ERR_STREAM, d->len, "entry point at bit %llu lies outside the CABAC payload",
+                       (unsigned long long)offset);
+    }
+    d->pos = pos;
+    d->bits_needed = needed;
+    d->range = 256;
+    d->value = (value << 7) + (((uint32_t)d->buf[pos - 1] << (8 + needed)) & 127);
+    return NC_OK;
+}
+
+/* ---- levels ------------------------------------------------------------------------------- */
+
+#define NC_UNLIMITED INT64_C(-1)
+
+/* Returns the decoded index k as int64 (|k| may be up to about 2^32 on corrupt input). */
+static int64_t dec_weight(nc_decoder *d, nc_ctx *ctx, const nc_tensor *t, int state, int nb)
+{
+    int64_t val, max_abs;
+    int neg, flag;
+    uint32_t j, rem_bits;
+    const uint32_t ng = t->num_gtx;
+
+    if (!(t->profile == 0 || t->cb_size != 1)) {
+        return 0;
+    }
+    if (!dec_bin(d, &ctx[NC_CTX_SIG + 3 * state + nb])) {
+        return 0;
+    }
+    val = 1;
+    if (t->profile == 1 && t->cb_size > 0 && (t->cb_zero == 0 || t->cb_zero == t->cb_size - 1)) {
+        neg = t->cb_zero != 0;
+    } else {
+        neg = dec_bin(d, &ctx[NC_CTX_SIGN + nb]);
+    }
+    max_abs = (t->profile == 1 && t->cb_size > 0)
+                  ? (neg ? (int64_t)t->cb_zero : (int64_t)t->cb_size - t->cb_zero - 1)
+                  : NC_UNLIMITED;
+    if (max_abs > 1 || max_abs == NC_UNLIMITED) {
+        j = 0;
+        for (;;) {
+            flag = dec_bin(d, &ctx[NC_CTX_GTX + 2 * j + neg]);
+            val += flag;
+            if (!(flag && j < ng - 1 && (max_abs > val || max_abs == NC_UNLIMITED))) {
+                break;
+            }
+            j++;
+        }
+        if (flag && (max_abs > val || max_abs == NC_UNLIMITED)) {
+            rem_bits = 0;
+            j = 0;
+            for (;;) {
+                flag = dec_bin(d, &ctx[NC_CTX_REM(ng) + j]);
+                if (flag && (max_abs > val || max_abs == NC_UNLIMITED)) {
+                    val += (int64_t)1 << rem_bits;
+                    rem_bits++;
+                }
+                if (!(flag && j < 30 &&
+                      (max_abs >= val + ((int64_t)1 << rem_bits) || max_abs == NC_UNLIMITED))) {
+                    break;
+                }
+                j++;
+            }
+            val += nc_dec_bypass_bits(d, rem_bits);
+        }
+    }
+    return neg ? -val : val;
+}
+
+static int ensure_ctx(nc_decoder *d, uint32_t num_gtx, nc_status *st)
+{
+    size_t need = NC_CTX_COUNT(num_gtx);
+    if (d->ctx_cap < need) {
+        nc_ctx *c = (nc_ctx *)realloc(d->ctx, need * sizeof(nc_ctx));
+        if (c == NULL) {
+            return nc_fail(st, NC_ERR_NOMEM, 0, "out of memory for context models");
+        }
+        d->ctx = c;
+        d->ctx_cap = need;
+    }
+    return NC_OK;
+}
+
+static int read_set(nc_decoder *d, nc_ctx *ctx, uint32_t ng, uint32_t i, int coded)
+{
+    int set = 0;
+    if (coded && dec_bin(d, &ctx[NC_CTX_PARAM_FLAG(ng)])) {
+        set = 1 + (int)nc_dec_bypass_bits(d, 3);
+    }
+    nc_ctx_init(&ctx[i], set);
+    return set;
+}
+
+static void read_sets(nc_decoder *d, const nc_tensor *t)
+{
+    nc_ctx *ctx = d->ctx;
+    const uint32_t ng = t->num_gtx;
+    const uint32_t cbs = t->cb_size, zo = t->cb_zero;
+    int64_t max_abs, level;
+    uint32_t i, a;
+    int sign_coded;
+
+    for (i = 0; i < (t->dq ? 24u : 3u); i++) {
+        read_set(d, ctx, ng, NC_CTX_SIG + i, cbs != 1);
+    }
+    sign_coded = !(cbs > 0 && (zo == 0 || zo == cbs - 1)) && cbs != 1;
+    for (a = 0; a < 3; a++) {
+        read_set(d, ctx, ng, NC_CTX_SIGN + a, sign_coded);
+    }
+    max_abs = cbs > 0 ? (int64_t)(zo > cbs - 1 - zo ? zo : cbs - 1 - zo) : NC_UNLIMITED;
+    for (a = 0; a < 2 * ng; a++) {
+        read_set(d, ctx, ng, NC_CTX_GTX + a, max_abs == NC_UNLIMITED || (int64_t)a < max_abs * 2);
+    }
+    level = (int64_t)ng - 1;
+    for (a = 0; a < 31; a++) {
+        level += (int64_t)1 << a;
+        read_set(d, ctx, ng, NC_CTX_REM(ng) + a, max_abs == NC_UNLIMITED || level < max_abs);
+    }
+}
+
+int nc_decode_tensor(nc_decoder *d, int32_t *out, const nc_tensor *tin,
+                     const nc_entry_point *eps_in, uint64_t n_eps_in,
+                     nc_entry_point *eps_out, uint64_t *n_eps_out, nc_status *st)
+{
+    nc_tensor t = *tin;
+    uint8_t *skip = NULL;
+    uint64_t rows, width, bh, bw, by, bx, y, x, ye, xe, nblock_rows, block_row, base_offset = 0,
+        last_offset = 0, ep_offset = 0;
+    uint32_t ng;
+    size_t i, nctx;
+    int state = 0, nb = 0, flags_present, rc = NC_OK, use_eps, make_eps;
+
+    if (n_eps_out != NULL) {
+        *n_eps_out = 0;
+    }
+    if (nc_tensor_check(&t, st) != NC_OK) {
+        return st->code;
+    }
+    ng = t.num_gtx;
+    rows = t.rows;
+    width = t.width;
+    if (ensure_ctx(d, ng, st) != NC_OK) {
+        return st->code;
+    }
+    nctx = NC_CTX_COUNT(ng);
+    for (i = 0; i < nctx; i++) {
+        nc_ctx_init(&d->ctx[i], 0);
+    }
+
+    flags_present = t.profile == 1 && width > 1 && rows > 1 && t.cb_size != 1;
+    if (flags_present) {
+        if (t.parent_present && dec_bypass(d)) {
+            return nc_fail(st, NC_ERR_UNSUPPORTED, d->pos,
+                           "hist_dep_sig_prob_enabled_flag is set: history-dependent significance "
+                           "probability (HDSP) is not supported yet");
+        }
+        if (dec_bypass(d)) {
+            skip = (uint8_t *)malloc(rows);
+            if (skip == NULL) {
+                return nc_fail(st, NC_ERR_NOMEM, 0, "out of memory for the row-skip list");
+            }
+            for (y = 0; y < rows; y++) {
+                skip[y] = (uint8_t)dec_bin(d, &d->ctx[NC_CTX_ROW_SKIP(ng)]);
+            }
+            if (d->overrun) {
+                rc = nc_fail(st, NC_ERR_STREAM, d->len, "CABAC payload is truncated (row-skip flags)");
+                goto done;
+            }
+        }
+    }
+    read_sets(d, &t);
+
+    nblock_rows = nc_block_rows(&t);
+    use_eps = eps_in != NULL && nblock_rows > 1;
+    make_eps = !use_eps && eps_out != NULL && nblock_rows > 1;
+    if (use_eps && n_eps_in != nblock_rows - 1) {
+        rc = nc_fail(st, NC_ERR_STREAM, d->pos, "%llu entry points given, the scan has %llu block rows",
+                     (unsigned long long)n_eps_in, (unsigned long long)nblock_rows);
+        goto done;
+    }
+    if (t.scan_order != 0 && nblock_rows > 1) {
+        d->range = 256;
+        if (d->value >= (256u << 7)) {
+            rc = nc_fail(st, NC_ERR_STREAM, d->pos, "invalid arithmetic-decoder state at an entry point");
+            goto done;
+        }
+        base_offset = last_offset = ep_offset = dec_bit_offset(d);
+    }
+
+    bh = t.scan_order ? ((uint64_t)4 << t.scan_order) : rows;
+    bw = t.scan_order ? ((uint64_t)4 << t.scan_order) : width;
+    (void)base_offset;
+    for (by = 0, block_row = 0; by < rows; by += bh, block_row++) {
+        ye = by + bh < rows ? by + bh : rows;
+        if (use_eps && block_row > 0) {
+            const nc_entry_point *ep = &eps_in[block_row - 1];
+            ep_offset += ep->bit_offset;
+            if (dec_seek(d, ep_offset, ep->value, st) != NC_OK) {
+                rc = st->code;
+                goto done;
+            }
+            state = (int)(ep->dq_state & 7);
+        }
+        for (bx = 0; bx < width; bx += bw) {
+            xe = bx + bw < width ? bx + bw : width;
+            for (y = by; y < ye; y++) {
+                int32_t *row = out + y * width;
+                if (skip != NULL && skip[y]) {
+                    for (x = bx; x < xe; x++) {
+                        row[x] = 0;
+                    }
+                    if (t.dq) {
+                        state = nc_dq_skip((uint8_t)state, width);
+                    }
+                    continue;
+                }
+                for (x = bx; x < xe; x++) {
+                    int64_t k = dec_weight(d, d->ctx, &t, state, nb);
+                    int64_t level = k;
+                    if (t.dq && k != 0) {
+                        level = 2 * k + (k < 0 ? (state & 1) : -(state & 1));
+                    }
+                    if (level > INT32_MAX || level < INT32_MIN) {
+                        rc = nc_fail(st, NC_ERR_STREAM, d->pos,
+                                     "decoded level at row %llu, column %llu does not fit in int32",
+                                     (unsigned long long)y, (unsigned long long)x);
+                        goto done;
+                    }
+                    row[x] = (int32_t)level;
+                    nb = k == 0 ? 0 : (k < 0 ? 1 : 2);
+                    if (t.dq) {
+                        state = nc_dq_next[state][k & 1];
+                    }
+                }
+                if (d->overrun) {
+                    rc = nc_fail(st, NC_ERR_STREAM, d->len,
+                                 "CABAC payload is truncated (while decoding row %llu)", (unsigned long long)y);
+                    goto done;
+                }
+            }
+        }
+        if (ye < rows) {
+            for (i = 0; i < nctx; i++) {
+                nc_ctx_reset(&d->ctx[i]);
+            }
+            nb = 0;
+            if (!use_eps) {
+                d->range = 256;
+                if (d->value >= (256u << 7)) {
+                    rc = nc_fail(st, NC_ERR_STREAM, d->pos, "invalid arithmetic-decoder state at an entry point");
+                    goto done;
+                }
+            }
+            if (make_eps) {
+                uint64_t off = dec_bit_offset(d);
+                nc_entry_point *ep = &eps_out[block_row];
+                ep->bit_offset = off - last_offset;
+                ep->value = (d->value >> 7) & 255;
+                ep->dq_state = (uint32_t)state;
+                last_offset = off;
+                *n_eps_out = block_row + 1;
+            }
+        }
+    }
+done:
+    free(skip);
+    return rc;
+}

@@ -1,0 +1,541 @@
+/* Copyright nnrconv contributors */
+/* SPDX-License-Identifier: Apache-2.0 */
+/* DeepCABAC encoder: M-coder arithmetic engine, level binarization, context-parameter-set
+ * choice and signalling (ISO/IEC 15938-17 clause 9.3), bit-exact with NNCodec 2.1.3. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cabac.h"
+
+/* ---- byte output -------------------------------------------------------------------------- */
+
+static void enc_push(nc_encoder *e, uint32_t byte)
+{
+    if (e->len == e->cap) {
+        size_t ncap = e->cap ? e->cap * 2 : 4096;
+        uint8_t *nb = (uint8_t *)realloc(e->buf, ncap);
+        if (nb == NULL) {
+            e->oom = 1;
+            return;
+        }
+        e->buf = nb;
+        e->cap = ncap;
+    }
+    e->buf[e->len++] = (uint8_t)byte;
+}
+
+int nc_encoder_init(nc_encoder *e, size_t reserve)
+{
+    memset(e, 0, sizeof(*e));
+    if (reserve < 64) {
+        reserve = 64;
+    }
+    e->buf = (uint8_t *)malloc(reserve);
+    if (e->buf == NULL) {
+        return NC_ERR_NOMEM;
+    }
+    e->cap = reserve;
+    e->low = 0;
+    e->range = 510;
+    e->bits_left = 23;
+    e->num_buffered = 0;
+    e->buffered = 0;
+    return NC_OK;
+}
+
+void nc_encoder_free(nc_encoder *e)
+{
+    free(e->buf);
+    free(e->ctx);
+    free(e->opt);
+    e->buf = NULL;
+    e->ctx = NULL;
+    e->opt = NULL;
+}
+
+/* Emit the settled byte above the 'bits_left' window; 0xFF bytes wait for a possible carry. */
+static void enc_write_out(nc_encoder *e)
+{
+    uint32_t lead = e->low >> (24 - e->bits_left);
+    e->bits_left += 8;
+    e->low &= 0xffffffffu >> e->bits_left;
+    if (lead == 0xff) {
+        e->num_buffered++;
+    } else if (e->num_buffered > 0) {
+        uint32_t carry = lead >> 8;
+        uint32_t byte = e->buffered + carry;
+        e->buffered = lead & 0xff;
+        enc_push(e, byte);
+        byte = (0xff + carry) & 0xff;
+        while (e->num_buffered > 1) {
+            enc_push(e, byte);
+            e->num_buffered--;
+        }
+    } else {
+        e->num_buffered = 1;
+        e->buffered = lead;
+    }
+}
+
+static inline void enc_bin(nc_encoder *e, int bin, nc_ctx *c)
+{
+    uint32_t lps = nc_ctx_lps(c, e->range);
+    e->range -= lps;
+    if (bin == nc_ctx_mps(c)) {
+        if (e->range < 256) {
+            e->range <<= 1;
+            e->low <<= 1;
+            if (--e->bits_left < 12) {
+                enc_write_out(e);
+            }
+        }
+    } else {
+        int n = nc_clz32(lps) - 23;
+        e->low += e->range;
+        e->range = lps << n;
+        e->low <<= n;
+        e->bits_left -= n;
+        if (e->bits_left < 12) {
+            enc_write_out(e);
+        }
+    }
+    nc_ctx_update(c, bin);
+}
+
+static inline void enc_bypass(nc_encoder *e, int bin)
+{
+    e->low <<= 1;
+    if (bin) {
+        e->low += e->range;
+    }
+    if (--e->bits_left < 12) {
+        enc_write_out(e);
+    }
+}
+
+void nc_enc_bypass_bits(nc_encoder *e, uint32_t value, uint32_t num_bits)
+{
+    if (num_bits < 32) {
+        value &= (((uint32_t)1 << num_bits) - 1);
+    }
+    while (num_bits > 8) {
+        uint32_t pattern;
+        num_bits -= 8;
+        pattern = value >> num_bits;
+        e->low = (e->low << 8) + e->range * pattern;
+        value -= pattern << num_bits;
+        e->bits_left -= 8;
+        if (e->bits_left < 12) {
+            enc_write_out(e);
+        }
+    }
+    e->low = (e->low << num_bits) + e->range * value;
+    e->bits_left -= (int32_t)num_bits;
+    if (e->bits_left < 12) {
+        enc_write_out(e);
+    }
+}
+
+int nc_encoder_finish(nc_encoder *e, nc_status *st)
+{
+    uint32_t i, nbits;
+    if (e->finished) {
+        return nc_fail(st, NC_ERR_VALUE, 0, "encoder already finished");
+    }
+    e->finished = 1;
+    /* terminating bin = 1 */
+    e->range -= 2;
+    e->low += e->range;
+    e->low <<= 7;
+    e->range = 2 << 7;
+    e->bits_left -= 7;
+    if (e->bits_left < 12) {
+        enc_write_out(e);
+    }
+    /* resolve the carry into the buffered bytes */
+    if (e->low >> (32 - e->bits_left)) {
+        enc_push(e, e->buffered + 1);
+        while (e->num_buffered > 1) {
+            enc_push(e, 0x00);
+            e->num_buffered--;
+        }
+        e->low -= (uint32_t)1 << (32 - e->bits_left);
+    } else {
+        if (e->num_buffered > 0) {
+            enc_push(e, e->buffered);
+        }
+        while (e->num_buffered > 1) {
+            enc_push(e, 0xff);
+            e->num_buffered--;
+        }
+    }
+    /* stop bit, then zero bits up to the byte boundary */
+    e->low >>= 8;
+    e->low <<= 1;
+    e->low++;
+    e->bits_left--;
+    nbits = (uint32_t)(24 - e->bits_left);
+    e->low <<= (32 - nbits);
+    for (i = 0; i < nbits; i += 8) {
+        enc_push(e, (e->low >> (24 - i)) & 0xff);
+    }
+    if (e->oom) {
+        return nc_fail(st, NC_ERR_NOMEM, 0, "out of memory while writing the CABAC payload");
+    }
+    return NC_OK;
+}
+
+/* ---- binarization ------------------------------------------------------------------------- */
+
+#define NC_UNLIMITED INT64_C(-1)
+
+/* Remainder |k| - (N + 1): context-coded unary prefix of group sizes 1, 2, 4, ... then the
+ * offset in the last group as bypass bits.  rem_max limits the prefix for codebooks. */
+static void enc_remainder(nc_encoder *e, nc_ctx *ctx, uint32_t num_gtx, uint32_t value,
+                          int64_t rem_max)
+{
+    uint32_t ci = NC_CTX_REM(num_gtx);
+    int64_t base = 0;
+    uint32_t log2 = 0;
+    if (!(rem_max == NC_UNLIMITED || rem_max > base)) {
+        return;
+    }
+    if (value == 0) {
+        enc_bin(e, 0, &ctx[ci]);
+        return;
+    }
+    enc_bin(e, 1, &ctx[ci]);
+    base = 1;
+    ci++;
+    log2 = 1;
+    while ((int64_t)value > base + ((int64_t)1 << log2) - 1 &&
+           (rem_max == NC_UNLIMITED || rem_max >= base + ((int64_t)1 << log2))) {
+        enc_bin(e, 1, &ctx[ci]);
+        base += (int64_t)1 << log2;
+        ci++;
+        log2++;
+    }
+    if (rem_max == NC_UNLIMITED || rem_max >= base + ((int64_t)1 << log2)) {
+        enc_bin(e, 0, &ctx[ci]);
+    }
+    nc_enc_bypass_bits(e, (uint32_t)((int64_t)value - base), log2);
+}
+
+/* One quantization index k: sig, sign, greater-than flags, remainder. nb = neighbour class. */
+static void enc_weight(nc_encoder *e, nc_ctx *ctx, const nc_tensor *t, int32_t k, int state,
+                       int nb)
+{
+    int neg;
+    int64_t max_abs;
+    uint32_t rem, n;
+    int flag;
+    const int cb = t->profile == 1 && t->cb_size > 0;
+
+    if (t->cb_size == 1 && t->profile == 1) {
+        return;
+    }
+    enc_bin(e, k != 0, &ctx[NC_CTX_SIG + 3 * state + nb]);
+    if (k == 0) {
+        return;
+    }
+    neg = k < 0;
+    max_abs = cb ? (neg ? (int64_t)t->cb_zero : (int64_t)t->cb_size - t->cb_zero - 1) : NC_UNLIMITED;
+    if (!(t->cb_size > 0 && (t->cb_zero == 0 || t->cb_zero == t->cb_size - 1)) || t->profile == 0) {
+        enc_bin(e, neg, &ctx[NC_CTX_SIGN + nb]);
+    }
+    if (max_abs == 1) {
+        return;
+    }
+    rem = (neg ? (uint32_t)0 - (uint32_t)k : (uint32_t)k) - 1;
+    if (!(max_abs == NC_UNLIMITED || max_abs > 1)) {
+        return;
+    }
+    flag = rem ? 1 : 0;
+    enc_bin(e, flag, &ctx[NC_CTX_GTX + neg]);
+    n = 1;
+    while (flag && n < t->num_gtx && (max_abs == NC_UNLIMITED || max_abs > (int64_t)n + 1)) {
+        rem--;
+        flag = rem ? 1 : 0;
+        enc_bin(e, flag, &ctx[NC_CTX_GTX + 2 * n + neg]);
+        n++;
+    }
+    if (max_abs != NC_UNLIMITED && max_abs == (int64_t)n + 1) {
+        rem--;
+        n++;
+        flag = 0;
+    }
+    if (flag && (max_abs == NC_UNLIMITED || max_abs > (int64_t)n + 1)) {
+        rem--;
+        enc_remainder(e, ctx, t->num_gtx, rem,
+                      max_abs == NC_UNLIMITED ? NC_UNLIMITED : max_abs - ((int64_t)n + 1));
+    }
+}
+
+/* Rate-only counterpart used to choose parameter sets.  Like the reference it ignores codebook
+ * limits, always codes the remainder terminator and skips the bypass bits. */
+static void opt_weight(nc_ctx_opt *opt, uint32_t num_gtx, int32_t v, int state, int nb)
+{
+    int neg;
+    uint32_t rem, n, ci;
+    int flag;
+    uint64_t base, log2;
+
+    nc_ctx_opt_code(&opt[NC_CTX_SIG + 3 * state + nb], v != 0);
+    if (v == 0) {
+        return;
+    }
+    neg = v < 0;
+    nc_ctx_opt_code(&opt[NC_CTX_SIGN + nb], neg);
+    rem = (neg ? (uint32_t)0 - (uint32_t)v : (uint32_t)v) - 1;
+    flag = rem ? 1 : 0;
+    nc_ctx_opt_code(&opt[NC_CTX_GTX + neg], flag);
+    n = 1;
+    while (flag && n < num_gtx) {
+        rem--;
+        flag = rem ? 1 : 0;
+        nc_ctx_opt_code(&opt[NC_CTX_GTX + 2 * n + neg], flag);
+        n++;
+    }
+    if (!flag) {
+        return;
+    }
+    rem--;
+    ci = NC_CTX_REM(num_gtx);
+    if (rem == 0) {
+        nc_ctx_opt_code(&opt[ci], 0);
+        return;
+    }
+    nc_ctx_opt_code(&opt[ci], 1);
+    base = 1;
+    ci++;
+    log2 = 1;
+    while ((uint64_t)rem > base + ((uint64_t)1 << log2) - 1) {
+        nc_ctx_opt_code(&opt[ci], 1);
+        base += (uint64_t)1 << log2;
+        ci++;
+        log2++;
+    }
+    nc_ctx_opt_code(&opt[ci], 0);
+}
+
+/* ---- tensor ------------------------------------------------------------------------------- */
+
+static inline int nb_class(int32_t v)
+{
+    return v == 0 ? 0 : (v < 0 ? 1 : 2);
+}
+
+/* Quantization index from the stored level: level = 2k - sgn(k) * (state & 1). */
+static inline int32_t level_to_index(int32_t v, int state)
+{
+    if (v != 0) {
+        v += v < 0 ? -(state & 1) : (state & 1);
+        v >>= 1;
+    }
+    return v;
+}
+
+static void signal_set(nc_encoder *e, nc_ctx *ctx, const nc_ctx_opt *opt, uint32_t num_gtx,
+                       uint32_t i, int coded)
+{
+    int best = 0;
+    if (coded) {
+        best = nc_ctx_opt_best(&opt[i]);
+        enc_bin(e, best != 0, &ctx[NC_CTX_PARAM_FLAG(num_gtx)]);
+        if (best != 0) {
+            nc_enc_bypass_bits(e, (uint32_t)(best - 1), 3);
+        }
+    }
+    nc_ctx_init(&ctx[i], best);
+}
+
+/* Context-parameter signalling (clause 9.3.2, "shift parameter ids"), without TCA/HDSP groups. */
+static void signal_sets(nc_encoder *e, const nc_tensor *t)
+{
+    nc_ctx *ctx = e->ctx;
+    const nc_ctx_opt *opt = e->opt;
+    const uint32_t ng = t->num_gtx;
+    const uint32_t cbs = t->cb_size, zo = t->cb_zero;
+    int64_t max_abs, level;
+    uint32_t i, a;
+    int sign_coded;
+
+    for (i = 0; i < (t->dq ? 24u : 3u); i++) {
+        signal_set(e, ctx, opt, ng, NC_CTX_SIG + i, cbs != 1);
+    }
+    sign_coded = !(cbs > 0 && (zo == 0 || zo == cbs - 1)) && cbs != 1;
+    for (a = 0; a < 3; a++) {
+        signal_set(e, ctx, opt, ng, NC_CTX_SIGN + a, sign_coded);
+    }
+    max_abs = cbs > 0 ? (int64_t)(zo > cbs - 1 - zo ? zo : cbs - 1 - zo) : NC_UNLIMITED;
+    for (a = 0; a < 2 * ng; a++) {
+        signal_set(e, ctx, opt, ng, NC_CTX_GTX + a, max_abs == NC_UNLIMITED || (int64_t)a < max_abs * 2);
+    }
+    level = (int64_t)ng - 1;
+    for (a = 0; a < 31; a++) {
+        level += (int64_t)1 << a;
+        signal_set(e, ctx, opt, ng, NC_CTX_REM(ng) + a, max_abs == NC_UNLIMITED || level < max_abs);
+    }
+}
+
+static int ensure_ctx(nc_encoder *e, uint32_t num_gtx, nc_status *st)
+{
+    size_t need = NC_CTX_COUNT(num_gtx);
+    if (e->ctx_cap < need) {
+        nc_ctx *c = (nc_ctx *)realloc(e->ctx, need * sizeof(nc_ctx));
+        nc_ctx_opt *o;
+        if (c == NULL) {
+            return nc_fail(st, NC_ERR_NOMEM, 0, "out of memory for context models");
+        }
+        e->ctx = c;
+        o = (nc_ctx_opt *)realloc(e->opt, need * sizeof(nc_ctx_opt));
+        if (o == NULL) {
+            return nc_fail(st, NC_ERR_NOMEM, 0, "out of memory for context models");
+        }
+        e->opt = o;
+        e->ctx_cap = need;
+    }
+    return NC_OK;
+}
+
+static int row_is_zero(const int32_t *row, uint64_t width)
+{
+    uint64_t x;
+    for (x = 0; x < width; x++) {
+        if (row[x] != 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Walk the scan; pseudo = 1 runs the rate estimation pass, 0 the real coding pass. */
+static void code_levels(nc_encoder *e, const int32_t *levels, const nc_tensor *t,
+                        const uint8_t *skip, int pseudo)
+{
+    const uint64_t rows = t->rows, width = t->width;
+    const uint64_t bh = t->scan_order ? ((uint64_t)4 << t->scan_order) : rows;
+    const uint64_t bw = t->scan_order ? ((uint64_t)4 << t->scan_order) : width;
+    const uint32_t ng = t->num_gtx;
+    const size_t nctx = NC_CTX_COUNT(ng);
+    uint64_t by, bx, y, x, ye, xe;
+    int state = 0;
+    int nb = 0;
+    size_t i;
+
+    for (by = 0; by < rows; by += bh) {
+        ye = by + bh < rows ? by + bh : rows;
+        for (bx = 0; bx < width; bx += bw) {
+            xe = bx + bw < width ? bx + bw : width;
+            for (y = by; y < ye; y++) {
+                const int32_t *row = levels + y * width;
+                if (skip != NULL && skip[y]) {
+                    /* The reference advances the state by the full layer width per segment. */
+                    if (t->dq) {
+                        state = nc_dq_skip((uint8_t)state, width);
+                    }
+                    continue;
+                }
+                if (pseudo) {
+                    for (x = bx; x < xe; x++) {
+                        int32_t v = row[x];
+                        int32_t k = t->dq ? level_to_index(v, state) : v;
+                        /* The reference estimates rates on the stored level, not on k. */
+                        opt_weight(e->opt, ng, v, state, nb);
+                        nb = nb_class(v);
+                        if (t->dq) {
+                            state = nc_dq_next[state][k & 1];
+                        }
+                    }
+                } else if (!t->dq) {
+                    for (x = bx; x < xe; x++) {
+                        int32_t v = row[x];
+                        enc_weight(e, e->ctx, t, v, 0, nb);
+                        nb = nb_class(v);
+                    }
+                } else {
+                    for (x = bx; x < xe; x++) {
+                        int32_t k = level_to_index(row[x], state);
+                        enc_weight(e, e->ctx, t, k, state, nb);
+                        nb = nb_class(k);
+                        state = nc_dq_next[state][k & 1];
+                    }
+                }
+            }
+        }
+        if (ye < rows) {
+            /* End of a block row: contexts restart; the real pass also restarts the neighbour
+             * and sets range 256 so a decoder can enter here. */
+            if (pseudo) {
+                for (i = 0; i < nctx; i++) {
+                    nc_ctx_opt_reset(&e->opt[i]);
+                }
+            } else {
+                for (i = 0; i < nctx; i++) {
+                    nc_ctx_reset(&e->ctx[i]);
+                }
+                nb = 0;
+                e->range = 256;
+            }
+        }
+    }
+}
+
+int nc_encode_tensor(nc_encoder *e, const int32_t *levels, const nc_tensor *tin, nc_status *st)
+{
+    nc_tensor t = *tin;
+    uint8_t *skip = NULL;
+    const uint32_t ng = t.num_gtx;
+    size_t i, nctx;
+    int flags_present;
+    uint64_t y;
+
+    if (e->finished) {
+        return nc_fail(st, NC_ERR_VALUE, 0, "encoder already finished");
+    }
+    if (nc_tensor_check(&t, st) != NC_OK) {
+        return st->code;
+    }
+    if (ensure_ctx(e, ng, st) != NC_OK) {
+        return st->code;
+    }
+    nctx = NC_CTX_COUNT(ng);
+    for (i = 0; i < nctx; i++) {
+        nc_ctx_init(&e->ctx[i], 0);
+        nc_ctx_opt_init(&e->opt[i]);
+    }
+
+    /* Profile 1 per-tensor flags, only for real matrices. */
+    flags_present = t.profile == 1 && t.width > 1 && t.rows > 1 && t.cb_size != 1;
+    if (flags_present) {
+        if (t.parent_present) {
+            enc_bypass(e, 0); /* hist_dep_sig_prob_enabled_flag: HDSP not used */
+        }
+        enc_bypass(e, t.row_skip ? 1 : 0);
+        if (t.row_skip) {
+            skip = (uint8_t *)malloc(t.rows);
+            if (skip == NULL) {
+                return nc_fail(st, NC_ERR_NOMEM, 0, "out of memory for the row-skip list");
+            }
+            for (y = 0; y < t.rows; y++) {
+                skip[y] = (uint8_t)row_is_zero(levels + y * t.width, t.width);
+                enc_bin(e, skip[y], &e->ctx[NC_CTX_ROW_SKIP(ng)]);
+            }
+        }
+    }
+
+    if (t.param_opt && (t.cb_size != 1 || t.profile == 0)) {
+        code_levels(e, levels, &t, skip, 1);
+    }
+    signal_sets(e, &t);
+
+    if (t.scan_order != 0 && nc_block_rows(&t) > 1) {
+        e->range = 256;
+    }
+    code_levels(e, levels, &t, skip, 0);
+    free(skip);
+    if (e->oom) {
+        return nc_fail(st, NC_ERR_NOMEM, 0, "out of memory while writing the CABAC payload");
+    }
+    return NC_OK;
+}

@@ -1,0 +1,267 @@
+/* Copyright nnrconv contributors */
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Quantization (ISO/IEC 15938-17 clause 8): step size from QP, uniform reconstruction
+ * quantization by rounding, and dependent (trellis-coded) quantization with the 8-state machine.
+ *
+ * The floating-point operations and their precisions (float for the uniform scale, double for
+ * the trellis distortions) follow the reference encoder so levels come out identical.
+ */
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cabac.h"
+
+double nc_step_size(int32_t qp, int32_t qp_density)
+{
+    const int32_t k = (int32_t)1 << qp_density;
+    const int32_t mul = k + (qp & (k - 1));
+    const int32_t shift = qp >> qp_density; /* arithmetic shift: floor division */
+    /* The reference stores the step in float32. */
+    return (double)(float)(mul * pow(2.0, (double)(shift - qp_density)));
+}
+
+/* Overflow limits exactly as the reference evaluates them. */
+#define URQ_MAX 2147483647.0
+#define URQ_MIN -2147483648.0
+#define TCQ_MAX 2147483645.0
+#define TCQ_MIN -2147483646.0
+
+static int scan_positions(uint64_t rows, uint64_t width, int scan_order, uint64_t **out)
+{
+    /* Position in the matrix of each scan index (block scans only). */
+    const uint64_t bs = (uint64_t)4 << scan_order;
+    uint64_t *pos = (uint64_t *)malloc(rows * width * sizeof(uint64_t));
+    uint64_t by, bx, y, x, n = 0;
+    if (pos == NULL) {
+        return NC_ERR_NOMEM;
+    }
+    for (by = 0; by < rows; by += bs) {
+        uint64_t ye = by + bs < rows ? by + bs : rows;
+        for (bx = 0; bx < width; bx += bs) {
+            uint64_t xe = bx + bs < width ? bx + bs : width;
+            for (y = by; y < ye; y++) {
+                for (x = bx; x < xe; x++) {
+                    pos[n++] = y * width + x;
+                }
+            }
+        }
+    }
+    *out = pos;
+    return NC_OK;
+}
+
+static int urq(const float *w, int32_t *levels, uint64_t n, float qstep)
+{
+    const float scale = 1.0f / qstep;
+    uint64_t i;
+    for (i = 0; i < n; i++) {
+        float p = scale * w[i];
+        double r = round((double)p);
+        if (r > URQ_MAX || r < URQ_MIN) {
+            return 0;
+        }
+        levels[i] = (int32_t)r;
+    }
+    return 1;
+}
+
+/* Candidate levels of one weight for the trellis: index j (0..3) holds the candidate whose
+ * reconstruction index q is congruent to j mod 4, index 4 is zero. */
+typedef struct {
+    double dist[5];
+    int32_t level[5];
+} tcq_cand;
+
+static inline void tcq_candidates(double value, double qscale, tcq_cand *c)
+{
+    const int32_t sign = value < 0 ? -1 : 1;
+    const double org = qscale * value * (double)sign;
+    int64_t q = (int64_t)org - 1;
+    int64_t end;
+    if (q < 1) {
+        q = 1;
+    }
+    c->level[4] = 0;
+    c->dist[4] = org * org;
+    for (end = q + 4; q < end; q++) {
+        double diff = org - (double)q;
+        c->dist[q & 3] = diff * diff;
+        c->level[q & 3] = sign * (int32_t)((q + 1) >> 1);
+    }
+}
+
+typedef struct {
+    uint8_t prev;
+    uint8_t cand;
+} tcq_branch;
+
+static int tcq(const float *w, int32_t *levels, uint64_t rows, uint64_t width, int scan_order,
+               double qstep, nc_status *st)
+{
+    const uint64_t n = rows * width;
+    const float scale = (float)(1.0 / qstep);
+    const double qscale = 1.0 / qstep;
+    tcq_branch br[8][3];
+    int nbr[8] = {0};
+    double cost_a[8], cost_b[8];
+    double *prev = cost_a, *curr = cost_b, *tmp;
+    uint8_t *decision = NULL;
+    uint64_t *pos = NULL;
+    uint64_t i;
+    int p, s, b, best;
+    tcq_cand cand;
+
+    for (i = 0; i < n; i++) {
+        double r = round((double)(w[i] * scale));
+        if (r > TCQ_MAX || r < TCQ_MIN) {
+            return 0;
+        }
+    }
+    /* Branches into each state, in the reference's order (it breaks ties by order). */
+    for (p = 0; p < 8; p++) {
+        int q = p & 1;
+        int s0 = nc_dq_next[p][0], s1 = nc_dq_next[p][1];
+        br[s0][nbr[s0]].prev = (uint8_t)p;
+        br[s0][nbr[s0]++].cand = (uint8_t)(3 * q);
+        br[s0][nbr[s0]].prev = (uint8_t)p;
+        br[s0][nbr[s0]++].cand = 4;
+        br[s1][nbr[s1]].prev = (uint8_t)p;
+        br[s1][nbr[s1]++].cand = (uint8_t)(2 - q);
+    }
+    decision = (uint8_t *)malloc(n * 8);
+    if (decision == NULL) {
+        nc_fail(st, NC_ERR_NOMEM, 0, "out of memory for the trellis (%llu weights)", (unsigned long long)n);
+        return -1;
+    }
+    if (scan_order != 0 && scan_positions(rows, width, scan_order, &pos) != NC_OK) {
+        free(decision);
+        nc_fail(st, NC_ERR_NOMEM, 0, "out of memory for the scan order");
+        return -1;
+    }
+    for (s = 0; s < 8; s++) {
+        curr[s] = 0.5 * DBL_MAX;
+    }
+    curr[0] = 0.0;
+    for (i = 0; i < n; i++) {
+        uint8_t *dec = decision + i * 8;
+        tcq_candidates((double)w[pos ? pos[i] : i], qscale, &cand);
+        tmp = prev;
+        prev = curr;
+        curr = tmp;
+        for (s = 0; s < 8; s++) {
+            double min_cost = DBL_MAX;
+            int pick = 0;
+            for (b = 0; b < nbr[s]; b++) {
+                double cost = prev[br[s][b].prev] + cand.dist[br[s][b].cand];
+                if (cost < min_cost) {
+                    min_cost = cost;
+                    pick = b;
+                }
+            }
+            curr[s] = min_cost;
+            dec[s] = (uint8_t)pick;
+        }
+    }
+    best = 0;
+    for (s = 1; s < 8; s++) {
+        if (curr[s] < curr[best]) {
+            best = s;
+        }
+    }
+    /* Trace back; level = 2k - sgn(k) * (state & 1) with the state the index was coded in. */
+    s = best;
+    for (i = n; i-- > 0;) {
+        uint64_t at = pos ? pos[i] : i;
+        const tcq_branch *bb = &br[s][decision[i * 8 + s]];
+        int32_t k;
+        tcq_candidates((double)w[at], qscale, &cand);
+        k = cand.level[bb->cand];
+        s = bb->prev;
+        if (k != 0) {
+            k = 2 * k + (k < 0 ? (s & 1) : -(s & 1));
+        }
+        levels[at] = k;
+    }
+    free(pos);
+    free(decision);
+    return 1;
+}
+
+/* QP whose step keeps max|w| within int32 levels (the reference's fallback). */
+static int32_t qp_for_range(const float *w, uint64_t n, int32_t qp_density)
+{
+    const int32_t k = (int32_t)1 << qp_density;
+    float max_abs = 0.0f, base_qp, new_qp;
+    double min_step;
+    uint64_t i;
+    for (i = 0; i < n; i++) {
+        float a = fabsf(w[i]);
+        if (a > max_abs) {
+            max_abs = a;
+        }
+    }
+    min_step = (double)max_abs / (double)2147483645u;
+    base_qp = (float)(floor(log2(min_step)) * k);
+    new_qp = (float)((double)base_qp + ((min_step * k) / pow(2.0, (double)(base_qp / (float)k)) - k));
+    return (int32_t)ceil((double)new_qp);
+}
+
+int nc_quantize(const float *weights, int32_t *levels, uint64_t rows, uint64_t width,
+                int32_t *qp, int32_t qp_density, int dq, int scan_order, double lambda_scale,
+                nc_status *st)
+{
+    const uint64_t n = rows * width;
+    uint64_t i;
+    int attempt, ok = 0;
+
+    if (qp_density < 0 || qp_density > 7) {
+        return nc_fail(st, NC_ERR_VALUE, 0, "qp_density %d is not in 0..7", qp_density);
+    }
+    if (scan_order < 0 || scan_order > 4) {
+        return nc_fail(st, NC_ERR_VALUE, 0, "scan_order %d is not in 0..4", scan_order);
+    }
+    if (lambda_scale > 0.0) {
+        return nc_fail(st, NC_ERR_UNSUPPORTED, 0,
+                       "rate-distortion quantization (lambda_scale > 0) is not implemented yet");
+    }
+    for (i = 0; i < n; i++) {
+        if (!isfinite(weights[i])) {
+            return nc_fail(st, NC_ERR_VALUE, 0, "weight %llu is not finite (%g)", (unsigned long long)i,
+                           (double)weights[i]);
+        }
+    }
+    if (width == 1 || rows == 1) {
+        scan_order = 0;
+    }
+    for (attempt = 0; attempt < 2; attempt++) {
+        double step = nc_step_size(*qp, qp_density);
+        if (!(step > 0.0) || !isfinite(step)) {
+            return nc_fail(st, NC_ERR_VALUE, 0, "QP %d gives no usable step size", *qp);
+        }
+        if (dq) {
+            ok = tcq(weights, levels, rows, width, scan_order, step, st);
+            if (ok < 0) {
+                return st->code;
+            }
+        } else {
+            /* Rounding is element-wise, so the scan order does not matter. */
+            ok = urq(weights, levels, n, (float)step);
+        }
+        if (ok) {
+            return NC_OK;
+        }
+        *qp = qp_for_range(weights, n, qp_density);
+    }
+    return nc_fail(st, NC_ERR_OVERFLOW, 0, "levels overflow int32 even at QP %d", *qp);
+}
+
+void nc_dequantize(const int32_t *levels, float *out, uint64_t n, int32_t qp, int32_t qp_density)
+{
+    const float step = (float)nc_step_size(qp, qp_density);
+    uint64_t i;
+    for (i = 0; i < n; i++) {
+        out[i] = step * (float)levels[i];
+    }
+}
