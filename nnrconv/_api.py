@@ -21,6 +21,7 @@ from nnrconv import nnc
 from nnrconv._files import check_output, staged_output
 from nnrconv.core import (
     ArrayTensor,
+    BitstreamError,
     FormatError,
     FormatPlugin,
     Graph,
@@ -237,7 +238,14 @@ def decode(data: bytes, *, source: str = "<bytes>") -> Model:
         label = _topology_label(code)
         raise UnsupportedError(f"{source}: the bitstream's topology format is {label}; no installed plugin rebuilds it")
     fmt.ensure_available()
-    return fmt.from_topology(decoded.topology, tensors)
+    try:
+        return fmt.from_topology(decoded.topology, tensors)
+    except BitstreamError as err:
+        # The topology and the data units disagree; when units are missing (a stream cut at a
+        # unit boundary) the place to look is the end of the stream.
+        located = err.located(unit_index=decoded.unit_count, byte_offset=len(data))
+        located.args = (f"{source}: {located}",)
+        raise located from err
 
 
 def _topology_label(code: int) -> str:
@@ -291,6 +299,12 @@ def convert(
     if src_name == NNR_FORMAT and dst_name == NNR_FORMAT:
         raise UnsupportedError(f"{target}: input and output are both NNR bitstreams; nothing to convert")
     model = load(source, src_name)
+    if not model.source_format and dst_name != NNR_FORMAT and not _plugin(dst_name).weights_only:
+        weights_only = ", ".join(f.name for f in get_registry() if f.weights_only) or "none installed"
+        raise UnsupportedError(
+            f"{source}: the bitstream carries no topology, only {len(model.tensors)} named tensors; "
+            f"write them to a weights-only format ({weights_only})"
+        )
     save(model, target, dst_name, force=force, inputs=(source,))
     return ConversionResult(
         source=source,

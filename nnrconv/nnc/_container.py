@@ -208,6 +208,8 @@ class DecodedModel:
         topology_compression_format: how the topology was stored in the stream.
         general_profile_idc: from the start unit.
         mps: the model parameter set.
+        unit_count: number of top-level units; with `len(data)`, where a unit missing at the
+            end of the stream would have been (for errors raised when rebuilding the model).
     """
 
     tensors: dict[str, np.ndarray]
@@ -216,6 +218,7 @@ class DecodedModel:
     topology_compression_format: int
     general_profile_idc: int
     mps: ModelParameterSet
+    unit_count: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,7 +390,12 @@ def decode_model(data: bytes | bytearray | memoryview, *, source: str = "<bytes>
             ndus.append((unit, _NduSite(source, top_index, parsed.byte_offset, ctx, lps)))
         ctx = advance_context(ctx, unit)
     if mps is None:
-        raise with_source(BitstreamError("the bitstream has no model parameter set (NNR_MPS)"), source)
+        missing = BitstreamError(
+            "the bitstream ends without a model parameter set (NNR_MPS)",
+            unit_index=len(units),
+            byte_offset=len(data),
+        )
+        raise with_source(missing, source)
     tpl_unit, tpl_parsed = tpl if tpl is not None else (None, None)
     topology = _topology_bytes(tpl_unit, tpl_parsed, source)
     resolver = _NameResolver(tpl_unit, topology)
@@ -408,6 +416,7 @@ def decode_model(data: bytes | bytearray | memoryview, *, source: str = "<bytes>
         ),
         general_profile_idc=ctx.general_profile_idc,
         mps=mps,
+        unit_count=len(units),
     )
 
 

@@ -192,7 +192,7 @@ def test_duplicate_tensor_in_stream() -> None:
 
 
 def test_stream_without_mps_or_with_two() -> None:
-    with pytest.raises(BitstreamError, match="no model parameter set"):
+    with pytest.raises(BitstreamError, match=r"unit 1, byte offset 4: .*without a model parameter set"):
         decode_model(write_units([StartUnit()]))
     with pytest.raises(UnsupportedError, match="second model parameter set"):
         decode_model(write_units([StartUnit(), ModelParameterSet(), ModelParameterSet()]))
