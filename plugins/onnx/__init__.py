@@ -14,8 +14,9 @@ from typing import Any
 
 from nnrconv.core import hookimpl
 from nnrconv_onnx._format import OnnxFormat
+from nnrconv_onnx._session import inference_session
 
-__all__ = ["OnnxFormat", "register_formats"]
+__all__ = ["OnnxFormat", "inference_session", "register_formats"]
 
 
 @hookimpl
