@@ -18,12 +18,13 @@ from nnrconv.core._format import FormatPlugin, InputSpec
 from nnrconv.core._graph import Attribute, AttributeType, Graph, Node, ValueInfo
 from nnrconv.core._model import Model
 from nnrconv.core._plugins import FormatRegistry, get_plugin_manager, get_registry
-from nnrconv.core._tensor import ArrayTensor, LazyTensor, MappedTensor, Tensor, TensorRole
+from nnrconv.core._tensor import ArrayTensor, CodedTensor, LazyTensor, MappedTensor, Tensor, TensorRole
 from nnrconv.core.hookspecs import hookimpl
 
 __all__ = [
     "ArrayTensor",
     "Attribute",
+    "CodedTensor",
     "AttributeType",
     "BitstreamError",
     "DType",

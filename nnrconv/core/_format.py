@@ -51,6 +51,8 @@ class FormatPlugin:
         requires: importable top-level modules the format needs at run time.
         install: the command that installs them (shown when they are missing).
         directory: True if models of this format are folders rather than files.
+        embedded_patterns: output names (e.g. ``"*.nnr.onnx"``) that ask for the native container
+            with NNR-coded tensors inside (integration mode 2); see `save_embedded`.
         weights_only: True for formats that hold named tensors and no graph (npz, safetensors,
             state dicts). They travel through NNR with an empty topology of storage format 0
             (NNR_TPL_UNREC), and they can save the tensors of any model.
@@ -64,6 +66,7 @@ class FormatPlugin:
     install: ClassVar[str] = ""
     directory: ClassVar[bool] = False
     weights_only: ClassVar[bool] = False
+    embedded_patterns: ClassVar[tuple[str, ...]] = ()
 
     @property
     def version(self) -> str:
@@ -93,6 +96,11 @@ class FormatPlugin:
         """Whether the path's name fits one of `patterns` (used for outputs and as a hint)."""
         name = path.name.lower()
         return any(fnmatch.fnmatchcase(name, p.lower()) for p in self.patterns)
+
+    def matches_embedded(self, path: Path) -> bool:
+        """Whether an output name asks for NNR-coded tensors inside this container."""
+        name = path.name.lower()
+        return any(fnmatch.fnmatchcase(name, p.lower()) for p in self.embedded_patterns)
 
     def sniff(self, path: Path, head: bytes) -> bool:
         """Whether an existing input is of this format, judged by content.
@@ -128,6 +136,22 @@ class FormatPlugin:
         """Rebuild the model from `topology_bytes` output and the decoded tensors."""
         raise UnsupportedError(f"format {self.name!r} cannot rebuild a model from an NNR topology")
 
+    # -- NNR inside the native container (integration mode 2) -----------------------------
+    def save_embedded(self, model: Model, path: Path, parameter_sets: bytes, ndus: Mapping[str, bytes]) -> None:
+        """Write `model` with the tensors named in `ndus` replaced by their NNR-coded units.
+
+        Args:
+            model: the model; tensors not in `ndus` are written as they are.
+            path: where to write (inside the core's staging folder).
+            parameter_sets: the NNR start unit and model parameter set the units need; they
+                must travel inside the container so that it is self-contained.
+            ndus: topology element id -> complete NNR_NDU unit bytes.
+
+        Reading such a container back is `load`'s job: it returns `CodedTensor`s, so that
+        converting to `.nnr` copies the units without decoding them.
+        """
+        raise UnsupportedError(f"format {self.name!r} cannot hold NNR-coded tensors in its container")
+
     # -- round-trip checks ---------------------------------------------------------------
     def input_specs(self, model: Model) -> list[InputSpec]:
         """The inputs a run of `model` needs, with concrete shapes (free dimensions set to 1)."""
@@ -143,5 +167,5 @@ class FormatPlugin:
 
     def capabilities(self) -> list[str]:
         """Which optional methods this format overrides, for `nnrconv formats`."""
-        names = ("load", "save", "topology_bytes", "from_topology", "run")
+        names = ("load", "save", "topology_bytes", "from_topology", "save_embedded", "run")
         return [n for n in names if getattr(type(self), n) is not getattr(FormatPlugin, n)]

@@ -15,6 +15,7 @@ Environment:
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import sys
 import threading
@@ -207,10 +208,15 @@ class FormatRegistry:
         raise FormatError(f"{path}: unknown format; use --from with one of: {', '.join(self._formats)}")
 
     def for_output(self, path: Path) -> FormatPlugin:
-        """The format an output path asks for, by name; the longest matching pattern wins."""
+        """The format an output path asks for, by name; the longest matching pattern wins.
+
+        Embedded patterns (``*.nnr.onnx``) count too: `FormatPlugin.matches_embedded` then tells
+        the caller to write the container with NNR-coded tensors.
+        """
         best: list[tuple[int, FormatPlugin]] = []
         for fmt in self._formats.values():
-            lengths = [len(p) for p in fmt.patterns if Path(path.name.lower()).match(p.lower())]
+            patterns = (*fmt.patterns, *fmt.embedded_patterns)
+            lengths = [len(p) for p in patterns if fnmatch.fnmatchcase(path.name.lower(), p.lower())]
             if lengths:
                 best.append((max(lengths), fmt))
         if not best:

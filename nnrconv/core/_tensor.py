@@ -9,7 +9,10 @@ only copied from one container to another is read once.
 
 - `ArrayTensor` wraps an array that is already in memory, without copying it.
 - `MappedTensor` is a span of a file, memory-mapped on first access.
-- `LazyTensor` holds a zero-argument callable (for example: decode this NDU).
+- `LazyTensor` holds a zero-argument callable.
+- `CodedTensor` is a tensor still in its NNR-coded form: an NDU and the parameter sets it needs.
+  Moving it between NNR containers (`.nnr` <-> NNR inside a native container) copies the coded
+  bytes as they are, without decoding or re-quantizing.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import numpy as np
 
 from nnrconv.core._dtype import DType
 
-__all__ = ["ArrayTensor", "LazyTensor", "MappedTensor", "Tensor", "TensorRole"]
+__all__ = ["ArrayTensor", "CodedTensor", "LazyTensor", "MappedTensor", "Tensor", "TensorRole"]
 
 
 class TensorRole(enum.Enum):
@@ -215,3 +218,30 @@ class LazyTensor(Tensor):
         if self._cached:
             self._cache = array
         return array
+
+
+class CodedTensor(LazyTensor):
+    """A tensor held as an NNR compressed data unit; decoded on first access.
+
+    Attributes:
+        ndu: the complete NNR_NDU unit (size field included).
+        parameter_sets: the start unit and model parameter set (and any LPS) the unit was coded
+            under; units are copied between containers only when these bytes are equal.
+    """
+
+    __slots__ = ("ndu", "parameter_sets")
+
+    def __init__(
+        self,
+        name: str,
+        dtype: DType,
+        shape: Sequence[int],
+        ndu: bytes,
+        parameter_sets: bytes,
+        decode: Callable[[], np.ndarray],
+        *,
+        role: TensorRole = TensorRole.OTHER,
+    ) -> None:
+        super().__init__(name, dtype, shape, decode, role=role, cache=True)
+        self.ndu = ndu
+        self.parameter_sets = parameter_sets

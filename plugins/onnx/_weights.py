@@ -57,6 +57,8 @@ class WeightSite:
         proto: the TensorProto inside the ModelProto; editing it edits the model.
         kind: "initializer" or "constant".
         scope: where it lives ("" for the main graph, else a path of node/attribute names).
+        container: the GraphProto (or FunctionProto) whose initializers or nodes hold it.
+        node: for a Constant, its NodeProto.
     """
 
     key: str
@@ -64,6 +66,8 @@ class WeightSite:
     proto: onnx.TensorProto
     kind: str
     scope: str
+    container: onnx.GraphProto | onnx.FunctionProto | None = None
+    node: onnx.NodeProto | None = None
 
 
 def node_scope(scope: str, node: onnx.NodeProto, index: int, attribute: str, position: int | None) -> str:
@@ -82,11 +86,14 @@ def _constant_tensor(node: onnx.NodeProto) -> onnx.TensorProto | None:
     return None
 
 
-def _walk_nodes(nodes: object, scope: str) -> Iterator[tuple[str, str, onnx.TensorProto, str]]:
-    for index, node in enumerate(nodes):  # type: ignore[call-overload]
+_Found = tuple[str, str, onnx.TensorProto, str, "onnx.GraphProto | onnx.FunctionProto", "onnx.NodeProto | None"]
+
+
+def _walk_nodes(container: onnx.GraphProto | onnx.FunctionProto, scope: str) -> Iterator[_Found]:
+    for index, node in enumerate(container.node):
         tensor = _constant_tensor(node)
         if tensor is not None:
-            yield CONSTANT, (node.output[0] if node.output else ""), tensor, scope
+            yield CONSTANT, (node.output[0] if node.output else ""), tensor, scope, container, node
         for attribute in node.attribute:
             if attribute.type == _A.GRAPH:
                 yield from _walk_graph(attribute.g, node_scope(scope, node, index, attribute.name, None))
@@ -95,10 +102,10 @@ def _walk_nodes(nodes: object, scope: str) -> Iterator[tuple[str, str, onnx.Tens
                     yield from _walk_graph(graph, node_scope(scope, node, index, attribute.name, position))
 
 
-def _walk_graph(graph: onnx.GraphProto, scope: str) -> Iterator[tuple[str, str, onnx.TensorProto, str]]:
+def _walk_graph(graph: onnx.GraphProto, scope: str) -> Iterator[_Found]:
     for tensor in graph.initializer:
-        yield INITIALIZER, tensor.name, tensor, scope
-    yield from _walk_nodes(graph.node, scope)
+        yield INITIALIZER, tensor.name, tensor, scope, graph, None
+    yield from _walk_nodes(graph, scope)
 
 
 def weight_sites(model: onnx.ModelProto) -> list[WeightSite]:
@@ -110,9 +117,9 @@ def weight_sites(model: onnx.ModelProto) -> list[WeightSite]:
     sites: list[WeightSite] = []
     taken: set[str] = set()
     walks = [_walk_graph(model.graph, MAIN_SCOPE)]
-    walks += [_walk_nodes(f.node, f"function {f.domain}:{f.name}") for f in model.functions]
+    walks += [_walk_nodes(f, f"function {f.domain}:{f.name}") for f in model.functions]
     for walk in walks:
-        for kind, name, proto, scope in walk:
+        for kind, name, proto, scope, container, node in walk:
             key = name or f"<{kind}>"
             if key in taken:
                 key = f"{key}@{scope or 'main'}"
@@ -121,7 +128,7 @@ def weight_sites(model: onnx.ModelProto) -> list[WeightSite]:
                 number += 1
                 key = f"{base}#{number}"
             taken.add(key)
-            sites.append(WeightSite(key, name, proto, kind, scope))
+            sites.append(WeightSite(key, name, proto, kind, scope, container, node))
     return sites
 
 
