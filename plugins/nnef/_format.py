@@ -1,0 +1,125 @@
+# Copyright nnrconv contributors
+# SPDX-License-Identifier: Apache-2.0
+"""`NnefFormat`: the `FormatPlugin` for NNEF model folders and `.tgz` archives.
+
+NOTE: this module is imported when plugins are discovered, so it imports neither ``nnef`` nor
+``nnef_tools``. Sniffing needs neither; every other method imports the submodule it needs
+(`_io`, `_carry`, `_runner`), and those import the frameworks.
+"""
+
+from __future__ import annotations
+
+import tarfile
+import zlib
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from nnrconv.core import FormatPlugin, InputSpec, Model, Tensor
+
+__all__ = ["NnefFormat"]
+
+_GZIP_MAGIC = b"\x1f\x8b"
+# Sniffing a gzip file looks at this many tar members at most before giving up.
+_SNIFF_MEMBERS = 4096
+
+
+def _tgz_has_graph(path: Path) -> bool:
+    """Whether a gzip-compressed tar holds a `graph.nnef` (reads member headers, in stream mode)."""
+    try:
+        with tarfile.open(path, "r|gz") as tar:
+            for count, member in enumerate(tar):
+                if member.isfile() and Path(member.name).name == "graph.nnef":
+                    return True
+                if count >= _SNIFF_MEMBERS:
+                    return False
+    except (tarfile.TarError, OSError, EOFError, zlib.error):
+        return False
+    return False
+
+
+class NnefFormat(FormatPlugin):
+    """NNEF models (a folder or `.tgz` of `graph.nnef`, `graph.quant`, `.dat`), NNR topology format 1."""
+
+    name: ClassVar[str] = "nnef"
+    description: ClassVar[str] = "NNEF model folder or .tgz (graph.nnef, graph.quant, .dat tensors)"
+    patterns: ClassVar[tuple[str, ...]] = ("*.nnef", "*.nnef.tgz", "*.nnef.tar.gz", "*.tgz")
+    topology_code: ClassVar[int | None] = 1
+    requires: ClassVar[tuple[str, ...]] = ("nnef",)
+    install: ClassVar[str] = "pip install 'nnrconv[nnef]'"
+    directory: ClassVar[bool] = True
+
+    def sniff(self, path: Path, head: bytes) -> bool:
+        """A folder holding `graph.nnef`, or a gzip-compressed tar with a `graph.nnef` member."""
+        if path.is_dir():
+            return (path / "graph.nnef").is_file()
+        if head[:2] != _GZIP_MAGIC:
+            return False
+        return _tgz_has_graph(path)
+
+    def load(self, path: Path) -> Model:
+        """Read a model folder or `.tgz`; each variable becomes a lazy tensor keyed by its label.
+
+        Raises:
+            FormatError: no graph.nnef, a graph that does not parse, or a missing, corrupt or
+                mis-shaped `.dat` file (the message names the variable and file).
+        """
+        from nnrconv_nnef import _io
+
+        return _io.read_model(path)
+
+    def save(self, model: Model, path: Path) -> None:
+        """Write a folder, or a `.tgz` when the name ends in `.tgz`/`.tar.gz`, with exact `.dat` headers.
+
+        Raises:
+            UnsupportedError: the model did not come from NNEF.
+            FormatError: a tensor does not fit its variable, or a file cannot be written.
+        """
+        from nnrconv_nnef import _io
+
+        _io.write_model(model, path)
+
+    def topology_bytes(self, model: Model, carried: Collection[str]) -> bytes:
+        """`graph.nnef` text, followed (after a 0x00) by whatever else must travel; see `_topology`.
+
+        Raises:
+            UnsupportedError: the model did not come from NNEF.
+            FormatError: a carried name is not a variable, or a tensor does not fit.
+        """
+        from nnrconv_nnef import _carry
+
+        return _carry.topology_bytes(model, carried)
+
+    def from_topology(self, topology: bytes, tensors: Mapping[str, Tensor]) -> Model:
+        """Rebuild the model from the topology and the decoded tensors, keyed by variable label.
+
+        Raises:
+            BitstreamError: the topology is malformed, or tensors and variables do not match.
+        """
+        from nnrconv_nnef import _carry
+
+        return _carry.from_topology(topology, tensors)
+
+    def input_specs(self, model: Model) -> list[InputSpec]:
+        """The graph's `external` inputs with their declared shapes (and NNEF's element types).
+
+        Raises:
+            UnsupportedError: the model did not come from NNEF.
+        """
+        from nnrconv_nnef import _runner
+
+        return _runner.input_specs(model)
+
+    def run(self, model: Model, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the model in nnef-tools' PyTorch interpreter (CPU, one thread).
+
+        Raises:
+            FrameworkMissingError: nnef_tools or torch is not installed.
+            FormatError: an input is missing.
+            UnsupportedError: the interpreter cannot run the graph.
+        """
+        from nnrconv_nnef import _runner
+
+        return _runner.run(model, inputs)

@@ -1,0 +1,70 @@
+# Copyright nnrconv contributors
+# SPDX-License-Identifier: Apache-2.0
+"""Round-trip runs of NNEF models in the interpreter nnef-tools ships (PyTorch-based, CPU).
+
+NOTE: `nnef_tools.interpreter.pytorch.Interpreter` reads a model folder, so a run writes the model
+(exact files, as `save` does) to a private temporary folder first. torch runs single-threaded for
+the call, so that identical models on identical inputs give identical outputs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import tempfile
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from nnrconv.core import DType, FormatError, FrameworkMissingError, InputSpec, Model, UnsupportedError
+from nnrconv_nnef._graph import NNEF_DTYPES
+from nnrconv_nnef._io import native, write_model
+
+__all__ = ["input_specs", "run"]
+
+_RUNTIME = ("nnef_tools", "torch")
+
+
+def input_specs(model: Model) -> list[InputSpec]:
+    """One spec per `external` in graph-input order; NNEF shapes are always concrete."""
+    externals = {e.name: e for e in native(model).parsed.externals}
+    specs = []
+    for value in model.graph.inputs:
+        external = externals.get(value.name)
+        if external is None:
+            raise UnsupportedError(f"graph input {value.name!r} is not declared by an external operation")
+        specs.append(InputSpec(value.name, NNEF_DTYPES.get(external.nnef_type, DType.FLOAT), external.shape))
+    return specs
+
+
+def run(model: Model, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Outputs of nnef-tools' interpreter for `inputs`, by output tensor name."""
+    missing = [m for m in _RUNTIME if importlib.util.find_spec(m) is None]
+    if missing:
+        raise FrameworkMissingError(
+            f"running NNEF models needs {', '.join(missing)}; install it with: pip install nnef-tools torch"
+        )
+    import torch
+    from nnef_tools.interpreter.pytorch import Interpreter
+
+    names = [spec.name for spec in input_specs(model)]
+    absent = [n for n in names if n not in inputs]
+    if absent:
+        raise FormatError(f"inputs {absent!r} of the NNEF graph were not given")
+    threads = torch.get_num_threads()
+    with tempfile.TemporaryDirectory(prefix="nnrconv-nnef-run-") as tmp:
+        folder = Path(tmp) / "model.nnef"
+        write_model(model, folder)
+        torch.set_num_threads(1)
+        try:
+            with warnings.catch_warnings():
+                # nnef-tools' operators trip torch deprecation warnings; they are not the user's.
+                warnings.simplefilter("ignore", UserWarning)
+                interpreter = Interpreter(str(folder), device="cpu")
+                outputs = interpreter([np.asarray(inputs[n]) for n in names])
+        except (NotImplementedError, KeyError, AssertionError, TypeError, ValueError) as exc:
+            raise UnsupportedError(f"nnef-tools' interpreter cannot run this model: {exc!r}") from exc
+        finally:
+            torch.set_num_threads(threads)
+    return {str(name): np.asarray(value) for name, value in outputs.items()}
