@@ -1,0 +1,117 @@
+# Copyright nnrconv contributors
+# SPDX-License-Identifier: Apache-2.0
+"""`PyTorchFormat`: the `FormatPlugin` for torch.export programs, TorchScript, state dicts, safetensors.
+
+NOTE: this module is imported when plugins are discovered, so it must not import torch. Sniffing
+reads only magic bytes and zip member names; every method that needs torch imports `_torchio`
+or `_runtime`, which import torch at their top.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from nnrconv.core import FormatPlugin, InputSpec, Model, Tensor
+from nnrconv_pytorch._archive import archive_kind
+from nnrconv_pytorch._safetensors import looks_like_safetensors
+
+__all__ = ["PyTorchFormat"]
+
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
+
+
+class PyTorchFormat(FormatPlugin):
+    """PyTorch models carried in NNR as topology storage format 3 (NNR_TPL_PYT).
+
+    One format reads every PyTorch container; which one a file is comes from its content:
+    ``torch.export`` archives (`.pt2`), TorchScript archives, ``torch.save`` state dicts and
+    checkpoints (`.pt`, `.pth`), and safetensors. Archives keep their kind when written back;
+    state dicts are written as safetensors when the target ends in `.safetensors`, else with
+    ``torch.save``.
+    """
+
+    name: ClassVar[str] = "pytorch"
+    description: ClassVar[str] = "PyTorch: torch.export .pt2, TorchScript, state_dict .pt/.pth, safetensors"
+    patterns: ClassVar[tuple[str, ...]] = ("*.pt2", "*.pt", "*.pth", "*.safetensors")
+    topology_code: ClassVar[int | None] = 3
+    requires: ClassVar[tuple[str, ...]] = ("torch",)
+    install: ClassVar[str] = "pip install 'nnrconv[pytorch]'"
+
+    def sniff(self, path: Path, head: bytes) -> bool:
+        """A torch zip archive, a legacy torch.save pickle or safetensors; or a file named like one."""
+        if head.startswith(b"PK\x03\x04") and path.is_file():
+            try:
+                with zipfile.ZipFile(path) as archive:
+                    if archive_kind(archive.namelist()):
+                        return True
+            except (zipfile.BadZipFile, OSError, ValueError):
+                pass
+        if head.startswith(_LEGACY_MAGIC):
+            return True
+        if looks_like_safetensors(head) and path.suffix.lower() in (".safetensors", ".st", ""):
+            return True
+        return self.matches_name(path)
+
+    def load(self, path: Path) -> Model:
+        """Read a PyTorch file; nothing is unpickled beyond tensors and plain containers.
+
+        Raises:
+            FormatError: the file is corrupt, or loading it would need full unpickling (a pickled
+                Python object, a ``.pt2`` with pickled payloads).
+            UnsupportedError: a valid file nnrconv cannot convert (no state dict inside, a legacy
+                ``.pt2`` layout, quantized or sparse tensors).
+        """
+        from nnrconv_pytorch import _torchio
+
+        return _torchio.load(path)
+
+    def save(self, model: Model, path: Path) -> None:
+        """Write `model` in its own kind (.pt2 or TorchScript archive), or a state dict by suffix.
+
+        Raises:
+            UnsupportedError: a state dict asked to become a ``.pt2`` program.
+        """
+        from nnrconv_pytorch import _torchio
+
+        _torchio.save(model, path)
+
+    def topology_bytes(self, model: Model, carried: Collection[str]) -> bytes:
+        """The archive without the payloads of carried tensors, or (state dicts) the tensors NNR cannot carry.
+
+        Empty for a state dict whose tensors are all carried, as NNCodec writes it; the layout
+        is described in `nnrconv_pytorch._topology`.
+        """
+        from nnrconv_pytorch import _torchio
+
+        return _torchio.topology_bytes(model, carried)
+
+    def from_topology(self, topology: bytes, tensors: Mapping[str, Tensor]) -> Model:
+        """Rebuild the archive or state dict and load it (with the same safety checks as `load`).
+
+        Raises:
+            BitstreamError: the topology is malformed, or a tensor is missing, extra or misfits.
+        """
+        from nnrconv_pytorch import _torchio
+
+        return _torchio.from_topology(topology, tensors)
+
+    def input_specs(self, model: Model) -> list[InputSpec]:
+        """User inputs of a program or TorchScript module, shaped like the stored example inputs."""
+        from nnrconv_pytorch import _runtime
+
+        return _runtime.input_specs(model)
+
+    def run(self, model: Model, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Outputs of the program or module on one thread, without autograd.
+
+        Raises:
+            UnsupportedError: a state dict (no graph), or torch cannot run the model.
+        """
+        from nnrconv_pytorch import _runtime
+
+        return _runtime.run(model, inputs)

@@ -1,0 +1,85 @@
+# Copyright nnrconv contributors
+# SPDX-License-Identifier: Apache-2.0
+"""The byte layout of a PyTorch topology inside an NNR_TPL unit (topology_storage_format 3).
+
+Two cases, told apart by the first bytes:
+
+- **empty** `topology_data`: a bare state_dict whose tensors all travel as NDUs, named by their
+  state_dict keys. This is exactly what NNCodec writes for NNR_TPL_PYT, and what nnrconv writes
+  too whenever it can, so either decoder reads the other's streams.
+- **`MAGIC`** (16 bytes, ``b"NNRCONV-PYTORCH\\0"``), a 4-byte little-endian length N, N bytes of
+  UTF-8 JSON (the manifest), then the body:
+
+  ========== ================================== ===============================================
+  kind       body                               manifest
+  ========== ================================== ===============================================
+  program    the `.pt2` zip archive, with the   ``{"version": 1, "kind": "program",
+             records of carried weights empty   "stripped": [{"key", "record", "nbytes"}]}``
+  script     the TorchScript zip archive, same  same, ``"kind": "script"``
+  state_dict a safetensors blob of the tensors  ``{"version": 1, "kind": "state_dict",
+             no NDU carries (int64, bool, fp16) "keys": [every key, in order],
+                                                "shapes": {carried key: shape}}``
+  ========== ================================== ===============================================
+
+Nothing in the layout is pickled: the manifest is JSON, the body a zip archive or safetensors.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+from nnrconv.core import BitstreamError
+
+__all__ = ["MAGIC", "Topology", "pack", "unpack"]
+
+MAGIC = b"NNRCONV-PYTORCH\x00"
+VERSION = 1
+KINDS = ("program", "script", "state_dict")
+
+
+@dataclass(slots=True)
+class Topology:
+    """A parsed PyTorch topology: the manifest and the body bytes."""
+
+    kind: str
+    body: bytes = b""
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+def pack(kind: str, manifest: dict[str, Any], body: bytes) -> bytes:
+    """MAGIC + length + manifest JSON + body."""
+    text = json.dumps({"version": VERSION, "kind": kind, **manifest}, separators=(",", ":")).encode("utf-8")
+    return MAGIC + struct.pack("<I", len(text)) + text + body
+
+
+def unpack(data: bytes) -> Topology:
+    """Parse topology bytes; empty bytes are a bare state_dict (NNCodec's NNR_TPL_PYT).
+
+    Raises:
+        BitstreamError: the bytes are neither empty nor an nnrconv PyTorch topology, or the
+            manifest is malformed or of a later version.
+    """
+    if not data:
+        return Topology("state_dict", b"", {"kind": "state_dict"})
+    if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 4:
+        raise BitstreamError(
+            "NNR_TPL_PYT topology_data is neither empty (a bare state_dict) nor an nnrconv PyTorch topology"
+        )
+    (length,) = struct.unpack_from("<I", data, len(MAGIC))
+    start = len(MAGIC) + 4
+    if start + length > len(data):
+        raise BitstreamError(f"PyTorch topology manifest of {length} bytes overruns the topology")
+    try:
+        manifest = json.loads(data[start : start + length].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BitstreamError(f"PyTorch topology manifest is not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("kind") not in KINDS:
+        raise BitstreamError("PyTorch topology manifest names no known kind")
+    if manifest.get("version") != VERSION:
+        raise BitstreamError(
+            f"PyTorch topology version {manifest.get('version')!r} is not supported (this nnrconv reads {VERSION})"
+        )
+    return Topology(manifest["kind"], data[start + length :], manifest)
