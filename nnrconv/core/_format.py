@@ -51,6 +51,9 @@ class FormatPlugin:
         requires: importable top-level modules the format needs at run time.
         install: the command that installs them (shown when they are missing).
         directory: True if models of this format are folders rather than files.
+        saves_any_model: True for formats whose `save` can write the tensors of a model from any
+            format (or a bitstream without topology) as a weights file, like a state dict.
+            Implied by `weights_only`.
         embedded_patterns: output names (e.g. ``"*.nnr.onnx"``) that ask for the native container
             with NNR-coded tensors inside (integration mode 2); see `save_embedded`.
         weights_only: True for formats that hold named tensors and no graph (npz, safetensors,
@@ -67,6 +70,12 @@ class FormatPlugin:
     directory: ClassVar[bool] = False
     weights_only: ClassVar[bool] = False
     embedded_patterns: ClassVar[tuple[str, ...]] = ()
+    saves_any_model: ClassVar[bool] = False
+
+    @property
+    def accepts_foreign_tensors(self) -> bool:
+        """Whether `save` writes models from other formats (as named tensors)."""
+        return self.weights_only or self.saves_any_model
 
     @property
     def version(self) -> str:

@@ -41,6 +41,7 @@ class PyTorchFormat(FormatPlugin):
     topology_code: ClassVar[int | None] = 3
     requires: ClassVar[tuple[str, ...]] = ("torch",)
     install: ClassVar[str] = "pip install 'nnrconv[pytorch]'"
+    saves_any_model: ClassVar[bool] = True
 
     def sniff(self, path: Path, head: bytes) -> bool:
         """A torch zip archive, a legacy torch.save pickle or safetensors; or a file named like one."""
