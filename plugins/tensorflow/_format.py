@@ -1,0 +1,218 @@
+# Copyright nnrconv contributors
+# SPDX-License-Identifier: Apache-2.0
+"""`TensorFlowFormat`: the `FormatPlugin` for frozen GraphDefs and SavedModel folders.
+
+NOTE: this module is imported when plugins are discovered, so it must not import TensorFlow
+(which takes seconds). Sniffing reads protobuf bytes by hand; every other method imports the
+submodule it needs, and those import TensorFlow at their top.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from nnrconv.core import FormatPlugin, InputSpec, Model, Tensor, UnsupportedError
+
+__all__ = ["TensorFlowFormat", "looks_like_graph_def"]
+
+SAVED_MODEL_FILE = "saved_model.pb"
+_NODE_NAME = re.compile(rb"[A-Za-z0-9._][A-Za-z0-9_.\-/>]*")
+_OP_NAME = re.compile(rb"[A-Za-z_][A-Za-z0-9_>]*")
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int] | None:
+    value = shift = 0
+    while pos < len(data) and shift < 64:
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos += 1
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+    return None
+
+
+def _string_field(head: bytes, pos: int, tag: int, pattern: re.Pattern[bytes]) -> tuple[bool, int] | None:
+    """Check a length-delimited field `tag` at `pos` whose (visible) text fits `pattern`.
+
+    Returns (complete, next position), or None when the bytes rule the field out.
+    """
+    if pos >= len(head) or head[pos] != tag:
+        return None
+    parsed = _varint(head, pos + 1)
+    if parsed is None:
+        return (False, len(head)) if len(head) - pos < 12 else None
+    length, start = parsed
+    text = head[start : start + length]
+    if not 0 < length <= 4096 or (text and not pattern.fullmatch(text)):
+        return None
+    return start + length <= len(head), start + length
+
+
+def looks_like_graph_def(head: bytes) -> bool:
+    """Whether `head` starts a serialized GraphDef: a NodeDef with a valid node name and op.
+
+    A GraphDef serializes `node` (field 1) first and each NodeDef starts with `name` (field 1)
+    then `op` (field 2), so the file begins 0x0A <len> 0x0A <len> name 0x12 <len> op. ONNX
+    models begin with 0x08 and SavedModels with 0x08 0x01 0x12, so neither matches.
+    """
+    if len(head) < 4 or head[0] != 0x0A:
+        return False
+    node = _varint(head, 1)
+    if node is None or node[0] < 4:
+        return False
+    name = _string_field(head, node[1], 0x0A, _NODE_NAME)
+    if name is None:
+        return False
+    complete, pos = name
+    if not complete:
+        return True
+    op = _string_field(head, pos, 0x12, _OP_NAME)
+    return op is not None or pos >= len(head)
+
+
+def _quiet() -> None:
+    """Keep TensorFlow's C++ start-up chatter off stderr (nnrconv errors are one line), unless set."""
+    if "tensorflow" not in sys.modules:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _saved_model_folder(path: Path) -> Path | None:
+    if path.is_dir() and (path / SAVED_MODEL_FILE).is_file():
+        return path
+    if path.is_file() and path.name == SAVED_MODEL_FILE:
+        return path.parent
+    return None
+
+
+class TensorFlowFormat(FormatPlugin):
+    """TensorFlow frozen graphs (`.pb`) and SavedModel folders, NNR topology storage format 4."""
+
+    name: ClassVar[str] = "tensorflow"
+    description: ClassVar[str] = "TensorFlow frozen GraphDef (.pb) or SavedModel folder"
+    patterns: ClassVar[tuple[str, ...]] = ("*.pb", "*savedmodel*", "*saved_model*")
+    topology_code: ClassVar[int | None] = 4
+    requires: ClassVar[tuple[str, ...]] = ("tensorflow",)
+    install: ClassVar[str] = "pip install 'nnrconv[tensorflow]'"
+    directory: ClassVar[bool] = True
+
+    def sniff(self, path: Path, head: bytes) -> bool:
+        """A folder holding saved_model.pb, a saved_model.pb file, or a file starting a GraphDef."""
+        if path.is_dir():
+            return _saved_model_folder(path) is not None
+        if path.name == SAVED_MODEL_FILE and head.startswith(b"\x08\x01\x12"):
+            return True
+        return looks_like_graph_def(head)
+
+    def load(self, path: Path) -> Model:
+        """Read a SavedModel folder (or its saved_model.pb) or a frozen graph; tensors stay lazy.
+
+        Raises:
+            FormatError: unreadable, not a GraphDef / SavedModel, or a checkpoint that cannot be read.
+        """
+        folder = _saved_model_folder(path)
+        if folder is not None:
+            _quiet()
+            from nnrconv_tensorflow import _savedmodel
+
+            return _savedmodel.read(folder)
+        if path.is_dir():
+            from nnrconv.core import FormatError
+
+            raise FormatError(f"{path}: a folder without {SAVED_MODEL_FILE} is not a TensorFlow SavedModel")
+        _quiet()
+        from nnrconv_tensorflow import _graphdef
+
+        return _graphdef.model_from_graph_def(_graphdef.read_graph_def(path), str(path))
+
+    def save(self, model: Model, path: Path) -> None:
+        """Write a frozen graph file, or a SavedModel folder, as the model was read.
+
+        Raises:
+            UnsupportedError: the model is not a TensorFlow model, or a SavedModel aimed at a `.pb` file.
+            FormatError: a tensor does not fit its slot, or the output cannot be written.
+        """
+        native = self._native(model)
+        if native.kind == "savedmodel":
+            if path.suffix.lower() == ".pb":
+                raise UnsupportedError(
+                    f"{path}: this is a SavedModel, which is a folder; give a folder name such as "
+                    f"{path.with_suffix('').name}_savedmodel"
+                )
+            _quiet()
+            from nnrconv_tensorflow import _savedmodel
+
+            _savedmodel.write(model, path)
+            return
+        _quiet()
+        from nnrconv_tensorflow import _graphdef
+
+        _graphdef.write(model, path)
+
+    @staticmethod
+    def _native(model: Model):  # type: ignore[no-untyped-def]
+        from nnrconv_tensorflow._model import TFNative
+
+        if model.source_format != "tensorflow" or not isinstance(model.native, TFNative):
+            raise UnsupportedError(
+                f"only models read from TensorFlow can be written as TensorFlow; this one comes from "
+                f"{model.source_format!r}"
+            )
+        return model.native
+
+    def topology_bytes(self, model: Model, carried: Collection[str]) -> bytes:
+        """The NNRTF container (see `_container`) with carried values removed.
+
+        Raises:
+            UnsupportedError: the model is not a TensorFlow model.
+            FormatError: a carried name is not a tensor of the model, or a tensor does not fit.
+        """
+        native = self._native(model)
+        unknown = set(carried) - set(model.tensors)
+        if unknown:
+            from nnrconv.core import FormatError
+
+            raise FormatError(f"carried tensors {sorted(unknown)[:5]!r} are not tensors of this model")
+        _quiet()
+        from nnrconv_tensorflow import _topology
+
+        return _topology.topology_bytes(model, native, set(carried))
+
+    def from_topology(self, topology: bytes, tensors: Mapping[str, Tensor]) -> Model:
+        """Rebuild the frozen graph or SavedModel from the container and the decoded tensors.
+
+        Raises:
+            BitstreamError: the topology is not an NNRTF container (or a bare GraphDef), or the
+                tensors do not match its emptied slots.
+        """
+        _quiet()
+        from nnrconv_tensorflow import _topology
+
+        return _topology.from_topology(topology, tensors)
+
+    def input_specs(self, model: Model) -> list[InputSpec]:
+        """SavedModel `serving_default` inputs, or a frozen graph's Placeholders; free dims -> 1."""
+        self._native(model)
+        _quiet()
+        from nnrconv_tensorflow import _runtime
+
+        return _runtime.input_specs(model)
+
+    def run(self, model: Model, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Outputs of a one-thread TensorFlow session for `inputs`.
+
+        Raises:
+            UnsupportedError: TensorFlow cannot load or run the model.
+        """
+        self._native(model)
+        _quiet()
+        from nnrconv_tensorflow import _runtime
+
+        return _runtime.run(model, inputs)

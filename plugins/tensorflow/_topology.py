@@ -1,0 +1,57 @@
+# Copyright nnrconv contributors
+# SPDX-License-Identifier: Apache-2.0
+"""Topology bytes of NNR_TPL format 4 (NNR_TPL_TEF): the NNRTF container, both ways."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from nnrconv.core import BitstreamError, FormatError, Model, Tensor
+from nnrconv_tensorflow import _container, _graphdef, _savedmodel
+from nnrconv_tensorflow._model import GRAPHDEF, SAVEDMODEL, TFNative
+
+__all__ = ["from_topology", "topology_bytes"]
+
+SOURCE = "<NNR topology>"
+
+
+def topology_bytes(model: Model, native: TFNative, carried: set[str]) -> bytes:
+    if native.kind == SAVEDMODEL:
+        return _savedmodel.to_container(model, carried)
+    graph_def = _graphdef.rebuild(model, strip=carried)
+    try:
+        data = graph_def.SerializeToString()
+    except ValueError as exc:
+        raise FormatError(f"the TensorFlow topology cannot be serialized: {exc}") from exc
+    listed = json.dumps(sorted(carried), separators=(",", ":")).encode()
+    return _container.pack({":kind": GRAPHDEF.encode(), ":carried": listed, ":graph": data})
+
+
+def from_topology(topology: bytes, tensors: Mapping[str, Tensor]) -> Model:
+    if not topology:
+        raise BitstreamError(
+            "the TensorFlow topology unit is empty (NNCodec writes no graph); "
+            "nnrconv needs the graph to rebuild a model"
+        )
+    if _container.is_container(topology):
+        entries = _container.unpack(topology)
+        kind = entries.get(":kind", b"")
+        if kind == SAVEDMODEL.encode():
+            return _savedmodel.from_container(entries, tensors)
+        if kind != GRAPHDEF.encode() or ":graph" not in entries:
+            raise BitstreamError(f"the TensorFlow topology container has an unknown kind {kind[:32]!r}")
+        data = entries[":graph"]
+        try:
+            stripped = [str(k) for k in json.loads(entries.get(":carried", b"[]"))]
+        except (TypeError, ValueError) as exc:
+            raise BitstreamError(f"the TensorFlow topology lists its carried constants badly: {exc}") from exc
+    else:
+        data = topology  # a bare GraphDef, as another writer may carry it: fill what was sent
+        stripped = list(tensors)
+    try:
+        graph_def = _graphdef.graph_from_bytes(data, "the NNR topology unit")
+    except ValueError as exc:
+        raise BitstreamError(str(exc)) from exc
+    _graphdef.fill_stripped(graph_def, tensors, stripped)
+    return _graphdef.model_from_graph_def(graph_def, SOURCE)
