@@ -162,6 +162,11 @@ class FormatRegistry:
         self._formats[name] = fmt
         self._plugins[name] = plugin
 
+    def remove(self, name: str) -> None:
+        """Forget a format (the test kit's `registered` undoes its registration with this)."""
+        self._formats.pop(name, None)
+        self._plugins.pop(name, None)
+
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(self._formats.values())
 

@@ -10,6 +10,7 @@ any subset of the arguments.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pluggy
@@ -29,6 +30,20 @@ def register_formats(register: Callable[[Any], None]) -> None:
     which formats are asked to recognise an input: built-in formats first, then third-party
     ones in entry-point order. The module that implements this hook must import without the
     format's framework; import the framework inside the format's methods.
+    """
+
+
+@hookspec(firstresult=True)
+def convert_model(source: Path, source_format: str, target_format: str, workdir: Path) -> Path | None:
+    """Convert the model file `source` of `source_format` into `target_format`, or return None.
+
+    Called when a model is written in another format than its own and the target cannot simply
+    take its tensors (for example ONNX to NNEF). Write the result inside `workdir` (a private
+    temporary folder that lives until the converted model is written out) and return its path;
+    the target format's plugin then loads it. Return None for pairs the plugin does not
+    convert; the first non-None answer wins. Raise `UnsupportedError` listing everything the
+    model uses that cannot be converted (every unsupported operator with its shapes, in one
+    message) rather than stopping at the first.
     """
 
 
