@@ -52,9 +52,11 @@ int nc_fail(nc_status *st, int code, uint64_t byte_offset, const char *fmt, ...)
 /* ---- tables (tables.c, ctxmodel.c) ----------------------------------------------------- */
 
 extern const uint8_t nc_lps_table[8][32];
-extern const uint32_t nc_rate_zero[1024];
-extern const uint32_t nc_rate_one[1024];
+extern const uint32_t nc_rate[2][1024]; /* estimated cost of bin 0 / 1 by 512 + (s >> 3) */
+#define nc_rate_zero (nc_rate[0])
+#define nc_rate_one (nc_rate[1])
 extern const int16_t nc_step_table[32];
+extern const uint8_t nc_renorm_table[512]; /* renormalisation shift by range (< 512) */
 extern const int16_t nc_param_sets[9][4]; /* SH0, SH1, initial S, initial S0 */
 extern const uint8_t nc_dq_next[8][2];    /* dependent-quantization state transition */
 
@@ -71,13 +73,21 @@ extern const uint8_t nc_dq_next[8][2];    /* dependent-quantization state transi
 #define NC_CTX_COUNT(n) (90 + 4 * (n))
 #define NC_MAX_GTX 256 /* cabac_unary_length_minus1 is u(8) */
 
-/* One adaptive context: SBMP two-rate estimator.  s = 16 * s0 + s1 (s1 implicit). */
+/* Estimator transitions, built by nc_tables_init: new S0 = nc_next0[SH0][bin][S0 + 128], new
+ * S1 = nc_next1[SH1 - 4][bin][S1 + 2048] (S0 stays in [-128, 127], S1 in [-2048, 2047]). */
+extern int8_t nc_next0[4][2][256];
+extern int16_t nc_next1[3][2][4096];
+
+/* One adaptive context: SBMP two-rate estimator, s = 16 * s0 + s1.  n0 / n1 point at the
+ * bin-0 row (centre) of its transition tables; no char-typed members, so stores to a context
+ * are not assumed to alias the coder state. */
 typedef struct {
     int16_t s;
-    int8_t s0;
-    uint8_t sh0;
-    uint8_t sh1;
-    uint8_t set;
+    int16_t s0;
+    int16_t s1;
+    uint16_t set;
+    const int8_t *n0;
+    const int16_t *n1;
 } nc_ctx;
 
 /* The nine candidate parameter sets of one context, used by the encoder to pick a set. */
@@ -94,15 +104,20 @@ void nc_ctx_opt_reset(nc_ctx_opt *o);
 void nc_ctx_opt_code(nc_ctx_opt *o, int bin);
 int nc_ctx_opt_best(const nc_ctx_opt *o);
 
+/* Add to bits[0..8] the estimated cost of a recorded bin sequence (0, 1, or NC_OPT_RESET for a
+ * block-row restart) under each of the nine parameter sets. */
+#define NC_OPT_RESET 2
+void nc_opt_eval(const uint8_t *bins, size_t n, uint64_t bits[9]);
+/* Build the estimator transition tables nc_opt_eval uses; call once before any encoding. */
+void nc_tables_init(void);
+
 static inline void nc_ctx_update(nc_ctx *c, int bin)
 {
-    const int d = bin ? 1 : -1;
-    int s0 = c->s0;
-    int s1 = c->s - 16 * s0;
-    s0 += d * (nc_step_table[16 + ((d * s0) >> 3)] >> c->sh0);
-    s1 += d * (nc_step_table[16 + ((d * s1) >> 7)] >> c->sh1);
-    c->s0 = (int8_t)s0;
-    c->s = (int16_t)(s1 + 16 * s0);
+    const int s0 = c->n0[256 * bin + c->s0];
+    const int s1 = c->n1[4096 * bin + c->s1];
+    c->s0 = (int16_t)s0;
+    c->s1 = (int16_t)s1;
+    c->s = (int16_t)(16 * s0 + s1);
 }
 
 static inline uint32_t nc_ctx_lps(const nc_ctx *c, uint32_t range)

@@ -14,6 +14,26 @@ const int16_t nc_step_table[32] = {
     64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 0,
 };
 
+/* Left shifts that bring a range in [2, 511] back to [256, 511], by range. */
+const uint8_t nc_renorm_table[512] = {
+    0, 8, 7, 7, 6, 6, 6, 6, 5, 5, 5, 5, 5, 5, 5, 5, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
+    3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+};
+
 /* Parameter sets selectable per context: SH0, SH1, initial S (= 16*S0 + S1), initial S0. */
 const int16_t nc_param_sets[9][4] = {
     {1, 4, 0, 0},    {1, 4, -1310, -41}, {1, 4, 3039, 95},
@@ -42,16 +62,17 @@ int nc_fail(nc_status *st, int code, uint64_t byte_offset, const char *fmt, ...)
 
 void nc_ctx_init(nc_ctx *c, int set)
 {
-    c->set = (uint8_t)set;
-    c->sh0 = (uint8_t)(nc_param_sets[set][0] + 4);
-    c->sh1 = (uint8_t)nc_param_sets[set][1];
+    c->set = (uint16_t)set;
+    c->n0 = &nc_next0[nc_param_sets[set][0]][0][128];
+    c->n1 = &nc_next1[nc_param_sets[set][1] - 4][0][2048];
     nc_ctx_reset(c);
 }
 
 void nc_ctx_reset(nc_ctx *c)
 {
     c->s = nc_param_sets[c->set][2];
-    c->s0 = (int8_t)nc_param_sets[c->set][3];
+    c->s0 = nc_param_sets[c->set][3];
+    c->s1 = (int16_t)(c->s - 16 * c->s0);
 }
 
 void nc_ctx_opt_init(nc_ctx_opt *o)
@@ -115,6 +136,93 @@ int nc_ctx_opt_best(const nc_ctx_opt *o)
         }
     }
     return best;
+}
+
+/* ---- parameter-set optimisation over a recorded bin sequence ----------------------------------
+ *
+ * The bins a context sees do not depend on its parameter set, only their estimated costs do, so
+ * the encoder records each context's bins once (NC_OPT_RESET marks a block-row restart) and the
+ * nine candidate sets are then run over that sequence here, all in one pass (eighteen
+ * independent state chains per bin).  The estimator's updates are precomputed as full transition tables
+ * (new S0 by S0, new S1 by S1, per shift and bin), so one bin under one set costs two table
+ * loads and one rate load.  The sums equal those of the per-bin estimator nc_ctx_opt_code. */
+
+/* S0 lies in [-128, 127] and S1 in [-2048, 2047]: at the ends of those ranges the step is 0
+ * (index 31 of nc_step_table) or pulls back towards the middle. */
+int8_t nc_next0[4][2][256];   /* [SH0][bin][S0 + 128] */
+int16_t nc_next1[3][2][4096]; /* [SH1 - 4][bin][S1 + 2048] */
+
+static int opt_step_index(int x)
+{
+    int j = 16 + x;
+    return j < 0 ? 0 : (j > 31 ? 31 : j);
+}
+
+void nc_tables_init(void)
+{
+    int sh, bin, v;
+    for (sh = 0; sh < 4; sh++) {
+        for (bin = 0; bin < 2; bin++) {
+            const int d = bin ? 1 : -1;
+            for (v = -128; v < 128; v++) {
+                int nv = v + d * (nc_step_table[opt_step_index((d * v) >> 3)] >> (sh + 4));
+                nc_next0[sh][bin][v + 128] = (int8_t)(nv < -128 ? -128 : (nv > 127 ? 127 : nv));
+            }
+        }
+    }
+    for (sh = 0; sh < 3; sh++) {
+        for (bin = 0; bin < 2; bin++) {
+            const int d = bin ? 1 : -1;
+            for (v = -2048; v < 2048; v++) {
+                int nv = v + d * (nc_step_table[opt_step_index((d * v) >> 7)] >> (sh + 4));
+                nc_next1[sh][bin][v + 2048] = (int16_t)(nv < -2048 ? -2048 : (nv > 2047 ? 2047 : nv));
+            }
+        }
+    }
+}
+
+/* Rates are below 2^18, so 32-bit sums over this many bins cannot overflow. */
+#define OPT_CHUNK 16384
+
+/* All nine sets in one pass: more independent state chains in flight per bin. */
+void nc_opt_eval(const uint8_t *bins, size_t n, uint64_t bits[9])
+{
+    const uint32_t *rate = &nc_rate[0][512];
+    int s0[9], s1[9], k;
+    const int8_t *n0[9];
+    const int16_t *n1[9];
+    size_t t = 0, end;
+
+    for (k = 0; k < 9; k++) {
+        n0[k] = &nc_next0[nc_param_sets[k][0]][0][128];
+        n1[k] = &nc_next1[nc_param_sets[k][1] - 4][0][2048];
+        s0[k] = nc_param_sets[k][3];
+        s1[k] = nc_param_sets[k][2] - 16 * s0[k];
+    }
+    while (t < n) {
+        uint32_t acc[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
+        end = n - t > OPT_CHUNK ? t + OPT_CHUNK : n;
+        for (; t < end; t++) {
+            const int bin = bins[t];
+            const uint32_t *r;
+            if (__builtin_expect(bin > 1, 0)) { /* NC_OPT_RESET */
+                for (k = 0; k < 9; k++) {
+                    s0[k] = nc_param_sets[k][3];
+                    s1[k] = nc_param_sets[k][2] - 16 * s0[k];
+                }
+                continue;
+            }
+            r = rate + 1024 * bin;
+            for (k = 0; k < 9; k++) {
+                acc[k] += r[(16 * s0[k] + s1[k]) >> 3];
+                s0[k] = n0[k][256 * bin + s0[k]];
+                s1[k] = n1[k][4096 * bin + s1[k]];
+            }
+        }
+        for (k = 0; k < 9; k++) {
+            bits[k] += acc[k];
+        }
+    }
 }
 
 uint8_t nc_dq_skip(uint8_t state, uint64_t n)

@@ -214,6 +214,129 @@ static int64_t dec_weight(nc_decoder *d, nc_ctx *ctx, const nc_tensor *t, int st
     return neg ? -val : val;
 }
 
+/* ---- hot path: engine state in locals ----------------------------------------------------- *
+ * The level loop keeps range / value / bits_needed / pos in a local struct whose address never
+ * escapes, so they stay in registers; bins are decoded without data-dependent branches. */
+
+typedef struct {
+    const uint8_t *buf;
+    uint64_t len;
+    uint64_t pos;
+    uint32_t range;
+    uint32_t value;
+    int32_t bits_needed;
+    int overrun;
+} dec_state;
+
+static inline void ds_load(dec_state *s, const nc_decoder *d)
+{
+    s->buf = d->buf;
+    s->len = d->len;
+    s->pos = d->pos;
+    s->range = d->range;
+    s->value = d->value;
+    s->bits_needed = d->bits_needed;
+    s->overrun = d->overrun;
+}
+
+static inline void ds_store(const dec_state *s, nc_decoder *d)
+{
+    d->pos = s->pos;
+    d->range = s->range;
+    d->value = s->value;
+    d->bits_needed = s->bits_needed;
+    d->overrun = s->overrun;
+}
+
+static inline uint32_t ds_byte(dec_state *s)
+{
+    uint32_t b = 0;
+    if (__builtin_expect(s->pos < s->len, 1)) {
+        b = s->buf[s->pos];
+    } else {
+        s->overrun = 1;
+    }
+    s->pos++;
+    return b;
+}
+
+static inline int fast_bin(dec_state *s, nc_ctx *c)
+{
+    /* mask arithmetic instead of ?: so the compiler keeps the MPS/LPS choice branch-free */
+    const uint32_t lps = nc_ctx_lps(c, s->range);
+    const uint32_t rmps = s->range - lps;
+    const uint32_t scaled = rmps << 7;
+    const uint32_t is_lps = s->value >= scaled;
+    const uint32_t mask = 0u - is_lps;
+    const int bin = nc_ctx_mps(c) ^ (int)is_lps;
+    const uint32_t range = rmps ^ ((rmps ^ lps) & mask);
+    const int n = nc_renorm_table[range]; /* 0 while range >= 256 */
+    s->value = (s->value - (scaled & mask)) << n;
+    s->range = range << n;
+    s->bits_needed += n;
+    if (__builtin_expect(s->bits_needed >= 0, 0)) {
+        s->value += ds_byte(s) << s->bits_needed;
+        s->bits_needed -= 8;
+    }
+    nc_ctx_update(c, bin);
+    return bin;
+}
+
+static inline uint32_t fast_bypass_bits(dec_state *s, uint32_t num_bits)
+{
+    uint32_t v = 0, i;
+    for (i = 0; i < num_bits; i++) {
+        uint32_t scaled;
+        s->value += s->value;
+        if (++s->bits_needed >= 0) {
+            s->value += ds_byte(s);
+            s->bits_needed = -8;
+        }
+        scaled = s->range << 7;
+        v <<= 1;
+        if (s->value >= scaled) {
+            s->value -= scaled;
+            v |= 1;
+        }
+    }
+    return v;
+}
+
+/* dec_weight without codebook limits. */
+static inline int64_t fast_weight(dec_state *s, nc_ctx *ctx, uint32_t ng, int state, int nb)
+{
+    int64_t val;
+    int neg;
+    uint32_t j, rem_bits;
+    nc_ctx *gtx;
+
+    if (!fast_bin(s, &ctx[NC_CTX_SIG + 3 * state + nb])) {
+        return 0;
+    }
+    neg = fast_bin(s, &ctx[NC_CTX_SIGN + nb]);
+    gtx = &ctx[NC_CTX_GTX + neg];
+    for (j = 0; j < ng; j++) {
+        if (!fast_bin(s, &gtx[2 * j])) {
+            val = 1 + (int64_t)j;
+            return neg ? -val : val;
+        }
+    }
+    val = 1 + (int64_t)ng;
+    rem_bits = 0;
+    for (j = 0;; j++) {
+        if (!fast_bin(s, &ctx[NC_CTX_REM(ng) + j])) {
+            break;
+        }
+        val += (int64_t)1 << rem_bits;
+        rem_bits++;
+        if (j >= 30) {
+            break;
+        }
+    }
+    val += fast_bypass_bits(s, rem_bits);
+    return neg ? -val : val;
+}
+
 static int ensure_ctx(nc_decoder *d, uint32_t num_gtx, nc_status *st)
 {
     size_t need = NC_CTX_COUNT(num_gtx);
@@ -275,7 +398,7 @@ int nc_decode_tensor(nc_decoder *d, int32_t *out, const nc_tensor *tin,
         last_offset = 0, ep_offset = 0;
     uint32_t ng;
     size_t i, nctx;
-    int state = 0, nb = 0, flags_present, rc = NC_OK, use_eps, make_eps;
+    int state = 0, nb = 0, flags_present, rc = NC_OK, use_eps, make_eps, plain, dqmask;
 
     if (n_eps_out != NULL) {
         *n_eps_out = 0;
@@ -336,6 +459,8 @@ int nc_decode_tensor(nc_decoder *d, int32_t *out, const nc_tensor *tin,
 
     bh = t.scan_order ? ((uint64_t)4 << t.scan_order) : rows;
     bw = t.scan_order ? ((uint64_t)4 << t.scan_order) : width;
+    plain = t.cb_size == 0 || t.profile == 0;
+    dqmask = t.dq ? 7 : 0;
     (void)base_offset;
     for (by = 0, block_row = 0; by < rows; by += bh, block_row++) {
         ye = by + bh < rows ? by + bh : rows;
@@ -358,6 +483,36 @@ int nc_decode_tensor(nc_decoder *d, int32_t *out, const nc_tensor *tin,
                     }
                     if (t.dq) {
                         state = nc_dq_skip((uint8_t)state, width);
+                    }
+                    continue;
+                }
+                if (plain) {
+                    /* fast path; levels of |k| < 2^30 cannot overflow, larger ones are checked */
+                    dec_state ds;
+                    nc_ctx *const ctx = d->ctx;
+                    ds_load(&ds, d);
+                    for (x = bx; x < xe; x++) {
+                        int64_t k = fast_weight(&ds, ctx, ng, state, nb);
+                        int64_t level = k;
+                        if (t.dq && k != 0) {
+                            level = 2 * k + (k < 0 ? (state & 1) : -(state & 1));
+                        }
+                        if (__builtin_expect(level > INT32_MAX || level < INT32_MIN, 0)) {
+                            ds_store(&ds, d);
+                            rc = nc_fail(st, NC_ERR_STREAM, d->pos,
+                                         "decoded level at row %llu, column %llu does not fit in int32",
+                                         (unsigned long long)y, (unsigned long long)x);
+                            goto done;
+                        }
+                        row[x] = (int32_t)level;
+                        nb = k == 0 ? 0 : (k < 0 ? 1 : 2);
+                        state = nc_dq_next[state][k & 1] & dqmask;
+                    }
+                    ds_store(&ds, d);
+                    if (d->overrun) {
+                        rc = nc_fail(st, NC_ERR_STREAM, d->len,
+                                     "CABAC payload is truncated (while decoding row %llu)", (unsigned long long)y);
+                        goto done;
                     }
                     continue;
                 }

@@ -271,29 +271,58 @@ static void enc_weight(nc_encoder *e, nc_ctx *ctx, const nc_tensor *t, int32_t k
     }
 }
 
-/* Rate-only counterpart used to choose parameter sets.  Like the reference it ignores codebook
- * limits, always codes the remainder terminator and skips the bypass bits. */
-static void opt_weight(nc_ctx_opt *opt, uint32_t num_gtx, int32_t v, int state, int nb)
+/* Bins of one context recorded for the parameter-set choice (see nc_opt_eval). */
+typedef struct {
+    uint8_t *data;
+    size_t len;
+    size_t cap;
+} nc_rec;
+
+static __attribute__((noinline)) int rec_grow(nc_rec *r)
+{
+    size_t ncap = r->cap ? 2 * r->cap : 4096;
+    uint8_t *nd = (uint8_t *)realloc(r->data, ncap);
+    if (nd == NULL) {
+        return 0;
+    }
+    r->data = nd;
+    r->cap = ncap;
+    return 1;
+}
+
+static inline void rec_push(nc_rec *r, int bin, int *oom)
+{
+    if (__builtin_expect(r->len == r->cap, 0) && !rec_grow(r)) {
+        *oom = 1;
+        return;
+    }
+    r->data[r->len++] = (uint8_t)bin;
+}
+
+/* Rate-only counterpart used to choose parameter sets: records the bins per context.  Like the
+ * reference it ignores codebook limits, always codes the remainder terminator and skips the
+ * bypass bits. */
+static void opt_weight(nc_rec *rec, uint32_t num_gtx, int32_t v, int state, int nb, int *oom)
 {
     int neg;
     uint32_t rem, n, ci;
     int flag;
     uint64_t base, log2;
 
-    nc_ctx_opt_code(&opt[NC_CTX_SIG + 3 * state + nb], v != 0);
+    rec_push(&rec[NC_CTX_SIG + 3 * state + nb], v != 0, oom);
     if (v == 0) {
         return;
     }
     neg = v < 0;
-    nc_ctx_opt_code(&opt[NC_CTX_SIGN + nb], neg);
+    rec_push(&rec[NC_CTX_SIGN + nb], neg, oom);
     rem = (neg ? (uint32_t)0 - (uint32_t)v : (uint32_t)v) - 1;
     flag = rem ? 1 : 0;
-    nc_ctx_opt_code(&opt[NC_CTX_GTX + neg], flag);
+    rec_push(&rec[NC_CTX_GTX + neg], flag, oom);
     n = 1;
     while (flag && n < num_gtx) {
         rem--;
         flag = rem ? 1 : 0;
-        nc_ctx_opt_code(&opt[NC_CTX_GTX + 2 * n + neg], flag);
+        rec_push(&rec[NC_CTX_GTX + 2 * n + neg], flag, oom);
         n++;
     }
     if (!flag) {
@@ -302,20 +331,20 @@ static void opt_weight(nc_ctx_opt *opt, uint32_t num_gtx, int32_t v, int state, 
     rem--;
     ci = NC_CTX_REM(num_gtx);
     if (rem == 0) {
-        nc_ctx_opt_code(&opt[ci], 0);
+        rec_push(&rec[ci], 0, oom);
         return;
     }
-    nc_ctx_opt_code(&opt[ci], 1);
+    rec_push(&rec[ci], 1, oom);
     base = 1;
     ci++;
     log2 = 1;
     while ((uint64_t)rem > base + ((uint64_t)1 << log2) - 1) {
-        nc_ctx_opt_code(&opt[ci], 1);
+        rec_push(&rec[ci], 1, oom);
         base += (uint64_t)1 << log2;
         ci++;
         log2++;
     }
-    nc_ctx_opt_code(&opt[ci], 0);
+    rec_push(&rec[ci], 0, oom);
 }
 
 /* ---- tensor ------------------------------------------------------------------------------- */
@@ -335,12 +364,27 @@ static inline int32_t level_to_index(int32_t v, int state)
     return v;
 }
 
-static void signal_set(nc_encoder *e, nc_ctx *ctx, const nc_ctx_opt *opt, uint32_t num_gtx,
+/* Cheapest set; a non-default set costs 3 extra bits for its index. Ties keep the lower index. */
+static int best_set(const uint64_t bits[9])
+{
+    int i, best = 0;
+    uint64_t min_bits = bits[0];
+    for (i = 1; i < 9; i++) {
+        uint64_t b = bits[i] + (uint64_t)3 * 32768;
+        if (b < min_bits) {
+            best = i;
+            min_bits = b;
+        }
+    }
+    return best;
+}
+
+static void signal_set(nc_encoder *e, nc_ctx *ctx, const uint64_t (*opt)[9], uint32_t num_gtx,
                        uint32_t i, int coded)
 {
     int best = 0;
     if (coded) {
-        best = nc_ctx_opt_best(&opt[i]);
+        best = best_set(opt[i]);
         enc_bin(e, best != 0, &ctx[NC_CTX_PARAM_FLAG(num_gtx)]);
         if (best != 0) {
             nc_enc_bypass_bits(e, (uint32_t)(best - 1), 3);
@@ -350,10 +394,9 @@ static void signal_set(nc_encoder *e, nc_ctx *ctx, const nc_ctx_opt *opt, uint32
 }
 
 /* Context-parameter signalling (clause 9.3.2, "shift parameter ids"), without TCA/HDSP groups. */
-static void signal_sets(nc_encoder *e, const nc_tensor *t)
+static void signal_sets(nc_encoder *e, const nc_tensor *t, const uint64_t (*opt)[9])
 {
     nc_ctx *ctx = e->ctx;
-    const nc_ctx_opt *opt = e->opt;
     const uint32_t ng = t->num_gtx;
     const uint32_t cbs = t->cb_size, zo = t->cb_zero;
     int64_t max_abs, level;
@@ -383,16 +426,10 @@ static int ensure_ctx(nc_encoder *e, uint32_t num_gtx, nc_status *st)
     size_t need = NC_CTX_COUNT(num_gtx);
     if (e->ctx_cap < need) {
         nc_ctx *c = (nc_ctx *)realloc(e->ctx, need * sizeof(nc_ctx));
-        nc_ctx_opt *o;
         if (c == NULL) {
             return nc_fail(st, NC_ERR_NOMEM, 0, "out of memory for context models");
         }
         e->ctx = c;
-        o = (nc_ctx_opt *)realloc(e->opt, need * sizeof(nc_ctx_opt));
-        if (o == NULL) {
-            return nc_fail(st, NC_ERR_NOMEM, 0, "out of memory for context models");
-        }
-        e->opt = o;
         e->ctx_cap = need;
     }
     return NC_OK;
@@ -409,9 +446,114 @@ static int row_is_zero(const int32_t *row, uint64_t width)
     return 1;
 }
 
-/* Walk the scan; pseudo = 1 runs the rate estimation pass, 0 the real coding pass. */
-static void code_levels(nc_encoder *e, const int32_t *levels, const nc_tensor *t,
-                        const uint8_t *skip, int pseudo)
+/* ---- hot path: engine state in locals ----------------------------------------------------- *
+ * The coding loops keep low / range / bits_left in a local struct whose address never escapes
+ * (only the rare byte output goes through the nc_encoder), so they stay in registers. */
+
+typedef struct {
+    uint32_t low;
+    uint32_t range;
+    int32_t bits_left;
+} enc_state;
+
+static __attribute__((noinline)) void enc_flush(nc_encoder *e, enc_state *s)
+{
+    e->low = s->low;
+    e->bits_left = s->bits_left;
+    enc_write_out(e);
+    s->low = e->low;
+    s->bits_left = e->bits_left;
+}
+
+static inline void fast_bin(nc_encoder *e, enc_state *s, int bin, nc_ctx *c)
+{
+    /* mask arithmetic instead of ?: so the compiler keeps the MPS/LPS choice branch-free */
+    const uint32_t lps = nc_ctx_lps(c, s->range);
+    const uint32_t rmps = s->range - lps;
+    const uint32_t mask = 0u - (uint32_t)(bin != nc_ctx_mps(c));
+    const uint32_t range = rmps ^ ((rmps ^ lps) & mask);
+    const int n = nc_renorm_table[range]; /* 0 while range >= 256 */
+    s->low = (s->low + (rmps & mask)) << n;
+    s->range = range << n;
+    s->bits_left -= n;
+    if (__builtin_expect(s->bits_left < 12, 0)) {
+        enc_state t = *s;
+        enc_flush(e, &t);
+        *s = t;
+    }
+    nc_ctx_update(c, bin);
+}
+
+static inline void fast_bypass_bits(nc_encoder *e, enc_state *s, uint32_t value, uint32_t num_bits)
+{
+    while (num_bits > 8) {
+        uint32_t pattern;
+        num_bits -= 8;
+        pattern = value >> num_bits;
+        s->low = (s->low << 8) + s->range * pattern;
+        value -= pattern << num_bits;
+        s->bits_left -= 8;
+        if (s->bits_left < 12) {
+            enc_state t = *s;
+            enc_flush(e, &t);
+            *s = t;
+        }
+    }
+    s->low = (s->low << num_bits) + s->range * value;
+    s->bits_left -= (int32_t)num_bits;
+    if (s->bits_left < 12) {
+        enc_state t = *s;
+        enc_flush(e, &t);
+        *s = t;
+    }
+}
+
+/* enc_weight without codebook limits. */
+static inline void fast_weight(nc_encoder *e, enc_state *s, nc_ctx *ctx, uint32_t ng, int32_t k,
+                               int state, int nb)
+{
+    int neg;
+    uint32_t rem, n, ci, log2, base;
+
+    fast_bin(e, s, k != 0, &ctx[NC_CTX_SIG + 3 * state + nb]);
+    if (k == 0) {
+        return;
+    }
+    neg = k < 0;
+    fast_bin(e, s, neg, &ctx[NC_CTX_SIGN + nb]);
+    rem = (neg ? (uint32_t)0 - (uint32_t)k : (uint32_t)k) - 1;
+    /* greater-than flags: min(rem, ng) ones, then a zero if rem < ng */
+    n = rem < ng ? rem : ng;
+    for (ci = 0; ci < n; ci++) {
+        fast_bin(e, s, 1, &ctx[NC_CTX_GTX + 2 * ci + neg]);
+    }
+    if (rem < ng) {
+        fast_bin(e, s, 0, &ctx[NC_CTX_GTX + 2 * ci + neg]);
+        return;
+    }
+    rem -= ng;
+    ci = NC_CTX_REM(ng);
+    if (rem == 0) {
+        fast_bin(e, s, 0, &ctx[ci]);
+        return;
+    }
+    fast_bin(e, s, 1, &ctx[ci]);
+    base = 1;
+    ci++;
+    log2 = 1;
+    while ((uint64_t)rem > (uint64_t)base + ((uint64_t)1 << log2) - 1) {
+        fast_bin(e, s, 1, &ctx[ci]);
+        base += (uint32_t)1 << log2;
+        ci++;
+        log2++;
+    }
+    fast_bin(e, s, 0, &ctx[ci]);
+    fast_bypass_bits(e, s, rem - base, log2);
+}
+
+/* Walk the scan and record the bins of every context for the parameter-set choice. */
+static void record_levels(nc_rec *rec, const int32_t *levels, const nc_tensor *t,
+                          const uint8_t *skip, int *oom)
 {
     const uint64_t rows = t->rows, width = t->width;
     const uint64_t bh = t->scan_order ? ((uint64_t)4 << t->scan_order) : rows;
@@ -436,27 +578,85 @@ static void code_levels(nc_encoder *e, const int32_t *levels, const nc_tensor *t
                     }
                     continue;
                 }
-                if (pseudo) {
+                for (x = bx; x < xe; x++) {
+                    int32_t v = row[x];
+                    int32_t k = t->dq ? level_to_index(v, state) : v;
+                    /* The reference estimates rates on the stored level, not on k. */
+                    opt_weight(rec, ng, v, state, nb, oom);
+                    nb = nb_class(v);
+                    if (t->dq) {
+                        state = nc_dq_next[state][k & 1];
+                    }
+                }
+            }
+        }
+        if (ye < rows) {
+            /* End of a block row: the estimators restart (the neighbour does not). */
+            for (i = 0; i < nctx; i++) {
+                rec_push(&rec[i], NC_OPT_RESET, oom);
+            }
+        }
+    }
+}
+
+/* Walk the scan and code the levels. */
+static void code_levels(nc_encoder *e, const int32_t *levels, const nc_tensor *t,
+                        const uint8_t *skip)
+{
+    const uint64_t rows = t->rows, width = t->width;
+    const uint64_t bh = t->scan_order ? ((uint64_t)4 << t->scan_order) : rows;
+    const uint64_t bw = t->scan_order ? ((uint64_t)4 << t->scan_order) : width;
+    const uint32_t ng = t->num_gtx;
+    const size_t nctx = NC_CTX_COUNT(ng);
+    const int plain = t->cb_size == 0 || t->profile == 0;
+    nc_ctx *const ctx = e->ctx;
+    uint64_t by, bx, y, x, ye, xe;
+    int state = 0;
+    int nb = 0;
+    size_t i;
+    enc_state s;
+
+    s.low = e->low;
+    s.range = e->range;
+    s.bits_left = e->bits_left;
+    for (by = 0; by < rows; by += bh) {
+        ye = by + bh < rows ? by + bh : rows;
+        for (bx = 0; bx < width; bx += bw) {
+            xe = bx + bw < width ? bx + bw : width;
+            for (y = by; y < ye; y++) {
+                const int32_t *row = levels + y * width;
+                if (skip != NULL && skip[y]) {
+                    if (t->dq) {
+                        state = nc_dq_skip((uint8_t)state, width);
+                    }
+                    continue;
+                }
+                if (!plain) {
+                    /* codebook limits: the general (slow) binarization on the encoder object */
+                    e->low = s.low;
+                    e->range = s.range;
+                    e->bits_left = s.bits_left;
                     for (x = bx; x < xe; x++) {
-                        int32_t v = row[x];
-                        int32_t k = t->dq ? level_to_index(v, state) : v;
-                        /* The reference estimates rates on the stored level, not on k. */
-                        opt_weight(e->opt, ng, v, state, nb);
-                        nb = nb_class(v);
+                        int32_t k = t->dq ? level_to_index(row[x], state) : row[x];
+                        enc_weight(e, ctx, t, k, t->dq ? state : 0, nb);
+                        nb = nb_class(k);
                         if (t->dq) {
                             state = nc_dq_next[state][k & 1];
                         }
                     }
+                    s.low = e->low;
+                    s.range = e->range;
+                    s.bits_left = e->bits_left;
                 } else if (!t->dq) {
                     for (x = bx; x < xe; x++) {
                         int32_t v = row[x];
-                        enc_weight(e, e->ctx, t, v, 0, nb);
+                        fast_weight(e, &s, ctx, ng, v, 0, nb);
                         nb = nb_class(v);
                     }
                 } else {
                     for (x = bx; x < xe; x++) {
                         int32_t k = level_to_index(row[x], state);
-                        enc_weight(e, e->ctx, t, k, state, nb);
+                        fast_weight(e, &s, ctx, ng, k, state, nb);
                         nb = nb_class(k);
                         state = nc_dq_next[state][k & 1];
                     }
@@ -464,21 +664,30 @@ static void code_levels(nc_encoder *e, const int32_t *levels, const nc_tensor *t
             }
         }
         if (ye < rows) {
-            /* End of a block row: contexts restart; the real pass also restarts the neighbour
-             * and sets range 256 so a decoder can enter here. */
-            if (pseudo) {
-                for (i = 0; i < nctx; i++) {
-                    nc_ctx_opt_reset(&e->opt[i]);
-                }
-            } else {
-                for (i = 0; i < nctx; i++) {
-                    nc_ctx_reset(&e->ctx[i]);
-                }
-                nb = 0;
-                e->range = 256;
+            /* End of a block row: contexts and the neighbour restart, and range 256 lets a
+             * decoder enter here. */
+            for (i = 0; i < nctx; i++) {
+                nc_ctx_reset(&ctx[i]);
             }
+            nb = 0;
+            s.range = 256;
         }
     }
+    e->low = s.low;
+    e->range = s.range;
+    e->bits_left = s.bits_left;
+}
+
+static void free_recs(nc_rec *rec, size_t n)
+{
+    size_t i;
+    if (rec == NULL) {
+        return;
+    }
+    for (i = 0; i < n; i++) {
+        free(rec[i].data);
+    }
+    free(rec);
 }
 
 int nc_encode_tensor(nc_encoder *e, const int32_t *levels, const nc_tensor *tin, nc_status *st)
@@ -487,8 +696,10 @@ int nc_encode_tensor(nc_encoder *e, const int32_t *levels, const nc_tensor *tin,
     uint8_t *skip = NULL;
     const uint32_t ng = t.num_gtx;
     size_t i, nctx;
-    int flags_present;
+    int flags_present, oom = 0;
     uint64_t y;
+    nc_rec *rec = NULL;
+    uint64_t (*bits)[9] = NULL;
 
     if (e->finished) {
         return nc_fail(st, NC_ERR_VALUE, 0, "encoder already finished");
@@ -500,9 +711,12 @@ int nc_encode_tensor(nc_encoder *e, const int32_t *levels, const nc_tensor *tin,
         return st->code;
     }
     nctx = NC_CTX_COUNT(ng);
+    bits = (uint64_t (*)[9])calloc(nctx, sizeof(*bits));
+    if (bits == NULL) {
+        return nc_fail(st, NC_ERR_NOMEM, 0, "out of memory for context models");
+    }
     for (i = 0; i < nctx; i++) {
         nc_ctx_init(&e->ctx[i], 0);
-        nc_ctx_opt_init(&e->opt[i]);
     }
 
     /* Profile 1 per-tensor flags, only for real matrices. */
@@ -515,6 +729,7 @@ int nc_encode_tensor(nc_encoder *e, const int32_t *levels, const nc_tensor *tin,
         if (t.row_skip) {
             skip = (uint8_t *)malloc(t.rows);
             if (skip == NULL) {
+                free(bits);
                 return nc_fail(st, NC_ERR_NOMEM, 0, "out of memory for the row-skip list");
             }
             for (y = 0; y < t.rows; y++) {
@@ -525,14 +740,33 @@ int nc_encode_tensor(nc_encoder *e, const int32_t *levels, const nc_tensor *tin,
     }
 
     if (t.param_opt && (t.cb_size != 1 || t.profile == 0)) {
-        code_levels(e, levels, &t, skip, 1);
+        rec = (nc_rec *)calloc(nctx, sizeof(nc_rec));
+        if (rec == NULL) {
+            oom = 1;
+        } else {
+            record_levels(rec, levels, &t, skip, &oom);
+        }
+        if (!oom) {
+            for (i = 0; i < nctx; i++) {
+                if (rec[i].len > 0) {
+                    nc_opt_eval(rec[i].data, rec[i].len, bits[i]);
+                }
+            }
+        }
+        free_recs(rec, nctx);
+        if (oom) {
+            free(skip);
+            free(bits);
+            return nc_fail(st, NC_ERR_NOMEM, 0, "out of memory for the parameter-set choice");
+        }
     }
-    signal_sets(e, &t);
+    signal_sets(e, &t, (const uint64_t (*)[9])bits);
+    free(bits);
 
     if (t.scan_order != 0 && nc_block_rows(&t) > 1) {
         e->range = 256;
     }
-    code_levels(e, levels, &t, skip, 0);
+    code_levels(e, levels, &t, skip);
     free(skip);
     if (e->oom) {
         return nc_fail(st, NC_ERR_NOMEM, 0, "out of memory while writing the CABAC payload");

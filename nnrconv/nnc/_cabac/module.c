@@ -674,6 +674,7 @@ static struct PyModuleDef cabac_module = {
 PyMODINIT_FUNC PyInit__cabac(void)
 {
     PyObject *m;
+    nc_tables_init();
     if (PyType_Ready(&EncoderType) < 0 || PyType_Ready(&DecoderType) < 0) {
         return NULL;
     }
