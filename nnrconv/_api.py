@@ -9,7 +9,10 @@ backend, and the model inside it is rebuilt by whichever format plugin owns the 
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +30,7 @@ from nnrconv.core import (
     Graph,
     Model,
     UnsupportedError,
+    get_plugin_manager,
     get_registry,
 )
 
@@ -196,15 +200,24 @@ def _read_bitstream(path: Path) -> bytes:
         raise FormatError(f"{path}: cannot read: {exc.strerror}") from exc
 
 
-def encode(model: Model, *, compress_topology: bool = True) -> bytes:
+def _carried(tensor: ArrayTensor, options: nnc.CodingOptions) -> bool:
+    """Whether a tensor travels as an NDU under these options (else it stays in the topology)."""
+    if not tensor.dtype.is_numpy_native or not nnc.can_carry(tensor.dtype.storage_dtype):
+        return False
+    return nnc.can_carry(tensor.numpy(), options)
+
+
+def encode(model: Model, *, compress_topology: bool = True, options: nnc.CodingOptions | None = None) -> bytes:
     """Code a model as an NNR bitstream carrying its topology (integration mode 1).
 
-    Tensors the NNC backend can hold exactly travel as data units; the others stay inside the
-    topology bytes, so the bitstream always rebuilds the complete model. A model without a
-    topology (from a weights-only format) travels as named tensors with topology format 0.
+    Tensors the NNC backend can hold travel as data units, coded as `options` say (default: the
+    per-tensor SNR target, `nnc.CodingOptions()`); the others stay inside the topology bytes, so
+    the bitstream always rebuilds the complete model. A model without a topology (from a
+    weights-only format) travels as named tensors with topology format 0.
     """
+    options = options or nnc.CodingOptions()
     fmt = _plugin(model.source_format) if model.source_format else None
-    carried = [t for t in model if nnc.can_carry(t.dtype.storage_dtype)]
+    carried = [t for t in model if _carried(t, options)]
     if fmt is None or fmt.weights_only:
         left = [f"{t.name!r} ({t.dtype.name})" for t in model if t not in carried]
         if left:
@@ -223,12 +236,16 @@ def encode(model: Model, *, compress_topology: bool = True) -> bytes:
         topology,
         code,
         compress_topology=compress_topology,
+        options=options,
     )
 
 
-def decode(data: bytes, *, source: str = "<bytes>") -> Model:
-    """Rebuild a model from an NNR bitstream, through the plugin owning its topology format."""
-    decoded = nnc.decode_model(data, source=source)
+def decode(data: bytes, *, source: str = "<bytes>", jobs: int | None = None) -> Model:
+    """Rebuild a model from an NNR bitstream, through the plugin owning its topology format.
+
+    `jobs` threads decode the data units (default: the number of cores).
+    """
+    decoded = nnc.decode_model(data, source=source, jobs=jobs)
     tensors = {name: ArrayTensor(name, array) for name, array in decoded.tensors.items()}
     code = decoded.topology_storage_format
     if code == nnc.TopologyStorageFormat.NNR_TPL_UNREC:
@@ -262,18 +279,19 @@ def save(
     *,
     force: bool = False,
     inputs: Sequence[Path] = (),
+    options: nnc.CodingOptions | None = None,
 ) -> None:
-    """Write a model natively or as NNR; atomic, and never replacing a file without `force`."""
+    """Write a model natively or as NNR (coded as `options` say); atomic, never replacing a file without `force`."""
     path = Path(path)
     check_output(path, inputs=tuple(inputs), force=force)
     name = _output_format(path, format)
     if name == NNR_FORMAT:
-        data = encode(model)
+        data = encode(model, options=options)
         with staged_output(path, force=force) as staged:
             staged.write_bytes(data)
         return
     fmt = _plugin(name)
-    if model.source_format != fmt.name and not fmt.weights_only:
+    if model.source_format != fmt.name and not fmt.accepts_foreign_tensors:
         origin = f"a {model.source_format} model" if model.source_format else "tensors without a topology"
         hint = "" if model.source_format else "; write them to a weights-only format"
         raise UnsupportedError(f"{path}: cannot write {origin} as {fmt.name}{hint}")
@@ -288,8 +306,14 @@ def convert(
     from_format: str | None = None,
     to_format: str | None = None,
     force: bool = False,
+    options: nnc.CodingOptions | None = None,
 ) -> ConversionResult:
-    """Convert a model file: native → NNR, NNR → native, or native → native of the same format."""
+    """Convert a model file: native → NNR, NNR → native, or native → native of the same format.
+
+    `options` say how tensors are coded into NNR (default `nnc.CodingOptions()`: lossy, each
+    tensor at the default weight SNR; pass `nnc.CodingOptions(lossless=True)` for bit-exactness).
+    Their `jobs` also sets the decoding threads.
+    """
     source, target = Path(source), Path(target)
     started = time.perf_counter()
     _require_input(source)
@@ -298,14 +322,22 @@ def convert(
     dst_name = _output_format(target, to_format)
     if src_name == NNR_FORMAT and dst_name == NNR_FORMAT:
         raise UnsupportedError(f"{target}: input and output are both NNR bitstreams; nothing to convert")
-    model = load(source, src_name)
-    if not model.source_format and dst_name != NNR_FORMAT and not _plugin(dst_name).weights_only:
-        weights_only = ", ".join(f.name for f in get_registry() if f.weights_only) or "none installed"
+    if src_name == NNR_FORMAT:
+        model = decode(_read_bitstream(source), source=str(source), jobs=options.jobs if options else None)
+    else:
+        model = load(source, src_name)
+    if not model.source_format and dst_name != NNR_FORMAT and not _plugin(dst_name).accepts_foreign_tensors:
+        weights_only = ", ".join(f.name for f in get_registry() if f.accepts_foreign_tensors) or "none installed"
         raise UnsupportedError(
             f"{source}: the bitstream carries no topology, only {len(model.tensors)} named tensors; "
             f"write them to a weights-only format ({weights_only})"
         )
-    save(model, target, dst_name, force=force, inputs=(source,))
+    if _needs_translation(model, dst_name):
+        with tempfile.TemporaryDirectory(prefix="nnrconv-") as workdir:
+            model = _translate(model, source, src_name, dst_name, Path(workdir))
+            save(model, target, dst_name, force=force, inputs=(source,), options=options)
+    else:
+        save(model, target, dst_name, force=force, inputs=(source,), options=options)
     return ConversionResult(
         source=source,
         target=target,
@@ -319,6 +351,36 @@ def convert(
     )
 
 
+def _needs_translation(model: Model, dst_name: str) -> bool:
+    """A model of one format written as another that cannot simply take its tensors."""
+    if dst_name == NNR_FORMAT or not model.source_format or model.source_format == dst_name:
+        return False
+    return not _plugin(dst_name).accepts_foreign_tensors
+
+
+def _translate(model: Model, source: Path, src_name: str, dst_name: str, workdir: Path) -> Model:
+    """Convert `model` to another format through a plugin's `convert_model` hook.
+
+    Converters work on files; a model decoded from NNR is first written natively into
+    `workdir`. The returned model may map files inside `workdir`, which must outlive its use.
+    """
+    fmt = _plugin(model.source_format)
+    if src_name == NNR_FORMAT:
+        pattern = next((p for p in fmt.patterns if p.startswith("*.")), "*")
+        native = workdir / pattern.replace("*", "decoded", 1)
+        fmt.save(model, native)
+    else:
+        native = source
+    hook = get_plugin_manager().hook.convert_model
+    result = hook(source=native, source_format=fmt.name, target_format=dst_name, workdir=workdir)
+    if result is None:
+        raise UnsupportedError(
+            f"{source}: no installed plugin converts {fmt.name} models to {dst_name}; "
+            f"formats convert to and from NNR, and to formats that take plain tensors"
+        )
+    return _plugin(dst_name).load(Path(result))
+
+
 def _disk_size(path: Path) -> int:
     """Size of a file, or of everything under a folder; for ONNX, external data files count too."""
     if path.is_dir():
@@ -326,8 +388,14 @@ def _disk_size(path: Path) -> int:
     return path.stat().st_size
 
 
-def inspect(path: str | os.PathLike[str]) -> list[nnc.UnitInfo]:
-    """One record per NNR unit of a bitstream file."""
+def inspect(
+    path: str | os.PathLike[str], *, original: str | os.PathLike[str] | None = None
+) -> list[nnc.UnitInfo]:
+    """One record per NNR unit of a bitstream file.
+
+    With `original` (the model that was coded, any format) each data unit also gets its weight
+    SNR against the original tensor of the same name.
+    """
     path = Path(path)
     _require_input(path)
     if path.is_dir():
@@ -335,7 +403,30 @@ def inspect(path: str | os.PathLike[str]) -> list[nnc.UnitInfo]:
     data = _read_bitstream(path)
     if not nnc.looks_like_nnr(data[:4]):
         raise FormatError(f"{path}: not an NNR bitstream (no NNR start unit at byte offset 0)")
-    return nnc.inspect_units(data, source=str(path))
+    infos = nnc.inspect_units(data, source=str(path))
+    if original is None:
+        return infos
+    reference = load(original)
+    decoded = nnc.decode_model(data, source=str(path)).tensors
+    result = []
+    for info in infos:
+        tensor = reference.tensors.get(info.tensor) if info.tensor is not None else None
+        if tensor is not None and info.tensor in decoded and tensor.dtype.is_numpy_native:
+            snr = _snr_db(tensor.numpy(), decoded[info.tensor])
+            info = dataclasses.replace(info, snr_db=snr)
+        result.append(info)
+    return result
+
+
+def _snr_db(a: np.ndarray, b: np.ndarray) -> float | None:
+    if a.size != b.size or a.dtype.kind not in "fiu" or b.dtype.kind not in "fiu":
+        return None
+    x = a.astype(np.float64).ravel()
+    noise = float(np.sum(np.square(x - b.astype(np.float64).ravel())))
+    if noise == 0.0:
+        return math.inf
+    signal = float(np.dot(x, x))
+    return -math.inf if signal == 0.0 else 10.0 * math.log10(signal / noise)
 
 
 def compare(first: Model, second: Model) -> Comparison:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnrconv import _api
+from nnrconv import _api, nnc
 from nnrconv.core import DType, FormatError, InputSpec, Model, UnsupportedError
 
 __all__ = ["CheckReport", "OutputReport", "TensorReport", "check", "random_inputs"]
@@ -197,6 +197,7 @@ def check(
     seed: int = 0,
     atol: float | None = None,
     rtol: float | None = None,
+    options: nnc.CodingOptions | None = None,
 ) -> CheckReport:
     """Round-trip `path` through NNR and compare the native runtime's outputs before and after.
 
@@ -206,6 +207,7 @@ def check(
         inputs: an `.npz` path or a mapping of input arrays; default: seeded random inputs.
         seed: seed of the random inputs.
         atol, rtol: tolerances; an output fails when |a - b| > atol + rtol*|a| anywhere.
+        options: how tensors are coded, exactly as a conversion would (default: SNR target).
 
     Raises:
         UnsupportedError: the format has no runner, or the runtime cannot run the model.
@@ -220,10 +222,10 @@ def check(
     seconds["load"] = time.perf_counter() - started
 
     mark = time.perf_counter()
-    data = _api.encode(model)
+    data = _api.encode(model, options=options)
     seconds["encode"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    restored = _api.decode(data, source=f"{path} (coded)")
+    restored = _api.decode(data, source=f"{path} (coded)", jobs=options.jobs if options else None)
     seconds["decode"] = time.perf_counter() - mark
 
     specs = fmt.input_specs(model)

@@ -26,7 +26,7 @@ from dataclasses import asdict
 
 import click
 
-from nnrconv import _api
+from nnrconv import _api, nnc
 from nnrconv.core import NNRConvError, get_plugin_manager
 
 __all__ = ["cli", "main"]
@@ -71,6 +71,61 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
+def _coding_options(command):  # type: ignore[no-untyped-def]
+    """The NNR coding options shared by `convert` and `check`, gathered into `coding`."""
+    decorators = [
+        click.option(
+            "--snr",
+            "snr_db",
+            type=float,
+            metavar="DB",
+            help=f"Default mode: each tensor keeps a weight SNR of DB or more (default {nnc.DEFAULT_SNR_DB:g}; "
+            "1-D tensors get 20 dB more).",
+        ),
+        click.option(
+            "--qp", type=int, metavar="N", help="One QP for all float weights (1-D tensors: N-8), NNCodec-style."
+        ),
+        click.option(
+            "--lossless",
+            is_flag=True,
+            help="Bit-exact: integers and on-grid floats entropy-coded, other floats raw.",
+        ),
+        click.option("--dq/--no-dq", default=True, show_default=True, help="Dependent (trellis) quantization."),
+        click.option(
+            "--scan-order",
+            type=click.IntRange(0, 4),
+            default=0,
+            show_default=True,
+            help="0 row-major; 1-4 blocks of 8/16/32/64 with entry points.",
+        ),
+        click.option("--jobs", type=click.IntRange(min=1), metavar="N", help="Coding threads (default: all cores)."),
+    ]
+    for decorator in reversed(decorators):
+        command = decorator(command)
+    return command
+
+
+def _make_options(
+    snr_db: float | None, qp: int | None, lossless: bool, dq: bool, scan_order: int, jobs: int | None
+) -> nnc.CodingOptions:
+    given = [name for name, value in (("--snr", snr_db), ("--qp", qp)) if value is not None]
+    if lossless:
+        given.append("--lossless")
+    if len(given) > 1:
+        raise click.UsageError(f"{' and '.join(given)} choose different modes; give one of them")
+    try:
+        return nnc.CodingOptions(
+            snr_db=nnc.DEFAULT_SNR_DB if snr_db is None else snr_db,
+            qp=qp,
+            lossless=lossless,
+            dq=dq,
+            scan_order=scan_order,
+            jobs=jobs,
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @cli.command()
 @click.argument("source", type=click.Path(path_type=str))
 @click.argument("target", type=click.Path(path_type=str))
@@ -78,9 +133,23 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option("--to", "to_format", metavar="FORMAT", help="Output format (default: from the name).")
 @click.option("--force", is_flag=True, help="Replace the output if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
-def convert(source: str, target: str, from_format: str | None, to_format: str | None, force: bool, quiet: bool) -> None:
-    """Convert SOURCE to TARGET; formats follow from the paths (`.nnr` is an NNR bitstream)."""
-    result = _api.convert(source, target, from_format=from_format, to_format=to_format, force=force)
+@_coding_options
+def convert(
+    source: str,
+    target: str,
+    from_format: str | None,
+    to_format: str | None,
+    force: bool,
+    quiet: bool,
+    **coding: object,
+) -> None:
+    """Convert SOURCE to TARGET; formats follow from the paths (`.nnr` is an NNR bitstream).
+
+    Coding into NNR is lossy by default (each tensor at the --snr target); use --lossless for
+    bit-identical tensors.
+    """
+    options = _make_options(**coding)  # type: ignore[arg-type]
+    result = _api.convert(source, target, from_format=from_format, to_format=to_format, force=force, options=options)
     if not quiet:
         ratio = result.target_bytes / result.source_bytes if result.source_bytes else 0.0
         click.echo(
@@ -113,23 +182,35 @@ def formats(as_json: bool) -> None:
 @cli.command()
 @click.argument("path", type=click.Path(path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per unit.")
-def inspect(path: str, as_json: bool) -> None:
-    """Show the units of an NNR bitstream: index, type, offset, size, tensor, shape, payload."""
-    units = _api.inspect(path)
+@click.option(
+    "--original", metavar="MODEL", type=click.Path(path_type=str), help="Show each tensor's SNR against MODEL."
+)
+def inspect(path: str, as_json: bool, original: str | None) -> None:
+    """Show the units of an NNR bitstream: offsets, sizes, payload type, QP, step, bits/parameter, tensor."""
+    units = _api.inspect(path, original=original)
     if as_json:
         for unit in units:
             click.echo(json.dumps(_unit_dict(unit)))
         return
-    click.echo(f"{'#':>4} {'unit':<8} {'offset':>10} {'size':>10}  {'payload':<16} {'shape':<18} tensor / details")
+    click.echo(
+        f"{'#':>4} {'unit':<8} {'offset':>10} {'size':>10}  {'payload':<16} {'shape':<18} "
+        f"{'QP':>5} {'step':>10} {'bits/p':>7}{' SNR dB' if original else ''}  tensor / details"
+    )
     parameters = 0
     for unit in units:
         shape = "x".join(str(d) for d in unit.shape) if unit.shape else ""
         if unit.shape:
             parameters += _count(unit.shape)
         detail = unit.tensor if unit.tensor is not None else (unit.topology_storage_format or "")
+        qp = "" if unit.qp is None else str(unit.qp)
+        step = "" if unit.step is None else f"{unit.step:.4g}"
+        bits = "" if unit.bits_per_parameter is None else f"{unit.bits_per_parameter:.2f}"
+        snr = ""
+        if original:
+            snr = " " + (f"{'':>6}" if unit.snr_db is None else f"{_db(unit.snr_db):>6}")
         click.echo(
             f"{unit.index:>4} {unit.unit_type:<8} {unit.byte_offset:>10} {unit.size:>10}  "
-            f"{unit.payload_type or '':<16} {shape:<18} {detail}"
+            f"{unit.payload_type or '':<16} {shape:<18} {qp:>5} {step:>10} {bits:>7}{snr}  {detail}"
         )
     ndus = sum(1 for u in units if u.tensor is not None)
     total = sum(u.size for u in units)
@@ -183,6 +264,7 @@ _plugin_commands_added = False
 @click.option("--atol", type=float, help="Absolute tolerance; exit 1 if any output differs by more.")
 @click.option("--rtol", type=float, help="Relative tolerance (combined with --atol as |a-b| <= atol + rtol*|a|).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON document.")
+@_coding_options
 def check(
     path: str,
     from_format: str | None,
@@ -191,11 +273,13 @@ def check(
     atol: float | None,
     rtol: float | None,
     as_json: bool,
+    **coding: object,
 ) -> None:
     """Round-trip PATH through NNR and compare the native runtime's outputs before and after."""
     from nnrconv._check import check as run_check
 
-    report = run_check(path, format=from_format, inputs=inputs, seed=seed, atol=atol, rtol=rtol)
+    options = _make_options(**coding)  # type: ignore[arg-type]
+    report = run_check(path, format=from_format, inputs=inputs, seed=seed, atol=atol, rtol=rtol, options=options)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:

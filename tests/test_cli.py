@@ -24,7 +24,7 @@ def run(capsys, *args):
 @pytest.fixture
 def nnr(tmp_path, capsys):
     target = tmp_path / "m.nnr"
-    code, out, err = run(capsys, EXAMPLE, target)
+    code, out, err = run(capsys, EXAMPLE, target, "--lossless")
     assert code == 0, err
     assert "tiny_cnn.onnx (onnx" in out and "m.nnr (nnr" in out
     return target
@@ -49,11 +49,27 @@ def test_inspect_lists_units_with_offsets(nnr, capsys):
     assert lines[1].split()[:3] == ["0", "NNR_STR", "0"]
     assert any("NNR_TPL" in line and "ONNX" in line for line in lines)
     assert "conv1.weight" in out and "16x3x3x3" in out
-    assert lines[-1].startswith("total: ") and "9 data units" in lines[-1]
+    assert lines[-1].startswith("total: ") and "10 data units" in lines[-1]  # 9 float, 1 int64
     code, out, _ = run(capsys, "inspect", "--json", nnr)
     units = [json.loads(line) for line in out.splitlines()]
-    assert [u["unit_type"] for u in units].count("NNR_NDU") == 9
+    assert [u["unit_type"] for u in units].count("NNR_NDU") == 10
     assert sum(u["size"] for u in units) == nnr.stat().st_size
+
+
+def test_inspect_shows_qp_step_bits_and_snr(tmp_path, capsys):
+    target = tmp_path / "lossy.nnr"
+    assert run(capsys, EXAMPLE, target, "--qp", "-36")[0] == 0
+    code, out, _ = run(capsys, "inspect", target, "--original", EXAMPLE)
+    assert code == 0
+    header, *rows = out.splitlines()
+    assert "QP" in header and "step" in header and "bits/p" in header and "SNR dB" in header
+    conv = next(row for row in rows if row.endswith("conv1.weight"))
+    assert " -36 " in conv and " 0.001953 " in conv
+    code, out, _ = run(capsys, "inspect", "--json", target, "--original", EXAMPLE)
+    units = {u["tensor"]: u for u in map(json.loads, out.splitlines()) if u["tensor"]}
+    assert units["conv1.weight"]["qp"] == -36 and units["conv1.weight"]["step"] == 2**-9
+    assert 30 < units["conv1.weight"]["snr_db"] < 80 and units["conv1.weight"]["dq_flag"] is True
+    assert units["bn1.bias"]["qp"] == -44  # non-weights: qp - 2·2^qp_density
 
 
 def test_formats_lists_builtins(capsys):

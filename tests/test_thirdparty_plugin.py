@@ -50,7 +50,7 @@ def test_convert_through_the_plugin_and_nnr(site, tmp_path):
     rng = np.random.default_rng(0)
     arrays = {"layer1.weight": rng.standard_normal((8, 4)).astype(np.float32), "layer1.bias": np.zeros(8, np.float32)}
     np.savez(tmp_path / "w.npz", **arrays)
-    first = nnrconv(site, tmp_path / "w.npz", tmp_path / "w.nnr")
+    first = nnrconv(site, tmp_path / "w.npz", tmp_path / "w.nnr", "--lossless")
     assert first.returncode == 0, first.stderr
     second = nnrconv(site, tmp_path / "w.nnr", tmp_path / "back.npz")
     assert second.returncode == 0, second.stderr

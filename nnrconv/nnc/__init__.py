@@ -13,14 +13,17 @@ Typical use::
 from contextlib import suppress as _suppress
 
 from nnrconv.nnc._bitio import BitReader, BitWriter
+from nnrconv.nnc._coding import DEFAULT_SNR_DB, CodingOptions
 from nnrconv.nnc._container import (
     MAX_TOPOLOGY_SIZE,
     DecodedModel,
     UnitInfo,
     can_carry,
     decode_model,
+    decode_parts,
     deflate_topology,
     encode_model,
+    encode_parts,
     inflate_topology,
     inspect_units,
 )
@@ -66,12 +69,14 @@ from nnrconv.nnc._ndu import (
 from nnrconv.nnc._units import NnrUnit, NnrUnitHeader, QuantizationUnit, StartUnit, TopologyUnit, UnitContext
 
 __all__ = [
+    "DEFAULT_SNR_DB",
     "MAX_TOPOLOGY_SIZE",
     "MAX_UNIT_SIZE",
     "AggregateUnit",
     "BitReader",
     "BitWriter",
     "Codebook",
+    "CodingOptions",
     "CompressedDataUnit",
     "CompressedParameterTypes",
     "DecodedModel",
@@ -104,9 +109,11 @@ __all__ = [
     "advance_context",
     "can_carry",
     "decode_model",
+    "decode_parts",
     "decode_reference_list",
     "deflate_topology",
     "encode_model",
+    "encode_parts",
     "encode_reference_list",
     "encode_unit",
     "inflate_topology",

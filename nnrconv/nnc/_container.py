@@ -14,14 +14,18 @@ contains zeros) it is the only unambiguous reading, since the unit size delimits
 from __future__ import annotations
 
 import math
+import os
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from nnrconv.core._errors import BitstreamError, UnsupportedError
+from nnrconv.nnc import cabac
 from nnrconv.nnc._bitio import BitWriter
+from nnrconv.nnc._coding import CodingOptions, TensorPlan, carried_format, choose_mps_qp, plan_tensor
 from nnrconv.nnc._enums import (
     DecompressedDataFormat,
     NnrUnitType,
@@ -33,6 +37,8 @@ from nnrconv.nnc._framing import (
     MAX_UNIT_SIZE,
     AggregateUnit,
     ParsedUnit,
+    _OrderCheck,
+    _SequenceReader,
     advance_context,
     encode_unit,
     read_units,
@@ -41,6 +47,7 @@ from nnrconv.nnc._framing import (
 )
 from nnrconv.nnc._mps import LayerParameterSet, ModelParameterSet
 from nnrconv.nnc._ndu import CompressedDataUnit, NduHeader, NodeId, decode_reference_list
+from nnrconv.nnc._payloads import PayloadSettings, decode_levels_payload, encode_payload
 from nnrconv.nnc._units import StartUnit, TopologyUnit, UnitContext
 
 __all__ = [
@@ -49,8 +56,10 @@ __all__ = [
     "UnitInfo",
     "can_carry",
     "decode_model",
+    "decode_parts",
     "deflate_topology",
     "encode_model",
+    "encode_parts",
     "inflate_topology",
     "inspect_units",
 ]
@@ -59,18 +68,26 @@ MAX_TOPOLOGY_SIZE = 1 << 30
 """Largest decompressed topology accepted (1 GiB), so a deflate bomb cannot exhaust memory."""
 
 # NNCodec's defaults for the fields encode_model does not choose itself.
-_QP_DENSITY = 2
 _CABAC_UNARY_LENGTH_MINUS1 = 10
 _RAW_FLOAT = np.dtype("<f4")
 
 
-def can_carry(dtype: object) -> bool:
-    """Whether `encode_model` can carry tensors of this dtype exactly (float32 for now)."""
+def can_carry(dtype_or_array: object, options: CodingOptions | None = None) -> bool:
+    """Whether `encode_model` carries a tensor (given as an array) or tensors of a dtype.
+
+    With an array the answer is exact for these options: int64/uint32/uint64 only when the values
+    fit int32; float16/float64 in lossless mode only when they lie on a QP grid. With a dtype it
+    says whether such tensors can be carried at all. Booleans, strings and sub-byte or
+    non-numpy types never are; they stay in the topology.
+    """
+    if isinstance(dtype_or_array, np.ndarray):
+        plan = plan_tensor(dtype_or_array, options or CodingOptions())
+        return plan is not None
     try:
-        dt = np.dtype(dtype)  # type: ignore[call-overload]
+        dt = np.dtype(dtype_or_array)  # type: ignore[call-overload]
     except TypeError:
         return False
-    return dt.kind == "f" and dt.itemsize == 4
+    return carried_format(dt.newbyteorder("=") if dt.byteorder == ">" else dt)
 
 
 # -- topology compression (topology_compression_format NNR_DFL) ---------------------------------
@@ -111,46 +128,109 @@ def encode_model(
     *,
     compress_topology: bool = True,
     general_profile_idc: int = 1,
+    options: CodingOptions | None = None,
 ) -> bytes:
-    """Code a model as an NNR bitstream: STR, MPS, TPL, then one raw-float NDU per tensor.
+    """Code a model as an NNR bitstream: STR, MPS, TPL, then one NDU per tensor, in tensor order.
 
     Args:
-        tensors: (name, array) pairs, in the order the NDUs are written; arrays must be float32.
+        tensors: (name, array) pairs, in the order the NDUs are written.
         topology: the topology bytes to embed (e.g. an ONNX graph without its weights).
         topology_storage_format: a `TopologyStorageFormat` code.
         compress_topology: deflate the topology (NNR_DFL) when that makes it smaller.
         general_profile_idc: 1 for 2nd-edition syntax (adds node ids as NNCodec 2.x does), or 0.
+        options: how tensors are coded (default `CodingOptions()`: per-tensor SNR target).
 
     Returns:
         The bitstream. A 0-d tensor is written with dimensions [1]; callers restore exact shapes
         from their topology.
 
     Raises:
-        UnsupportedError: a tensor is not float32, its name contains NUL, or its NDU would exceed
-            2**31 - 1 bytes; the message names the tensor.
+        UnsupportedError: a tensor cannot be carried (`can_carry` is false), its name contains
+            NUL, or its NDU would exceed 2**31 - 1 bytes; the message names the tensor.
         ValueError: two tensors share a name, or `general_profile_idc` is not 0 or 1.
     """
-    if general_profile_idc not in (0, 1):
-        raise ValueError(f"general_profile_idc must be 0 or 1, got {general_profile_idc!r}")
-    ctx = UnitContext()
-    parts: list[bytes] = []
-    for unit in _parameter_units(topology, topology_storage_format, compress_topology, general_profile_idc):
-        parts.append(encode_unit(unit, ctx))
-        ctx = advance_context(ctx, unit)
+    parameter_sets, ndus = _encode(
+        tensors, options or CodingOptions(), general_profile_idc, topology, topology_storage_format, compress_topology
+    )
+    return parameter_sets + b"".join(ndus.values())
+
+
+def encode_parts(
+    tensors: Iterable[tuple[str, np.ndarray]] | Mapping[str, np.ndarray],
+    options: CodingOptions | None = None,
+    *,
+    general_profile_idc: int = 1,
+) -> tuple[bytes, dict[str, bytes]]:
+    """Code tensors for embedding in a native container (integration mode 2).
+
+    Returns:
+        (parameter_set_bytes, ndus): the start unit and model parameter set, and per tensor name
+        one complete NDU unit (size field included), each decodable with `decode_parts` given the
+        parameter sets alone.
+
+    Raises:
+        As `encode_model`.
+    """
+    items = tensors.items() if isinstance(tensors, Mapping) else tensors
+    return _encode(items, options or CodingOptions(), general_profile_idc, None, 0, False)
+
+
+def _encode(
+    tensors: Iterable[tuple[str, np.ndarray]],
+    options: CodingOptions,
+    profile: int,
+    topology: bytes | None,
+    storage_format: int,
+    compress: bool,
+) -> tuple[bytes, dict[str, bytes]]:
+    if profile not in (0, 1):
+        raise ValueError(f"general_profile_idc must be 0 or 1, got {profile!r}")
+    named: list[tuple[str, np.ndarray, TensorPlan]] = []
     seen: set[str] = set()
-    for index, (name, array) in enumerate(tensors):
+    for name, array in tensors:
         if not isinstance(name, str):
-            raise TypeError(f"tensor names must be str, got {name!r}")
+            raise TypeError(f"tensors names must be str, got {name!r}")
         if name in seen:
             raise ValueError(f"two tensors are named {name!r}; NDU names must be unique")
         seen.add(name)
-        parts.extend(_tensor_unit(name, np.asarray(array), index, ctx))
-    return b"".join(parts)
+        if "\0" in name:
+            raise UnsupportedError(f"tensor {name!r} contains a NUL character, which an NNR st(v) name cannot hold")
+        array = np.asarray(array)
+        plan = plan_tensor(array, options)
+        if plan is None:
+            raise UnsupportedError(
+                f"tensor {name!r} has dtype {array.dtype}; NNR carries float32, float16/float64 "
+                f"(lossy, or lossless on a QP grid) and integers that fit int32 ({options.mode} mode)"
+            )
+        named.append((name, array, plan))
+    qps = [p.qp for _, _, p in named if p.payload_type == PayloadType.NNR_PT_FLOAT and p.qp is not None]
+    margin = [min(qps) - 8] if any(p.snr_db is not None for _, _, p in named) and qps else []
+    mps_qp, qp_range = choose_mps_qp(qps + margin, options.qp_density)
+    mps = ModelParameterSet(mps_qp_density=options.qp_density, mps_quantization_parameter=mps_qp)
+    ctx = UnitContext()
+    head: list[bytes] = []
+    units: list[StartUnit | ModelParameterSet | TopologyUnit] = [StartUnit(profile), mps]
+    if topology is not None:
+        units.append(_topology_unit(topology, storage_format, compress))
+    for unit in units:
+        head.append(encode_unit(unit, ctx))
+        ctx = advance_context(ctx, unit)
+    settings = PayloadSettings(options, mps_qp, qp_range, profile)
+
+    def code(job: tuple[int, tuple[str, np.ndarray, TensorPlan]]) -> bytes:
+        index, (name, array, plan) = job
+        return b"".join(_tensor_unit(name, array, plan, index, ctx, settings))
+
+    jobs = list(enumerate(named))
+    if options.workers > 1 and len(jobs) > 1:
+        with ThreadPoolExecutor(min(options.workers, len(jobs))) as pool:
+            coded = list(pool.map(code, jobs))
+    else:
+        coded = [code(job) for job in jobs]
+    return b"".join(head), {name: unit for (name, _, _), unit in zip(named, coded, strict=True)}
 
 
-def _parameter_units(
-    topology: bytes, storage_format: int, compress: bool, profile: int
-) -> list[StartUnit | ModelParameterSet | TopologyUnit]:
+def _topology_unit(topology: bytes, storage_format: int, compress: bool) -> TopologyUnit:
     compression = TopologyCompressionFormat.NNR_PT_RAW
     data = bytes(topology)
     if compress and data:
@@ -161,21 +241,27 @@ def _parameter_units(
         storage: TopologyStorageFormat | int = TopologyStorageFormat(storage_format)
     except ValueError:
         storage = storage_format
-    return [
-        StartUnit(profile),
-        ModelParameterSet(mps_qp_density=_QP_DENSITY, mps_quantization_parameter=0),
-        TopologyUnit(storage, compression, data),
-    ]
+    return TopologyUnit(storage, compression, data)
 
 
-def _tensor_unit(name: str, array: np.ndarray, index: int, ctx: UnitContext) -> list[bytes]:
-    """Size field, headers and payload of one raw-float NDU, checked before the payload is built."""
-    if not can_carry(array.dtype):
-        raise UnsupportedError(
-            f"tensor {name!r} has dtype {array.dtype}; only float32 tensors can be carried in NNR for now"
-        )
-    if "\0" in name:
-        raise UnsupportedError(f"tensor {name!r} contains a NUL character, which an NNR st(v) name cannot hold")
+def _tensor_unit(
+    name: str, array: np.ndarray, plan: TensorPlan, index: int, ctx: UnitContext, settings: PayloadSettings
+) -> list[bytes]:
+    """Size field, headers and payload of one NDU, checked before the payload is built."""
+    if plan.payload_type != PayloadType.NNR_PT_RAW_FLOAT:
+        try:
+            coded = encode_payload(name, array, plan, settings, index)
+        except ValueError as exc:
+            raise UnsupportedError(f"tensor {name!r}: {exc}") from exc
+        w = BitWriter()
+        CompressedDataUnit(coded.header).write(w, ctx)
+        head = w.getvalue()
+        if plan.exact and plan.decompressed_format is None and len(coded.payload) >= 4 * array.size:
+            # Lossless on a grid but no smaller than raw float32: send it raw.
+            return _tensor_unit(name, array, TensorPlan(PayloadType.NNR_PT_RAW_FLOAT), index, ctx, settings)
+        if len(head) + len(coded.payload) + 4 > MAX_UNIT_SIZE:
+            raise UnsupportedError(f"tensor {name!r} does not fit one NNR unit (at most {MAX_UNIT_SIZE} bytes)")
+        return [unit_size_field(len(head) + len(coded.payload)), head, coded.payload]
     header = NduHeader(
         PayloadType.NNR_PT_RAW_FLOAT,
         topology_elem_id=name,
@@ -230,6 +316,8 @@ class _NduSite:
     byte_offset: int
     context: UnitContext
     layer_parameter_set: LayerParameterSet | None
+    unit_size: int = 0
+    max_elements: int = cabac.DEFAULT_MAX_ELEMENTS
 
     def bitstream_error(self, message: str, tensor: str | None) -> BitstreamError:
         error = BitstreamError(message, unit_index=self.unit_index, byte_offset=self.byte_offset, tensor=tensor)
@@ -273,29 +361,55 @@ def _decode_raw_float(ndu: CompressedDataUnit, names: tuple[str, ...], site: _Nd
     return [(name, array)]
 
 
-def _entropy_coded(ndu: CompressedDataUnit, names: tuple[str, ...], site: _NduSite) -> UnsupportedError:
-    payload_type = ndu.header.nnr_compressed_data_unit_payload_type
-    return site.unsupported(f"entropy-coded NDU ({payload_type.name}) is not supported yet", ", ".join(names))
-
-
-def _decode_int(ndu: CompressedDataUnit, names: tuple[str, ...], site: _NduSite) -> _Decoded:
-    """NNR_PT_INT: DeepCABAC-coded integers (not available yet)."""
-    raise _entropy_coded(ndu, names, site)
-
-
-def _decode_float(ndu: CompressedDataUnit, names: tuple[str, ...], site: _NduSite) -> _Decoded:
-    """NNR_PT_FLOAT: DeepCABAC-coded quantized floats (not available yet)."""
-    raise _entropy_coded(ndu, names, site)
+def _decode_coded(ndu: CompressedDataUnit, names: tuple[str, ...], site: _NduSite) -> _Decoded:
+    """NNR_PT_INT / NNR_PT_FLOAT: one DeepCABAC-coded tensor (QP offset first for FLOAT)."""
+    header = ndu.header
+    name = names[0]
+    payload_type = header.nnr_compressed_data_unit_payload_type
+    if len(names) != 1:
+        raise site.unsupported(f"an {payload_type.name} NDU with several topology elements", ", ".join(names))
+    if header.compressed_parameter_types:
+        raise site.unsupported(f"compressed_parameter_types {int(header.compressed_parameter_types)}", name)
+    if header.first_tensor_dimension_shift:
+        raise site.unsupported(f"first_tensor_dimension_shift {header.first_tensor_dimension_shift}", name)
+    if header.tensor_dimensions is None:
+        raise site.unsupported("an NDU without tensor_dimensions (input parameters out of band)", name)
+    if header.nnr_decompressed_data_format is not None and header.codebook is not None:
+        raise site.unsupported("a codebook with an nnr_decompressed_data_format", name)
+    lps = site.layer_parameter_set
+    if lps is not None and lps.lps_qp_density is not None:
+        qp_density, qp = lps.lps_qp_density, lps.lps_quantization_parameter
+    else:
+        qp_density, qp = site.context.mps_qp_density, site.context.mps_quantization_parameter
+    payload_offset = site.byte_offset + site.unit_size - len(ndu.payload)
+    try:
+        array, _ = decode_levels_payload(
+            header,
+            ndu.payload,
+            profile=site.context.general_profile_idc,
+            qp_density=qp_density,
+            quantization_parameter=qp,
+            max_elements=site.max_elements,
+            payload_offset=payload_offset,
+            name=name,
+        )
+    except BitstreamError as exc:
+        located = exc.located(unit_index=site.unit_index, byte_offset=site.byte_offset, tensor=name)
+        raise with_source(located, site.source) from None
+    except NotImplementedError as exc:
+        raise site.unsupported(str(exc), name) from None
+    return [(name, array)]
 
 
 def _decode_block(ndu: CompressedDataUnit, names: tuple[str, ...], site: _NduSite) -> _Decoded:
     """NNR_PT_BLOCK: a DeepCABAC-coded weight with its companions (not available yet)."""
-    raise _entropy_coded(ndu, names, site)
+    message = "NNR_PT_BLOCK NDUs (weights bundled with their companions) are not supported yet"
+    raise site.unsupported(message, ", ".join(names))
 
 
 _PAYLOAD_DECODERS: dict[PayloadType, Callable[[CompressedDataUnit, tuple[str, ...], _NduSite], _Decoded]] = {
-    PayloadType.NNR_PT_INT: _decode_int,
-    PayloadType.NNR_PT_FLOAT: _decode_float,
+    PayloadType.NNR_PT_INT: _decode_coded,
+    PayloadType.NNR_PT_FLOAT: _decode_coded,
     PayloadType.NNR_PT_RAW_FLOAT: _decode_raw_float,
     PayloadType.NNR_PT_BLOCK: _decode_block,
 }
@@ -359,8 +473,20 @@ def _topology_bytes(tpl: TopologyUnit | None, parsed: ParsedUnit | None, source:
     )
 
 
-def decode_model(data: bytes | bytearray | memoryview, *, source: str = "<bytes>") -> DecodedModel:
+def decode_model(
+    data: bytes | bytearray | memoryview,
+    *,
+    source: str = "<bytes>",
+    jobs: int | None = None,
+    max_elements: int = cabac.DEFAULT_MAX_ELEMENTS,
+) -> DecodedModel:
     """Decode a bitstream into tensors and topology.
+
+    Args:
+        data: the bitstream.
+        source: file name for error messages.
+        jobs: threads decoding NDUs in parallel (default: the number of cores).
+        max_elements: refuse any tensor declaring more elements, before allocating it.
 
     Raises:
         BitstreamError: corrupt or truncated data, a payload whose length does not match its
@@ -387,7 +513,8 @@ def decode_model(data: bytes | bytearray | memoryview, *, source: str = "<bytes>
         elif isinstance(unit, LayerParameterSet):
             lps = unit
         elif isinstance(unit, CompressedDataUnit):
-            ndus.append((unit, _NduSite(source, top_index, parsed.byte_offset, ctx, lps)))
+            site = _NduSite(source, top_index, parsed.byte_offset, ctx, lps, parsed.size, max_elements)
+            ndus.append((unit, site))
         ctx = advance_context(ctx, unit)
     if mps is None:
         missing = BitstreamError(
@@ -399,14 +526,8 @@ def decode_model(data: bytes | bytearray | memoryview, *, source: str = "<bytes>
     tpl_unit, tpl_parsed = tpl if tpl is not None else (None, None)
     topology = _topology_bytes(tpl_unit, tpl_parsed, source)
     resolver = _NameResolver(tpl_unit, topology)
-    tensors: dict[str, np.ndarray] = {}
-    for ndu, site in ndus:
-        names = resolver.names(ndu.header, site)
-        decoder = _PAYLOAD_DECODERS[ndu.header.nnr_compressed_data_unit_payload_type]
-        for name, array in decoder(ndu, names, site):
-            if name in tensors:
-                raise site.bitstream_error("the tensor is sent in more than one NDU", name)
-            tensors[name] = array
+    jobs_list = [(ndu, site, resolver.names(ndu.header, site)) for ndu, site in ndus]
+    tensors = _decode_ndus(jobs_list, jobs)
     return DecodedModel(
         tensors=tensors,
         topology=topology,
@@ -418,6 +539,88 @@ def decode_model(data: bytes | bytearray | memoryview, *, source: str = "<bytes>
         mps=mps,
         unit_count=len(units),
     )
+
+
+def _decode_one(job: tuple[CompressedDataUnit, _NduSite, tuple[str, ...]]) -> _Decoded:
+    ndu, site, names = job
+    return _PAYLOAD_DECODERS[ndu.header.nnr_compressed_data_unit_payload_type](ndu, names, site)
+
+
+def _decode_ndus(jobs: list[tuple[CompressedDataUnit, _NduSite, tuple[str, ...]]], workers: int | None) -> dict:
+    """Decode NDUs (in parallel: the C core releases the GIL), keeping stream order."""
+    seen: set[str] = set()
+    for _, site, names in jobs:
+        for name in names:
+            if name in seen:
+                raise site.bitstream_error("the tensor is sent in more than one NDU", name)
+            seen.add(name)
+    count = workers or os.cpu_count() or 1
+    tensors: dict[str, np.ndarray] = {}
+    if count > 1 and len(jobs) > 1:
+        with ThreadPoolExecutor(min(count, len(jobs))) as pool:
+            for decoded in pool.map(_decode_one, jobs):
+                tensors.update(decoded)
+    else:
+        for job in jobs:
+            tensors.update(_decode_one(job))
+    return tensors
+
+
+def decode_parts(
+    parameter_set_bytes: bytes | bytearray | memoryview,
+    ndus: Mapping[str, bytes | bytearray | memoryview],
+    *,
+    jobs: int | None = None,
+    max_elements: int = cabac.DEFAULT_MAX_ELEMENTS,
+) -> dict[str, np.ndarray]:
+    """Decode NDUs written by `encode_parts`, each on its own, given the parameter sets.
+
+    Args:
+        parameter_set_bytes: the start unit and model parameter set (and optionally more
+            parameter units such as an LPS).
+        ndus: tensor name -> one complete NDU unit; the NDU must name that tensor.
+        jobs: threads decoding in parallel (default: the number of cores).
+        max_elements: refuse any tensor declaring more elements, before allocating it.
+
+    Raises:
+        BitstreamError: corrupt parameter sets or NDU, or an NDU naming another tensor; the
+            message names the tensor.
+    """
+    source = "<parameter sets>"
+    units = read_units(parameter_set_bytes, source)
+    ctx = UnitContext()
+    lps: LayerParameterSet | None = None
+    has_mps = False
+    for _, parsed in _flatten(units):
+        if isinstance(parsed.unit, CompressedDataUnit):
+            raise BitstreamError("the parameter sets contain a compressed data unit", unit_index=parsed.index)
+        has_mps = has_mps or isinstance(parsed.unit, ModelParameterSet)
+        if isinstance(parsed.unit, LayerParameterSet):
+            lps = parsed.unit
+        ctx = advance_context(ctx, parsed.unit)
+    if not has_mps:
+        raise BitstreamError("the parameter sets contain no model parameter set (NNR_MPS)")
+    resolver = _NameResolver(None, b"")
+    jobs_list = []
+    for key, data in ndus.items():
+        view = memoryview(data)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
+        label = f"<NDU of {key!r}>"
+        try:
+            parsed = _SequenceReader(view, ctx, _OrderCheck.after_parameter_sets()).read_one(0, len(view), 0)
+        except BitstreamError as exc:
+            raise with_source(exc.located(unit_index=0, tensor=key), label) from exc
+        if parsed.size != len(view):
+            raise with_source(BitstreamError(f"{len(view) - parsed.size} bytes follow the NDU", tensor=key), label)
+        if not isinstance(parsed.unit, CompressedDataUnit):
+            raise with_source(BitstreamError("not a compressed data unit (NNR_NDU)", tensor=key), label)
+        site = _NduSite(label, 0, 0, ctx, lps, parsed.size, max_elements)
+        names = resolver.names(parsed.unit.header, site)
+        if names != (key,):
+            raise site.bitstream_error(f"the NDU carries {', '.join(map(repr, names))}, not {key!r}", key)
+        jobs_list.append((parsed.unit, site, names))
+    return _decode_ndus(jobs_list, jobs)
 
 
 # -- inspection --------------------------------------------------------------------------------
@@ -437,6 +640,12 @@ class UnitInfo:
         payload_type: NDU: the payload type's name.
         topology_storage_format: TPL: the storage format's name (or "reserved (n)").
         member: position inside an aggregate unit, `None` for top-level units.
+        qp: NNR_PT_FLOAT NDU: the tensor's QP (MPS/LPS value plus the coded offset).
+        step: NNR_PT_FLOAT NDU: the quantization step of that QP.
+        bits_per_parameter: NDU: 8 · unit size / element count.
+        dq_flag: NDU: dependent quantization.
+        scan_order: NDU: the scan order.
+        snr_db: NDU: weight SNR against an original model, filled in by `nnrconv.inspect`.
     """
 
     index: int
@@ -448,6 +657,12 @@ class UnitInfo:
     payload_type: str | None = None
     topology_storage_format: str | None = None
     member: int | None = None
+    qp: int | None = None
+    step: float | None = None
+    bits_per_parameter: float | None = None
+    dq_flag: bool | None = None
+    scan_order: int | None = None
+    snr_db: float | None = None
 
 
 def _storage_name(code: int) -> str:
@@ -457,7 +672,30 @@ def _storage_name(code: int) -> str:
         return f"reserved ({code})"
 
 
-def _info(parsed: ParsedUnit, index: int, member: int | None, reflist: tuple[str, ...] | None) -> UnitInfo:
+def _coded_qp(unit: CompressedDataUnit, ctx: UnitContext, lps: LayerParameterSet | None) -> int | None:
+    """The QP at the start of an NNR_PT_FLOAT payload, or None when it cannot be read."""
+    if unit.header.nnr_compressed_data_unit_payload_type != PayloadType.NNR_PT_FLOAT:
+        return None
+    if lps is not None and lps.lps_qp_density is not None:
+        qpd, base = lps.lps_qp_density, lps.lps_quantization_parameter
+    else:
+        qpd, base = ctx.mps_qp_density, ctx.mps_quantization_parameter
+    if qpd is None or base is None:
+        return None
+    try:
+        return base + cabac.PayloadDecoder(unit.payload).decode_qp_offset(qpd)
+    except BitstreamError:
+        return None
+
+
+def _info(
+    parsed: ParsedUnit,
+    index: int,
+    member: int | None,
+    reflist: tuple[str, ...] | None,
+    ctx: UnitContext,
+    lps: LayerParameterSet | None,
+) -> UnitInfo:
     unit = parsed.unit
     info = UnitInfo(index, NnrUnitType(unit.nnr_unit_type).name, parsed.byte_offset, parsed.size, member=member)
     if isinstance(unit, CompressedDataUnit):
@@ -466,6 +704,9 @@ def _info(parsed: ParsedUnit, index: int, member: int | None, reflist: tuple[str
             e if isinstance(e, str) else (reflist[e] if reflist and 0 <= e < len(reflist) else f"#{e}")
             for e in header.topology_elements
         ]
+        qp = _coded_qp(unit, ctx, lps)
+        qpd = lps.lps_qp_density if lps is not None and lps.lps_qp_density is not None else ctx.mps_qp_density
+        count = math.prod(header.tensor_dimensions) if header.tensor_dimensions else 0
         return UnitInfo(
             index,
             info.unit_type,
@@ -475,6 +716,11 @@ def _info(parsed: ParsedUnit, index: int, member: int | None, reflist: tuple[str
             shape=header.tensor_dimensions,
             payload_type=header.nnr_compressed_data_unit_payload_type.name,
             member=member,
+            qp=qp,
+            step=cabac.step_size(qp, qpd) if qp is not None and qpd is not None else None,
+            bits_per_parameter=8 * parsed.size / count if count else None,
+            dq_flag=header.dq_flag,
+            scan_order=header.scan_order,
         )
     if isinstance(unit, TopologyUnit):
         return UnitInfo(
@@ -506,9 +752,14 @@ def inspect_units(data: bytes | bytearray | memoryview, source: str = "<bytes>")
                 reflist = None
             break
     infos: list[UnitInfo] = []
+    state: dict[str, object] = {"ctx": UnitContext(), "lps": None}
 
     def visit(parsed: ParsedUnit, index: int, member: int | None) -> None:
-        infos.append(_info(parsed, index, member, reflist))
+        ctx = state["ctx"]
+        if isinstance(parsed.unit, LayerParameterSet):
+            state["lps"] = parsed.unit
+        infos.append(_info(parsed, index, member, reflist, ctx, state["lps"]))  # type: ignore[arg-type]
+        state["ctx"] = advance_context(ctx, parsed.unit)  # type: ignore[arg-type]
         for position, inner in enumerate(parsed.members):
             visit(inner, index, position)
 

@@ -24,6 +24,7 @@ from nnrconv.nnc import (
     TopologyCompressionFormat,
     TopologyStorageFormat,
     TopologyUnit,
+    cabac,
     decode_model,
     encode_model,
     encode_reference_list,
@@ -33,6 +34,7 @@ from nnrconv.nnc import (
 )
 
 ONNX = TopologyStorageFormat.NNR_TPL_ONNX
+LOSSLESS = nnc.CodingOptions(lossless=True)
 
 
 def sample_tensors() -> list[tuple[str, np.ndarray]]:
@@ -57,7 +59,9 @@ def assert_bit_exact(a: np.ndarray, b: np.ndarray) -> None:
 def test_model_round_trip(profile: int, compress: bool) -> None:
     tensors = sample_tensors()
     topology = b"\x08\x07graph\x00\x00" + b"node " * 50
-    data = encode_model(tensors, topology, ONNX, compress_topology=compress, general_profile_idc=profile)
+    data = encode_model(
+        tensors, topology, ONNX, compress_topology=compress, general_profile_idc=profile, options=LOSSLESS
+    )
     model = decode_model(data)
     assert list(model.tensors) == [name for name, _ in tensors]
     for name, array in tensors:
@@ -69,20 +73,20 @@ def test_model_round_trip(profile: int, compress: bool) -> None:
         TopologyCompressionFormat.NNR_DFL if compress else TopologyCompressionFormat.NNR_PT_RAW
     )
     assert model.general_profile_idc == profile
-    assert model.mps == ModelParameterSet()
+    assert model.mps.mps_qp_density == ModelParameterSet().mps_qp_density
 
 
 def test_special_values_are_bit_exact() -> None:
     bits = np.array([0x7FC00001, 0xFF800000, 0x7F800000, 0x80000000, 0x00000001, 0x7F7FFFFF], dtype=np.uint32)
     array = bits.view(np.float32)
-    model = decode_model(encode_model([("x", array)], b"", 0))
+    model = decode_model(encode_model([("x", array)], b"", 0, options=LOSSLESS))
     assert np.array_equal(model.tensors["x"].view(np.uint32), bits)
 
 
 def test_byte_order_and_layout_of_inputs() -> None:
     base = np.arange(12, dtype=np.float32).reshape(3, 4)
     tensors = [("big", base.astype(">f4")), ("strided", base.T), ("fortran", np.asfortranarray(base))]
-    model = decode_model(encode_model(tensors, b"", 0))
+    model = decode_model(encode_model(tensors, b"", 0, options=LOSSLESS))
     assert_bit_exact(model.tensors["big"], base)
     assert_bit_exact(model.tensors["strided"], np.ascontiguousarray(base.T))
     assert_bit_exact(model.tensors["fortran"], base)
@@ -98,13 +102,14 @@ def test_empty_model_is_nncodec_bytes() -> None:
 
 
 def test_first_ndu_matches_nncodec_layout() -> None:
-    data = encode_model([("layer.weight", np.zeros((2, 3), np.float32))], b"", 0)
+    weights = np.random.default_rng(1).standard_normal((2, 3)).astype(np.float32)  # on no QP grid: raw
+    data = encode_model([("layer.weight", weights)], b"", 0, options=LOSSLESS)
     ndu = data[18:]
     # header as in fact sheet §1.12 but payload type RAW_FLOAT (0x11) and dq_flag absent
     assert ndu[2:4] == bytes.fromhex("16 11")
     assert ndu[4:17] == b"layer.weight\0"
     assert int.from_bytes(ndu[:2], "big") == len(ndu)
-    assert ndu[-24:] == bytes(24)
+    assert ndu[-24:] == weights.tobytes()
 
 
 def test_topology_is_deflated_only_when_smaller() -> None:
@@ -122,18 +127,23 @@ def test_topology_is_deflated_only_when_smaller() -> None:
 
 
 def test_can_carry() -> None:
-    assert nnc.can_carry(np.float32)
-    assert nnc.can_carry(np.dtype(">f4"))
-    assert not nnc.can_carry(np.float64)
-    assert not nnc.can_carry(np.int32)
-    assert not nnc.can_carry(np.float16)
+    for dtype in (np.float32, ">f4", np.float64, np.float16, np.int8, np.int16, np.int32, np.int64, np.uint8):
+        assert nnc.can_carry(dtype)
+    assert not nnc.can_carry(np.bool_)
+    assert not nnc.can_carry(np.complex64)
     assert not nnc.can_carry("not a dtype")
+    assert nnc.can_carry(np.arange(3, dtype=np.int64))
+    assert not nnc.can_carry(np.array([1 << 40], dtype=np.int64))
+    off_grid = np.random.default_rng(0).standard_normal(40)
+    assert nnc.can_carry(off_grid, nnc.CodingOptions())  # lossy float64
+    assert not nnc.can_carry(off_grid, LOSSLESS)  # float64 on no grid stays in the topology
+    assert nnc.can_carry(off_grid.astype(np.float32), LOSSLESS)  # raw float32
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.int8, np.bool_, np.float16])
-def test_other_dtypes_are_refused_naming_the_tensor(dtype: type) -> None:
+@pytest.mark.parametrize("array", [np.zeros(3, np.bool_), np.zeros(3, np.complex64), np.array([1 << 40])])
+def test_other_dtypes_are_refused_naming_the_tensor(array: np.ndarray) -> None:
     with pytest.raises(UnsupportedError, match=r"'w'.*float32"):
-        encode_model([("w", np.zeros(3, dtype=dtype))], b"", 0)
+        encode_model([("w", array)], b"", 0)
 
 
 def test_bad_names() -> None:
@@ -146,9 +156,9 @@ def test_bad_names() -> None:
 
 
 def test_oversized_tensor_is_refused_before_allocating() -> None:
-    huge = np.broadcast_to(np.float32(0), (1 << 29,))  # 2 GiB view of one element
+    huge = np.broadcast_to(np.float32(0.1), (1 << 29,))  # 2 GiB view of one element, on no grid: raw
     with pytest.raises(UnsupportedError, match=r"'huge'.*does not fit"):
-        encode_model([("huge", huge)], b"", 0)
+        encode_model([("huge", huge)], b"", 0, options=LOSSLESS)
 
 
 def _ndu(name: str, dims: tuple[int, ...], payload: bytes, payload_type: PayloadType = PayloadType.NNR_PT_RAW_FLOAT):
@@ -173,16 +183,20 @@ def test_huge_declared_dimensions_do_not_allocate() -> None:
         decode_model(data)
 
 
-@pytest.mark.parametrize("payload_type", [PayloadType.NNR_PT_INT, PayloadType.NNR_PT_FLOAT, PayloadType.NNR_PT_BLOCK])
-def test_entropy_coded_ndus_are_unsupported_for_now(payload_type: PayloadType) -> None:
-    ndu = _ndu("fc.weight", (2, 2), b"\x00\x01", payload_type)
-    if payload_type == PayloadType.NNR_PT_BLOCK:
-        ndu = CompressedDataUnit(
-            NduHeader(payload_type, topology_elem_id_list=("fc.weight", "fc.bias"), tensor_dimensions=(2, 2)), b"\x00"
-        )
-    data = write_units([StartUnit(), ModelParameterSet(), ndu])
-    with pytest.raises(UnsupportedError, match=f"unit 2.*fc.weight.*entropy-coded NDU \\({payload_type.name}\\)"):
+def test_block_ndus_are_unsupported_for_now() -> None:
+    names = ("fc.weight", "fc.bias")
+    header = NduHeader(PayloadType.NNR_PT_BLOCK, topology_elem_id_list=names, tensor_dimensions=(2, 2))
+    data = write_units([StartUnit(), ModelParameterSet(), CompressedDataUnit(header, b"\x00")])
+    with pytest.raises(UnsupportedError, match=r"unit 2.*fc\.weight.*NNR_PT_BLOCK"):
         decode_model(data, source="x.nnr")
+
+
+@pytest.mark.parametrize("payload_type", [PayloadType.NNR_PT_INT, PayloadType.NNR_PT_FLOAT])
+def test_bad_cabac_payloads_are_located(payload_type: PayloadType) -> None:
+    data = write_units([StartUnit(), ModelParameterSet(), _ndu("fc.weight", (2, 2), b"\x00\x01", payload_type)])
+    with pytest.raises(BitstreamError, match=r"x.nnr: unit 2.*fc.weight") as info:
+        decode_model(data, source="x.nnr")
+    assert info.value.unit_index == 2 and info.value.tensor == "fc.weight"
 
 
 def test_duplicate_tensor_in_stream() -> None:
@@ -224,7 +238,10 @@ def test_inspect_units() -> None:
     assert [i.unit_type for i in infos] == ["NNR_STR", "NNR_MPS", "NNR_TPL", "NNR_NDU", "NNR_NDU"]
     assert [i.byte_offset for i in infos[:3]] == [0, 4, 12]
     assert infos[2].topology_storage_format == "NNR_TPL_ONNX"
-    assert (infos[3].tensor, infos[3].shape, infos[3].payload_type) == ("conv.weight", (4, 3, 2, 2), "NNR_PT_RAW_FLOAT")
+    assert (infos[3].tensor, infos[3].shape, infos[3].payload_type) == ("conv.weight", (4, 3, 2, 2), "NNR_PT_FLOAT")
+    assert infos[3].qp is not None and infos[3].step == cabac.step_size(infos[3].qp)
+    assert infos[3].bits_per_parameter == 8 * infos[3].size / 48
+    assert infos[3].dq_flag is True and infos[3].scan_order == 0
     assert sum(i.size for i in infos) == len(data)
     assert nnc.UnitInfo.__module__ == "nnrconv.nnc"
     reserved = write_units([StartUnit(), ModelParameterSet(), TopologyUnit(99, 0, b"?")])

@@ -14,6 +14,16 @@ import nnrconv
 from nnrconv import nnc
 from nnrconv.core import ArrayTensor, DType, Model, get_registry
 
+LOSSLESS = nnc.CodingOptions(lossless=True)
+"""The plugin tests assert bit-identical round trips; conversion is lossy by default."""
+
+
+def carried_names(model: Model) -> list[str]:
+    """Tensors a lossless encode carries as NDUs (the rest stay in the topology), sorted."""
+    return sorted(
+        k for k, t in model.tensors.items() if t.dtype.is_numpy_native and nnc.can_carry(t.numpy(), LOSSLESS)
+    )
+
 
 def nnc_ready() -> bool:
     """Whether the NNC backend is complete enough for real .nnr round trips."""
@@ -58,7 +68,7 @@ def simulate_nnr(model: Model) -> Model:
 def nnr_roundtrip(source: Path, workdir: Path) -> tuple[Path, Path]:
     """source → workdir/m.nnr → workdir/back.onnx through the public API."""
     nnr, back = workdir / "m.nnr", workdir / "back.onnx"
-    nnrconv.convert(source, nnr)
+    nnrconv.convert(source, nnr, options=LOSSLESS)
     nnrconv.convert(nnr, back)
     return nnr, back
 

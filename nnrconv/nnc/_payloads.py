@@ -1,0 +1,245 @@
+# Copyright nnrconv contributors
+# SPDX-License-Identifier: Apache-2.0
+"""DeepCABAC-coded NDU payloads: NNR_PT_INT and NNR_PT_FLOAT, one tensor per NDU.
+
+ISO/IEC 15938-17 clause 7.3.6 (`nnr_compressed_data_unit_payload()`) with the per-tensor order of
+the reference software: for NNR_PT_FLOAT the QP offset (6 + qp_density bypass bits, relative to
+the LPS or MPS quantization_parameter), then the levels; for NNR_PT_INT the levels alone. The
+2nd-edition `nnr_decompressed_data_format` tells the decoder which element type to return.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from nnrconv.core._errors import BitstreamError
+from nnrconv.nnc import cabac
+from nnrconv.nnc._coding import CodingOptions, TensorPlan, quantize_for_snr
+from nnrconv.nnc._enums import DecompressedDataFormat, PayloadType
+from nnrconv.nnc._ndu import NduHeader, NodeId
+
+__all__ = ["CodedPayload", "PayloadSettings", "decode_levels_payload", "encode_payload", "output_dtype"]
+
+_CABAC_UNARY_LENGTH_MINUS1 = 10
+
+_OUTPUT_DTYPES = {
+    DecompressedDataFormat.TENSOR_INT32: np.dtype(np.int32),
+    DecompressedDataFormat.TENSOR_FLOAT32: np.dtype(np.float32),
+    DecompressedDataFormat.TENSOR_INT2: np.dtype(np.int8),
+    DecompressedDataFormat.TENSOR_INT3: np.dtype(np.int8),
+    DecompressedDataFormat.TENSOR_INT4: np.dtype(np.int8),
+    DecompressedDataFormat.TENSOR_INT8: np.dtype(np.int8),
+    DecompressedDataFormat.TENSOR_INT16: np.dtype(np.int16),
+    DecompressedDataFormat.TENSOR_INT64: np.dtype(np.int64),
+    DecompressedDataFormat.TENSOR_FLOAT16: np.dtype(np.float16),
+    DecompressedDataFormat.TENSOR_FLOAT64: np.dtype(np.float64),
+}
+_INT_BITS = {
+    DecompressedDataFormat.TENSOR_INT2: 2,
+    DecompressedDataFormat.TENSOR_INT3: 3,
+    DecompressedDataFormat.TENSOR_INT4: 4,
+    DecompressedDataFormat.TENSOR_INT8: 8,
+    DecompressedDataFormat.TENSOR_INT16: 16,
+}
+_FLOAT_OUTPUTS = frozenset(
+    {
+        DecompressedDataFormat.TENSOR_FLOAT32,
+        DecompressedDataFormat.TENSOR_FLOAT16,
+        DecompressedDataFormat.TENSOR_FLOAT64,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadSettings:
+    """Model-wide values a tensor's coding depends on."""
+
+    options: CodingOptions
+    mps_qp: int
+    qp_range: tuple[int, int]
+    profile: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class CodedPayload:
+    """The header and payload of one entropy-coded NDU, plus what `inspect` reports."""
+
+    header: NduHeader
+    payload: bytes
+    qp: int | None
+
+
+def output_dtype(payload_type: PayloadType, fmt: DecompressedDataFormat | None) -> np.dtype:
+    """The element type a decoded tensor is returned in."""
+    if fmt is None:
+        return np.dtype(np.int32) if payload_type == PayloadType.NNR_PT_INT else np.dtype(np.float32)
+    return _OUTPUT_DTYPES[fmt]
+
+
+def _coding(header: NduHeader, profile: int, codebook: tuple[int, int] = (0, 0)) -> cabac.TensorCoding:
+    unary = header.cabac_unary_length_minus1
+    return cabac.TensorCoding(
+        dq_flag=header.dq_flag,
+        scan_order=header.scan_order,
+        cabac_unary_length_minus1=_CABAC_UNARY_LENGTH_MINUS1 if unary is None else unary,
+        general_profile_idc=profile,
+        parent_node_id_present_flag=header.parent_node_id is not None,
+        codebook_size=codebook[0],
+        codebook_zero_offset=codebook[1],
+    )
+
+
+def _grid_levels(values: np.ndarray, qp: int, qp_density: int) -> np.ndarray:
+    step = cabac.step_size(qp, qp_density)
+    return np.ascontiguousarray(np.rint(values.astype(np.float64).reshape(values.shape or (1,)) / step), np.int32)
+
+
+def _levels_and_qp(
+    name: str, array: np.ndarray, plan: TensorPlan, settings: PayloadSettings
+) -> tuple[np.ndarray, int | None]:
+    options = settings.options
+    qpd = options.qp_density
+    lo, hi = settings.qp_range
+    if plan.payload_type == PayloadType.NNR_PT_INT:
+        return np.ascontiguousarray(array.reshape(array.shape or (1,)), dtype=np.int32), None
+    qp = plan.qp if plan.qp is not None else settings.mps_qp
+    if plan.exact:
+        k = 1 << qpd
+        while qp > hi:  # one octave finer halves the step: the values stay on the grid
+            qp -= k
+        if qp < lo:
+            raise ValueError(f"tensor {name!r}: its grid QP {qp} is outside {lo}..{hi}")
+        levels = _grid_levels(array, qp, qpd)
+        if not np.array_equal(cabac.dequantize(levels, qp, qpd).astype(array.dtype).reshape(array.shape), array):
+            raise ValueError(f"tensor {name!r}: values are not on the grid of QP {qp}")
+        return levels, qp
+    weights = np.ascontiguousarray(array.reshape(array.shape or (1,)), dtype=np.float32)
+    if plan.snr_db is None:
+        quantized = cabac.quantize(
+            weights, min(hi, max(lo, qp)), qpd, dq_flag=plan.dq_flag, scan_order=options.scan_order
+        )
+    else:
+        quantized = quantize_for_snr(weights, plan, options, settings.qp_range)
+    if not lo <= quantized.qp <= hi:
+        raise ValueError(f"tensor {name!r}: QP {quantized.qp} does not fit the offset field around {settings.mps_qp}")
+    return quantized.levels, quantized.qp
+
+
+def encode_payload(
+    name: str, array: np.ndarray, plan: TensorPlan, settings: PayloadSettings, index: int
+) -> CodedPayload:
+    """Quantize (as planned) and entropy-code one tensor as an NNR_PT_INT or NNR_PT_FLOAT NDU."""
+    options = settings.options
+    qpd = options.qp_density
+    levels, qp = _levels_and_qp(name, array, plan, settings)
+    dims = tuple(int(d) for d in array.shape) or (1,)
+    rows, width = cabac.matrix_view(dims)
+    # A single row or column is scanned row-major whatever the header says; say so in the header,
+    # so that the entry-point count it implies (from dims[0]) is zero as the payload has none.
+    scan_order = options.scan_order if rows > 1 and width > 1 else 0
+    header = NduHeader(
+        plan.payload_type,
+        topology_elem_id=name,
+        node_id=NodeId(0, index, 0) if settings.profile == 1 else None,
+        dq_flag=plan.dq_flag,
+        nnr_decompressed_data_format=plan.decompressed_format,
+        tensor_dimensions=dims,
+        cabac_unary_length_minus1=_CABAC_UNARY_LENGTH_MINUS1,
+        scan_order=scan_order,
+    )
+    coding = _coding(header, settings.profile)
+    enc = cabac.PayloadEncoder()
+    if qp is not None:
+        enc.encode_qp_offset(qp - settings.mps_qp, qpd)
+    enc.encode_levels(levels, coding, row_skip=options.row_skip and settings.profile == 1)
+    payload = enc.finish()
+    if scan_order and header.num_block_rows_minus1() > 0:
+        layout = cabac.TensorLayout(dims, coding, qpd if qp is not None else None)
+        (eps,) = cabac.entry_points(payload, [layout])
+        header = _with_entry_points(header, eps)
+    return CodedPayload(header, payload, qp)
+
+
+def _with_entry_points(header: NduHeader, eps: tuple[cabac.EntryPoint, ...]) -> NduHeader:
+    return dataclasses.replace(header, cabac_entry_point_list=tuple(eps))
+
+
+def check_dimensions(dims: tuple[int, ...], max_elements: int) -> int:
+    """Element count of declared dimensions, refused above the cap before anything is allocated.
+
+    Raises:
+        BitstreamError: a zero dimension or more than `max_elements` elements.
+    """
+    if any(d <= 0 for d in dims):
+        raise BitstreamError(f"tensor_dimensions {list(dims)} contain a zero; a coded tensor needs elements")
+    count = math.prod(dims)
+    if count > max_elements:
+        raise BitstreamError(f"tensor_dimensions {list(dims)} declare {count} elements, above the cap {max_elements}")
+    return count
+
+
+def decode_levels_payload(
+    header: NduHeader,
+    payload: bytes | memoryview,
+    *,
+    profile: int,
+    qp_density: int | None,
+    quantization_parameter: int | None,
+    max_elements: int,
+    payload_offset: int,
+    name: str,
+) -> tuple[np.ndarray, int | None]:
+    """Decode an NNR_PT_INT / NNR_PT_FLOAT payload into the returned array and its QP.
+
+    Raises:
+        BitstreamError: corrupt or truncated payload, trailing bytes, values outside the declared
+            output format, or dimensions above the cap; the message names the tensor.
+    """
+    payload_type = header.nnr_compressed_data_unit_payload_type
+    dims = header.tensor_dimensions or (1,)
+    check_dimensions(dims, max_elements)
+    if header.scan_order > 4:
+        raise BitstreamError(f"scan_order {header.scan_order} is reserved (0..4 are defined)", tensor=name)
+    fmt = header.nnr_decompressed_data_format
+    out = output_dtype(payload_type, fmt)
+    is_float = payload_type == PayloadType.NNR_PT_FLOAT
+    if fmt is not None and (fmt in _FLOAT_OUTPUTS) != is_float:
+        raise NotImplementedError(f"nnr_decompressed_data_format {fmt.name} for an {payload_type.name} payload")
+    codebook = header.codebook
+    cb = (codebook.codebook_size, codebook.cb_zero_offset) if codebook is not None else (0, 0)
+    dec = cabac.PayloadDecoder(payload, max_elements=max_elements, payload_offset=payload_offset, tensor=name)
+    qp = None
+    if is_float:
+        if qp_density is None or quantization_parameter is None:
+            raise BitstreamError("an NNR_PT_FLOAT NDU needs a quantization method in the MPS or LPS", tensor=name)
+        qp = quantization_parameter + dec.decode_qp_offset(qp_density)
+    entry_points = header.cabac_entry_point_list if header.scan_order and len(dims) > 1 else None
+    levels = dec.decode_levels(dims, _coding(header, profile, cb), entry_points=entry_points or None, tensor=name)
+    used = dec.finish()
+    if used != len(payload):
+        raise BitstreamError(
+            f"the CABAC payload ends at byte {used} of {len(payload)}; {len(payload) - used} bytes follow it",
+            byte_offset=payload_offset + used,
+            tensor=name,
+        )
+    if codebook is not None:
+        indices = levels.astype(np.int64) + codebook.cb_zero_offset
+        if indices.size and (int(indices.min()) < 0 or int(indices.max()) >= codebook.codebook_size):
+            raise BitstreamError("a codebook index lies outside the codebook", tensor=name)
+        levels = np.ascontiguousarray(np.asarray(codebook.codebook, dtype=np.int32)[indices])
+        del indices
+    if is_float:
+        assert qp is not None and qp_density is not None
+        values = cabac.dequantize(levels, qp, qp_density)
+        del levels
+        return (values if out == np.float32 else values.astype(out)), qp
+    bits = _INT_BITS.get(fmt) if fmt is not None else None
+    if bits is not None and levels.size:
+        lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+        if int(levels.min()) < lo or int(levels.max()) > hi:
+            raise BitstreamError(f"a value does not fit the declared {fmt.name}", tensor=name)  # type: ignore[union-attr]
+    return (levels if out == np.int32 else levels.astype(out)), None

@@ -1,0 +1,122 @@
+# Copyright nnrconv contributors
+# SPDX-License-Identifier: Apache-2.0
+"""A round-trip test kit for format plugins, built-in and third-party alike.
+
+A plugin author checks their format with the same assertions nnrconv applies to its own::
+
+    from nnrconv.testing import assert_plugin_contract, assert_lossless_round_trip, registered
+
+    def test_my_format(tmp_path):
+        fmt = MyFormat()
+        assert_plugin_contract(fmt)
+        with registered(fmt):                       # or install the plugin and skip this
+            assert_lossless_round_trip(tmp_path / "model.myfmt", tmp_path)
+
+Nothing here needs pytest; failures raise AssertionError with a message naming the tensor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from nnrconv import _api, nnc
+from nnrconv._check import random_inputs
+from nnrconv.core import FormatPlugin, Model, UnsupportedError, get_registry
+
+__all__ = [
+    "assert_lossless_round_trip",
+    "assert_models_identical",
+    "assert_plugin_contract",
+    "registered",
+]
+
+_KNOWN_TOPOLOGY_CODES = {1, 2, 3, 4}
+
+
+@contextlib.contextmanager
+def registered(fmt: FormatPlugin, *, plugin: str = "test") -> Iterator[FormatPlugin]:
+    """Make `fmt` known to this process's registry for the duration of a `with` block."""
+    registry = get_registry()
+    registry.add(fmt, plugin=plugin)
+    try:
+        yield fmt
+    finally:
+        registry.remove(fmt.name)
+    assert fmt.name not in registry.names(), f"format {fmt.name!r} is still registered"
+
+
+def assert_plugin_contract(fmt: FormatPlugin) -> None:
+    """Static promises of a format: identity, patterns, topology code, lazy framework imports."""
+    assert isinstance(fmt.name, str) and fmt.name and fmt.name == fmt.name.lower(), "name: non-empty lower case"
+    assert fmt.patterns, f"format {fmt.name!r} declares no file patterns"
+    if fmt.topology_code is not None:
+        assert fmt.topology_code in _KNOWN_TOPOLOGY_CODES, (
+            f"format {fmt.name!r}: topology code {fmt.topology_code} is not one of NNEF 1, ONNX 2, PyTorch 3, "
+            f"TensorFlow 4"
+        )
+        capabilities = set(fmt.capabilities())
+        assert {"topology_bytes", "from_topology"} <= capabilities, (
+            f"format {fmt.name!r} owns a topology code but does not implement topology_bytes/from_topology"
+        )
+    if fmt.requires and not fmt.install:
+        raise AssertionError(f"format {fmt.name!r} requires {fmt.requires} but names no install command")
+    module = type(fmt).__module__.split(".")[0]
+    probe = (
+        f"import sys, {module}\n"
+        f"loaded = [m for m in {list(fmt.requires)!r} if m in sys.modules and m not in ('numpy',)]\n"
+        "print(loaded)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, f"importing {module} fails: {result.stderr.strip().splitlines()[-1:]}"
+    out = result.stdout
+    assert out.strip() == "[]", f"importing {module} imports its framework ({out.strip()}); import it lazily"
+
+
+def assert_models_identical(first: Model, second: Model) -> None:
+    """Same tensor names, dtypes, shapes and bytes."""
+    assert list(first.tensors) == list(second.tensors) or set(first.tensors) == set(second.tensors), (
+        f"tensor names differ: {sorted(set(first.tensors) ^ set(second.tensors))[:5]}"
+    )
+    for name, a in first.tensors.items():
+        b = second.tensors[name]
+        assert (a.dtype, a.shape) == (b.dtype, b.shape), (
+            f"tensor {name!r}: {a.dtype.name}{list(a.shape)} became {b.dtype.name}{list(b.shape)}"
+        )
+        assert a.tobytes() == b.tobytes(), f"tensor {name!r} is not bit-identical"
+
+
+def assert_lossless_round_trip(source: Path, workdir: Path, *, format: str | None = None) -> Path:
+    """native -> .nnr (lossless) -> native: bit-identical tensors and, with a runner, identical outputs.
+
+    Returns:
+        The rebuilt native model's path (same name as `source`, inside `workdir/back`).
+    """
+    source, workdir = Path(source), Path(workdir)
+    bitstream = workdir / f"{source.name}.nnr"
+    back_dir = workdir / "back"
+    back_dir.mkdir(parents=True, exist_ok=True)
+    back = back_dir / source.name
+    options = nnc.CodingOptions(lossless=True)
+    _api.convert(source, bitstream, from_format=format, force=True, options=options)
+    _api.convert(bitstream, back, to_format=format, force=True)
+    original, rebuilt = _api.load(source, format), _api.load(back, format)
+    assert_models_identical(original, rebuilt)
+    fmt = _api._plugin(original.source_format) if original.source_format else None
+    if fmt is not None and "run" in fmt.capabilities():
+        try:
+            inputs = random_inputs(fmt.input_specs(original), seed=0)
+        except UnsupportedError:
+            return back
+        before, after = fmt.run(original, inputs), fmt.run(rebuilt, inputs)
+        assert before.keys() == after.keys(), "the rebuilt model has different outputs"
+        for name in before:
+            assert np.array_equal(before[name], after[name]), f"output {name!r} differs after a lossless round trip"
+    return back
