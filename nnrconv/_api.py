@@ -25,6 +25,7 @@ from nnrconv._files import check_output, staged_output
 from nnrconv.core import (
     ArrayTensor,
     BitstreamError,
+    CodedTensor,
     FormatError,
     FormatPlugin,
     Graph,
@@ -215,8 +216,12 @@ def encode(model: Model, *, compress_topology: bool = True, options: nnc.CodingO
     the bitstream always rebuilds the complete model. A model without a topology (from a
     weights-only format) travels as named tensors with topology format 0.
     """
-    options = options or nnc.CodingOptions()
     fmt = _plugin(model.source_format) if model.source_format else None
+    if options is None:
+        moved = _pass_through(model, fmt, compress_topology)
+        if moved is not None:
+            return moved
+    options = options or nnc.CodingOptions()
     carried = [t for t in model if _carried(t, options)]
     if fmt is None or fmt.weights_only:
         left = [f"{t.name!r} ({t.dtype.name})" for t in model if t not in carried]
@@ -240,6 +245,48 @@ def encode(model: Model, *, compress_topology: bool = True, options: nnc.CodingO
     )
 
 
+def coded_units(model: Model) -> tuple[bytes, dict[str, bytes]] | None:
+    """The parameter sets and NDUs of a model whose tensors are still NNR-coded, if they agree.
+
+    A model read from NNR (`.nnr`, or NNR inside a native container) keeps each tensor's data
+    unit; when all its coded tensors share one set of parameter sets, they can move to another
+    NNR container as they are, without decoding or re-quantizing.
+    """
+    coded = [t for t in model if isinstance(t, CodedTensor)]
+    if not coded or len({t.parameter_sets for t in coded}) != 1:
+        return None
+    return coded[0].parameter_sets, {t.name: t.ndu for t in coded}
+
+
+def _pass_through(model: Model, fmt: FormatPlugin | None, compress_topology: bool) -> bytes | None:
+    units = coded_units(model)
+    if units is None:
+        return None
+    parameter_sets, ndus = units
+    if fmt is None or fmt.weights_only:
+        if len(ndus) != len(model.tensors):
+            return None
+        topology, code = b"", int(nnc.TopologyStorageFormat.NNR_TPL_UNREC)
+    elif fmt.topology_code is None:
+        return None
+    else:
+        topology, code = fmt.topology_bytes(model, set(ndus)), fmt.topology_code
+    return nnc.assemble_model(parameter_sets, topology, code, ndus.values(), compress_topology=compress_topology)
+
+
+def _keep_coded(model: Model, parameter_sets: bytes | None, coded: dict[str, bytes] | None) -> Model:
+    """Wrap the tensors that came from data units so that they remember their units."""
+    if parameter_sets is None or coded is None:
+        return model
+    for name, tensor in list(model.tensors.items()):
+        ndu = coded.get(name)
+        if ndu is not None and not isinstance(tensor, CodedTensor):
+            model.tensors[name] = CodedTensor(
+                name, tensor.dtype, tensor.shape, ndu, parameter_sets, tensor.numpy, role=tensor.role
+            )
+    return model
+
+
 def decode(data: bytes, *, source: str = "<bytes>", jobs: int | None = None) -> Model:
     """Rebuild a model from an NNR bitstream, through the plugin owning its topology format.
 
@@ -249,20 +296,22 @@ def decode(data: bytes, *, source: str = "<bytes>", jobs: int | None = None) -> 
     tensors = {name: ArrayTensor(name, array) for name, array in decoded.tensors.items()}
     code = decoded.topology_storage_format
     if code == nnc.TopologyStorageFormat.NNR_TPL_UNREC:
-        return Model(Graph(name="tensors"), tensors, source_format="")
+        model = Model(Graph(name="tensors"), tensors, source_format="")
+        return _keep_coded(model, decoded.parameter_sets, decoded.coded)
     fmt = get_registry().for_topology(code)
     if fmt is None:
         label = _topology_label(code)
         raise UnsupportedError(f"{source}: the bitstream's topology format is {label}; no installed plugin rebuilds it")
     fmt.ensure_available()
     try:
-        return fmt.from_topology(decoded.topology, tensors)
+        model = fmt.from_topology(decoded.topology, tensors)
     except BitstreamError as err:
         # The topology and the data units disagree; when units are missing (a stream cut at a
         # unit boundary) the place to look is the end of the stream.
         located = err.located(unit_index=decoded.unit_count, byte_offset=len(data))
         located.args = (f"{source}: {located}",)
         raise located from err
+    return _keep_coded(model, decoded.parameter_sets, decoded.coded)
 
 
 def _topology_label(code: int) -> str:
@@ -295,8 +344,28 @@ def save(
         origin = f"a {model.source_format} model" if model.source_format else "tensors without a topology"
         hint = "" if model.source_format else "; write them to a weights-only format"
         raise UnsupportedError(f"{path}: cannot write {origin} as {fmt.name}{hint}")
+    if fmt.matches_embedded(path):
+        parameter_sets, ndus = _embedded_units(model, options)
+        with staged_output(path, force=force) as staged:
+            fmt.save_embedded(model, staged, parameter_sets, ndus)
+        return
     with staged_output(path, force=force) as staged:
         fmt.save(model, staged)
+
+
+def _embedded_units(model: Model, options: nnc.CodingOptions | None) -> tuple[bytes, dict[str, bytes]]:
+    """Parameter sets and one NDU per carried tensor, for NNR inside a native container.
+
+    Without `options`, tensors still coded from an NNR source keep their units (when all of them
+    are coded under the same parameter sets; the others stay plain, as they were not carried);
+    otherwise every carriable tensor is coded anew.
+    """
+    units = coded_units(model) if options is None else None
+    if units is not None:
+        return units
+    options = options or nnc.CodingOptions()
+    carried = [t for t in model if _carried(t, options)]
+    return nnc.encode_parts(((t.name, t.numpy()) for t in carried), options)
 
 
 def convert(
@@ -307,12 +376,14 @@ def convert(
     to_format: str | None = None,
     force: bool = False,
     options: nnc.CodingOptions | None = None,
+    jobs: int | None = None,
 ) -> ConversionResult:
     """Convert a model file: native → NNR, NNR → native, or native → native of the same format.
 
     `options` say how tensors are coded into NNR (default `nnc.CodingOptions()`: lossy, each
     tensor at the default weight SNR; pass `nnc.CodingOptions(lossless=True)` for bit-exactness).
-    Their `jobs` also sets the decoding threads.
+    Without `options`, tensors read already coded (from NNR) keep their data units unchanged.
+    `jobs` sets the decoding threads (default: `options.jobs`, else all cores).
     """
     source, target = Path(source), Path(target)
     started = time.perf_counter()
@@ -323,7 +394,8 @@ def convert(
     if src_name == NNR_FORMAT and dst_name == NNR_FORMAT:
         raise UnsupportedError(f"{target}: input and output are both NNR bitstreams; nothing to convert")
     if src_name == NNR_FORMAT:
-        model = decode(_read_bitstream(source), source=str(source), jobs=options.jobs if options else None)
+        threads = jobs if jobs is not None else (options.jobs if options else None)
+        model = decode(_read_bitstream(source), source=str(source), jobs=threads)
     else:
         model = load(source, src_name)
     if not model.source_format and dst_name != NNR_FORMAT and not _plugin(dst_name).accepts_foreign_tensors:

@@ -107,12 +107,19 @@ def _coding_options(command):  # type: ignore[no-untyped-def]
 
 def _make_options(
     snr_db: float | None, qp: int | None, lossless: bool, dq: bool, scan_order: int, jobs: int | None
-) -> nnc.CodingOptions:
+) -> nnc.CodingOptions | None:
+    """The coding options asked for, or None when no coding choice was made.
+
+    None lets tensors that are already NNR-coded (read from a `.nnr` or a `.nnr.onnx`) move to
+    the output as they are; any explicit choice codes every tensor anew.
+    """
     given = [name for name, value in (("--snr", snr_db), ("--qp", qp)) if value is not None]
     if lossless:
         given.append("--lossless")
     if len(given) > 1:
         raise click.UsageError(f"{' and '.join(given)} choose different modes; give one of them")
+    if not given and dq and scan_order == 0:
+        return None
     try:
         return nnc.CodingOptions(
             snr_db=nnc.DEFAULT_SNR_DB if snr_db is None else snr_db,
@@ -149,7 +156,15 @@ def convert(
     bit-identical tensors.
     """
     options = _make_options(**coding)  # type: ignore[arg-type]
-    result = _api.convert(source, target, from_format=from_format, to_format=to_format, force=force, options=options)
+    result = _api.convert(
+        source,
+        target,
+        from_format=from_format,
+        to_format=to_format,
+        force=force,
+        options=options,
+        jobs=coding["jobs"],  # type: ignore[arg-type]
+    )
     if not quiet:
         ratio = result.target_bytes / result.source_bytes if result.source_bytes else 0.0
         click.echo(

@@ -18,6 +18,7 @@ from nnrconv.nnc._container import (
     MAX_TOPOLOGY_SIZE,
     DecodedModel,
     UnitInfo,
+    assemble_model,
     can_carry,
     decode_model,
     decode_parts,
@@ -69,6 +70,7 @@ from nnrconv.nnc._ndu import (
 from nnrconv.nnc._units import NnrUnit, NnrUnitHeader, QuantizationUnit, StartUnit, TopologyUnit, UnitContext
 
 __all__ = [
+    "assemble_model",
     "DEFAULT_SNR_DB",
     "MAX_TOPOLOGY_SIZE",
     "MAX_UNIT_SIZE",

@@ -48,7 +48,7 @@ from nnrconv.nnc._framing import (
 from nnrconv.nnc._mps import LayerParameterSet, ModelParameterSet
 from nnrconv.nnc._ndu import CompressedDataUnit, NduHeader, NodeId, decode_reference_list
 from nnrconv.nnc._payloads import PayloadSettings, decode_levels_payload, encode_payload
-from nnrconv.nnc._units import StartUnit, TopologyUnit, UnitContext
+from nnrconv.nnc._units import QuantizationUnit, StartUnit, TopologyUnit, UnitContext
 
 __all__ = [
     "MAX_TOPOLOGY_SIZE",
@@ -296,6 +296,10 @@ class DecodedModel:
         mps: the model parameter set.
         unit_count: number of top-level units; with `len(data)`, where a unit missing at the
             end of the stream would have been (for errors raised when rebuilding the model).
+        parameter_sets: the start unit and model parameter set as they are in the stream, and
+        coded: each tensor's complete NDU bytes, when every NDU can be decoded from those
+            parameter sets alone (one tensor named by string per NDU, no LPS, QNT or aggregate);
+            both None otherwise. They let a unit move to another NNR container unchanged.
     """
 
     tensors: dict[str, np.ndarray]
@@ -305,6 +309,8 @@ class DecodedModel:
     general_profile_idc: int
     mps: ModelParameterSet
     unit_count: int = 0
+    parameter_sets: bytes | None = None
+    coded: dict[str, bytes] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -473,6 +479,31 @@ def _topology_bytes(tpl: TopologyUnit | None, parsed: ParsedUnit | None, source:
     )
 
 
+def assemble_model(
+    parameter_sets: bytes,
+    topology: bytes,
+    topology_storage_format: int,
+    ndus: Iterable[bytes],
+    *,
+    compress_topology: bool = True,
+) -> bytes:
+    """A bitstream from already coded parts: parameter sets, a new topology unit, and NDUs as they are.
+
+    This moves data units between NNR containers (`.nnr` and NNR inside a native container)
+    without decoding or re-quantizing them.
+
+    Raises:
+        BitstreamError: the parameter sets do not parse or hold something other than STR/MPS.
+    """
+    ctx = UnitContext()
+    for _, parsed in _flatten(read_units(parameter_sets, "<parameter sets>")):
+        if not isinstance(parsed.unit, (StartUnit, ModelParameterSet)):
+            raise BitstreamError("parameter sets may hold only the start unit and the model parameter set")
+        ctx = advance_context(ctx, parsed.unit)
+    tpl = encode_unit(_topology_unit(topology, topology_storage_format, compress_topology), ctx)
+    return bytes(parameter_sets) + tpl + b"".join(ndus)
+
+
 def decode_model(
     data: bytes | bytearray | memoryview,
     *,
@@ -500,8 +531,22 @@ def decode_model(
     tpl: tuple[TopologyUnit, ParsedUnit] | None = None
     lps: LayerParameterSet | None = None
     ndus: list[tuple[CompressedDataUnit, _NduSite]] = []
+    view = memoryview(data)
+    head = bytearray()
+    movable = not any(isinstance(u.unit, AggregateUnit) for u in units)
+    spans: list[tuple[int, int]] = []
     for top_index, parsed in _flatten(units):
         unit = parsed.unit
+        if isinstance(unit, (StartUnit, ModelParameterSet)):
+            head += view[parsed.byte_offset : parsed.byte_offset + parsed.size]
+        elif isinstance(unit, (LayerParameterSet, QuantizationUnit)):
+            movable = False
+        elif isinstance(unit, CompressedDataUnit):
+            spans.append((parsed.byte_offset, parsed.size))
+            header = unit.header
+            movable = movable and not header.nnr_multiple_topology_elements_present_flag and (
+                header.topology_elem_id is not None
+            )
         if isinstance(unit, ModelParameterSet):
             if mps is not None:
                 raise UnsupportedError(f"{source}: unit {top_index}: a second model parameter set (NNR_MPS)")
@@ -528,6 +573,9 @@ def decode_model(
     resolver = _NameResolver(tpl_unit, topology)
     jobs_list = [(ndu, site, resolver.names(ndu.header, site)) for ndu, site in ndus]
     tensors = _decode_ndus(jobs_list, jobs)
+    coded = None
+    if movable:
+        coded = {names[0]: bytes(view[o : o + n]) for (_, _, names), (o, n) in zip(jobs_list, spans, strict=True)}
     return DecodedModel(
         tensors=tensors,
         topology=topology,
@@ -538,6 +586,8 @@ def decode_model(
         general_profile_idc=ctx.general_profile_idc,
         mps=mps,
         unit_count=len(units),
+        parameter_sets=bytes(head) if movable else None,
+        coded=coded,
     )
 
 

@@ -8,10 +8,11 @@ Layout of a `.nnr.onnx` file (a valid ONNX model):
   `opset_import`, version 1). A graph initializer's UINT8 tensor is an initializer of the same
   graph and its decode node comes first in the graph; a `Constant` keeps its place, now holding
   the UINT8 tensor, and its decode node follows it.
-- The decode node's attributes: `tensor_id` (the NDU's topology element id), `template` (the
-  original TensorProto without payload, serialized: name, type, dims, doc string), and for
-  initializers `initializer_index` and `input_index` (their positions, -1 when absent) plus
-  `input_template` (the graph input entry, serialized) so the plain model comes back exactly.
+- The decode node's attributes: `template` (the original TensorProto without payload,
+  serialized: name, type, dims, doc string); `tensor_id` (the NDU's topology element id) when it
+  differs from the node's output name; for initializers `initializer_index` (its position), and
+  when the initializer was also a graph input, `input_index` and `input_template` (that entry,
+  serialized), so that the plain model comes back exactly.
 - The NNR start unit and model parameter set that the data units need travel base64-encoded in
   `metadata_props` under `org.mpeg.nnr.parameter_sets`.
 Everything else in the graph is untouched.
@@ -125,16 +126,20 @@ def _embed_container(
     after_constant: dict[str, onnx.NodeProto] = {}
     coded_inits: list[onnx.TensorProto] = []
     for site, coded in plans:
-        attributes: dict[str, object] = {"tensor_id": site.key, "template": _template(site.proto)}
+        # Only what an exact restore needs: the id when it differs from the output name, and
+        # the graph-input entry only for initializers that are also listed as graph inputs.
+        attributes: dict[str, object] = {"template": _template(site.proto)}
+        if site.key != site.name:
+            attributes["tensor_id"] = site.key
         if site.kind == INITIALIZER:
             graph = site.container
             assert isinstance(graph, onnx.GraphProto)  # functions have no initializers
             init_index, input_index = _positions(graph, site.name)
             attributes["initializer_index"] = init_index
-            attributes["input_index"] = input_index
             if input_index >= 0:
+                attributes["input_index"] = input_index
                 attributes["input_template"] = graph.input[input_index].SerializeToString()
-        node = helper.make_node(OP_TYPE, [coded], [site.name], name=f"nnr_decode:{site.key}", domain=DOMAIN)
+        node = helper.make_node(OP_TYPE, [coded], [site.name], domain=DOMAIN)
         node.attribute.extend(helper.make_attribute(k, v) for k, v in attributes.items())
         if site.kind == CONSTANT:
             assert site.node is not None  # a Constant site always has its node
@@ -200,13 +205,19 @@ def extract(proto: onnx.ModelProto, source: str) -> Embedded:
         raise FormatError(f"{source}: {PARAMETER_SETS_KEY} is not valid base64") from exc
     ndus: dict[str, bytes] = {}
     for container, node in _decode_nodes(proto):
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        tensor_id = attrs.get("tensor_id")
         coded = _coded_input(container, node)
-        if not isinstance(tensor_id, bytes) or coded is None:
-            raise FormatError(f"{source}: decode node {node.name!r} lacks its tensor_id or coded input")
-        ndus[tensor_id.decode("utf-8")] = coded.raw_data
+        if coded is None or not node.output:
+            raise FormatError(f"{source}: decode node for {list(node.output)} has no coded input")
+        ndus[_tensor_id(node)] = coded.raw_data
     return Embedded(parameter_sets, ndus)
+
+
+def _tensor_id(node: onnx.NodeProto) -> str:
+    """The NDU's topology element id: the `tensor_id` attribute, else the node's output name."""
+    for attribute in node.attribute:
+        if attribute.name == "tensor_id":
+            return attribute.s.decode("utf-8")
+    return node.output[0]
 
 
 def _decode_nodes(proto: onnx.ModelProto) -> Iterator[tuple[onnx.GraphProto | onnx.FunctionProto, onnx.NodeProto]]:
@@ -262,11 +273,13 @@ def _restore_container(
     for node in decodes:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         try:
-            tensor_id = attrs["tensor_id"].decode("utf-8")
+            tensor_id = _tensor_id(node)
             tensor = onnx.TensorProto()
             tensor.ParseFromString(attrs["template"])
         except (KeyError, DecodeError, UnicodeDecodeError) as exc:
-            raise FormatError(f"{source}: decode node {node.name!r} has a missing or corrupt attribute") from exc
+            raise FormatError(
+                f"{source}: decode node for {list(node.output)} has a missing or corrupt attribute"
+            ) from exc
         array = arrays(tensor_id)
         if array is not None:
             set_payload(tensor, array, tensor_id)
@@ -274,7 +287,7 @@ def _restore_container(
         if "initializer_index" in attrs:
             coded_names.add(coded_name)
             initializers.append((attrs["initializer_index"], tensor))
-            if attrs.get("input_index", -1) >= 0:
+            if "input_index" in attrs:
                 value = onnx.ValueInfoProto()
                 value.ParseFromString(attrs["input_template"])
                 inputs.append((attrs["input_index"], value))
@@ -283,7 +296,9 @@ def _restore_container(
             (n for n in container.node if n.op_type == "Constant" and n.output and n.output[0] == coded_name), None
         )
         if constant is None:
-            raise FormatError(f"{source}: decode node {node.name!r} reads {coded_name!r}, which nothing provides")
+            raise FormatError(
+                f"{source}: decode node for {list(node.output)} reads {coded_name!r}, which nothing provides"
+            )
         constant.output[0] = node.output[0]
         next(a for a in constant.attribute if a.name == "value").t.CopyFrom(tensor)
     _replace(container.node, [n for n in container.node if not _is_decode(n)])

@@ -102,6 +102,7 @@ class OnnxFormat(FormatPlugin):
     topology_code: ClassVar[int | None] = 2
     requires: ClassVar[tuple[str, ...]] = ("onnx",)
     install: ClassVar[str] = "pip install 'nnrconv[onnx]'"
+    embedded_patterns: ClassVar[tuple[str, ...]] = ("*.nnr.onnx",)
 
     def sniff(self, path: Path, head: bytes) -> bool:
         """An ONNX model by content, or any file named `*.onnx` (so a corrupt one is reported as ONNX)."""
@@ -114,9 +115,11 @@ class OnnxFormat(FormatPlugin):
             FormatError: the file is unreadable, not an ONNX model, or references external
                 data outside its folder or beyond the end of a data file.
         """
-        from nnrconv_onnx import _io, _model
+        from nnrconv_onnx import _embed, _io, _model
 
         proto = _io.read_model(path)
+        if _embed.is_embedded(proto):
+            return _io.load_embedded(proto, path)
         return _model.model_from_proto(proto, base_dir=path.parent, source=str(path))
 
     def save(self, model: Model, path: Path) -> None:
@@ -129,6 +132,15 @@ class OnnxFormat(FormatPlugin):
         from nnrconv_onnx import _io
 
         _io.write_model(model, path, threshold=EXTERNAL_DATA_THRESHOLD)
+
+    def save_embedded(self, model: Model, path: Path, parameter_sets: bytes, ndus: Mapping[str, bytes]) -> None:
+        """Write ONNX whose weights are NNR data units decoded by `org.mpeg.nnr` NnrDecode nodes.
+
+        The layout is described in `nnrconv_onnx._embed`; `load` reads such files back.
+        """
+        from nnrconv_onnx import _io
+
+        _io.write_embedded(model, path, parameter_sets, ndus, threshold=EXTERNAL_DATA_THRESHOLD)
 
     def topology_bytes(self, model: Model, carried: Collection[str]) -> bytes:
         """The serialized ModelProto without the payloads of `carried` tensors.

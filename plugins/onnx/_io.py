@@ -189,3 +189,61 @@ def _write_external(sites: list[WeightSite], tensors: Mapping[str, Tensor], data
                 entry.key, entry.value = key, value
         f.flush()
         os.fsync(f.fileno())
+
+
+def write_embedded(
+    model: Model, path: Path, parameter_sets: bytes, ndus: Mapping[str, bytes], *, threshold: int
+) -> None:
+    """Write `model` as ONNX with the tensors in `ndus` NNR-coded inside (see `_embed`).
+
+    Past `threshold` bytes, the coded tensors go to ``<file name>.data`` as external data.
+    """
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    from nnrconv_onnx._embed import embed
+
+    proto = embed(_rebuild(model, strip=set(ndus)), parameter_sets, ndus)
+    try:
+        if proto.ByteSize() > threshold:
+            convert_model_to_external_data(
+                proto, all_tensors_to_one_file=True, location=f"{path.name}.data", size_threshold=EXTERNAL_MIN_BYTES
+            )
+            onnx.save_model(proto, str(path))
+        else:
+            path.write_bytes(_serialize(proto, f"{path}: the ONNX model"))
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot write: {exc.strerror}") from exc
+
+
+def load_embedded(proto: onnx.ModelProto, path: Path) -> Model:
+    """The plain model of a `.nnr.onnx`: data units decoded, each kept as a `CodedTensor`."""
+    from onnx.external_data_helper import load_external_data_for_model
+
+    from nnrconv import nnc
+    from nnrconv.core import CodedTensor
+    from nnrconv_onnx._embed import extract, restore
+
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
+        try:
+            load_external_data_for_model(proto, str(path.parent))
+        except (OSError, ValueError) as exc:
+            raise FormatError(f"{path}: cannot read the external data of its coded tensors: {exc}") from exc
+    embedded = extract(proto, str(path))
+    try:
+        arrays = nnc.decode_parts(embedded.parameter_sets, embedded.ndus)
+    except BitstreamError as exc:
+        exc.args = (f"{path}: {exc}",)
+        raise
+    try:
+        plain = restore(proto, arrays.get, str(path))
+    except ValueError as exc:
+        raise BitstreamError(f"{path}: {exc}") from exc
+    model = model_from_proto(plain, base_dir=path.parent, source=str(path))
+    for key, ndu in embedded.ndus.items():
+        tensor = model.tensors.get(key)
+        if tensor is None:
+            raise BitstreamError(f"{path}: the coded tensor has no place in the model", tensor=key)
+        model.tensors[key] = CodedTensor(
+            key, tensor.dtype, tensor.shape, ndu, embedded.parameter_sets, tensor.numpy, role=tensor.role
+        )
+    return model
