@@ -30,6 +30,7 @@ from nnrconv.core import (
     FormatPlugin,
     Graph,
     Model,
+    NNRConvError,
     UnsupportedError,
     get_plugin_manager,
     get_registry,
@@ -232,7 +233,10 @@ def encode(model: Model, *, compress_topology: bool = True, options: nnc.CodingO
             )
         topology, code = b"", int(nnc.TopologyStorageFormat.NNR_TPL_UNREC)
     elif fmt.topology_code is None:
-        raise UnsupportedError(f"format {fmt.name!r} has no NNR topology code; cannot embed its topology")
+        raise UnsupportedError(
+            f"format {fmt.name!r} has no NNR topology code, so NNR cannot carry its topology; "
+            f"convert the model to a format that has one first (onnx, nnef, tensorflow or pytorch)"
+        )
     else:
         topology = fmt.topology_bytes(model, {t.name for t in carried})
         code = fmt.topology_code
@@ -437,14 +441,17 @@ def _translate(model: Model, source: Path, src_name: str, dst_name: str, workdir
     `workdir`. The returned model may map files inside `workdir`, which must outlive its use.
     """
     fmt = _plugin(model.source_format)
-    if src_name == NNR_FORMAT:
-        pattern = next((p for p in fmt.patterns if p.startswith("*.")), "*")
-        native = workdir / pattern.replace("*", "decoded", 1)
-        fmt.save(model, native)
-    else:
-        native = source
-    hook = get_plugin_manager().hook.convert_model
-    result = hook(source=native, source_format=fmt.name, target_format=dst_name, workdir=workdir)
+    native = source
+    try:
+        if src_name == NNR_FORMAT:
+            native = workdir / fmt.native_name(model)
+            fmt.save(model, native)
+        hook = get_plugin_manager().hook.convert_model
+        result = hook(source=native, source_format=fmt.name, target_format=dst_name, workdir=workdir)
+    except NNRConvError as err:
+        # Speak of the user's file, not of the private copy made of it.
+        err.args = (str(err).replace(str(native), f"{source} (decoded as {fmt.name})"),)
+        raise
     if result is None:
         raise UnsupportedError(
             f"{source}: no installed plugin converts {fmt.name} models to {dst_name}; "

@@ -111,6 +111,16 @@ class FormatPlugin:
         name = path.name.lower()
         return any(fnmatch.fnmatchcase(name, p.lower()) for p in self.embedded_patterns)
 
+    def native_name(self, model: Model) -> str:
+        """A file (or folder) name under which `save` writes this model natively.
+
+        Used when a model decoded from NNR must exist as a native file, for example to hand it
+        to a converter. The default takes the first ``*.ext`` pattern; formats with several
+        kinds of output (a SavedModel folder versus a frozen graph) override it.
+        """
+        pattern = next((p for p in self.patterns if p.startswith("*.")), "*")
+        return pattern.replace("*", "model", 1)
+
     def sniff(self, path: Path, head: bytes) -> bool:
         """Whether an existing input is of this format, judged by content.
 

@@ -2,23 +2,37 @@
 # SPDX-License-Identifier: Apache-2.0
 """The NNEF format plugin: NNEF model folders and `.tgz` archives in and out of NNR (topology format 1).
 
+It also converts models between formats through nnef-tools (`convert_model`): ONNX, TensorFlow
+and TFLite to NNEF, and NNEF to ONNX. For TFLite it registers a read-only `tflite` format.
+
 This module is what the ``nnrconv`` entry point loads, so it must import without ``nnef`` or
-``nnef_tools`` installed: only `nnrconv_nnef._format` is imported here, and that module defers
-every framework import to the methods that need it.
+``nnef_tools`` installed: only `nnrconv_nnef._format` and `nnrconv_nnef._tflite` are imported
+here, and they defer every framework import to the methods that need it; so does the hook.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from nnrconv.core import hookimpl
 from nnrconv_nnef._format import NnefFormat
+from nnrconv_nnef._tflite import TfliteFormat
 
-__all__ = ["NnefFormat", "register_formats"]
+__all__ = ["NnefFormat", "TfliteFormat", "convert_model", "register_formats"]
 
 
 @hookimpl
 def register_formats(register: Callable[[Any], None]) -> None:
-    """Register the single NNEF format instance."""
+    """Register the NNEF format and the read-only TFLite source format."""
     register(NnefFormat())
+    register(TfliteFormat())
+
+
+@hookimpl
+def convert_model(source: Path, source_format: str, target_format: str, workdir: Path) -> Path | None:
+    """Convert ONNX, TensorFlow or TFLite to NNEF, or NNEF to ONNX, with nnef-tools; None for other pairs."""
+    from nnrconv_nnef import _convert
+
+    return _convert.convert_model(source, source_format, target_format, workdir)

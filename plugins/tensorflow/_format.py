@@ -132,6 +132,10 @@ class TensorFlowFormat(FormatPlugin):
 
         return _graphdef.model_from_graph_def(_graphdef.read_graph_def(path), str(path))
 
+    def native_name(self, model: Model) -> str:
+        """A SavedModel is a folder (`model_savedmodel`); a frozen graph a file (`model.pb`)."""
+        return "model_savedmodel" if model.metadata.get("tensorflow.kind") == "savedmodel" else "model.pb"
+
     def save(self, model: Model, path: Path) -> None:
         """Write a frozen graph file, or a SavedModel folder, as the model was read.
 
