@@ -16,7 +16,16 @@ if sys.platform == "win32":
     _CABAC_FLAGS = ["/O2", "/fp:precise"]
 else:
     # -ffp-contract=off: no fused multiply-add, so quantization matches the reference bit for bit.
-    _CABAC_FLAGS = ["-std=c11", "-O3", "-ffp-contract=off", "-fvisibility=hidden", "-fno-semantic-interposition", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+    _CABAC_FLAGS = [
+        "-std=c11",
+        "-O3",
+        "-ffp-contract=off",
+        "-fvisibility=hidden",
+        "-fno-semantic-interposition",
+        "-Wall",
+        "-Wextra",
+        "-Wno-unused-parameter",
+    ]
 
 EXTENSIONS: list = [
     Extension(
