@@ -209,7 +209,13 @@ def _carried(tensor: ArrayTensor, options: nnc.CodingOptions) -> bool:
     return nnc.can_carry(tensor.numpy(), options)
 
 
-def encode(model: Model, *, compress_topology: bool = True, options: nnc.CodingOptions | None = None) -> bytes:
+def encode(
+    model: Model,
+    *,
+    compress_topology: bool = True,
+    options: nnc.CodingOptions | None = None,
+    progress: nnc.Progress | None = None,
+) -> bytes:
     """Code a model as an NNR bitstream carrying its topology (integration mode 1).
 
     Tensors the NNC backend can hold travel as data units, coded as `options` say (default: the
@@ -246,6 +252,7 @@ def encode(model: Model, *, compress_topology: bool = True, options: nnc.CodingO
         code,
         compress_topology=compress_topology,
         options=options,
+        progress=progress,
     )
 
 
@@ -291,12 +298,14 @@ def _keep_coded(model: Model, parameter_sets: bytes | None, coded: dict[str, byt
     return model
 
 
-def decode(data: bytes, *, source: str = "<bytes>", jobs: int | None = None) -> Model:
+def decode(
+    data: bytes, *, source: str = "<bytes>", jobs: int | None = None, progress: nnc.Progress | None = None
+) -> Model:
     """Rebuild a model from an NNR bitstream, through the plugin owning its topology format.
 
     `jobs` threads decode the data units (default: the number of cores).
     """
-    decoded = nnc.decode_model(data, source=source, jobs=jobs)
+    decoded = nnc.decode_model(data, source=source, jobs=jobs, progress=progress)
     tensors = {name: ArrayTensor(name, array) for name, array in decoded.tensors.items()}
     code = decoded.topology_storage_format
     if code == nnc.TopologyStorageFormat.NNR_TPL_UNREC:
@@ -333,13 +342,14 @@ def save(
     force: bool = False,
     inputs: Sequence[Path] = (),
     options: nnc.CodingOptions | None = None,
+    progress: nnc.Progress | None = None,
 ) -> None:
     """Write a model natively or as NNR (coded as `options` say); atomic, never replacing a file without `force`."""
     path = Path(path)
     check_output(path, inputs=tuple(inputs), force=force)
     name = _output_format(path, format)
     if name == NNR_FORMAT:
-        data = encode(model, options=options)
+        data = encode(model, options=options, progress=progress)
         with staged_output(path, force=force) as staged:
             staged.write_bytes(data)
         return
@@ -349,7 +359,7 @@ def save(
         hint = "" if model.source_format else "; write them to a weights-only format"
         raise UnsupportedError(f"{path}: cannot write {origin} as {fmt.name}{hint}")
     if fmt.matches_embedded(path):
-        parameter_sets, ndus = _embedded_units(model, options)
+        parameter_sets, ndus = _embedded_units(model, options, progress)
         with staged_output(path, force=force) as staged:
             fmt.save_embedded(model, staged, parameter_sets, ndus)
         return
@@ -357,7 +367,9 @@ def save(
         fmt.save(model, staged)
 
 
-def _embedded_units(model: Model, options: nnc.CodingOptions | None) -> tuple[bytes, dict[str, bytes]]:
+def _embedded_units(
+    model: Model, options: nnc.CodingOptions | None, progress: nnc.Progress | None = None
+) -> tuple[bytes, dict[str, bytes]]:
     """Parameter sets and one NDU per carried tensor, for NNR inside a native container.
 
     Without `options`, tensors still coded from an NNR source keep their units (when all of them
@@ -369,7 +381,7 @@ def _embedded_units(model: Model, options: nnc.CodingOptions | None) -> tuple[by
         return units
     options = options or nnc.CodingOptions()
     carried = [t for t in model if _carried(t, options)]
-    return nnc.encode_parts(((t.name, t.numpy()) for t in carried), options)
+    return nnc.encode_parts(((t.name, t.numpy()) for t in carried), options, progress=progress)
 
 
 def convert(
@@ -381,6 +393,7 @@ def convert(
     force: bool = False,
     options: nnc.CodingOptions | None = None,
     jobs: int | None = None,
+    progress: nnc.Progress | None = None,
 ) -> ConversionResult:
     """Convert a model file: native → NNR, NNR → native, or native → native of the same format.
 
@@ -399,7 +412,7 @@ def convert(
         raise UnsupportedError(f"{target}: input and output are both NNR bitstreams; nothing to convert")
     if src_name == NNR_FORMAT:
         threads = jobs if jobs is not None else (options.jobs if options else None)
-        model = decode(_read_bitstream(source), source=str(source), jobs=threads)
+        model = decode(_read_bitstream(source), source=str(source), jobs=threads, progress=progress)
     else:
         model = load(source, src_name)
     if not model.source_format and dst_name != NNR_FORMAT and not _plugin(dst_name).accepts_foreign_tensors:
@@ -411,9 +424,9 @@ def convert(
     if _needs_translation(model, dst_name):
         with tempfile.TemporaryDirectory(prefix="nnrconv-") as workdir:
             model = _translate(model, source, src_name, dst_name, Path(workdir))
-            save(model, target, dst_name, force=force, inputs=(source,), options=options)
+            save(model, target, dst_name, force=force, inputs=(source,), options=options, progress=progress)
     else:
-        save(model, target, dst_name, force=force, inputs=(source,), options=options)
+        save(model, target, dst_name, force=force, inputs=(source,), options=options, progress=progress)
     return ConversionResult(
         source=source,
         target=target,

@@ -18,11 +18,15 @@ Exit codes:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
+from typing import TextIO
 
 import click
 
@@ -47,6 +51,53 @@ class _DefaultToConvert(click.Group):
                 args = [*args[:index], "convert", *args[index:]]
             break
         return super().parse_args(ctx, args)
+
+
+class _TerminalProgress:
+    """A one-line live status on a terminal: tensors done, bytes, rate and the current tensor.
+
+    Drawn on stderr only when it is a terminal, so pipes and logs stay clean; at most ten
+    redraws a second, and the line is erased when the work ends (the summary line follows).
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._started = time.perf_counter()
+        self._drawn = 0.0
+        self._tensors = 0
+        self._bytes = 0
+
+    @classmethod
+    @contextlib.contextmanager
+    def for_stderr(cls, *, enabled: bool = True) -> Iterator[_TerminalProgress | None]:
+        stream = sys.stderr
+        if not enabled or not stream.isatty():
+            yield None
+            return
+        progress = cls(stream)
+        try:
+            yield progress
+        finally:
+            progress.close()
+
+    def __call__(self, name: str, nbytes: int) -> None:
+        self._tensors += 1
+        self._bytes += nbytes
+        now = time.perf_counter()
+        if now - self._drawn < 0.1:
+            return
+        self._drawn = now
+        rate = self._bytes / max(now - self._started, 1e-9)
+        line = f"{self._tensors} tensors, {_human(self._bytes)}, {_human(rate)}/s  {name}"
+        width = shutil.get_terminal_size((80, 20)).columns - 1
+        self._stream.write("\r" + line[:width].ljust(width))
+        self._stream.flush()
+
+    def close(self) -> None:
+        if self._drawn:
+            width = shutil.get_terminal_size((80, 20)).columns - 1
+            self._stream.write("\r" + " " * width + "\r")
+            self._stream.flush()
 
 
 def _human(n: float) -> str:
@@ -156,15 +207,17 @@ def convert(
     bit-identical tensors.
     """
     options = _make_options(**coding)  # type: ignore[arg-type]
-    result = _api.convert(
-        source,
-        target,
-        from_format=from_format,
-        to_format=to_format,
-        force=force,
-        options=options,
-        jobs=coding["jobs"],  # type: ignore[arg-type]
-    )
+    with _TerminalProgress.for_stderr(enabled=not quiet) as progress:
+        result = _api.convert(
+            source,
+            target,
+            from_format=from_format,
+            to_format=to_format,
+            force=force,
+            options=options,
+            jobs=coding["jobs"],  # type: ignore[arg-type]
+            progress=progress,
+        )
     if not quiet:
         ratio = result.target_bytes / result.source_bytes if result.source_bytes else 0.0
         click.echo(

@@ -17,6 +17,7 @@ from nnrconv.nnc._coding import DEFAULT_SNR_DB, CodingOptions
 from nnrconv.nnc._container import (
     MAX_TOPOLOGY_SIZE,
     DecodedModel,
+    Progress,
     UnitInfo,
     assemble_model,
     can_carry,
@@ -70,6 +71,7 @@ from nnrconv.nnc._ndu import (
 from nnrconv.nnc._units import NnrUnit, NnrUnitHeader, QuantizationUnit, StartUnit, TopologyUnit, UnitContext
 
 __all__ = [
+    "Progress",
     "assemble_model",
     "DEFAULT_SNR_DB",
     "MAX_TOPOLOGY_SIZE",

@@ -50,6 +50,9 @@ from nnrconv.nnc._ndu import CompressedDataUnit, NduHeader, NodeId, decode_refer
 from nnrconv.nnc._payloads import PayloadSettings, decode_levels_payload, encode_payload
 from nnrconv.nnc._units import QuantizationUnit, StartUnit, TopologyUnit, UnitContext
 
+# Called with (tensor name, bytes of its data) as each tensor is coded or decoded.
+Progress = Callable[[str, int], None]
+
 __all__ = [
     "MAX_TOPOLOGY_SIZE",
     "DecodedModel",
@@ -129,6 +132,7 @@ def encode_model(
     compress_topology: bool = True,
     general_profile_idc: int = 1,
     options: CodingOptions | None = None,
+    progress: Progress | None = None,
 ) -> bytes:
     """Code a model as an NNR bitstream: STR, MPS, TPL, then one NDU per tensor, in tensor order.
 
@@ -139,6 +143,7 @@ def encode_model(
         compress_topology: deflate the topology (NNR_DFL) when that makes it smaller.
         general_profile_idc: 1 for 2nd-edition syntax (adds node ids as NNCodec 2.x does), or 0.
         options: how tensors are coded (default `CodingOptions()`: per-tensor SNR target).
+        progress: called with (tensor name, bytes of its data) as each tensor is coded.
 
     Returns:
         The bitstream. A 0-d tensor is written with dimensions [1]; callers restore exact shapes
@@ -150,7 +155,13 @@ def encode_model(
         ValueError: two tensors share a name, or `general_profile_idc` is not 0 or 1.
     """
     parameter_sets, ndus = _encode(
-        tensors, options or CodingOptions(), general_profile_idc, topology, topology_storage_format, compress_topology
+        tensors,
+        options or CodingOptions(),
+        general_profile_idc,
+        topology,
+        topology_storage_format,
+        compress_topology,
+        progress,
     )
     return parameter_sets + b"".join(ndus.values())
 
@@ -160,6 +171,7 @@ def encode_parts(
     options: CodingOptions | None = None,
     *,
     general_profile_idc: int = 1,
+    progress: Progress | None = None,
 ) -> tuple[bytes, dict[str, bytes]]:
     """Code tensors for embedding in a native container (integration mode 2).
 
@@ -172,7 +184,7 @@ def encode_parts(
         As `encode_model`.
     """
     items = tensors.items() if isinstance(tensors, Mapping) else tensors
-    return _encode(items, options or CodingOptions(), general_profile_idc, None, 0, False)
+    return _encode(items, options or CodingOptions(), general_profile_idc, None, 0, False, progress)
 
 
 def _encode(
@@ -182,6 +194,7 @@ def _encode(
     topology: bytes | None,
     storage_format: int,
     compress: bool,
+    progress: Progress | None = None,
 ) -> tuple[bytes, dict[str, bytes]]:
     if profile not in (0, 1):
         raise ValueError(f"general_profile_idc must be 0 or 1, got {profile!r}")
@@ -222,11 +235,14 @@ def _encode(
         return b"".join(_tensor_unit(name, array, plan, index, ctx, settings))
 
     jobs = list(enumerate(named))
-    if options.workers > 1 and len(jobs) > 1:
-        with ThreadPoolExecutor(min(options.workers, len(jobs))) as pool:
-            coded = list(pool.map(code, jobs))
-    else:
-        coded = [code(job) for job in jobs]
+    coded: list[bytes] = []
+    with ThreadPoolExecutor(max(1, min(options.workers, len(jobs)))) as pool:
+        results = pool.map(code, jobs) if options.workers > 1 and len(jobs) > 1 else map(code, jobs)
+        # Reported from this thread, in tensor order, as each unit is ready.
+        for (name, array, _), unit in zip(named, results, strict=True):
+            coded.append(unit)
+            if progress is not None:
+                progress(name, array.nbytes)
     return b"".join(head), {name: unit for (name, _, _), unit in zip(named, coded, strict=True)}
 
 
@@ -510,6 +526,7 @@ def decode_model(
     source: str = "<bytes>",
     jobs: int | None = None,
     max_elements: int = cabac.DEFAULT_MAX_ELEMENTS,
+    progress: Progress | None = None,
 ) -> DecodedModel:
     """Decode a bitstream into tensors and topology.
 
@@ -518,6 +535,7 @@ def decode_model(
         source: file name for error messages.
         jobs: threads decoding NDUs in parallel (default: the number of cores).
         max_elements: refuse any tensor declaring more elements, before allocating it.
+        progress: called with (tensor name, bytes decoded) as each tensor is ready.
 
     Raises:
         BitstreamError: corrupt or truncated data, a payload whose length does not match its
@@ -572,7 +590,7 @@ def decode_model(
     topology = _topology_bytes(tpl_unit, tpl_parsed, source)
     resolver = _NameResolver(tpl_unit, topology)
     jobs_list = [(ndu, site, resolver.names(ndu.header, site)) for ndu, site in ndus]
-    tensors = _decode_ndus(jobs_list, jobs)
+    tensors = _decode_ndus(jobs_list, jobs, progress)
     coded = None
     if movable:
         coded = {names[0]: bytes(view[o : o + n]) for (_, _, names), (o, n) in zip(jobs_list, spans, strict=True)}
@@ -596,7 +614,11 @@ def _decode_one(job: tuple[CompressedDataUnit, _NduSite, tuple[str, ...]]) -> _D
     return _PAYLOAD_DECODERS[ndu.header.nnr_compressed_data_unit_payload_type](ndu, names, site)
 
 
-def _decode_ndus(jobs: list[tuple[CompressedDataUnit, _NduSite, tuple[str, ...]]], workers: int | None) -> dict:
+def _decode_ndus(
+    jobs: list[tuple[CompressedDataUnit, _NduSite, tuple[str, ...]]],
+    workers: int | None,
+    progress: Progress | None = None,
+) -> dict:
     """Decode NDUs (in parallel: the C core releases the GIL), keeping stream order."""
     seen: set[str] = set()
     for _, site, names in jobs:
@@ -606,13 +628,13 @@ def _decode_ndus(jobs: list[tuple[CompressedDataUnit, _NduSite, tuple[str, ...]]
             seen.add(name)
     count = workers or os.cpu_count() or 1
     tensors: dict[str, np.ndarray] = {}
-    if count > 1 and len(jobs) > 1:
-        with ThreadPoolExecutor(min(count, len(jobs))) as pool:
-            for decoded in pool.map(_decode_one, jobs):
-                tensors.update(decoded)
-    else:
-        for job in jobs:
-            tensors.update(_decode_one(job))
+    with ThreadPoolExecutor(max(1, min(count, len(jobs)))) as pool:
+        results = pool.map(_decode_one, jobs) if count > 1 and len(jobs) > 1 else map(_decode_one, jobs)
+        for decoded in results:
+            tensors.update(decoded)
+            if progress is not None:
+                for name, array in decoded:
+                    progress(name, array.nbytes)
     return tensors
 
 

@@ -90,5 +90,5 @@ def test_corrupt_unit_inside_onnx_names_the_tensor(tmp_path):
     coded = next(t for t in proto.graph.initializer if t.name == "conv2.weight.nnr")
     coded.raw_data = coded.raw_data[:-5]
     onnx.save(proto, embedded)
-    with pytest.raises(nnrconv.NNRConvError, match="conv2.weight"):
+    with pytest.raises(nnrconv.NNRConvError, match=r"conv2\.weight"):
         nnrconv.load(embedded)
