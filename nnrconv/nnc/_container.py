@@ -19,6 +19,7 @@ import zlib
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -50,8 +51,12 @@ from nnrconv.nnc._ndu import CompressedDataUnit, NduHeader, NodeId, decode_refer
 from nnrconv.nnc._payloads import PayloadSettings, decode_levels_payload, encode_payload
 from nnrconv.nnc._units import QuantizationUnit, StartUnit, TopologyUnit, UnitContext
 
-# Called with (tensor name, bytes of its data) as each tensor is coded or decoded.
-Progress = Callable[[str, int], None]
+
+class Progress(Protocol):
+    """Told of each tensor as it is coded or decoded, from the calling thread, in tensor order."""
+
+    def __call__(self, name: str, nbytes: int) -> None:
+        """`name` is the tensor; `nbytes` the size of its data in memory."""
 
 __all__ = [
     "MAX_TOPOLOGY_SIZE",
