@@ -16,19 +16,14 @@ from nnrconv.nnc._bitio import BitReader, BitWriter
 from nnrconv.nnc._coding import DEFAULT_SNR_DB, CodingOptions
 from nnrconv.nnc._container import (
     MAX_TOPOLOGY_SIZE,
-    DecodedModel,
     Progress,
-    UnitInfo,
     assemble_model,
     can_carry,
-    decode_model,
-    decode_parts,
     deflate_topology,
-    encode_model,
-    encode_parts,
     inflate_topology,
-    inspect_units,
 )
+from nnrconv.nnc._decoding import DecodedModel, decode_model, decode_parts
+from nnrconv.nnc._encoding import encode_model, encode_parts
 from nnrconv.nnc._enums import (
     CompressedParameterTypes,
     DecompressedDataFormat,
@@ -50,6 +45,7 @@ from nnrconv.nnc._framing import (
     read_units,
     write_units,
 )
+from nnrconv.nnc._inspect import UnitInfo, inspect_units
 from nnrconv.nnc._mps import (
     DecompositionPerformanceEntry,
     LayerParameterSet,

@@ -1,0 +1,194 @@
+# Copyright nnrconv contributors
+# SPDX-License-Identifier: Apache-2.0
+"""Whole-model encoding: parameter sets, topology unit and one NDU per tensor, coded in parallel."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from nnrconv.core._errors import UnsupportedError
+from nnrconv.nnc._bitio import BitWriter
+from nnrconv.nnc._coding import CodingOptions, TensorPlan, choose_mps_qp, plan_tensor
+from nnrconv.nnc._container import _CABAC_UNARY_LENGTH_MINUS1, _RAW_FLOAT, Progress, _topology_unit
+from nnrconv.nnc._enums import (
+    PayloadType,
+)
+from nnrconv.nnc._framing import (
+    MAX_UNIT_SIZE,
+    advance_context,
+    encode_unit,
+    unit_size_field,
+)
+from nnrconv.nnc._mps import ModelParameterSet
+from nnrconv.nnc._ndu import CompressedDataUnit, NduHeader, NodeId
+from nnrconv.nnc._payloads import PayloadSettings, encode_payload
+from nnrconv.nnc._units import StartUnit, TopologyUnit, UnitContext
+
+# -- encoding ----------------------------------------------------------------------------------
+
+
+__all__ = [
+    "encode_model",
+    "encode_parts",
+]
+
+
+def encode_model(
+    tensors: Iterable[tuple[str, np.ndarray]],
+    topology: bytes,
+    topology_storage_format: int,
+    *,
+    compress_topology: bool = True,
+    general_profile_idc: int = 1,
+    options: CodingOptions | None = None,
+    progress: Progress | None = None,
+) -> bytes:
+    """Code a model as an NNR bitstream: STR, MPS, TPL, then one NDU per tensor, in tensor order.
+
+    Args:
+        tensors: (name, array) pairs, in the order the NDUs are written.
+        topology: the topology bytes to embed (e.g. an ONNX graph without its weights).
+        topology_storage_format: a `TopologyStorageFormat` code.
+        compress_topology: deflate the topology (NNR_DFL) when that makes it smaller.
+        general_profile_idc: 1 for 2nd-edition syntax (adds node ids as NNCodec 2.x does), or 0.
+        options: how tensors are coded (default `CodingOptions()`: per-tensor SNR target).
+        progress: called with (tensor name, bytes of its data) as each tensor is coded.
+
+    Returns:
+        The bitstream. A 0-d tensor is written with dimensions [1]; callers restore exact shapes
+        from their topology.
+
+    Raises:
+        UnsupportedError: a tensor cannot be carried (`can_carry` is false), its name contains
+            NUL, or its NDU would exceed 2**31 - 1 bytes; the message names the tensor.
+        ValueError: two tensors share a name, or `general_profile_idc` is not 0 or 1.
+    """
+    parameter_sets, ndus = _encode(
+        tensors,
+        options or CodingOptions(),
+        general_profile_idc,
+        topology,
+        topology_storage_format,
+        compress_topology,
+        progress,
+    )
+    return parameter_sets + b"".join(ndus.values())
+
+
+def encode_parts(
+    tensors: Iterable[tuple[str, np.ndarray]] | Mapping[str, np.ndarray],
+    options: CodingOptions | None = None,
+    *,
+    general_profile_idc: int = 1,
+    progress: Progress | None = None,
+) -> tuple[bytes, dict[str, bytes]]:
+    """Code tensors for embedding in a native container (integration mode 2).
+
+    Returns:
+        (parameter_set_bytes, ndus): the start unit and model parameter set, and per tensor name
+        one complete NDU unit (size field included), each decodable with `decode_parts` given the
+        parameter sets alone.
+
+    Raises:
+        As `encode_model`.
+    """
+    items = tensors.items() if isinstance(tensors, Mapping) else tensors
+    return _encode(items, options or CodingOptions(), general_profile_idc, None, 0, False, progress)
+
+
+def _encode(
+    tensors: Iterable[tuple[str, np.ndarray]],
+    options: CodingOptions,
+    profile: int,
+    topology: bytes | None,
+    storage_format: int,
+    compress: bool,
+    progress: Progress | None = None,
+) -> tuple[bytes, dict[str, bytes]]:
+    if profile not in (0, 1):
+        raise ValueError(f"general_profile_idc must be 0 or 1, got {profile!r}")
+    named: list[tuple[str, np.ndarray, TensorPlan]] = []
+    seen: set[str] = set()
+    for name, array in tensors:
+        if not isinstance(name, str):
+            raise TypeError(f"tensors names must be str, got {name!r}")
+        if name in seen:
+            raise ValueError(f"two tensors are named {name!r}; NDU names must be unique")
+        seen.add(name)
+        if "\0" in name:
+            raise UnsupportedError(f"tensor {name!r} contains a NUL character, which an NNR st(v) name cannot hold")
+        array = np.asarray(array)
+        plan = plan_tensor(array, options)
+        if plan is None:
+            raise UnsupportedError(
+                f"tensor {name!r} has dtype {array.dtype}; NNR carries float32, float16/float64 "
+                f"(lossy, or lossless on a QP grid) and integers that fit int32 ({options.mode} mode)"
+            )
+        named.append((name, array, plan))
+    qps = [p.qp for _, _, p in named if p.payload_type == PayloadType.NNR_PT_FLOAT and p.qp is not None]
+    margin = [min(qps) - 8] if any(p.snr_db is not None for _, _, p in named) and qps else []
+    mps_qp, qp_range = choose_mps_qp(qps + margin, options.qp_density)
+    mps = ModelParameterSet(mps_qp_density=options.qp_density, mps_quantization_parameter=mps_qp)
+    ctx = UnitContext()
+    head: list[bytes] = []
+    units: list[StartUnit | ModelParameterSet | TopologyUnit] = [StartUnit(profile), mps]
+    if topology is not None:
+        units.append(_topology_unit(topology, storage_format, compress))
+    for unit in units:
+        head.append(encode_unit(unit, ctx))
+        ctx = advance_context(ctx, unit)
+    settings = PayloadSettings(options, mps_qp, qp_range, profile)
+
+    def code(job: tuple[int, tuple[str, np.ndarray, TensorPlan]]) -> bytes:
+        index, (name, array, plan) = job
+        return b"".join(_tensor_unit(name, array, plan, index, ctx, settings))
+
+    jobs = list(enumerate(named))
+    coded: list[bytes] = []
+    with ThreadPoolExecutor(max(1, min(options.workers, len(jobs)))) as pool:
+        results = pool.map(code, jobs) if options.workers > 1 and len(jobs) > 1 else map(code, jobs)
+        # Reported from this thread, in tensor order, as each unit is ready.
+        for (name, array, _), unit in zip(named, results, strict=True):
+            coded.append(unit)
+            if progress is not None:
+                progress(name, array.nbytes)
+    return b"".join(head), {name: unit for (name, _, _), unit in zip(named, coded, strict=True)}
+
+
+def _tensor_unit(
+    name: str, array: np.ndarray, plan: TensorPlan, index: int, ctx: UnitContext, settings: PayloadSettings
+) -> list[bytes]:
+    """Size field, headers and payload of one NDU, checked before the payload is built."""
+    if plan.payload_type != PayloadType.NNR_PT_RAW_FLOAT:
+        try:
+            coded = encode_payload(name, array, plan, settings, index)
+        except ValueError as exc:
+            raise UnsupportedError(f"tensor {name!r}: {exc}") from exc
+        w = BitWriter()
+        CompressedDataUnit(coded.header).write(w, ctx)
+        head = w.getvalue()
+        if plan.exact and plan.decompressed_format is None and len(coded.payload) >= 4 * array.size:
+            # Lossless on a grid but no smaller than raw float32: send it raw.
+            return _tensor_unit(name, array, TensorPlan(PayloadType.NNR_PT_RAW_FLOAT), index, ctx, settings)
+        if len(head) + len(coded.payload) + 4 > MAX_UNIT_SIZE:
+            raise UnsupportedError(f"tensor {name!r} does not fit one NNR unit (at most {MAX_UNIT_SIZE} bytes)")
+        return [unit_size_field(len(head) + len(coded.payload)), head, coded.payload]
+    header = NduHeader(
+        PayloadType.NNR_PT_RAW_FLOAT,
+        topology_elem_id=name,
+        node_id=NodeId(0, index, 0) if ctx.is_profile_1 else None,
+        tensor_dimensions=tuple(array.shape) or (1,),
+        cabac_unary_length_minus1=_CABAC_UNARY_LENGTH_MINUS1,
+    )
+    w = BitWriter()
+    CompressedDataUnit(header).write(w, ctx)
+    head = w.getvalue()
+    if len(head) + array.nbytes + 4 > MAX_UNIT_SIZE:
+        raise UnsupportedError(
+            f"tensor {name!r} ({array.nbytes} bytes) does not fit one NNR unit (at most {MAX_UNIT_SIZE} bytes)"
+        )
+    payload = array.astype(_RAW_FLOAT, copy=False).tobytes(order="C")
+    return [unit_size_field(len(head) + len(payload)), head, payload]
