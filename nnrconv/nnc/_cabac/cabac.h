@@ -78,16 +78,29 @@ extern const uint8_t nc_dq_next[8][2];    /* dependent-quantization state transi
 extern int8_t nc_next0[4][2][256];
 extern int16_t nc_next1[3][2][4096];
 
-/* One adaptive context: SBMP two-rate estimator, s = 16 * s0 + s1.  n0 / n1 point at the
- * bin-0 row (centre) of its transition tables; no char-typed members, so stores to a context
- * are not assumed to alias the coder state. */
+/* LPS lookup by context state and range: row nc_lps_rows[(S >> 7) + 32], column range >> 5
+ * (range in [256, 511], so columns 8..15 are used).  lps is rLPS; aux packs rLPS renormalised
+ * (bits 0-8), the renormalisation shift after an LPS (bits 9-11) and the MPS (bit 12).  Built by
+ * nc_tables_init from nc_lps_table; one row is one 64-byte cache line. */
 typedef struct {
-    int16_t s;
-    int16_t s0;
-    int16_t s1;
-    uint16_t set;
+    uint16_t lps[16];
+    uint16_t aux[16];
+} nc_lps_row;
+extern nc_lps_row nc_lps_rows[64];
+#define NC_AUX_RANGE(a) ((a) & 511u)
+#define NC_AUX_SHIFT(a) (((a) >> 9) & 7u)
+#define NC_AUX_MPS(a) ((a) >> 12)
+
+/* One adaptive context: SBMP two-rate estimator, S = 16 * s0 + s1.  row is the LPS-table row of
+ * the current S; n0 / n1 point at the bin-0 row (centre) of its transition tables; no
+ * char-typed members, so stores to a context are not assumed to alias the coder state. */
+typedef struct {
+    const nc_lps_row *row;
     const int8_t *n0;
     const int16_t *n1;
+    int16_t s0;
+    int16_t s1;
+    uint32_t set;
 } nc_ctx;
 
 /* The nine candidate parameter sets of one context, used by the encoder to pick a set. */
@@ -117,21 +130,17 @@ static inline void nc_ctx_update(nc_ctx *c, int bin)
     const int s1 = c->n1[4096 * bin + c->s1];
     c->s0 = (int16_t)s0;
     c->s1 = (int16_t)s1;
-    c->s = (int16_t)(16 * s0 + s1);
+    c->row = &nc_lps_rows[((16 * s0 + s1) >> 7) + 32];
 }
 
 static inline uint32_t nc_ctx_lps(const nc_ctx *c, uint32_t range)
 {
-    int q = c->s >> 7;
-    if (q < 0) {
-        q = -q;
-    }
-    return nc_lps_table[(range >> 5) & 7][q & 31];
+    return c->row->lps[range >> 5];
 }
 
 static inline int nc_ctx_mps(const nc_ctx *c)
 {
-    return c->s >= 0;
+    return (int)NC_AUX_MPS(c->row->aux[8]);
 }
 
 /* ---- per-tensor coding parameters ------------------------------------------------------ */

@@ -70,9 +70,10 @@ void nc_ctx_init(nc_ctx *c, int set)
 
 void nc_ctx_reset(nc_ctx *c)
 {
-    c->s = nc_param_sets[c->set][2];
+    const int s = nc_param_sets[c->set][2];
     c->s0 = nc_param_sets[c->set][3];
-    c->s1 = (int16_t)(c->s - 16 * c->s0);
+    c->s1 = (int16_t)(s - 16 * c->s0);
+    c->row = &nc_lps_rows[(s >> 7) + 32];
 }
 
 void nc_ctx_opt_init(nc_ctx_opt *o)
@@ -158,9 +159,20 @@ static int opt_step_index(int x)
     return j < 0 ? 0 : (j > 31 ? 31 : j);
 }
 
+nc_lps_row nc_lps_rows[64];
+
 void nc_tables_init(void)
 {
-    int sh, bin, v;
+    int sh, bin, v, r;
+    for (v = -32; v < 32; v++) {
+        const int q = (v < 0 ? -v : v) & 31;
+        for (r = 8; r < 16; r++) {
+            const uint32_t lps = nc_lps_table[r - 8][q];
+            const uint32_t n = nc_renorm_table[lps];
+            nc_lps_rows[v + 32].lps[r] = (uint16_t)lps;
+            nc_lps_rows[v + 32].aux[r] = (uint16_t)((lps << n) | (n << 9) | ((uint32_t)(v >= 0) << 12));
+        }
+    }
     for (sh = 0; sh < 4; sh++) {
         for (bin = 0; bin < 2; bin++) {
             const int d = bin ? 1 : -1;
@@ -184,45 +196,58 @@ void nc_tables_init(void)
 /* Rates are below 2^18, so 32-bit sums over this many bins cannot overflow. */
 #define OPT_CHUNK 16384
 
-/* All nine sets in one pass: more independent state chains in flight per bin. */
-void nc_opt_eval(const uint8_t *bins, size_t n, uint64_t bits[9])
+/* Three sets per pass over the sequence: with three the states, sums and table bases all stay
+ * in registers (nine at once spill).  The groups share shifts where possible, so a pass needs
+ * few distinct transition tables. */
+#define OPT_INIT(j, k)                                                                          \
+    do {                                                                                        \
+        a##j = nc_param_sets[k][3];                                                             \
+        b##j = nc_param_sets[k][2] - 16 * a##j;                                                 \
+    } while (0)
+#define OPT_BIN(j, k)                                                                           \
+    do {                                                                                        \
+        c##j += r[(16 * a##j + b##j) >> 3];                                                     \
+        a##j = nc_next0[nc_param_sets[k][0]][bin][a##j + 128];                                  \
+        b##j = nc_next1[nc_param_sets[k][1] - 4][bin][b##j + 2048];                             \
+    } while (0)
+
+static inline __attribute__((always_inline)) void opt_group(const uint8_t *bins, size_t n, uint64_t bits[9],
+                                                           const int k0, const int k1, const int k2)
 {
     const uint32_t *rate = &nc_rate[0][512];
-    int s0[9], s1[9], k;
-    const int8_t *n0[9];
-    const int16_t *n1[9];
+    int a0, b0, a1, b1, a2, b2;
     size_t t = 0, end;
-
-    for (k = 0; k < 9; k++) {
-        n0[k] = &nc_next0[nc_param_sets[k][0]][0][128];
-        n1[k] = &nc_next1[nc_param_sets[k][1] - 4][0][2048];
-        s0[k] = nc_param_sets[k][3];
-        s1[k] = nc_param_sets[k][2] - 16 * s0[k];
-    }
+    OPT_INIT(0, k0);
+    OPT_INIT(1, k1);
+    OPT_INIT(2, k2);
     while (t < n) {
-        uint32_t acc[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
+        uint32_t c0 = 0, c1 = 0, c2 = 0;
         end = n - t > OPT_CHUNK ? t + OPT_CHUNK : n;
         for (; t < end; t++) {
             const int bin = bins[t];
             const uint32_t *r;
             if (__builtin_expect(bin > 1, 0)) { /* NC_OPT_RESET */
-                for (k = 0; k < 9; k++) {
-                    s0[k] = nc_param_sets[k][3];
-                    s1[k] = nc_param_sets[k][2] - 16 * s0[k];
-                }
+                OPT_INIT(0, k0);
+                OPT_INIT(1, k1);
+                OPT_INIT(2, k2);
                 continue;
             }
             r = rate + 1024 * bin;
-            for (k = 0; k < 9; k++) {
-                acc[k] += r[(16 * s0[k] + s1[k]) >> 3];
-                s0[k] = n0[k][256 * bin + s0[k]];
-                s1[k] = n1[k][4096 * bin + s1[k]];
-            }
+            OPT_BIN(0, k0);
+            OPT_BIN(1, k1);
+            OPT_BIN(2, k2);
         }
-        for (k = 0; k < 9; k++) {
-            bits[k] += acc[k];
-        }
+        bits[k0] += c0;
+        bits[k1] += c1;
+        bits[k2] += c2;
     }
+}
+
+void nc_opt_eval(const uint8_t *bins, size_t n, uint64_t bits[9])
+{
+    opt_group(bins, n, bits, 0, 1, 2);
+    opt_group(bins, n, bits, 4, 5, 6);
+    opt_group(bins, n, bits, 3, 7, 8);
 }
 
 uint8_t nc_dq_skip(uint8_t state, uint64_t n)

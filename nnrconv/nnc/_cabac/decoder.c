@@ -214,109 +214,166 @@ static int64_t dec_weight(nc_decoder *d, nc_ctx *ctx, const nc_tensor *t, int st
     return neg ? -val : val;
 }
 
-/* ---- hot path: engine state in locals ----------------------------------------------------- *
- * The level loop keeps range / value / bits_needed / pos in a local struct whose address never
- * escapes, so they stay in registers; bins are decoded without data-dependent branches. */
+/* ---- hot path: 64-bit bit window ---------------------------------------------------------- *
+ * The level loop keeps the engine in a local struct whose address never escapes, so it stays in
+ * registers.  val holds the 16-bit decoder value V (the `value` register of nc_decoder with its
+ * missing low bits filled in) followed by cnt look-ahead bits: val = V * 2^cnt + next cnt bits.
+ * Renormalisation only lowers cnt; bytes are loaded five at a time when cnt drops below 8 (a
+ * bin shifts by at most 7).  Bytes past the end read as zero; whether the decoder really
+ * consumed them is worked out when the state goes back into the nc_decoder (fd_store). */
 
 typedef struct {
     const uint8_t *buf;
     uint64_t len;
-    uint64_t pos;
+    uint64_t bpos; /* bytes loaded into val */
+    uint64_t val;
     uint32_t range;
-    uint32_t value;
-    int32_t bits_needed;
-    int overrun;
-} dec_state;
+    int32_t cnt;
+} fast_dec;
 
-static inline void ds_load(dec_state *s, const nc_decoder *d)
+static inline uint32_t fd_byte(const fast_dec *f, uint64_t pos)
 {
-    s->buf = d->buf;
-    s->len = d->len;
-    s->pos = d->pos;
-    s->range = d->range;
-    s->value = d->value;
-    s->bits_needed = d->bits_needed;
-    s->overrun = d->overrun;
+    return pos < f->len ? f->buf[pos] : 0u;
 }
 
-static inline void ds_store(const dec_state *s, nc_decoder *d)
+static __attribute__((noinline)) uint64_t fd_refill_slow(const uint8_t *buf, uint64_t len, uint64_t bpos,
+                                                         uint64_t val)
 {
-    d->pos = s->pos;
-    d->range = s->range;
-    d->value = s->value;
-    d->bits_needed = s->bits_needed;
-    d->overrun = s->overrun;
-}
-
-static inline uint32_t ds_byte(dec_state *s)
-{
-    uint32_t b = 0;
-    if (__builtin_expect(s->pos < s->len, 1)) {
-        b = s->buf[s->pos];
-    } else {
-        s->overrun = 1;
+    int i;
+    for (i = 0; i < 5; i++) {
+        val = (val << 8) | (bpos + (uint64_t)i < len ? buf[bpos + (uint64_t)i] : 0u);
     }
-    s->pos++;
-    return b;
+    return val;
 }
 
-static inline int fast_bin(dec_state *s, nc_ctx *c)
+static inline void fd_refill(fast_dec *f)
 {
-    /* mask arithmetic instead of ?: so the compiler keeps the MPS/LPS choice branch-free */
-    const uint32_t lps = nc_ctx_lps(c, s->range);
-    const uint32_t rmps = s->range - lps;
-    const uint32_t scaled = rmps << 7;
-    const uint32_t is_lps = s->value >= scaled;
-    const uint32_t mask = 0u - is_lps;
-    const int bin = nc_ctx_mps(c) ^ (int)is_lps;
-    const uint32_t range = rmps ^ ((rmps ^ lps) & mask);
-    const int n = nc_renorm_table[range]; /* 0 while range >= 256 */
-    s->value = (s->value - (scaled & mask)) << n;
-    s->range = range << n;
-    s->bits_needed += n;
-    if (__builtin_expect(s->bits_needed >= 0, 0)) {
-        s->value += ds_byte(s) << s->bits_needed;
-        s->bits_needed -= 8;
+    if (__builtin_expect(f->cnt < 8, 0)) {
+        if (__builtin_expect(f->bpos + 8 <= f->len, 1)) {
+            uint64_t w;
+            memcpy(&w, f->buf + f->bpos, 8);
+#if defined(__GNUC__)
+            w = __builtin_bswap64(w);
+#else
+            w = ((w & 0xff) << 56) | ((w & 0xff00) << 40) | ((w & 0xff0000) << 24) | ((w & 0xff000000) << 8) |
+                ((w >> 8) & 0xff000000) | ((w >> 24) & 0xff0000) | ((w >> 40) & 0xff00) | (w >> 56);
+#endif
+            f->val = (f->val << 40) | (w >> 24);
+        } else {
+            f->val = fd_refill_slow(f->buf, f->len, f->bpos, f->val);
+        }
+        f->bpos += 5;
+        f->cnt += 40;
     }
+}
+
+/* nc_decoder (value with 8 + bits_needed missing low bits, pos bytes read) -> fast_dec. */
+static inline void fd_load(fast_dec *f, const nc_decoder *d)
+{
+    const uint32_t m = (uint32_t)(8 + d->bits_needed);
+    f->buf = d->buf;
+    f->len = d->len;
+    f->range = d->range;
+    f->val = ((uint64_t)d->value << (8 - m)) | fd_byte(f, d->pos);
+    f->cnt = (int32_t)(8 - m);
+    f->bpos = d->pos + 1;
+    fd_refill(f);
+}
+
+static inline void fd_store(const fast_dec *f, nc_decoder *d)
+{
+    const uint64_t vend = 8 * f->bpos - (uint64_t)f->cnt;
+    const uint32_t m = (uint32_t)(vend & 7);
+    d->pos = vend >> 3;
+    d->bits_needed = (int32_t)m - 8;
+    d->value = (uint32_t)(f->val >> f->cnt) & ~((1u << m) - 1u);
+    d->range = f->range;
+    if (d->pos > d->len) {
+        d->overrun = 1;
+    }
+}
+
+static inline int fd_bin(fast_dec *f, nc_ctx *c)
+{
+    /* The comparison is made as (val >> sh) >= rMPS, so the shift does not wait for the table
+     * lookup; the selects below compile to conditional moves. */
+    const nc_lps_row *p = c->row;
+    const uint32_t r = f->range >> 5;
+    const uint32_t lps = p->lps[r];
+    const uint32_t aux = p->aux[r];
+    const uint32_t sh = (uint32_t)f->cnt + 7;
+    const uint64_t v = f->val >> sh;
+    const uint32_t rmps = f->range - lps;
+    const uint32_t n_mps = rmps < 256;
+    const uint64_t scaled = (uint64_t)rmps << sh;
+    uint32_t range = rmps << n_mps, n = n_mps, is_lps = 0;
+    uint64_t sub = 0;
+    int bin;
+#if defined(__GNUC__) && defined(__x86_64__)
+    {
+        const uint64_t rm64 = rmps;
+        const uint32_t r_lps = NC_AUX_RANGE(aux), n_lps = NC_AUX_SHIFT(aux);
+        __asm__("cmpq %[rm], %[v]\n\t"
+                "cmovaeq %[sc], %[sub]\n\t"
+                "cmovael %[rl], %[range]\n\t"
+                "cmovael %[nl], %[n]\n\t"
+                "setae %b[il]"
+                : [sub] "+r"(sub), [range] "+r"(range), [n] "+r"(n), [il] "+q"(is_lps)
+                : [v] "r"(v), [rm] "r"(rm64), [sc] "r"(scaled), [rl] "r"(r_lps), [nl] "r"(n_lps)
+                : "cc");
+    }
+#else
+    {
+        uint32_t m;
+        is_lps = v >= rmps;
+        m = 0u - is_lps;
+        sub = scaled & (0 - (uint64_t)is_lps);
+        range ^= (range ^ NC_AUX_RANGE(aux)) & m;
+        n ^= (n ^ NC_AUX_SHIFT(aux)) & m;
+    }
+#endif
+    bin = (int)(NC_AUX_MPS(aux) ^ is_lps);
+    f->val -= sub;
+    f->range = range;
+    f->cnt -= (int32_t)n;
+    fd_refill(f);
     nc_ctx_update(c, bin);
     return bin;
 }
 
-static inline uint32_t fast_bypass_bits(dec_state *s, uint32_t num_bits)
+static inline uint32_t fd_bypass_bits(fast_dec *f, uint32_t num_bits)
 {
     uint32_t v = 0, i;
     for (i = 0; i < num_bits; i++) {
-        uint32_t scaled;
-        s->value += s->value;
-        if (++s->bits_needed >= 0) {
-            s->value += ds_byte(s);
-            s->bits_needed = -8;
-        }
-        scaled = s->range << 7;
+        uint64_t scaled;
+        f->cnt--;
+        scaled = (uint64_t)f->range << (f->cnt + 7);
         v <<= 1;
-        if (s->value >= scaled) {
-            s->value -= scaled;
+        if (f->val >= scaled) {
+            f->val -= scaled;
             v |= 1;
         }
+        fd_refill(f);
     }
     return v;
 }
 
-/* dec_weight without codebook limits. */
-static inline int64_t fast_weight(dec_state *s, nc_ctx *ctx, uint32_t ng, int state, int nb)
+/* dec_weight without codebook limits; returns the index k. */
+static inline __attribute__((always_inline)) int64_t fd_weight(fast_dec *f, nc_ctx *ctx, uint32_t ng,
+                                                                int state, int nb)
 {
     int64_t val;
     int neg;
     uint32_t j, rem_bits;
     nc_ctx *gtx;
 
-    if (!fast_bin(s, &ctx[NC_CTX_SIG + 3 * state + nb])) {
+    if (!fd_bin(f, &ctx[NC_CTX_SIG + 3 * state + nb])) {
         return 0;
     }
-    neg = fast_bin(s, &ctx[NC_CTX_SIGN + nb]);
+    neg = fd_bin(f, &ctx[NC_CTX_SIGN + nb]);
     gtx = &ctx[NC_CTX_GTX + neg];
     for (j = 0; j < ng; j++) {
-        if (!fast_bin(s, &gtx[2 * j])) {
+        if (!fd_bin(f, &gtx[2 * j])) {
             val = 1 + (int64_t)j;
             return neg ? -val : val;
         }
@@ -324,7 +381,7 @@ static inline int64_t fast_weight(dec_state *s, nc_ctx *ctx, uint32_t ng, int st
     val = 1 + (int64_t)ng;
     rem_bits = 0;
     for (j = 0;; j++) {
-        if (!fast_bin(s, &ctx[NC_CTX_REM(ng) + j])) {
+        if (!fd_bin(f, &ctx[NC_CTX_REM(ng) + j])) {
             break;
         }
         val += (int64_t)1 << rem_bits;
@@ -333,8 +390,54 @@ static inline int64_t fast_weight(dec_state *s, nc_ctx *ctx, uint32_t ng, int st
             break;
         }
     }
-    val += fast_bypass_bits(s, rem_bits);
+    val += fd_bypass_bits(f, rem_bits);
     return neg ? -val : val;
+}
+
+/* One row segment without codebook: returns the column of a level that overflows int32, or n. */
+static inline __attribute__((always_inline)) uint64_t fd_row(fast_dec *f, nc_ctx *ctx, uint32_t ng,
+                                                              int32_t *out, uint64_t n, int *pstate,
+                                                              int *pnb, const int dq)
+{
+    int state = *pstate, nb = *pnb;
+    uint64_t x;
+    fast_dec s = *f; /* a local copy that stays in registers */
+    for (x = 0; x < n; x++) {
+        const int64_t k = fd_weight(&s, ctx, ng, dq ? state : 0, nb);
+        int64_t level = k;
+        if (__builtin_expect((uint64_t)(k + (INT64_C(1) << 29)) > (UINT64_C(1) << 30), 0)) {
+            if (dq) {
+                level = 2 * k + (k < 0 ? (state & 1) : -(state & 1));
+            }
+            if (level > INT32_MAX || level < INT32_MIN) {
+                break;
+            }
+        } else if (dq && k != 0) {
+            const int32_t p = state & 1;
+            level = 2 * k + (k < 0 ? p : -p);
+        }
+        out[x] = (int32_t)level;
+        nb = k == 0 ? 0 : (k < 0 ? 1 : 2);
+        if (dq) {
+            state = nc_dq_next[state][k & 1];
+        }
+    }
+    *f = s;
+    *pstate = state;
+    *pnb = nb;
+    return x;
+}
+
+static __attribute__((noinline)) uint64_t fd_row_dq(fast_dec *f, nc_ctx *ctx, uint32_t ng, int32_t *out,
+                                                    uint64_t n, int *state, int *nb)
+{
+    return fd_row(f, ctx, ng, out, n, state, nb, 1);
+}
+
+static __attribute__((noinline)) uint64_t fd_row_nodq(fast_dec *f, nc_ctx *ctx, uint32_t ng, int32_t *out,
+                                                      uint64_t n, int *state, int *nb)
+{
+    return fd_row(f, ctx, ng, out, n, state, nb, 0);
 }
 
 static int ensure_ctx(nc_decoder *d, uint32_t num_gtx, nc_status *st)
@@ -398,7 +501,7 @@ int nc_decode_tensor(nc_decoder *d, int32_t *out, const nc_tensor *tin,
         last_offset = 0, ep_offset = 0;
     uint32_t ng;
     size_t i, nctx;
-    int state = 0, nb = 0, flags_present, rc = NC_OK, use_eps, make_eps, plain, dqmask;
+    int state = 0, nb = 0, flags_present, rc = NC_OK, use_eps, make_eps, plain;
 
     if (n_eps_out != NULL) {
         *n_eps_out = 0;
@@ -460,7 +563,6 @@ int nc_decode_tensor(nc_decoder *d, int32_t *out, const nc_tensor *tin,
     bh = t.scan_order ? ((uint64_t)4 << t.scan_order) : rows;
     bw = t.scan_order ? ((uint64_t)4 << t.scan_order) : width;
     plain = t.cb_size == 0 || t.profile == 0;
-    dqmask = t.dq ? 7 : 0;
     (void)base_offset;
     for (by = 0, block_row = 0; by < rows; by += bh, block_row++) {
         ye = by + bh < rows ? by + bh : rows;
@@ -487,28 +589,19 @@ int nc_decode_tensor(nc_decoder *d, int32_t *out, const nc_tensor *tin,
                     continue;
                 }
                 if (plain) {
-                    /* fast path; levels of |k| < 2^30 cannot overflow, larger ones are checked */
-                    dec_state ds;
-                    nc_ctx *const ctx = d->ctx;
-                    ds_load(&ds, d);
-                    for (x = bx; x < xe; x++) {
-                        int64_t k = fast_weight(&ds, ctx, ng, state, nb);
-                        int64_t level = k;
-                        if (t.dq && k != 0) {
-                            level = 2 * k + (k < 0 ? (state & 1) : -(state & 1));
-                        }
-                        if (__builtin_expect(level > INT32_MAX || level < INT32_MIN, 0)) {
-                            ds_store(&ds, d);
-                            rc = nc_fail(st, NC_ERR_STREAM, d->pos,
-                                         "decoded level at row %llu, column %llu does not fit in int32",
-                                         (unsigned long long)y, (unsigned long long)x);
-                            goto done;
-                        }
-                        row[x] = (int32_t)level;
-                        nb = k == 0 ? 0 : (k < 0 ? 1 : 2);
-                        state = nc_dq_next[state][k & 1] & dqmask;
+                    /* fast path */
+                    fast_dec f;
+                    uint64_t done;
+                    fd_load(&f, d);
+                    done = t.dq ? fd_row_dq(&f, d->ctx, ng, row + bx, xe - bx, &state, &nb)
+                                : fd_row_nodq(&f, d->ctx, ng, row + bx, xe - bx, &state, &nb);
+                    fd_store(&f, d);
+                    if (done < xe - bx) {
+                        rc = nc_fail(st, NC_ERR_STREAM, d->pos,
+                                     "decoded level at row %llu, column %llu does not fit in int32",
+                                     (unsigned long long)y, (unsigned long long)(bx + done));
+                        goto done;
                     }
-                    ds_store(&ds, d);
                     if (d->overrun) {
                         rc = nc_fail(st, NC_ERR_STREAM, d->len,
                                      "CABAC payload is truncated (while decoding row %llu)", (unsigned long long)y);

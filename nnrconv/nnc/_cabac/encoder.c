@@ -468,14 +468,17 @@ static __attribute__((noinline)) void enc_flush(nc_encoder *e, enc_state *s)
 static inline void fast_bin(nc_encoder *e, enc_state *s, int bin, nc_ctx *c)
 {
     /* mask arithmetic instead of ?: so the compiler keeps the MPS/LPS choice branch-free */
-    const uint32_t lps = nc_ctx_lps(c, s->range);
+    const uint32_t r = s->range >> 5;
+    const uint32_t lps = c->row->lps[r];
+    const uint32_t aux = c->row->aux[r];
     const uint32_t rmps = s->range - lps;
-    const uint32_t mask = 0u - (uint32_t)(bin != nc_ctx_mps(c));
-    const uint32_t range = rmps ^ ((rmps ^ lps) & mask);
-    const int n = nc_renorm_table[range]; /* 0 while range >= 256 */
+    const int is_lps = bin != (int)NC_AUX_MPS(aux);
+    const uint32_t mask = 0u - (uint32_t)is_lps;
+    const uint32_t n_mps = rmps < 256;
+    const uint32_t n = is_lps ? NC_AUX_SHIFT(aux) : n_mps;
     s->low = (s->low + (rmps & mask)) << n;
-    s->range = range << n;
-    s->bits_left -= n;
+    s->range = is_lps ? NC_AUX_RANGE(aux) : rmps << n_mps;
+    s->bits_left -= (int32_t)n;
     if (__builtin_expect(s->bits_left < 12, 0)) {
         enc_state t = *s;
         enc_flush(e, &t);

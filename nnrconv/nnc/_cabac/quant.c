@@ -110,12 +110,18 @@ static int tcq(const float *w, int32_t *levels, uint64_t rows, uint64_t width, i
     uint8_t *decision = NULL;
     uint64_t *pos = NULL;
     uint64_t i;
-    int p, s, b, best;
+    int p, s, best;
     tcq_cand cand;
 
-    for (i = 0; i < n; i++) {
-        double r = round((double)(w[i] * scale));
-        if (r > TCQ_MAX || r < TCQ_MIN) {
+    /* round(x) > TCQ_MAX  <=>  x >= TCQ_MAX + 0.5, round(x) < TCQ_MIN  <=>  x <= TCQ_MIN - 0.5
+     * (round half away from zero), so the check needs no rounding. */
+    {
+        int bad = 0;
+        for (i = 0; i < n; i++) {
+            const double x = (double)(w[i] * scale);
+            bad |= (x >= TCQ_MAX + 0.5) | (x <= TCQ_MIN - 0.5);
+        }
+        if (bad) {
             return 0;
         }
     }
@@ -129,6 +135,11 @@ static int tcq(const float *w, int32_t *levels, uint64_t rows, uint64_t width, i
         br[s0][nbr[s0]++].cand = 4;
         br[s1][nbr[s1]].prev = (uint8_t)p;
         br[s1][nbr[s1]++].cand = (uint8_t)(2 - q);
+    }
+    for (s = 0; s < 8; s++) {
+        if (nbr[s] != 3) {
+            return nc_fail(st, NC_ERR_VALUE, 0, "internal error: trellis state %d has %d branches", s, nbr[s]), -1;
+        }
     }
     decision = (uint8_t *)malloc(n * 8);
     if (decision == NULL) {
@@ -151,17 +162,15 @@ static int tcq(const float *w, int32_t *levels, uint64_t rows, uint64_t width, i
         prev = curr;
         curr = tmp;
         for (s = 0; s < 8; s++) {
-            double min_cost = DBL_MAX;
-            int pick = 0;
-            for (b = 0; b < nbr[s]; b++) {
-                double cost = prev[br[s][b].prev] + cand.dist[br[s][b].cand];
-                if (cost < min_cost) {
-                    min_cost = cost;
-                    pick = b;
-                }
-            }
-            curr[s] = min_cost;
-            dec[s] = (uint8_t)pick;
+            /* three branches into every state; selects, first of equal costs wins */
+            const double c0 = prev[br[s][0].prev] + cand.dist[br[s][0].cand];
+            const double c1 = prev[br[s][1].prev] + cand.dist[br[s][1].cand];
+            const double c2 = prev[br[s][2].prev] + cand.dist[br[s][2].cand];
+            const int p1 = c1 < c0;
+            const double m01 = p1 ? c1 : c0;
+            const int p2 = c2 < m01;
+            curr[s] = p2 ? c2 : m01;
+            dec[s] = (uint8_t)(p2 ? 2 : p1);
         }
     }
     best = 0;
