@@ -14,7 +14,7 @@ from nnrconv_nnef._graph import GraphError, VariableDecl, parse_graph
 from nnrconv_nnef._io import DatRecord, NnefDocument, dat_bytes, header_for, model_from_document, native
 from nnrconv_nnef._topology import NnefTopology, pack_topology, unpack_topology
 
-__all__ = ["from_topology", "topology_bytes"]
+__all__ = ["decoded_tensor", "from_topology", "topology_bytes"]
 
 
 def topology_bytes(model: Model, carried: Collection[str]) -> bytes:
@@ -109,6 +109,16 @@ def _from_ndu(decl: VariableDecl, head: bytes | None, tensor: Tensor, role: Tens
         raise DatError(f"the carried header is {len(head)} bytes, not {HEADER_SIZE}")
     else:
         header = DatHeader.unpack(head)
+    return DatRecord(decl, header), decoded_tensor(decl, header, tensor, role)
+
+
+def decoded_tensor(decl: VariableDecl, header: DatHeader, tensor: Tensor, role: TensorRole) -> ArrayTensor:
+    """The decoded NDU data of a variable as a tensor of its header's type and declared shape.
+
+    Raises:
+        DatError: the header is not interpretable or does not describe the declared shape.
+        BitstreamError: the decoded data does not fit the shape or the type.
+    """
     dtype = header.dtype
     if dtype is None or header.shape != decl.shape:
         raise DatError("the carried header does not describe an interpretable tensor of the declared shape")
@@ -127,4 +137,4 @@ def _from_ndu(decl: VariableDecl, head: bytes | None, tensor: Tensor, role: Tens
             array = array.astype(target)
         else:
             raise BitstreamError(f"decoded {array.dtype} data cannot stand for the variable's {dtype.name}")
-    return DatRecord(decl, header), ArrayTensor(decl.label, array.reshape(decl.shape), dtype=dtype, role=role)
+    return ArrayTensor(decl.label, array.reshape(decl.shape), dtype=dtype, role=role)

@@ -50,6 +50,8 @@ class NnefFormat(FormatPlugin):
     requires: ClassVar[tuple[str, ...]] = ("nnef",)
     install: ClassVar[str] = "pip install 'nnrconv[nnef]'"
     directory: ClassVar[bool] = True
+    # NNR inside NNEF (integration mode 2): `.dat` payloads are NNR data units; see `_embed`.
+    embedded_patterns: ClassVar[tuple[str, ...]] = ("*.nnr.nnef", "*.nnr.tgz", "*.nnr.nnef.tgz", "*.nnr.tar.gz")
 
     def sniff(self, path: Path, head: bytes) -> bool:
         """A folder holding `graph.nnef`, or a gzip-compressed tar with a `graph.nnef` member."""
@@ -62,13 +64,20 @@ class NnefFormat(FormatPlugin):
     def load(self, path: Path) -> Model:
         """Read a model folder or `.tgz`; each variable becomes a lazy tensor keyed by its label.
 
+        Variables holding NNR data units (a `*.nnr.nnef` written by `save_embedded`) are decoded
+        and become `CodedTensor`s, so converting to `.nnr` copies their units unchanged.
+
         Raises:
             FormatError: no graph.nnef, a graph that does not parse, or a missing, corrupt or
                 mis-shaped `.dat` file (the message names the variable and file).
+            BitstreamError: an NNR-coded variable or `graph.nnr` is corrupt (names the variable).
         """
-        from nnrconv_nnef import _io
+        from nnrconv_nnef import _embed, _io
 
-        return _io.read_model(path)
+        model = _io.read_model(path)
+        if _embed.is_embedded(model):
+            return _embed.load_embedded(model, path)
+        return model
 
     def save(self, model: Model, path: Path) -> None:
         """Write a folder, or a `.tgz` when the name ends in `.tgz`/`.tar.gz`, with exact `.dat` headers.
@@ -80,6 +89,20 @@ class NnefFormat(FormatPlugin):
         from nnrconv_nnef import _io
 
         _io.write_model(model, path)
+
+    def save_embedded(self, model: Model, path: Path, parameter_sets: bytes, ndus: Mapping[str, bytes]) -> None:
+        """Write a folder (or `.tgz`) whose `.dat` files hold NNR data units under vendor item type 'NR'/1.
+
+        `graph.nnef` is unchanged; `graph.nnr` beside it holds the parameter sets. The layout is
+        described in `nnrconv_nnef._embed`; `load` reads such models back.
+
+        Raises:
+            UnsupportedError: the model did not come from NNEF.
+            FormatError: a unit names no variable, a tensor does not fit, or a file cannot be written.
+        """
+        from nnrconv_nnef import _embed
+
+        _embed.write_embedded(model, path, parameter_sets, ndus)
 
     def topology_bytes(self, model: Model, carried: Collection[str]) -> bytes:
         """`graph.nnef` text, followed (after a 0x00) by whatever else must travel; see `_topology`.

@@ -16,7 +16,7 @@ import tarfile
 import tempfile
 import time
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from nnrconv_nnef._graph import GraphError, ParsedGraph, VariableDecl, parse_gra
 
 __all__ = [
     "GRAPH_FILE",
+    "PARAMETER_SETS_FILE",
     "QUANT_FILE",
     "DatRecord",
     "NnefDocument",
@@ -34,11 +35,15 @@ __all__ = [
     "is_tgz_name",
     "model_from_document",
     "read_model",
+    "write_files",
     "write_model",
 ]
 
 GRAPH_FILE = "graph.nnef"
 QUANT_FILE = "graph.quant"
+# NNR inside NNEF (integration mode 2, `_embed`): the NNR start unit and model parameter set
+# that the NNR-coded `.dat` payloads need, beside graph.nnef.
+PARAMETER_SETS_FILE = "graph.nnr"
 _TGZ_SUFFIXES = (".tgz", ".tar.gz")
 
 
@@ -68,6 +73,8 @@ class NnefDocument:
     records: dict[str, DatRecord] = field(default_factory=dict)
     # Keeps the folder a `.tgz` was extracted to alive while the model's tensors map its files.
     keepalive: Any = None
+    # The bytes of graph.nnr, if the folder has one (see `_embed`); never written by `write_model`.
+    parameter_sets: bytes | None = None
 
 
 def is_tgz_name(path: Path) -> bool:
@@ -100,6 +107,9 @@ def read_model(path: Path) -> Model:
     except GraphError as exc:
         raise FormatError(f"{path}: {GRAPH_FILE}: {exc}") from None
     document = NnefDocument(graph_text, quant_text, parsed, keepalive=keepalive)
+    nnr_path = root / PARAMETER_SETS_FILE
+    if nnr_path.is_file():
+        document.parameter_sets = _read(nnr_path, path)
     tensors: dict[str, Tensor] = {}
     for label, decl in parsed.variables.items():
         role = parsed.roles.get(label, TensorRole.OTHER)
@@ -268,28 +278,37 @@ def write_model(model: Model, path: Path) -> None:
         UnsupportedError: the model did not come from NNEF.
         FormatError: a tensor does not fit its variable, or a file cannot be written.
     """
+    write_files(_files(model), path)
+
+
+def write_files(files: Iterable[tuple[str, bytes]], path: Path) -> None:
+    """Write (relative path, content) pairs as a folder, or as a `.tgz` when `path` ends so.
+
+    Raises:
+        FormatError: a file cannot be written (or producing a file's content failed so).
+    """
     try:
         if is_tgz_name(path):
-            _write_tgz(model, path)
+            _write_tgz(files, path)
         else:
-            _write_folder(model, path)
+            _write_folder(files, path)
     except OSError as exc:
         raise FormatError(f"{path}: cannot write: {exc.strerror or exc}") from exc
 
 
-def _write_folder(model: Model, path: Path) -> None:
+def _write_folder(files: Iterable[tuple[str, bytes]], path: Path) -> None:
     path.mkdir()
-    for relative, content in _files(model):
+    for relative, content in files:
         target = path / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(content)
 
 
-def _write_tgz(model: Model, path: Path) -> None:
+def _write_tgz(files: Iterable[tuple[str, bytes]], path: Path) -> None:
     # Members sit at the archive's root, as nnef-tools' own `--compress` writes them.
     now = int(time.time())
     with tarfile.open(path, "w:gz") as tar:
-        for relative, content in _files(model):
+        for relative, content in files:
             info = tarfile.TarInfo(relative)
             info.size, info.mtime, info.mode = len(content), now, 0o644
             tar.addfile(info, io.BytesIO(content))
