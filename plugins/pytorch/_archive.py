@@ -35,6 +35,7 @@ __all__ = [
     "archive_kind",
     "payload_records_pt2",
     "payload_records_script",
+    "payload_records_state_dict",
     "read_zip",
     "write_zip",
 ]
@@ -344,6 +345,35 @@ def payload_records_script(
         for path, users in by_record.items()
         if all(whole for _, whole in users) and viewed.get(path, set()) <= key_refs.get(path, set())
     }
+
+
+def payload_records_state_dict(records: list[Record], nbytes: Mapping[str, int], source: str) -> dict[str, Slot]:
+    """state_dict key -> the storage record holding exactly its bytes, for a ``torch.save`` archive.
+
+    The archive's ``data.pkl`` is read with `SafeUnpickler` (it holds only an ``OrderedDict`` of
+    tensors); `nbytes` are the payload sizes of the keys. Keys sharing a storage are left out.
+    """
+    prefix = prefix_of(records)
+    sizes = {r.name: len(r.data) for r in records}
+    root = read_script_pickle(records, "data.pkl", source)
+    if not isinstance(root, dict):
+        return {}
+    users: dict[str, list[str]] = {}
+    slots = {}
+    for key, ref in root.items():
+        if not isinstance(ref, _TensorRef) or not isinstance(ref.storage, _StorageRef):
+            continue
+        path = f"{prefix}data/{ref.storage.key}"
+        users.setdefault(path, []).append(str(key))
+        if (
+            ref.offset == 0
+            and _contiguous(list(ref.size), list(ref.stride))
+            and math.prod(ref.size) == ref.storage.numel
+            and nbytes.get(str(key)) == sizes.get(path, -1)
+            and nbytes.get(str(key), 0) > 0
+        ):
+            slots[str(key)] = Slot(str(key), path, sizes[path])
+    return {key: slot for key, slot in slots.items() if len(users[slot.record]) == 1}
 
 
 def _tensor_refs(root: Any) -> list[_TensorRef]:

@@ -42,6 +42,7 @@ class PyTorchFormat(FormatPlugin):
     requires: ClassVar[tuple[str, ...]] = ("torch",)
     install: ClassVar[str] = "pip install 'nnrconv[pytorch]'"
     saves_any_model: ClassVar[bool] = True
+    embedded_patterns: ClassVar[tuple[str, ...]] = ("*.nnr.pt2", "*.nnr.pt", "*.nnr.pth")
 
     def sniff(self, path: Path, head: bytes) -> bool:
         """A torch zip archive, a legacy torch.save pickle or safetensors; or a file named like one."""
@@ -80,6 +81,21 @@ class PyTorchFormat(FormatPlugin):
         from nnrconv_pytorch import _torchio
 
         _torchio.save(model, path)
+
+    def save_embedded(self, model: Model, path: Path, parameter_sets: bytes, ndus: Mapping[str, bytes]) -> None:
+        """Write the model's zip archive with the records of the tensors in `ndus` holding NNR units.
+
+        `.pt2` and TorchScript models keep their archive; state dicts (and tensors from other
+        formats) become a ``torch.save`` archive. The layout is described in
+        `nnrconv_pytorch._embedded`; `load` reads such files back as `CodedTensor`s. torch itself
+        cannot load them: convert to a plain file first.
+
+        Raises:
+            UnsupportedError: a state dict asked to become a ``.nnr.pt2`` program.
+        """
+        from nnrconv_pytorch import _embedded
+
+        _embedded.save(model, path, parameter_sets, ndus)
 
     def topology_bytes(self, model: Model, carried: Collection[str]) -> bytes:
         """The archive without the payloads of carried tensors, or (state dicts) the tensors NNR cannot carry.

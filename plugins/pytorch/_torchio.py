@@ -224,6 +224,8 @@ def load(path: Path) -> Model:
         FormatError: unreadable, corrupt, or needing full unpickling.
         UnsupportedError: a valid file of a kind nnrconv cannot convert (legacy .pt2, subclasses).
     """
+    from nnrconv_pytorch import _embedded
+
     source = str(path)
     try:
         with open(path, "rb") as f:
@@ -237,9 +239,12 @@ def load(path: Path) -> Model:
     if head.startswith(b"PK\x03\x04"):
         try:
             with zipfile.ZipFile(path) as archive:
-                kind = _archive.archive_kind(archive.namelist())
+                names = archive.namelist()
+                kind = _archive.archive_kind(names)
         except (zipfile.BadZipFile, OSError, ValueError) as exc:
             raise FormatError(f"{source}: corrupt PyTorch zip archive ({exc})") from None
+        if kind and _embedded.is_embedded(names):
+            return _embedded.load(path.read_bytes(), source)
         if kind in ("pt2", "script"):
             return load_archive(path.read_bytes(), source)
         if kind == "pickle":
@@ -267,7 +272,7 @@ def _unpickling_refused(source: str, exc: BaseException) -> FormatError:
     )
 
 
-def _load_state_dict_file(path: Path, source: str, *, mmap: bool) -> Model:
+def _load_state_dict_file(path: Path | io.BytesIO, source: str, *, mmap: bool) -> Model:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
