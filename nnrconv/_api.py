@@ -246,6 +246,7 @@ def encode(
     else:
         topology = fmt.topology_bytes(model, {t.name for t in carried})
         code = fmt.topology_code
+        compress_topology = compress_topology and fmt.deflate_topology(topology)
     return nnc.encode_model(
         ((t.name, t.numpy()) for t in carried),
         topology,
@@ -282,6 +283,7 @@ def _pass_through(model: Model, fmt: FormatPlugin | None, compress_topology: boo
         return None
     else:
         topology, code = fmt.topology_bytes(model, set(ndus)), fmt.topology_code
+        compress_topology = compress_topology and fmt.deflate_topology(topology)
     return nnc.assemble_model(parameter_sets, topology, code, ndus.values(), compress_topology=compress_topology)
 
 

@@ -151,6 +151,14 @@ class FormatPlugin:
         """
         raise UnsupportedError(f"format {self.name!r} cannot carry its topology in NNR")
 
+    def deflate_topology(self, topology: bytes) -> bool:
+        """Whether NNR may deflate these topology bytes (NNR_DFL) when that makes them smaller.
+
+        Return False for topologies that must stay readable as text by decoders that take
+        `topology_data` for a null-terminated string (NNCodec 2.1.3 does).
+        """
+        return True
+
     def from_topology(self, topology: bytes, tensors: Mapping[str, Tensor]) -> Model:
         """Rebuild the model from `topology_bytes` output and the decoded tensors."""
         raise UnsupportedError(f"format {self.name!r} cannot rebuild a model from an NNR topology")
