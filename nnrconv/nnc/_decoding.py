@@ -391,7 +391,7 @@ def decode_parts(
         view = memoryview(data)
         if view.format != "B" or view.ndim != 1:
             view = view.cast("B")
-        label = f"<NDU of {key!r}>"
+        label = "<data unit>"  # the tensor is named by the error's location
         try:
             parsed = _SequenceReader(view, ctx, _OrderCheck.after_parameter_sets()).read_one(0, len(view), 0)
         except BitstreamError as exc:
