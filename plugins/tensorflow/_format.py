@@ -102,6 +102,7 @@ class TensorFlowFormat(FormatPlugin):
     requires: ClassVar[tuple[str, ...]] = ("tensorflow",)
     install: ClassVar[str] = "pip install 'nnrconv[tensorflow]'"
     directory: ClassVar[bool] = True
+    embedded_patterns: ClassVar[tuple[str, ...]] = ("*.nnr.pb", "*.nnr_savedmodel", "*.nnr_saved_model")
 
     def sniff(self, path: Path, head: bytes) -> bool:
         """A folder holding saved_model.pb, a saved_model.pb file, or a file starting a GraphDef."""
@@ -114,23 +115,32 @@ class TensorFlowFormat(FormatPlugin):
     def load(self, path: Path) -> Model:
         """Read a SavedModel folder (or its saved_model.pb) or a frozen graph; tensors stay lazy.
 
+        Files with NNR units inside (`*.nnr.pb`, `*.nnr_savedmodel`) are recognised by content
+        and decoded; their tensors are `CodedTensor`s (see `_embed`).
+
         Raises:
             FormatError: unreadable, not a GraphDef / SavedModel, or a checkpoint that cannot be read.
+            BitstreamError: an NNR unit inside is corrupt (the message names the tensor).
         """
         folder = _saved_model_folder(path)
         if folder is not None:
             _quiet()
-            from nnrconv_tensorflow import _savedmodel
+            from nnrconv_tensorflow import _embed, _savedmodel
 
+            if _embed.is_embedded_folder(folder):
+                return _embed.load_embedded_folder(folder)
             return _savedmodel.read(folder)
         if path.is_dir():
             from nnrconv.core import FormatError
 
             raise FormatError(f"{path}: a folder without {SAVED_MODEL_FILE} is not a TensorFlow SavedModel")
         _quiet()
-        from nnrconv_tensorflow import _graphdef
+        from nnrconv_tensorflow import _embed, _graphdef
 
-        return _graphdef.model_from_graph_def(_graphdef.read_graph_def(path), str(path))
+        graph_def = _graphdef.read_graph_def(path)
+        if _embed.is_embedded(graph_def):
+            return _embed.load_embedded(graph_def, path)
+        return _graphdef.model_from_graph_def(graph_def, str(path))
 
     def native_name(self, model: Model) -> str:
         """A SavedModel is a folder (`model_savedmodel`); a frozen graph a file (`model.pb`)."""
@@ -159,6 +169,33 @@ class TensorFlowFormat(FormatPlugin):
         from nnrconv_tensorflow import _graphdef
 
         _graphdef.write(model, path)
+
+    def save_embedded(self, model: Model, path: Path, parameter_sets: bytes, ndus: Mapping[str, bytes]) -> None:
+        """Write a frozen graph (`*.nnr.pb`) or a SavedModel folder (`*.nnr_savedmodel`) holding NNR units.
+
+        The layouts are described in `nnrconv_tensorflow._embed`; `load` reads them back.
+
+        Raises:
+            UnsupportedError: the model is not a TensorFlow model, or its kind does not fit the
+                name (a SavedModel aimed at `*.nnr.pb`, a frozen graph at a folder name).
+            FormatError: a unit names no constant or checkpoint entry, or the output cannot be written.
+        """
+        native = self._native(model)
+        frozen = path.name.lower().endswith(".pb")
+        if native.kind == "savedmodel" and frozen:
+            raise UnsupportedError(
+                f"{path}: this is a SavedModel, which is a folder; give a folder name such as "
+                f"{path.name[: -len('.nnr.pb')]}.nnr_savedmodel"
+            )
+        if native.kind != "savedmodel" and not frozen:
+            raise UnsupportedError(f"{path}: this is a frozen graph; give a file name such as model.nnr.pb")
+        _quiet()
+        from nnrconv_tensorflow import _embed
+
+        if frozen:
+            _embed.write_embedded(model, path, parameter_sets, ndus)
+        else:
+            _embed.write_embedded_folder(model, path, parameter_sets, ndus)
 
     @staticmethod
     def _native(model: Model):  # type: ignore[no-untyped-def]

@@ -156,7 +156,7 @@ def write(model: Model, path: Path) -> None:
     """
     graph_def = rebuild(model, strip=())
     try:
-        data = graph_def.SerializeToString()
+        data = graph_def.SerializeToString(deterministic=True)
     except ValueError as exc:
         raise FormatError(f"{path}: the GraphDef cannot be serialized: {exc}") from exc
     try:

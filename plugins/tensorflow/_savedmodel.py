@@ -174,7 +174,7 @@ def to_container(model: Model, carried: Collection[str]) -> bytes:
     for entry in native.entries:
         if entry.key in carried:
             continue
-        entries[f":value/{entry.key}"] = _value_proto(native, model, entry).SerializeToString()
+        entries[f":value/{entry.key}"] = _value_proto(native, model, entry).SerializeToString(deterministic=True)
     entries.update(native.files)
     return _container.pack(entries)
 
@@ -261,8 +261,17 @@ def _array_tensor(key: str, array: np.ndarray, dtype: DType) -> Tensor:
 
 
 # -- writing -----------------------------------------------------------------------------------
-def write(model: Model, folder: Path) -> None:
+def write(
+    model: Model, folder: Path, coded: Mapping[str, bytes] | None = None, extra: Mapping[str, bytes] | None = None
+) -> None:
     """Write the SavedModel folder: its files, then the checkpoint with SaveV2 (only under `folder`).
+
+    Args:
+        model: the SavedModel model.
+        folder: the folder to create.
+        coded: checkpoint key -> bytes stored instead of the entry's value, as a uint8 vector
+            (NNR data units of integration mode 2).
+        extra: more files to write, by relative path.
 
     Raises:
         FormatError: a tensor does not fit its checkpoint entry, or the folder cannot be written.
@@ -271,9 +280,10 @@ def write(model: Model, folder: Path) -> None:
     from tensorflow.python.framework import tensor_util
 
     native: TFNative = model.native
+    coded = coded or {}
     try:
         folder.mkdir()
-        for relative, data in native.files.items():
+        for relative, data in {**native.files, **(extra or {})}.items():
             target = folder / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
@@ -284,7 +294,9 @@ def write(model: Model, folder: Path) -> None:
         return
     names, values = [], []
     for entry in native.entries:
-        if entry.key in native.values:
+        if entry.key in coded:
+            value = tf.constant(np.frombuffer(bytes(coded[entry.key]), dtype=np.uint8))
+        elif entry.key in native.values:
             value = tf.constant(native.values[entry.key], dtype=tf.dtypes.as_dtype(entry.tf_dtype))
         else:
             tensor = model.tensors.get(entry.key)

@@ -21,7 +21,9 @@ def topology_bytes(model: Model, native: TFNative, carried: set[str]) -> bytes:
         return _savedmodel.to_container(model, carried)
     graph_def = _graphdef.rebuild(model, strip=carried)
     try:
-        data = graph_def.SerializeToString()
+        # Deterministic: map fields (node attributes) in key order, whatever order parsing and
+        # edits left them in, so that a model read back from NNR yields the same topology bytes.
+        data = graph_def.SerializeToString(deterministic=True)
     except ValueError as exc:
         raise FormatError(f"the TensorFlow topology cannot be serialized: {exc}") from exc
     listed = json.dumps(sorted(carried), separators=(",", ":")).encode()
