@@ -18,6 +18,7 @@ from nnrconv.core._format import FormatPlugin, InputSpec
 from nnrconv.core._graph import Attribute, AttributeType, Graph, Node, ValueInfo
 from nnrconv.core._model import Model
 from nnrconv.core._plugins import FormatRegistry, get_plugin_manager, get_registry
+from nnrconv.core._sniff import read_varint
 from nnrconv.core._tensor import ArrayTensor, CodedTensor, LazyTensor, MappedTensor, Tensor, TensorRole
 from nnrconv.core.hookspecs import hookimpl
 
@@ -47,6 +48,7 @@ __all__ = [
     "ValueInfo",
     "get_plugin_manager",
     "get_registry",
+    "read_varint",
     "hookimpl",
 ]
 

@@ -15,7 +15,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from nnrconv.core import FormatPlugin, InputSpec, Model, Tensor
+from nnrconv.core import FormatPlugin, InputSpec, Model, Tensor, read_varint
 
 __all__ = ["EXTERNAL_DATA_THRESHOLD", "OnnxFormat"]
 
@@ -42,17 +42,6 @@ _STRING_FIELDS = frozenset({2, 3, 4})
 _MAX_IR_VERSION = 64
 
 
-def _varint(data: bytes, pos: int) -> tuple[int, int] | None:
-    """Decode a protobuf varint at `pos`; None if the bytes end first or it is over-long."""
-    value = shift = 0
-    while pos < len(data) and shift < 64:
-        byte = data[pos]
-        value |= (byte & 0x7F) << shift
-        pos += 1
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-    return None
 
 
 def looks_like_model_proto(head: bytes) -> bool:
@@ -65,12 +54,12 @@ def looks_like_model_proto(head: bytes) -> bool:
     """
     if len(head) < 2 or head[0] != 0x08:
         return False
-    parsed = _varint(head, 1)
+    parsed = read_varint(head, 1)
     if parsed is None or not 1 <= parsed[0] <= _MAX_IR_VERSION:
         return False
     pos, fields = parsed[1], 0
     while pos < len(head):
-        tag = _varint(head, pos)
+        tag = read_varint(head, pos)
         if tag is None:
             break
         field, wire = tag[0] >> 3, tag[0] & 7
@@ -78,7 +67,7 @@ def looks_like_model_proto(head: bytes) -> bool:
             return False
         fields += 1
         pos = tag[1]
-        value = _varint(head, pos)
+        value = read_varint(head, pos)
         if value is None:
             break
         if wire == 0:

@@ -18,7 +18,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from nnrconv.core import FormatPlugin, InputSpec, Model, Tensor, UnsupportedError
+from nnrconv.core import FormatPlugin, InputSpec, Model, Tensor, UnsupportedError, read_varint
 
 __all__ = ["TensorFlowFormat", "looks_like_graph_def"]
 
@@ -27,16 +27,6 @@ _NODE_NAME = re.compile(rb"[A-Za-z0-9._][A-Za-z0-9_.\-/>]*")
 _OP_NAME = re.compile(rb"[A-Za-z_][A-Za-z0-9_>]*")
 
 
-def _varint(data: bytes, pos: int) -> tuple[int, int] | None:
-    value = shift = 0
-    while pos < len(data) and shift < 64:
-        byte = data[pos]
-        value |= (byte & 0x7F) << shift
-        pos += 1
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-    return None
 
 
 def _string_field(head: bytes, pos: int, tag: int, pattern: re.Pattern[bytes]) -> tuple[bool, int] | None:
@@ -46,7 +36,7 @@ def _string_field(head: bytes, pos: int, tag: int, pattern: re.Pattern[bytes]) -
     """
     if pos >= len(head) or head[pos] != tag:
         return None
-    parsed = _varint(head, pos + 1)
+    parsed = read_varint(head, pos + 1)
     if parsed is None:
         return (False, len(head)) if len(head) - pos < 12 else None
     length, start = parsed
@@ -65,7 +55,7 @@ def looks_like_graph_def(head: bytes) -> bool:
     """
     if len(head) < 4 or head[0] != 0x0A:
         return False
-    node = _varint(head, 1)
+    node = read_varint(head, 1)
     if node is None or node[0] < 4:
         return False
     name = _string_field(head, node[1], 0x0A, _NODE_NAME)
