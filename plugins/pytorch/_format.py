@@ -100,12 +100,19 @@ class PyTorchFormat(FormatPlugin):
     def topology_bytes(self, model: Model, carried: Collection[str]) -> bytes:
         """The archive without the payloads of carried tensors, or (state dicts) the tensors NNR cannot carry.
 
-        Empty for a state dict whose tensors are all carried, as NNCodec writes it; the layout
-        is described in `nnrconv_pytorch._topology`.
+        Empty for a state dict whose tensors are all carried as float32, as NNCodec writes it;
+        NUL-free UTF-8 text (key order, dtypes, shapes) when they are all carried but need their
+        type or shape back; the layout is described in `nnrconv_pytorch._topology`.
         """
         from nnrconv_pytorch import _torchio
 
         return _torchio.topology_bytes(model, carried)
+
+    def deflate_topology(self, topology: bytes) -> bool:
+        """False for the text state dict topology, which NNCodec 2.1.3 must read as a string."""
+        from nnrconv_pytorch._topology import is_text
+
+        return not is_text(topology)
 
     def from_topology(self, topology: bytes, tensors: Mapping[str, Tensor]) -> Model:
         """Rebuild the archive or state dict and load it (with the same safety checks as `load`).

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch.utils import _pytree
 
-from nnrconv.core import DType, InputSpec, Model, UnsupportedError
+from nnrconv.core import DType, FormatError, InputSpec, Model, UnsupportedError
+from nnrconv_pytorch import _archive
 from nnrconv_pytorch._torchio import _DTYPES, Native, to_numpy
 
 __all__ = ["input_specs", "run"]
@@ -21,7 +22,7 @@ __all__ = ["input_specs", "run"]
 def _native(model: Model) -> Native:
     native = model.native
     if not isinstance(native, Native) or native.kind not in ("program", "script"):
-        raise UnsupportedError("a PyTorch state dict has no graph to run; compare its tensors instead (nnrconv diff)")
+        raise UnsupportedError("a PyTorch state dict has no graph to run; compare tensors with `nnrconv diff`")
     return native
 
 
@@ -48,16 +49,77 @@ def _example_inputs(native: Native) -> list[Any] | None:
 
 
 def _input_names(native: Native) -> list[str]:
+    """User inputs: the program's USER_INPUT specs, or the TorchScript forward schema without `self`.
+
+    TorchScript arguments that have a default value are left to it (not fed).
+    """
     if native.kind == "program":
         return [s.arg.name for s in native.module.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
-    return [v.debugName().split(".")[0] for v in list(native.module.graph.inputs())[1:]]
+    try:
+        arguments = list(native.module.forward.schema.arguments)[1:]
+    except (AttributeError, RuntimeError):
+        return [v.debugName().split(".")[0] for v in list(native.module.graph.inputs())[1:]]
+    return [a.name for a in arguments if not a.has_default_value()]
+
+
+_STORAGE_DTYPES = {
+    "FloatStorage": torch.float32,
+    "DoubleStorage": torch.float64,
+    "HalfStorage": torch.float16,
+    "BFloat16Storage": torch.bfloat16,
+    "LongStorage": torch.int64,
+    "IntStorage": torch.int32,
+    "ShortStorage": torch.int16,
+    "CharStorage": torch.int8,
+    "ByteStorage": torch.uint8,
+    "BoolStorage": torch.bool,
+}
+
+
+def _traced_specs(native: Native, names: list[str]) -> list[InputSpec] | None:
+    """Specs from the archive's ``traced_inputs.pkl`` (what `torch.jit.trace` stores), if it fits.
+
+    `torch.jit.load` does not give the traced inputs back, so the pickle is read with the
+    plugin's restricted unpickler (inert stand-ins: shape and storage type only).
+    """
+    if not any(r.name.endswith("/traced_inputs.pkl") for r in native.records):
+        return None
+    try:
+        traced = _archive.read_script_pickle(native.records, "traced_inputs.pkl", "TorchScript archive")
+    except FormatError:
+        return None
+    refs = traced.get("forward") if isinstance(traced, dict) else None
+    if not isinstance(refs, (list, tuple)) or len(refs) != len(names):
+        return None
+    specs = []
+    for name, ref in zip(names, refs, strict=True):
+        if not isinstance(ref, _archive._TensorRef) or not isinstance(ref.storage, _archive._StorageRef):
+            return None
+        scalar = _STORAGE_DTYPES.get(ref.storage.type_name.rsplit(".", 1)[-1])
+        if scalar is None or not all(isinstance(d, int) for d in ref.size):
+            return None
+        specs.append(InputSpec(name, _dtype(torch.empty(0, dtype=scalar), name), tuple(ref.size)))
+    return specs
+
+
+def _unknown(name: str) -> InputSpec:
+    """A TorchScript input whose shape nothing records: its element type is UNDEFINED and shape ().
+
+    The name is all `nnrconv check --inputs file.npz` needs; without `--inputs`, the core's random
+    inputs refuse UNDEFINED with "pass inputs with --inputs file.npz".
+    """
+    return InputSpec(name, DType.UNDEFINED, ())
 
 
 def input_specs(model: Model) -> list[InputSpec]:
     """The user inputs, with the shapes of the stored example inputs (free dimensions 1 otherwise).
 
+    TorchScript inputs with neither stored example inputs nor a static shape come back as
+    `InputSpec(name, DType.UNDEFINED, ())`: the names are known (from the forward schema), so a
+    check can take the inputs from an `.npz`, but none can be made up.
+
     Raises:
-        UnsupportedError: a state dict, or a module whose input shapes cannot be told.
+        UnsupportedError: a state dict, or a `.pt2` input that is not a tensor.
     """
     native = _native(model)
     names = _input_names(native)
@@ -74,17 +136,24 @@ def input_specs(model: Model) -> list[InputSpec]:
             dims = tuple(d if isinstance(d, int) else 1 for d in value.shape)
             specs.append(InputSpec(name, _dtype(value, name), dims))
         return specs
+    traced = _traced_specs(native, names)
+    if traced is not None:
+        return traced
+    values = list(native.module.graph.inputs())[1:]
+    types = {v.debugName().split(".")[0]: v.type() for v in values}
     specs = []
-    for name, value in zip(names, list(native.module.graph.inputs())[1:], strict=True):
-        kind = value.type()
-        sizes = kind.sizes() if hasattr(kind, "sizes") else None
-        scalar = kind.dtype() if hasattr(kind, "dtype") else None
+    for index, name in enumerate(names):
+        kind = types.get(name, values[index].type() if index < len(values) else None)
+        try:
+            sizes = kind.sizes() if kind is not None and hasattr(kind, "sizes") else None
+            scalar = kind.dtype() if kind is not None and hasattr(kind, "dtype") else None
+        except RuntimeError:
+            sizes = scalar = None
         if sizes is None or scalar is None:
-            raise UnsupportedError(
-                f"the TorchScript module stores no example inputs and input {name!r} has no static shape; "
-                "pass the inputs yourself"
-            )
-        specs.append(InputSpec(name, _dtype(torch.empty(0, dtype=scalar), name), tuple(d or 1 for d in sizes)))
+            specs.append(_unknown(name))
+            continue
+        dims = tuple(1 if d is None else d for d in sizes)
+        specs.append(InputSpec(name, _dtype(torch.empty(0, dtype=scalar), name), dims))
     return specs
 
 

@@ -449,6 +449,8 @@ def _state_dict_topology(model: Model, carried: Collection[str]) -> bytes:
         "shapes": {k: list(t.shape) for k, t in model.tensors.items() if k in carried},
         "dtypes": {k: t.dtype.name for k, t in model.tensors.items() if k in carried},
     }
+    if not kept:
+        return _topology.pack_text(manifest)  # readable by NNCodec 2.1.3 (a NUL-free string)
     return _topology.pack("state_dict", manifest, _safetensors.write_bytes(kept))
 
 

@@ -5,13 +5,12 @@
 NNCodec's decoder (`nnc_core`, run as `nncodec.nnc.decompress` runs it, see
 `tests/nnc/_nncodec_ref.py`) must give the same tensors nnrconv gives. What NNCodec 2.1.3 cannot
 read is a *binary* topology unit: `hls.nnr_topology_unit_payload` parses `topology_data` as a
-NUL-terminated UTF-8 string (``st``, marked "tbd: implement bs(v)"). nnrconv writes an empty
-topology for a state dict whose tensors are all float32 (NNCodec's own NNR_TPL_PYT), and NNCodec
-reads that whole file; with the 49 int64 ``num_batches_tracked`` buffers the topology must keep
-their element type and 0-d shape, so it is nnrconv's JSON manifest, deflated (NNR_DFL), and
-NNCodec stops at it with a UnicodeDecodeError. For that file the test hands NNCodec every other
-unit unchanged (start unit, model parameter set, all NDUs), as well as the units of the same
-model carried inside a PyTorch archive (`.nnr.pth`, integration mode 2).
+NUL-terminated UTF-8 string (``st``, marked "tbd: implement bs(v)"). nnrconv therefore writes an
+empty topology for a state dict whose tensors are all float32 (NNCodec's own NNR_TPL_PYT), and,
+when the 49 int64 ``num_batches_tracked`` buffers need their element type and 0-d shape back,
+a *text* topology (``nnrconv-pytorch state_dict 1\\n`` + JSON, never deflated) that NNCodec
+reads and ignores: the whole `.nnr` decodes in NNCodec. The units of the same model carried
+inside a PyTorch archive (`.nnr.pth`, integration mode 2) decode alike.
 """
 
 from __future__ import annotations
@@ -74,23 +73,32 @@ def test_float_state_dict_nnr_decodes_whole_in_nncodec(tmp_path: Path, weights: 
     _assert_same_as_nncodec(ours, ref.decompress(data))
 
 
-def test_state_dict_nnr_units_decode_in_nncodec(tmp_path: Path, weights: Path) -> None:
+def test_state_dict_nnr_decodes_whole_in_nncodec(tmp_path: Path, weights: Path) -> None:
     nnr, embedded = tmp_path / "m.nnr", tmp_path / "m.nnr.pth"
     nnrconv.convert(weights, nnr, options=OPTIONS)
     data = nnr.read_bytes()
     ours = nnrconv.load(nnr)
+    assert len(ours.tensors) == 296
     assert sum(t.dtype.name == "INT64" for t in ours) == 49
+    assert all(ours.tensors[k].shape == () for k in ours.tensors if k.endswith("num_batches_tracked"))
     infos = nnc.inspect_units(data)
     (tpl,) = [i for i in infos if i.unit_type == "NNR_TPL" and i.member is None]
     assert [i.unit_type for i in infos[: tpl.index]] == ["NNR_STR", "NNR_MPS"]
     assert all(i.unit_type == "NNR_NDU" for i in infos[tpl.index + 1 :])
-    # Every unit but the (binary) topology, byte for byte as in the .nnr.
-    units_only = data[: tpl.byte_offset] + data[tpl.byte_offset + tpl.size :]
-    _assert_same_as_nncodec(ours, ref.decompress(units_only))
+    topology = nnc.decode_model(data).topology
+    assert topology.startswith(b"nnrconv-pytorch state_dict 1\n") and b"\0" not in topology
+    topology.decode("utf-8")
+    assert topology in data  # stored raw (not deflated), so NNCodec reads it as a string
+    # The whole file, exactly as written.
+    _assert_same_as_nncodec(ours, ref.decompress(data))
     # The same units carried inside a PyTorch archive (mode 2) decode in NNCodec alike.
     nnrconv.convert(nnr, embedded)
     units = coded_units(nnrconv.load(embedded))
     assert units is not None
     parameter_sets, ndus = units
-    assert parameter_sets + b"".join(ndus.values()) == units_only
+    assert parameter_sets + b"".join(ndus.values()) == data[: tpl.byte_offset] + data[tpl.byte_offset + tpl.size :]
     _assert_same_as_nncodec(nnrconv.load(embedded), ref.decompress(parameter_sets + b"".join(ndus.values())))
+    # And the embedded archive converts back to the very same .nnr.
+    again = tmp_path / "again.nnr"
+    nnrconv.convert(embedded, again)
+    assert again.read_bytes() == data

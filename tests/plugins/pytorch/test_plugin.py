@@ -178,6 +178,12 @@ def test_topology_layout_is_checked() -> None:
         _topology.unpack(_topology.MAGIC + len(text).to_bytes(4, "little") + text)
     packed = _topology.pack("script", {"stripped": []}, b"body")
     assert _topology.unpack(packed).body == b"body"
+    text = _topology.pack_text({"keys": ["a\x00b", "é"], "shapes": {}, "dtypes": {}})
+    assert b"\x00" not in text and _topology.is_text(text)
+    assert _topology.unpack(text).manifest["keys"] == ["a\x00b", "é"]
+    for bad in (b"[1]", b"{", b'{"keys":"a"}', b"\xff"):
+        with pytest.raises(BitstreamError, match="PyTorch"):
+            _topology.unpack(_topology.TEXT_MAGIC + bad)
 
 
 def test_rewritten_archive_is_aligned_and_loads_with_mmap(tmp_path: Path) -> None:

@@ -129,6 +129,55 @@ def test_bare_float_state_dict_has_an_empty_topology_like_nncodec(tmp_path: Path
     assert sorted(back.tensors) == ["bias", "weight"] and back.source_format == "pytorch"
 
 
+def _bn_state_dict() -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.BatchNorm2d(3))
+    module.train()(torch.randn(2, 2, 5, 5))
+    return module.state_dict()
+
+
+def test_state_dict_with_int64_buffers_has_a_text_topology(tmp_path: Path) -> None:
+    from nnrconv_pytorch import PyTorchFormat, _topology
+
+    state = _bn_state_dict()
+    assert state["1.num_batches_tracked"].shape == ()
+    path = tmp_path / "bn.pt"
+    torch.save(state, path)
+    model = nnrconv.load(path)
+    data = nnrconv.encode(model, options=LOSSLESS)  # compress_topology on: still raw text
+    decoded = nnc.decode_model(data)
+    topology = decoded.topology
+    assert topology.startswith(_topology.TEXT_MAGIC) and b"\0" not in topology and topology in data
+    manifest = json.loads(topology[len(_topology.TEXT_MAGIC) :].decode("utf-8"))
+    assert manifest["keys"] == list(state)
+    assert manifest["dtypes"]["1.num_batches_tracked"] == "INT64" and manifest["shapes"]["1.num_batches_tracked"] == []
+    assert not PyTorchFormat().deflate_topology(topology)
+    assert_tensors_identical(model, nnrconv.decode(data))
+    back = nnrconv.decode(data)
+    assert back.tensors["1.num_batches_tracked"].numpy().dtype == np.int64
+    assert back.tensors["1.num_batches_tracked"].shape == ()
+    # The earlier binary form of the same manifest (MAGIC + length + JSON, no body) still reads.
+    legacy = _topology.pack("state_dict", {k: v for k, v in manifest.items()}, b"")
+    assert PyTorchFormat().deflate_topology(legacy)
+    old = nnc.encode_model(list(decoded.tensors.items()), legacy, 3, compress_topology=True, options=LOSSLESS)
+    assert_tensors_identical(model, nnrconv.decode(old))
+
+
+def test_state_dict_with_uncarried_buffers_keeps_the_binary_topology(tmp_path: Path) -> None:
+    from nnrconv_pytorch import _topology
+
+    state = {**_bn_state_dict(), "mask": torch.tensor([True, False, True]), "half": torch.randn(4).bfloat16()}
+    path = tmp_path / "mixed.pt"
+    torch.save(state, path)
+    model = nnrconv.load(path)
+    data = nnrconv.encode(model, compress_topology=False, options=LOSSLESS)
+    topology = nnc.decode_model(data).topology
+    assert topology.startswith(_topology.MAGIC)
+    assert _topology.unpack(topology).body  # the uncarried tensors travel in the topology
+    assert_tensors_identical(model, nnrconv.decode(data))
+    assert_tensors_identical(model, nnrconv.decode(nnrconv.encode(model, options=LOSSLESS)))
+
+
 def test_checkpoint_with_module_prefix_comes_back_as_a_plain_state_dict(saved, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     path, module, _ = saved("cnn", "checkpoint")
     model = nnrconv.load(path)
