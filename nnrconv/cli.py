@@ -370,7 +370,7 @@ def _print_check(report) -> None:  # type: ignore[no-untyped-def]
         f"ratio {report.ratio:.3f}, {report.bits_per_parameter:.2f} bits/parameter "
         f"over {report.parameters:,} parameters"
     )
-    click.echo("outputs:")
+    click.echo("outputs:" if report.runnable else "outputs: none (the model has no graph to run; tensors compared)")
     for o in report.outputs:
         agreement = "" if o.argmax_agreement is None else f", argmax agreement {100 * o.argmax_agreement:.1f}%"
         flag = "" if o.within_tolerance else "  <-- exceeds tolerance"
@@ -382,7 +382,8 @@ def _print_check(report) -> None:  # type: ignore[no-untyped-def]
     click.echo(f"weights: {same} of {len(report.tensors)} bit-identical")
     for t in report.tensors:
         state = "identical" if t.bit_identical else f"max abs {t.max_abs:.3g}"
-        click.echo(f"  {t.name} {t.dtype} {list(t.shape)}: SNR {_db(t.snr_db)} dB, {state}")
+        flag = "" if t.within_tolerance else "  <-- exceeds tolerance"
+        click.echo(f"  {t.name} {t.dtype} {list(t.shape)}: SNR {_db(t.snr_db)} dB, {state}{flag}")
     click.echo("times: " + ", ".join(f"{k} {v:.3f} s" for k, v in report.seconds.items()))
 
 

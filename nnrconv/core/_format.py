@@ -192,6 +192,11 @@ class FormatPlugin:
         """
         raise UnsupportedError(f"format {self.name!r} has no runner for round-trip checks")
 
+    def can_run(self, model: Model) -> bool:
+        """Whether `run` can execute this model (a bare weights file cannot; `check` then
+        compares tensors only)."""
+        return "run" in self.capabilities()
+
     def capabilities(self) -> list[str]:
         """Which optional methods this format overrides, for `nnrconv formats`."""
         names = ("load", "save", "topology_bytes", "from_topology", "save_embedded", "run")

@@ -124,6 +124,10 @@ class PyTorchFormat(FormatPlugin):
 
         return _torchio.from_topology(topology, tensors)
 
+    def can_run(self, model: Model) -> bool:
+        """Programs and TorchScript modules run; a state dict has no graph (check compares tensors)."""
+        return getattr(model.native, "kind", None) in ("program", "script")
+
     def input_specs(self, model: Model) -> list[InputSpec]:
         """User inputs of a program or TorchScript module, shaped like the stored example inputs."""
         from nnrconv_pytorch import _runtime

@@ -6,7 +6,7 @@
 within half a quantization step. TorchScript inputs are named by the forward schema; shapes come
 from the inputs `torch.jit.trace` stored in the archive, and a scripted module (no shapes
 anywhere) takes its inputs from `--inputs file.npz`. A state dict has no graph: `check` stops with
-a one-line error pointing to `nnrconv diff` (UnsupportedError, exit code 5) instead of comparing tensors.
+no graph to run: `check` compares its tensors (exit 1 when one exceeds --atol/--rtol).
 """
 
 from __future__ import annotations
@@ -125,8 +125,9 @@ def test_scripted_torchscript_checks_with_inputs(
     assert "features" in capsys.readouterr().err
 
 
-def test_state_dict_check_points_to_diff(models: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["check", str(models["mlp-state_dict"])]) == 5
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1
-    assert "state dict" in err and "nnrconv diff" in err
+def test_state_dict_check_compares_tensors(models: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", str(models["mlp-state_dict"]), "--lossless", "--atol", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "EXACT" in out and "no graph to run; tensors compared" in out
+    assert main(["check", str(models["mlp-state_dict"]), "--qp", "-20", "--atol", "1e-9"]) == 1
+    assert "exceeds tolerance" in capsys.readouterr().out
