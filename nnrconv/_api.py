@@ -10,7 +10,6 @@ backend, and the model inside it is rebuilt by whichever format plugin owns the 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import tempfile
 import time
@@ -513,14 +512,10 @@ def inspect(
 
 
 def _snr_db(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Weight SNR of a decoded tensor, or None when the two cannot be compared numerically."""
     if a.size != b.size or a.dtype.kind not in "fiu" or b.dtype.kind not in "fiu":
         return None
-    x = a.astype(np.float64).ravel()
-    noise = float(np.sum(np.square(x - b.astype(np.float64).ravel())))
-    if noise == 0.0:
-        return math.inf
-    signal = float(np.dot(x, x))
-    return -math.inf if signal == 0.0 else 10.0 * math.log10(signal / noise)
+    return nnc.snr_db(a, b)
 
 
 def compare(first: Model, second: Model) -> Comparison:

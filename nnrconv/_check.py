@@ -21,6 +21,7 @@ import numpy as np
 
 from nnrconv import _api, nnc
 from nnrconv.core import DType, FormatError, FormatPlugin, InputSpec, Model, UnsupportedError
+from nnrconv.nnc import snr_db
 
 __all__ = ["CheckReport", "OutputReport", "TensorReport", "check", "random_inputs"]
 
@@ -136,15 +137,6 @@ class CheckReport:
             "seconds": self.seconds,
         }
 
-
-def snr_db(reference: np.ndarray, test: np.ndarray) -> float:
-    """Signal-to-noise ratio of `test` against `reference` in dB (inf when equal)."""
-    ref = reference.astype(np.float64, copy=False)
-    noise = float(np.sum((ref - test.astype(np.float64, copy=False)) ** 2))
-    if noise == 0.0:
-        return math.inf
-    signal = float(np.sum(ref**2))
-    return 10.0 * math.log10(signal / noise) if signal > 0 else -math.inf
 
 
 def random_inputs(specs: list[InputSpec], seed: int) -> dict[str, np.ndarray]:

@@ -13,7 +13,7 @@ Typical use::
 from contextlib import suppress as _suppress
 
 from nnrconv.nnc._bitio import BitReader, BitWriter
-from nnrconv.nnc._coding import DEFAULT_SNR_DB, CodingOptions
+from nnrconv.nnc._coding import DEFAULT_SNR_DB, CodingOptions, snr_db
 from nnrconv.nnc._container import (
     MAX_TOPOLOGY_SIZE,
     Progress,
@@ -67,6 +67,7 @@ from nnrconv.nnc._ndu import (
 from nnrconv.nnc._units import NnrUnit, NnrUnitHeader, QuantizationUnit, StartUnit, TopologyUnit, UnitContext
 
 __all__ = [
+    "snr_db",
     "Progress",
     "assemble_model",
     "DEFAULT_SNR_DB",
