@@ -30,6 +30,13 @@ static __inline int nc_clz32(uint32_t x)
 #define nc_clz32(x) __builtin_clz(x)
 #endif
 
+/* Everything declared here lives in this extension module: hidden visibility lets the compiler
+ * address the tables directly instead of through the GOT. */
+#if defined(__GNUC__) && !defined(_WIN32)
+#pragma GCC visibility push(hidden)
+#define NC_VISIBILITY_PUSHED 1
+#endif
+
 /* ---- status ---------------------------------------------------------------------------- */
 
 enum {
@@ -77,6 +84,10 @@ extern const uint8_t nc_dq_next[8][2];    /* dependent-quantization state transi
  * S1 = nc_next1[SH1 - 4][bin][S1 + 2048] (S0 stays in [-128, 127], S1 in [-2048, 2047]). */
 extern int8_t nc_next0[4][2][256];
 extern int16_t nc_next1[3][2][4096];
+/* The same transitions on biased unsigned states A = S0 + 128, B = S1 + 2048:
+ * new A = nc_bnext0[SH0][bin][A], new B = nc_bnext1[SH1 - 4][bin][B]. */
+extern uint8_t nc_bnext0[4][2][256];
+extern uint16_t nc_bnext1[3][2][4096];
 
 /* LPS lookup by context state and range: row nc_lps_rows[(S >> 7) + 32], column range >> 5
  * (range in [256, 511], so columns 8..15 are used).  lps is rLPS; aux packs rLPS renormalised
@@ -91,15 +102,16 @@ extern nc_lps_row nc_lps_rows[64];
 #define NC_AUX_SHIFT(a) (((a) >> 9) & 7u)
 #define NC_AUX_MPS(a) ((a) >> 12)
 
-/* One adaptive context: SBMP two-rate estimator, S = 16 * s0 + s1.  row is the LPS-table row of
- * the current S; n0 / n1 point at the bin-0 row (centre) of its transition tables; no
+/* One adaptive context: SBMP two-rate estimator, S = 16 * S0 + S1, held as a = S0 + 128 and
+ * b = S1 + 2048 (so the LPS row (S >> 7) + 32 is (16 * a + b) >> 7).  row is the LPS-table row
+ * of the current S; n0 / n1 point at the bin-0 row of its biased transition tables; no
  * char-typed members, so stores to a context are not assumed to alias the coder state. */
 typedef struct {
     const nc_lps_row *row;
-    const int8_t *n0;
-    const int16_t *n1;
-    int16_t s0;
-    int16_t s1;
+    const uint8_t *n0;
+    const uint16_t *n1;
+    uint16_t a;
+    uint16_t b;
     uint32_t set;
 } nc_ctx;
 
@@ -126,11 +138,11 @@ void nc_tables_init(void);
 
 static inline void nc_ctx_update(nc_ctx *c, int bin)
 {
-    const int s0 = c->n0[256 * bin + c->s0];
-    const int s1 = c->n1[4096 * bin + c->s1];
-    c->s0 = (int16_t)s0;
-    c->s1 = (int16_t)s1;
-    c->row = &nc_lps_rows[((16 * s0 + s1) >> 7) + 32];
+    const size_t a = c->n0[256 * (size_t)(unsigned)bin + c->a];
+    const size_t b = c->n1[4096 * (size_t)(unsigned)bin + c->b];
+    c->a = (uint16_t)a;
+    c->b = (uint16_t)b;
+    c->row = &nc_lps_rows[(16 * a + b) >> 7];
 }
 
 static inline uint32_t nc_ctx_lps(const nc_ctx *c, uint32_t range)
@@ -247,5 +259,10 @@ int nc_quantize(const float *weights, int32_t *levels, uint64_t rows, uint64_t w
                 int32_t *qp, int32_t qp_density, int dq, int scan_order, double lambda_scale,
                 nc_status *st);
 void nc_dequantize(const int32_t *levels, float *out, uint64_t n, int32_t qp, int32_t qp_density);
+
+#if defined(NC_VISIBILITY_PUSHED)
+#pragma GCC visibility pop
+#undef NC_VISIBILITY_PUSHED
+#endif
 
 #endif /* NNRCONV_CABAC_H */

@@ -4,6 +4,7 @@
  * parameter-set optimiser, and helpers shared by encoder and decoder. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "cabac.h"
 
@@ -63,16 +64,17 @@ int nc_fail(nc_status *st, int code, uint64_t byte_offset, const char *fmt, ...)
 void nc_ctx_init(nc_ctx *c, int set)
 {
     c->set = (uint16_t)set;
-    c->n0 = &nc_next0[nc_param_sets[set][0]][0][128];
-    c->n1 = &nc_next1[nc_param_sets[set][1] - 4][0][2048];
+    c->n0 = nc_bnext0[nc_param_sets[set][0]][0];
+    c->n1 = nc_bnext1[nc_param_sets[set][1] - 4][0];
     nc_ctx_reset(c);
 }
 
 void nc_ctx_reset(nc_ctx *c)
 {
     const int s = nc_param_sets[c->set][2];
-    c->s0 = nc_param_sets[c->set][3];
-    c->s1 = (int16_t)(s - 16 * c->s0);
+    const int s0 = nc_param_sets[c->set][3];
+    c->a = (uint16_t)(s0 + 128);
+    c->b = (uint16_t)(s - 16 * s0 + 2048);
     c->row = &nc_lps_rows[(s >> 7) + 32];
 }
 
@@ -161,6 +163,8 @@ static int opt_step_index(int x)
 
 nc_lps_row nc_lps_rows[64];
 
+static void bnext_tables_init(void);
+
 void nc_tables_init(void)
 {
     int sh, bin, v, r;
@@ -191,6 +195,40 @@ void nc_tables_init(void)
             }
         }
     }
+    bnext_tables_init();
+}
+
+/* Rates are below 2^18, so 32-bit sums over this many bins cannot overflow. */
+#define OPT_CHUNK 16384
+
+/* Biased copies of the transition tables (contexts and nc_opt_eval): states are held as
+ * unsigned indices A = S0 + 128 and B = S1 + 2048, so no sign extension is needed, the LPS row
+ * (S >> 7) + 32 is (16 * A + B) >> 7 and the rate index 512 + (S >> 3) is (16 * A + B) >> 3
+ * (4096 is a multiple of 128). */
+uint8_t nc_bnext0[4][2][256];   /* [SH0][bin][A] -> new A */
+uint16_t nc_bnext1[3][2][4096]; /* [SH1 - 4][bin][B] -> new B */
+/* For nc_opt_eval, which holds 2 * A: opt_next0w[SH0][bin][A] = 2 * new A, read at byte offset
+ * 2 * A; the rate index (16 * A + B) >> 3 is then 2 * A + (B >> 3). */
+static uint16_t opt_next0w[4][2][256];
+
+static void bnext_tables_init(void)
+{
+    int sh, bin, v;
+    for (sh = 0; sh < 4; sh++) {
+        for (bin = 0; bin < 2; bin++) {
+            for (v = 0; v < 256; v++) {
+                nc_bnext0[sh][bin][v] = (uint8_t)(nc_next0[sh][bin][v] + 128);
+                opt_next0w[sh][bin][v] = (uint16_t)(2 * (nc_next0[sh][bin][v] + 128));
+            }
+        }
+    }
+    for (sh = 0; sh < 3; sh++) {
+        for (bin = 0; bin < 2; bin++) {
+            for (v = 0; v < 4096; v++) {
+                nc_bnext1[sh][bin][v] = (uint16_t)(nc_next1[sh][bin][v] + 2048);
+            }
+        }
+    }
 }
 
 /* Rates are below 2^18, so 32-bit sums over this many bins cannot overflow. */
@@ -201,38 +239,33 @@ void nc_tables_init(void)
  * few distinct transition tables. */
 #define OPT_INIT(j, k)                                                                          \
     do {                                                                                        \
-        a##j = nc_param_sets[k][3];                                                             \
-        b##j = nc_param_sets[k][2] - 16 * a##j;                                                 \
+        a##j = (size_t)(2 * (nc_param_sets[k][3] + 128));                                       \
+        b##j = (size_t)(nc_param_sets[k][2] - 16 * nc_param_sets[k][3] + 2048);                 \
     } while (0)
 #define OPT_BIN(j, k)                                                                           \
     do {                                                                                        \
-        c##j += r[(16 * a##j + b##j) >> 3];                                                     \
-        a##j = nc_next0[nc_param_sets[k][0]][bin][a##j + 128];                                  \
-        b##j = nc_next1[nc_param_sets[k][1] - 4][bin][b##j + 2048];                             \
+        c##j += r[a##j + (b##j >> 3)];                                                          \
+        a##j = *(const uint16_t *)((const char *)opt_next0w[nc_param_sets[k][0]][bin] + a##j);  \
+        b##j = nc_bnext1[nc_param_sets[k][1] - 4][bin][b##j];                                   \
     } while (0)
 
 static inline __attribute__((always_inline)) void opt_group(const uint8_t *bins, size_t n, uint64_t bits[9],
                                                            const int k0, const int k1, const int k2)
 {
-    const uint32_t *rate = &nc_rate[0][512];
-    int a0, b0, a1, b1, a2, b2;
-    size_t t = 0, end;
+    size_t a0, b0, a1, b1, a2, b2;
+    size_t t = 0;
     OPT_INIT(0, k0);
     OPT_INIT(1, k1);
     OPT_INIT(2, k2);
     while (t < n) {
+        /* A segment free of NC_OPT_RESET and at most OPT_CHUNK bins long. */
+        const size_t lim = n - t > OPT_CHUNK ? t + OPT_CHUNK : n;
+        const uint8_t *rst = (const uint8_t *)memchr(bins + t, NC_OPT_RESET, lim - t);
+        const size_t end = rst != NULL ? (size_t)(rst - bins) : lim;
         uint32_t c0 = 0, c1 = 0, c2 = 0;
-        end = n - t > OPT_CHUNK ? t + OPT_CHUNK : n;
         for (; t < end; t++) {
-            const int bin = bins[t];
-            const uint32_t *r;
-            if (__builtin_expect(bin > 1, 0)) { /* NC_OPT_RESET */
-                OPT_INIT(0, k0);
-                OPT_INIT(1, k1);
-                OPT_INIT(2, k2);
-                continue;
-            }
-            r = rate + 1024 * bin;
+            const size_t bin = bins[t];
+            const uint32_t *r = nc_rate[bin];
             OPT_BIN(0, k0);
             OPT_BIN(1, k1);
             OPT_BIN(2, k2);
@@ -240,6 +273,12 @@ static inline __attribute__((always_inline)) void opt_group(const uint8_t *bins,
         bits[k0] += c0;
         bits[k1] += c1;
         bits[k2] += c2;
+        if (rst != NULL) {
+            OPT_INIT(0, k0);
+            OPT_INIT(1, k1);
+            OPT_INIT(2, k2);
+            t++;
+        }
     }
 }
 

@@ -371,11 +371,15 @@ static inline __attribute__((always_inline)) int64_t fd_weight(fast_dec *f, nc_c
         return 0;
     }
     neg = fd_bin(f, &ctx[NC_CTX_SIGN + nb]);
-    gtx = &ctx[NC_CTX_GTX + neg];
-    for (j = 0; j < ng; j++) {
-        if (!fd_bin(f, &gtx[2 * j])) {
-            val = 1 + (int64_t)j;
-            return neg ? -val : val;
+    {
+        /* Walk the flag contexts by pointer: no index arithmetic per bin. */
+        nc_ctx *const g0 = &ctx[NC_CTX_GTX + neg];
+        nc_ctx *const gend = g0 + 2 * (size_t)ng;
+        for (gtx = g0; gtx != gend; gtx += 2) {
+            if (!fd_bin(f, gtx)) {
+                val = 1 + (int64_t)((size_t)(gtx - g0) >> 1);
+                return neg ? -val : val;
+            }
         }
     }
     val = 1 + (int64_t)ng;
