@@ -27,10 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from nnrconv import _api, nnc
-from nnrconv._check import random_inputs
+from nnrconv._check import CheckReport, random_inputs
 from nnrconv.core import FormatPlugin, Model, UnsupportedError, get_registry
 
 __all__ = [
+    "assert_errors_within_half_a_step",
     "assert_lossless_round_trip",
     "assert_models_identical",
     "assert_plugin_contract",
@@ -120,3 +121,20 @@ def assert_lossless_round_trip(source: Path, workdir: Path, *, format: str | Non
         for name in before:
             assert np.array_equal(before[name], after[name]), f"output {name!r} differs after a lossless round trip"
     return back
+
+
+def assert_errors_within_half_a_step(report: CheckReport, qp: int) -> None:
+    """A `check` report of uniform coding (`CodingOptions(qp=qp, dq=False)`) obeys its step size.
+
+    Every float32 weight moves by at most half a quantization step (tensors of fewer than two
+    dimensions use the finer QP qp - 8), at least one weight actually changed, and the report is
+    not called exact.
+    """
+    assert not report.exact, "a lossy check must not be reported exact"
+    floats = [t for t in report.tensors if t.dtype == "FLOAT" and t.shape and all(t.shape)]
+    assert any(not t.bit_identical for t in floats), "no float weight changed: was the coding lossy?"
+    for tensor in floats:
+        half = nnc.cabac.step_size(qp if len(tensor.shape) >= 2 else qp - 8) / 2
+        assert tensor.max_abs <= half * (1 + 1e-6), (
+            f"tensor {tensor.name!r} moved by {tensor.max_abs:.3g}, more than half a step ({half:.3g})"
+        )

@@ -68,3 +68,16 @@ def test_contract_rejects_a_bad_topology_code():
 
     with pytest.raises(AssertionError, match="topology code 9"):
         testing.assert_plugin_contract(Bad())
+
+
+def test_step_assertion_catches_a_weight_beyond_half_a_step():
+    from nnrconv._check import CheckReport, TensorReport
+    from nnrconv.nnc import cabac
+
+    half = cabac.step_size(-38) / 2
+    report = CheckReport("m", "x", 10, 5, 4, 10.0, None, None)
+    report.tensors = [TensorReport("w", "FLOAT", (2, 2), False, half * 0.9, 40.0)]
+    testing.assert_errors_within_half_a_step(report, -38)
+    report.tensors = [TensorReport("w", "FLOAT", (2, 2), False, half * 1.5, 40.0)]
+    with pytest.raises(AssertionError, match="'w' moved by"):
+        testing.assert_errors_within_half_a_step(report, -38)
