@@ -217,10 +217,12 @@ static int64_t dec_weight(nc_decoder *d, nc_ctx *ctx, const nc_tensor *t, int st
 /* ---- hot path: 64-bit bit window ---------------------------------------------------------- *
  * The level loop keeps the engine in a local struct whose address never escapes, so it stays in
  * registers.  val holds the 16-bit decoder value V (the `value` register of nc_decoder with its
- * missing low bits filled in) followed by cnt look-ahead bits: val = V * 2^cnt + next cnt bits.
- * Renormalisation only lowers cnt; bytes are loaded five at a time when cnt drops below 8 (a
- * bin shifts by at most 7).  Bytes past the end read as zero; whether the decoder really
- * consumed them is worked out when the state goes back into the nc_decoder (fd_store). */
+ * missing low bits filled in) in bits 48..63, followed by cnt look-ahead bits from bit 47 down
+ * (the bits below are zero): val = (V * 2^cnt + next cnt bits) * 2^(48 - cnt).  A bin shifts val
+ * left by its renormalisation and lowers cnt; bytes are loaded five at a time, below the
+ * look-ahead, when cnt drops below 8 (a bin shifts by at most 7).  Bytes past the end read as
+ * zero; whether the decoder really consumed them is worked out when the state goes back into the
+ * nc_decoder (fd_store). */
 
 typedef struct {
     const uint8_t *buf;
@@ -258,9 +260,9 @@ static inline void fd_refill(fast_dec *f)
             w = ((w & 0xff) << 56) | ((w & 0xff00) << 40) | ((w & 0xff0000) << 24) | ((w & 0xff000000) << 8) |
                 ((w >> 8) & 0xff000000) | ((w >> 24) & 0xff0000) | ((w >> 40) & 0xff00) | (w >> 56);
 #endif
-            f->val = (f->val << 40) | (w >> 24);
+            f->val |= (w >> 24) << (8 - f->cnt);
         } else {
-            f->val = fd_refill_slow(f->buf, f->len, f->bpos, f->val);
+            f->val |= fd_refill_slow(f->buf, f->len, f->bpos, 0) << (8 - f->cnt);
         }
         f->bpos += 5;
         f->cnt += 40;
@@ -274,7 +276,7 @@ static inline void fd_load(fast_dec *f, const nc_decoder *d)
     f->buf = d->buf;
     f->len = d->len;
     f->range = d->range;
-    f->val = ((uint64_t)d->value << (8 - m)) | fd_byte(f, d->pos);
+    f->val = (((uint64_t)d->value << (8 - m)) | fd_byte(f, d->pos)) << (40 + m);
     f->cnt = (int32_t)(8 - m);
     f->bpos = d->pos + 1;
     fd_refill(f);
@@ -286,46 +288,51 @@ static inline void fd_store(const fast_dec *f, nc_decoder *d)
     const uint32_t m = (uint32_t)(vend & 7);
     d->pos = vend >> 3;
     d->bits_needed = (int32_t)m - 8;
-    d->value = (uint32_t)(f->val >> f->cnt) & ~((1u << m) - 1u);
+    d->value = (uint32_t)(f->val >> 48) & ~((1u << m) - 1u);
     d->range = f->range;
     if (d->pos > d->len) {
         d->overrun = 1;
     }
 }
 
+static inline int fd_bin_row(fast_dec *f, nc_ctx *c, const nc_lps_row *p);
+
 static inline int fd_bin(fast_dec *f, nc_ctx *c)
 {
-    /* The comparison is made as (val >> sh) >= rMPS, so the shift does not wait for the table
-     * lookup; the selects below compile to conditional moves. */
-    const nc_lps_row *p = c->row;
+    return fd_bin_row(f, c, c->row);
+}
+
+/* fd_bin with the context's LPS row already loaded (p == c->row). */
+static inline int fd_bin_row(fast_dec *f, nc_ctx *c, const nc_lps_row *p)
+{
+    /* V sits at bits 48..63 of val, so the comparison is against rMPS << 55 (a constant
+     * shift); the selects below compile to conditional moves. */
     const uint32_t r = f->range >> 5;
     const uint32_t lps = p->lps[r];
     const uint32_t aux = p->aux[r];
-    const uint32_t sh = (uint32_t)f->cnt + 7;
-    const uint64_t v = f->val >> sh;
+    const uint64_t v = f->val;
     const uint32_t rmps = f->range - lps;
     const uint32_t n_mps = rmps < 256;
-    const uint64_t scaled = (uint64_t)rmps << sh;
+    const uint64_t scaled = (uint64_t)rmps << 55;
     uint32_t range = rmps << n_mps, n = n_mps, is_lps = 0;
     uint64_t sub = 0;
     int bin;
 #if defined(__GNUC__) && defined(__x86_64__)
     {
-        const uint64_t rm64 = rmps;
         const uint32_t r_lps = NC_AUX_RANGE(aux), n_lps = NC_AUX_SHIFT(aux);
-        __asm__("cmpq %[rm], %[v]\n\t"
+        __asm__("cmpq %[sc], %[v]\n\t"
                 "cmovaeq %[sc], %[sub]\n\t"
                 "cmovael %[rl], %[range]\n\t"
                 "cmovael %[nl], %[n]\n\t"
                 "setae %b[il]"
                 : [sub] "+r"(sub), [range] "+r"(range), [n] "+r"(n), [il] "+q"(is_lps)
-                : [v] "r"(v), [rm] "r"(rm64), [sc] "r"(scaled), [rl] "r"(r_lps), [nl] "r"(n_lps)
+                : [v] "r"(v), [sc] "r"(scaled), [rl] "r"(r_lps), [nl] "r"(n_lps)
                 : "cc");
     }
 #else
     {
         uint32_t m;
-        is_lps = v >= rmps;
+        is_lps = v >= scaled;
         m = 0u - is_lps;
         sub = scaled & (0 - (uint64_t)is_lps);
         range ^= (range ^ NC_AUX_RANGE(aux)) & m;
@@ -333,7 +340,7 @@ static inline int fd_bin(fast_dec *f, nc_ctx *c)
     }
 #endif
     bin = (int)(NC_AUX_MPS(aux) ^ is_lps);
-    f->val -= sub;
+    f->val = (f->val - sub) << n;
     f->range = range;
     f->cnt -= (int32_t)n;
     fd_refill(f);
@@ -346,13 +353,15 @@ static inline uint32_t fd_bypass_bits(fast_dec *f, uint32_t num_bits)
     uint32_t v = 0, i;
     for (i = 0; i < num_bits; i++) {
         uint64_t scaled;
+        /* 2V + next bit >= range << 7, tested before the shift (2V may need 17 bits). */
         f->cnt--;
-        scaled = (uint64_t)f->range << (f->cnt + 7);
+        scaled = (uint64_t)f->range << 54;
         v <<= 1;
         if (f->val >= scaled) {
             f->val -= scaled;
             v |= 1;
         }
+        f->val <<= 1;
         fd_refill(f);
     }
     return v;
@@ -370,12 +379,20 @@ static inline __attribute__((always_inline)) int64_t fd_weight(fast_dec *f, nc_c
     if (!fd_bin(f, &ctx[NC_CTX_SIG + 3 * state + nb])) {
         return 0;
     }
-    neg = fd_bin(f, &ctx[NC_CTX_SIGN + nb]);
     {
-        /* Walk the flag contexts by pointer: no index arithmetic per bin. */
-        nc_ctx *const g0 = &ctx[NC_CTX_GTX + neg];
-        nc_ctx *const gend = g0 + 2 * (size_t)ng;
-        for (gtx = g0; gtx != gend; gtx += 2) {
+        /* Both candidate first-flag rows are loaded before the sign is known and then
+         * selected, so the first flag does not wait for a load after the sign bin.  The flag
+         * contexts are walked by pointer: no index arithmetic per bin.  ng >= 1 (num_gtx is
+         * cabac_unary_length_minus1 + 1), so the first flag is always coded. */
+        const nc_lps_row *const row_pos = ctx[NC_CTX_GTX].row, *const row_neg = ctx[NC_CTX_GTX + 1].row;
+        nc_ctx *g0, *gend;
+        neg = fd_bin(f, &ctx[NC_CTX_SIGN + nb]);
+        g0 = &ctx[NC_CTX_GTX + neg];
+        gend = g0 + 2 * (size_t)ng;
+        if (!fd_bin_row(f, g0, neg ? row_neg : row_pos)) {
+            return neg ? -1 : 1;
+        }
+        for (gtx = g0 + 2; gtx != gend; gtx += 2) {
             if (!fd_bin(f, gtx)) {
                 val = 1 + (int64_t)((size_t)(gtx - g0) >> 1);
                 return neg ? -val : val;
