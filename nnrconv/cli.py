@@ -141,6 +141,11 @@ def _coding_options(command):  # type: ignore[no-untyped-def]
             is_flag=True,
             help="Bit-exact: integers and on-grid floats entropy-coded, other floats raw.",
         ),
+        click.option(
+            "--codebook",
+            is_flag=True,
+            help="Per tensor, code a codebook of its levels (no DQ) when smaller than uniform coding.",
+        ),
         click.option("--dq/--no-dq", default=True, show_default=True, help="Dependent (trellis) quantization."),
         click.option(
             "--scan-order",
@@ -157,7 +162,13 @@ def _coding_options(command):  # type: ignore[no-untyped-def]
 
 
 def _make_options(
-    snr_db: float | None, qp: int | None, lossless: bool, dq: bool, scan_order: int, jobs: int | None
+    snr_db: float | None,
+    qp: int | None,
+    lossless: bool,
+    dq: bool,
+    scan_order: int,
+    jobs: int | None,
+    codebook: bool = False,
 ) -> nnc.CodingOptions | None:
     """The coding options asked for, or None when no coding choice was made.
 
@@ -169,7 +180,9 @@ def _make_options(
         given.append("--lossless")
     if len(given) > 1:
         raise click.UsageError(f"{' and '.join(given)} choose different modes; give one of them")
-    if not given and dq and scan_order == 0:
+    if codebook and lossless:
+        raise click.UsageError("--codebook quantizes; it combines with --qp or --snr, not with --lossless")
+    if not given and dq and scan_order == 0 and not codebook:
         return None
     try:
         return nnc.CodingOptions(
@@ -179,6 +192,7 @@ def _make_options(
             dq=dq,
             scan_order=scan_order,
             jobs=jobs,
+            codebook=codebook,
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None

@@ -75,9 +75,12 @@ class CodingOptions:
         jobs: threads coding tensors in parallel (default: the number of cores).
         row_skip: signal all-zero rows (profile 1), as NNCodec's nn/tensor pipelines do.
         max_elements: decoder cap on one tensor's element count.
+        codebook: per lossy float tensor, code a codebook of its levels (uniform quantization
+            without DQ; with `dq` at a QP 2^qp_density finer) when that is smaller than uniform
+            coding, as NNCodec's codebook_mode 2.
 
     Raises:
-        ValueError: an option is out of range, or `qp` is given with `lossless`.
+        ValueError: an option is out of range, or `qp` or `codebook` is given with `lossless`.
     """
 
     snr_db: float = DEFAULT_SNR_DB
@@ -88,8 +91,11 @@ class CodingOptions:
     jobs: int | None = None
     row_skip: bool = True
     max_elements: int = cabac.DEFAULT_MAX_ELEMENTS
+    codebook: bool = False
 
     def __post_init__(self) -> None:
+        if self.codebook and self.lossless:
+            raise ValueError("codebook and lossless are exclusive: codebooks quantize")
         if self.qp is not None and self.lossless:
             raise ValueError("qp and lossless are exclusive: lossless chooses each tensor's grid itself")
         if self.qp is not None and not -_QP_LIMIT <= self.qp <= _QP_LIMIT:

@@ -18,9 +18,11 @@ import numpy as np
 
 from nnrconv.core._errors import BitstreamError
 from nnrconv.nnc import cabac
-from nnrconv.nnc._coding import CodingOptions, TensorPlan, quantize_for_snr
+from nnrconv.nnc._codebook import choose_codebook
+from nnrconv.nnc._coding import CodingOptions, TensorPlan, quantize_for_snr, snr_db
 from nnrconv.nnc._enums import DecompressedDataFormat, PayloadType
 from nnrconv.nnc._ndu import NduHeader, NodeId
+from nnrconv.nnc._ndu_elements import Codebook
 
 __all__ = ["CodedPayload", "PayloadSettings", "decode_levels_payload", "encode_payload", "output_dtype"]
 
@@ -141,17 +143,26 @@ def encode_payload(
     # A single row or column is scanned row-major whatever the header says; say so in the header,
     # so that the entry-point count it implies (from dims[0]) is zero as the payload has none.
     scan_order = options.scan_order if rows > 1 and width > 1 else 0
+    dq_flag = plan.dq_flag
+    codebook = None
+    if options.codebook and qp is not None and plan.payload_type == PayloadType.NNR_PT_FLOAT and not plan.exact:
+        chosen = _codebook_levels(array, levels, qp, plan, settings, scan_order)
+        if chosen is not None:
+            codebook, levels, qp = chosen
+            dq_flag = False
     header = NduHeader(
         plan.payload_type,
         topology_elem_id=name,
         node_id=NodeId(0, index, 0) if settings.profile == 1 else None,
-        dq_flag=plan.dq_flag,
+        codebook=codebook,
+        dq_flag=dq_flag,
         nnr_decompressed_data_format=plan.decompressed_format,
         tensor_dimensions=dims,
         cabac_unary_length_minus1=_CABAC_UNARY_LENGTH_MINUS1,
         scan_order=scan_order,
     )
-    coding = _coding(header, settings.profile)
+    cb = (codebook.codebook_size, codebook.cb_zero_offset) if codebook is not None else (0, 0)
+    coding = _coding(header, settings.profile, cb)
     enc = cabac.PayloadEncoder()
     if qp is not None:
         enc.encode_qp_offset(qp - settings.mps_qp, qpd)
@@ -162,6 +173,37 @@ def encode_payload(
         (eps,) = cabac.entry_points(payload, [layout])
         header = _with_entry_points(header, eps)
     return CodedPayload(header, payload, qp)
+
+
+def _codebook_levels(
+    array: np.ndarray, levels: np.ndarray, qp: int, plan: TensorPlan, settings: PayloadSettings, scan_order: int
+) -> tuple[Codebook, np.ndarray, int] | None:
+    """NNCodec's codebook_mode 2: (codebook, coded indices, QP) when the codebook codes smaller."""
+    qpd = settings.options.qp_density
+    cb_qp = qp - (1 << qpd) if plan.dq_flag else qp  # DQ's effective grid, without DQ
+    lo, _ = settings.qp_range
+    if cb_qp < lo:
+        return None
+    weights = np.ascontiguousarray(array.reshape(array.shape or (1,)), dtype=np.float32)
+    if plan.dq_flag:
+        cb_levels = cabac.quantize(weights, cb_qp, qpd, dq_flag=False, scan_order=settings.options.scan_order).levels
+    else:
+        cb_levels = levels
+    if cb_levels.size == 0:
+        return None
+    if plan.snr_db is not None and snr_db(weights, cabac.dequantize(cb_levels, cb_qp, qpd)) < plan.snr_db:
+        return None  # SNR mode: the codebook's grid must keep the tensor's target too
+    choice = choose_codebook(
+        cb_levels,
+        levels,
+        plan.dq_flag,
+        scan_order=scan_order,
+        profile=settings.profile,
+        cabac_unary_length_minus1=_CABAC_UNARY_LENGTH_MINUS1,
+    )
+    if choice is None:
+        return None
+    return choice.codebook, choice.indices, cb_qp
 
 
 def _with_entry_points(header: NduHeader, eps: tuple[cabac.EntryPoint, ...]) -> NduHeader:

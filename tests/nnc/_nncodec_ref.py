@@ -36,6 +36,7 @@ def compress(
     row_skipping: bool = False,
     qp_density: int = 2,
     qp_per_tensor: dict[str, int] | None = None,
+    codebook_mode: int = 0,
 ) -> bytes:
     """The bitstream `nncodec.nnc.compress` writes (profile 1, topology NNR_TPL_UNREC)."""
     nnc_core = import_nnc_core()
@@ -49,7 +50,7 @@ def compress(
             approx_data,
             model.model_info,
             "uniform",
-            0,
+            codebook_mode,
             qp,
             False,
             not use_dq,
