@@ -81,3 +81,15 @@ def test_step_assertion_catches_a_weight_beyond_half_a_step():
     report.tensors = [TensorReport("w", "FLOAT", (2, 2), False, half * 1.5, 40.0)]
     with pytest.raises(AssertionError, match="'w' moved by"):
         testing.assert_errors_within_half_a_step(report, -38)
+
+
+def test_string_tensors_compare_by_value():
+    from nnrconv.core import DType
+
+    def model(*words):
+        array = np.array([w.encode() for w in words], dtype=object)
+        return Model(Graph(), {"s": ArrayTensor("s", array, dtype=DType.STRING)})
+
+    testing.assert_models_identical(model("a", "bc"), model("a", "bc"))
+    with pytest.raises(AssertionError, match="'s' is not bit-identical"):
+        testing.assert_models_identical(model("a", "bc"), model("a", "bd"))

@@ -106,14 +106,7 @@ def write_embedded(model: Model, path: Path, parameter_sets: bytes, ndus: Mappin
     """
     graph_def = _graphdef.rebuild(model, strip=set(ndus))
     embed(graph_def, parameter_sets, ndus)
-    try:
-        data = graph_def.SerializeToString(deterministic=True)
-    except ValueError as exc:
-        raise FormatError(f"{path}: the GraphDef cannot be serialized: {exc}") from exc
-    try:
-        path.write_bytes(data)
-    except OSError as exc:
-        raise FormatError(f"{path}: cannot write: {exc.strerror}") from exc
+    _graphdef.write_graph_def(graph_def, path)
 
 
 def _value_bytes(value: tensor_pb2.TensorProto) -> bytes:

@@ -154,7 +154,11 @@ def write(model: Model, path: Path) -> None:
     Raises:
         FormatError: a tensor does not fit, the GraphDef exceeds 2 GiB, or the file cannot be written.
     """
-    graph_def = rebuild(model, strip=())
+    write_graph_def(rebuild(model, strip=()), path)
+
+
+def write_graph_def(graph_def: graph_pb2.GraphDef, path: Path) -> None:
+    """Serialize deterministically (stable bytes across processes) and write; errors name the file."""
     try:
         data = graph_def.SerializeToString(deterministic=True)
     except ValueError as exc:

@@ -13,6 +13,8 @@ import onnx
 import nnrconv
 from nnrconv import nnc
 from nnrconv.core import ArrayTensor, DType, Model, get_registry
+from nnrconv.testing import assert_models_identical as assert_tensors_identical  # noqa: F401
+from nnrconv.testing import tensor_bytes  # noqa: F401
 
 LOSSLESS = nnc.CodingOptions(lossless=True)
 """The plugin tests assert bit-identical round trips; conversion is lossy by default."""
@@ -20,9 +22,7 @@ LOSSLESS = nnc.CodingOptions(lossless=True)
 
 def carried_names(model: Model) -> list[str]:
     """Tensors a lossless encode carries as NDUs (the rest stay in the topology), sorted."""
-    return sorted(
-        k for k, t in model.tensors.items() if t.dtype.is_numpy_native and nnc.can_carry(t.numpy(), LOSSLESS)
-    )
+    return sorted(k for k, t in model.tensors.items() if t.dtype.is_numpy_native and nnc.can_carry(t.numpy(), LOSSLESS))
 
 
 def nnc_ready() -> bool:
@@ -34,22 +34,6 @@ def onnx_format():  # type: ignore[no-untyped-def]
     return get_registry().get("onnx")
 
 
-def tensor_bytes(tensor: object) -> bytes:
-    array = tensor.numpy()  # type: ignore[attr-defined]
-    if array.dtype == object:
-        return b"\0".join(bytes(v) for v in array.reshape(-1)) + f"|{array.size}".encode()
-    return np.ascontiguousarray(array).tobytes()
-
-
-def assert_tensors_identical(first: Model, second: Model) -> None:
-    """Same keys, and for each: same dtype, shape and bytes."""
-    assert sorted(first.tensors) == sorted(second.tensors)
-    for key, a in first.tensors.items():
-        b = second.tensors[key]
-        assert (a.dtype, a.shape) == (b.dtype, b.shape), key
-        assert tensor_bytes(a) == tensor_bytes(b), f"tensor {key!r} differs"
-
-
 def simulate_nnr(model: Model) -> Model:
     """What `_api.encode` + `_api.decode` do, with the NNC coding itself left out.
 
@@ -59,9 +43,7 @@ def simulate_nnr(model: Model) -> Model:
     fmt = onnx_format()
     carried = {k for k, t in model.tensors.items() if t.dtype is DType.FLOAT}
     topology = fmt.topology_bytes(model, carried)
-    decoded = {
-        k: ArrayTensor(k, np.asarray(model.tensors[k].numpy(), dtype=np.float32).reshape(-1)) for k in carried
-    }
+    decoded = {k: ArrayTensor(k, np.asarray(model.tensors[k].numpy(), dtype=np.float32).reshape(-1)) for k in carried}
     return fmt.from_topology(topology, decoded)
 
 

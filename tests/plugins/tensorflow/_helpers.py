@@ -14,6 +14,8 @@ import numpy as np
 import nnrconv
 from nnrconv import nnc
 from nnrconv.core import ArrayTensor, DType, Model, Tensor, get_registry
+from nnrconv.testing import assert_models_identical as assert_tensors_identical  # noqa: F401
+from nnrconv.testing import tensor_bytes  # noqa: F401
 
 Carry = Callable[[Tensor], bool]
 
@@ -24,22 +26,6 @@ def tf_format():  # type: ignore[no-untyped-def]
 
 def float32_only(tensor: Tensor) -> bool:
     return tensor.dtype is DType.FLOAT
-
-
-def tensor_bytes(tensor: Tensor) -> bytes:
-    array = tensor.numpy()
-    if array.dtype == object:
-        return b"\0".join(bytes(v) for v in array.reshape(-1)) + f"|{array.size}".encode()
-    return np.ascontiguousarray(array).tobytes()
-
-
-def assert_tensors_identical(first: Model, second: Model) -> None:
-    """Same keys, and for each: same dtype, shape and bytes."""
-    assert sorted(first.tensors) == sorted(second.tensors)
-    for key, a in first.tensors.items():
-        b = second.tensors[key]
-        assert (a.dtype, a.shape) == (b.dtype, b.shape), key
-        assert tensor_bytes(a) == tensor_bytes(b), f"tensor {key!r} differs"
 
 
 def simulate_nnr(model: Model, carry: Carry = float32_only) -> Model:
