@@ -50,6 +50,7 @@ class Decoder:
         entry_points: Sequence[tuple[int, int, int]] | None = None,
         create_entry_points: bool = False,
         max_elements: int = 2**31,
+        threads: int = 1,
     ) -> tuple[bytearray, list[tuple[int, int, int]] | None]: ...
     def finish(self) -> int: ...
 

@@ -8,7 +8,7 @@ import math
 import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -86,6 +86,7 @@ class _NduSite:
     layer_parameter_set: LayerParameterSet | None
     unit_size: int = 0
     max_elements: int = cabac.DEFAULT_MAX_ELEMENTS
+    threads: int = 1  # for the block rows of one tensor (with entry points)
 
     def bitstream_error(self, message: str, tensor: str | None) -> BitstreamError:
         error = BitstreamError(message, unit_index=self.unit_index, byte_offset=self.byte_offset, tensor=tensor)
@@ -160,6 +161,7 @@ def _decode_coded(ndu: CompressedDataUnit, names: tuple[str, ...], site: _NduSit
             max_elements=site.max_elements,
             payload_offset=payload_offset,
             name=name,
+            threads=site.threads,
         )
     except BitstreamError as exc:
         located = exc.located(unit_index=site.unit_index, byte_offset=site.byte_offset, tensor=name)
@@ -322,9 +324,22 @@ def decode_model(
     )
 
 
-def _decode_one(job: tuple[CompressedDataUnit, _NduSite, tuple[str, ...]]) -> _Decoded:
+def _decode_one(job: tuple[CompressedDataUnit, _NduSite, tuple[str, ...]], threads: int) -> _Decoded:
     ndu, site, names = job
+    if threads > 1:
+        site = replace(site, threads=threads)
     return _PAYLOAD_DECODERS[ndu.header.nnr_compressed_data_unit_payload_type](ndu, names, site)
+
+
+def _thread_shares(jobs: list[tuple[CompressedDataUnit, _NduSite, tuple[str, ...]]], count: int) -> list[int]:
+    """Threads for the block rows of each tensor: its share of the model's elements.
+
+    NDUs already decode side by side, so a tensor gets extra threads only in proportion to its
+    size: all cores for a model that is one big tensor, one thread each for many similar ones.
+    """
+    sizes = [math.prod(ndu.header.tensor_dimensions or (1,)) for ndu, _, _ in jobs]
+    total = sum(sizes) or 1
+    return [max(1, min(count, round(count * size / total))) for size in sizes]
 
 
 def _decode_ndus(
@@ -342,7 +357,8 @@ def _decode_ndus(
     count = workers or os.cpu_count() or 1
     tensors: dict[str, np.ndarray] = {}
     with ThreadPoolExecutor(max(1, min(count, len(jobs)))) as pool:
-        results = pool.map(_decode_one, jobs) if count > 1 and len(jobs) > 1 else map(_decode_one, jobs)
+        shares = _thread_shares(jobs, count)
+        results = pool.map(_decode_one, jobs, shares) if count > 1 and len(jobs) > 1 else map(_decode_one, jobs, shares)
         for decoded in results:
             tensors.update(decoded)
             if progress is not None:

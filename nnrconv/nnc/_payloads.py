@@ -166,13 +166,32 @@ def encode_payload(
     enc = cabac.PayloadEncoder()
     if qp is not None:
         enc.encode_qp_offset(qp - settings.mps_qp, qpd)
-    enc.encode_levels(levels, coding, row_skip=options.row_skip and settings.profile == 1)
+    row_skip = _row_skip(options.row_skip, settings.profile, dq_flag, scan_order, levels.reshape(rows, width))
+    enc.encode_levels(levels, coding, row_skip=row_skip)
     payload = enc.finish()
     if scan_order and header.num_block_rows_minus1() > 0:
         layout = cabac.TensorLayout(dims, coding, qpd if qp is not None else None)
         (eps,) = cabac.entry_points(payload, [layout])
         header = _with_entry_points(header, eps)
     return CodedPayload(header, payload, qp)
+
+
+def _row_skip(wanted: bool, profile: int, dq_flag: bool, scan_order: int, matrix: np.ndarray) -> bool:
+    """Whether to signal all-zero rows.
+
+    NOTE: the standard (and NNCodec) advance the DQ state past a skipped row segment by the whole
+    row width, also when a block scan cuts the row into narrower segments, while the trellis
+    chose the later levels for the state the segment itself leaves. The parity-0 transitions
+    cycle with periods 1, 2 and 4 and block widths are multiples of 4, so the two states agree
+    exactly when the row width is a multiple of 4; otherwise every level after a skipped segment
+    would decode to another value, and row skipping stays off when there is a row to skip.
+    """
+    if not wanted or profile != 1:
+        return False
+    width = matrix.shape[1]
+    if dq_flag and scan_order and width > (4 << scan_order) and width % 4:
+        return bool(matrix.any(axis=1).all())
+    return True
 
 
 def _codebook_levels(
@@ -234,8 +253,11 @@ def decode_levels_payload(
     max_elements: int,
     payload_offset: int,
     name: str,
+    threads: int = 1,
 ) -> tuple[np.ndarray, int | None]:
     """Decode an NNR_PT_INT / NNR_PT_FLOAT payload into the returned array and its QP.
+
+    With entry points (scan orders 1-4) the tensor's block rows decode on up to `threads` threads.
 
     Raises:
         BitstreamError: corrupt or truncated payload, trailing bytes, values outside the declared
@@ -260,7 +282,9 @@ def decode_levels_payload(
             raise BitstreamError("an NNR_PT_FLOAT NDU needs a quantization method in the MPS or LPS", tensor=name)
         qp = quantization_parameter + dec.decode_qp_offset(qp_density)
     entry_points = header.cabac_entry_point_list if header.scan_order and len(dims) > 1 else None
-    levels = dec.decode_levels(dims, _coding(header, profile, cb), entry_points=entry_points or None, tensor=name)
+    levels = dec.decode_levels(
+        dims, _coding(header, profile, cb), entry_points=entry_points or None, tensor=name, threads=threads
+    )
     used = dec.finish()
     if used != len(payload):
         raise BitstreamError(

@@ -250,6 +250,7 @@ class PayloadDecoder:
         *,
         entry_points: Sequence[EntryPoint] | None = None,
         tensor: str | None = None,
+        threads: int = 1,
     ) -> np.ndarray:
         """Decode one tensor's int32 levels.
 
@@ -259,12 +260,15 @@ class PayloadDecoder:
             entry_points: the tensor's `cabac_entry_point_list` (bit offsets from the start of its
                 level data); with them each block row starts at its entry point.
             tensor: name for error messages.
+            threads: with entry points, decode the block rows on up to this many threads (each
+                block row restarts its arithmetic decoder, contexts and DQ state, so spans of
+                block rows are independent).
 
         Raises:
             BitstreamError: corrupt or truncated payload, or a tensor above `max_elements`.
             NotImplementedError: the tensor uses HDSP.
         """
-        levels, _ = self._decode(dims, coding, entry_points, False, tensor)
+        levels, _ = self._decode(dims, coding, entry_points, False, tensor, threads)
         return levels
 
     def decode_levels_with_entry_points(
@@ -273,7 +277,7 @@ class PayloadDecoder:
         """Decode one tensor and report the entry points of its block rows (for the encoder)."""
         return self._decode(dims, coding, None, True, tensor)
 
-    def _decode(self, dims, coding, eps, create, tensor):
+    def _decode(self, dims, coding, eps, create, tensor, threads=1):
         dims = tuple(int(d) for d in dims) or (1,)
         rows, width = matrix_view(dims)
         deltas = None
@@ -291,6 +295,7 @@ class PayloadDecoder:
                 entry_points=deltas,
                 create_entry_points=create,
                 max_elements=self._max_elements,
+                threads=max(1, int(threads)),
                 **coding._kwargs(),
             )
         except _cabac.CabacError as exc:
@@ -465,15 +470,18 @@ def decode_tensor(
     quantization_parameter: int = 0,
     entry_points: Sequence[EntryPoint] | None = None,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
+    threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Decode a single-tensor NNR_PT_FLOAT payload: returns (float32 weights, levels, qp).
+
+    With entry points the block rows decode on up to `threads` threads.
 
     Raises:
         BitstreamError: the payload is corrupt, truncated, or has bytes after its end.
     """
     dec = PayloadDecoder(payload, max_elements=max_elements)
     qp = quantization_parameter + dec.decode_qp_offset(qp_density)
-    levels = dec.decode_levels(dims, coding, entry_points=entry_points)
+    levels = dec.decode_levels(dims, coding, entry_points=entry_points, threads=threads)
     used = dec.finish()
     if used != len(payload):
         raise BitstreamError(f"CABAC payload ends at byte {used} but {len(payload)} bytes were given")

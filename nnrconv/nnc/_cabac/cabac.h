@@ -244,11 +244,11 @@ int nc_decoder_check(const nc_decoder *d, nc_status *st);
 /* Decode the terminating bin and check the stop pattern; returns bytes consumed in *used. */
 int nc_decoder_finish(nc_decoder *d, uint64_t *used, nc_status *st);
 /* Decode one tensor's levels into out[rows * width].  With eps_in (n_eps_in == block rows - 1)
- * each block row starts at its entry point; with eps_out (capacity block rows - 1) the entry
- * points are produced. */
+ * each block row starts at its entry point, and the block rows are decoded on up to `threads`
+ * threads; with eps_out (capacity block rows - 1) the entry points are produced. */
 int nc_decode_tensor(nc_decoder *d, int32_t *out, const nc_tensor *t,
                      const nc_entry_point *eps_in, uint64_t n_eps_in,
-                     nc_entry_point *eps_out, uint64_t *n_eps_out, nc_status *st);
+                     nc_entry_point *eps_out, uint64_t *n_eps_out, uint32_t threads, nc_status *st);
 
 /* ---- quantization (quant.c) ------------------------------------------------------------ */
 

@@ -512,17 +512,249 @@ static void read_sets(nc_decoder *d, const nc_tensor *t)
     }
 }
 
+/* ---- block rows ----------------------------------------------------------------------------- */
+
+/* What the block-row loop needs besides the decoder: the tensor, its row-skip list, and either
+ * the entry points to start each block row at (starts[j] = absolute bit offset of block row j,
+ * eps_in[j - 1] its value and dq_state) or, when creating entry points, where to put them. */
+typedef struct {
+    const nc_tensor *t;
+    const uint8_t *skip;
+    const nc_entry_point *eps_in; /* NULL: block rows follow each other in the stream */
+    const uint64_t *starts;       /* with eps_in */
+    nc_entry_point *eps_out;      /* NULL: do not create */
+    uint64_t *n_eps_out;
+    uint64_t last_offset;         /* with eps_out: offset of the previous entry point */
+    int32_t *out;
+} block_rows_job;
+
+/* Decode block rows [first, end): with entry points, block row `first` starts at its own entry
+ * point; the contexts in d->ctx must hold their chosen sets (they are reset at every block row). */
+static int decode_block_rows(nc_decoder *d, block_rows_job *job, uint64_t first, uint64_t end, int state,
+                             nc_status *st)
+{
+    const nc_tensor *t = job->t;
+    const uint64_t rows = t->rows, width = t->width;
+    const uint64_t bh = t->scan_order ? ((uint64_t)4 << t->scan_order) : rows;
+    const uint64_t bw = t->scan_order ? ((uint64_t)4 << t->scan_order) : width;
+    const uint32_t ng = t->num_gtx;
+    const size_t nctx = NC_CTX_COUNT(ng);
+    const int plain = t->cb_size == 0 || t->profile == 0;
+    const uint8_t *skip = job->skip;
+    uint64_t by, bx, y, x, ye, xe, block_row;
+    size_t i;
+    int nb = 0;
+
+    for (block_row = first, by = first * bh; block_row < end; by += bh, block_row++) {
+        ye = by + bh < rows ? by + bh : rows;
+        if (job->eps_in != NULL && block_row > 0) {
+            if (dec_seek(d, job->starts[block_row], job->eps_in[block_row - 1].value, st) != NC_OK) {
+                return st->code;
+            }
+            state = (int)(job->eps_in[block_row - 1].dq_state & 7);
+        }
+        for (bx = 0; bx < width; bx += bw) {
+            xe = bx + bw < width ? bx + bw : width;
+            for (y = by; y < ye; y++) {
+                int32_t *row = job->out + y * width;
+                if (skip != NULL && skip[y]) {
+                    for (x = bx; x < xe; x++) {
+                        row[x] = 0;
+                    }
+                    if (t->dq) {
+                        state = nc_dq_skip((uint8_t)state, width);
+                    }
+                    continue;
+                }
+                if (plain) {
+                    /* fast path */
+                    fast_dec f;
+                    uint64_t done;
+                    fd_load(&f, d);
+                    done = t->dq ? fd_row_dq(&f, d->ctx, ng, row + bx, xe - bx, &state, &nb)
+                                 : fd_row_nodq(&f, d->ctx, ng, row + bx, xe - bx, &state, &nb);
+                    fd_store(&f, d);
+                    if (done < xe - bx) {
+                        return nc_fail(st, NC_ERR_STREAM, d->pos,
+                                       "decoded level at row %llu, column %llu does not fit in int32",
+                                       (unsigned long long)y, (unsigned long long)(bx + done));
+                    }
+                    if (d->overrun) {
+                        return nc_fail(st, NC_ERR_STREAM, d->len,
+                                       "CABAC payload is truncated (while decoding row %llu)", (unsigned long long)y);
+                    }
+                    continue;
+                }
+                for (x = bx; x < xe; x++) {
+                    int64_t k = dec_weight(d, d->ctx, t, state, nb);
+                    int64_t level = k;
+                    if (t->dq && k != 0) {
+                        level = 2 * k + (k < 0 ? (state & 1) : -(state & 1));
+                    }
+                    if (level > INT32_MAX || level < INT32_MIN) {
+                        return nc_fail(st, NC_ERR_STREAM, d->pos,
+                                       "decoded level at row %llu, column %llu does not fit in int32",
+                                       (unsigned long long)y, (unsigned long long)x);
+                    }
+                    row[x] = (int32_t)level;
+                    nb = k == 0 ? 0 : (k < 0 ? 1 : 2);
+                    if (t->dq) {
+                        state = nc_dq_next[state][k & 1];
+                    }
+                }
+                if (d->overrun) {
+                    return nc_fail(st, NC_ERR_STREAM, d->len,
+                                   "CABAC payload is truncated (while decoding row %llu)", (unsigned long long)y);
+                }
+            }
+        }
+        if (ye < rows) {
+            for (i = 0; i < nctx; i++) {
+                nc_ctx_reset(&d->ctx[i]);
+            }
+            nb = 0;
+            if (job->eps_in == NULL) {
+                d->range = 256;
+                if (d->value >= (256u << 7)) {
+                    return nc_fail(st, NC_ERR_STREAM, d->pos, "invalid arithmetic-decoder state at an entry point");
+                }
+            }
+            if (job->eps_out != NULL) {
+                uint64_t off = dec_bit_offset(d);
+                nc_entry_point *ep = &job->eps_out[block_row];
+                ep->bit_offset = off - job->last_offset;
+                ep->value = (d->value >> 7) & 255;
+                ep->dq_state = (uint32_t)state;
+                job->last_offset = off;
+                *job->n_eps_out = block_row + 1;
+            }
+        }
+    }
+    return NC_OK;
+}
+
+/* ---- block rows on several threads -------------------------------------------------------- *
+ * With entry points every block row can start on its own: contexts are reset to their chosen
+ * sets, the arithmetic decoder restarts from the entry point's value, and DQ from its state.  So
+ * the block rows are split into contiguous spans, each decoded by its own copy of the decoder
+ * and contexts.  The stream position after the tensor is the one the last span ends at. */
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#define NC_HAVE_THREADS 1
+#endif
+
+typedef struct {
+    nc_decoder d;
+    block_rows_job *job;
+    uint64_t first, end;
+    int state;
+    int rc;
+    nc_status st;
+} span_work;
+
+static void *decode_span(void *arg)
+{
+    span_work *w = (span_work *)arg;
+    w->rc = decode_block_rows(&w->d, w->job, w->first, w->end, w->state, &w->st);
+    return NULL;
+}
+
+/* Decode all block rows on up to `threads` threads; falls back to one span when threads cannot
+ * be created.  On failure the error of the earliest failing span is reported. */
+static int decode_spans(nc_decoder *d, block_rows_job *job, uint64_t nblock_rows, uint32_t threads, nc_status *st)
+{
+    const size_t nctx = NC_CTX_COUNT(job->t->num_gtx);
+    uint64_t n = threads < nblock_rows ? threads : nblock_rows, k;
+    span_work *w;
+    int rc = NC_OK;
+#if defined(NC_HAVE_THREADS)
+    pthread_t *tid;
+    uint8_t *started;
+#endif
+
+    if (n <= 1) {
+        return decode_block_rows(d, job, 0, nblock_rows, 0, st);
+    }
+    w = (span_work *)calloc((size_t)n, sizeof(span_work));
+    if (w == NULL) {
+        return nc_fail(st, NC_ERR_NOMEM, 0, "out of memory for decoding threads");
+    }
+    for (k = 0; k < n; k++) {
+        w[k].d = *d;
+        w[k].job = job;
+        w[k].first = nblock_rows * k / n;
+        w[k].end = nblock_rows * (k + 1) / n;
+        w[k].state = k == 0 ? 0 : (int)(job->eps_in[w[k].first - 1].dq_state & 7);
+        if (k > 0) {
+            w[k].d.ctx = (nc_ctx *)malloc(nctx * sizeof(nc_ctx));
+            if (w[k].d.ctx == NULL) {
+                rc = nc_fail(st, NC_ERR_NOMEM, 0, "out of memory for decoding threads");
+                n = k;
+                goto cleanup;
+            }
+            memcpy(w[k].d.ctx, d->ctx, nctx * sizeof(nc_ctx));
+            w[k].d.ctx_cap = nctx;
+        }
+    }
+#if defined(NC_HAVE_THREADS)
+    tid = (pthread_t *)calloc((size_t)n, sizeof(pthread_t));
+    started = (uint8_t *)calloc((size_t)n, 1);
+    if (tid != NULL && started != NULL) {
+        for (k = 1; k < n; k++) {
+            started[k] = pthread_create(&tid[k], NULL, decode_span, &w[k]) == 0;
+        }
+    }
+    decode_span(&w[0]);
+    for (k = 1; k < n; k++) {
+        if (started != NULL && started[k]) {
+            pthread_join(tid[k], NULL);
+        } else {
+            decode_span(&w[k]);
+        }
+    }
+    free(tid);
+    free(started);
+#else
+    for (k = 0; k < n; k++) {
+        decode_span(&w[k]);
+    }
+#endif
+    for (k = 0; k < n; k++) {
+        if (w[k].rc != NC_OK) {
+            *st = w[k].st;
+            rc = w[k].rc;
+            break;
+        }
+    }
+    if (rc == NC_OK) {
+        /* continue after the tensor where the last span stopped */
+        nc_ctx *ctx = d->ctx;
+        size_t cap = d->ctx_cap;
+        *d = w[n - 1].d;
+        d->ctx = ctx;
+        d->ctx_cap = cap;
+    }
+cleanup:
+    for (k = 1; k < n; k++) {
+        free(w[k].d.ctx);
+    }
+    free(w);
+    return rc;
+}
+
 int nc_decode_tensor(nc_decoder *d, int32_t *out, const nc_tensor *tin,
                      const nc_entry_point *eps_in, uint64_t n_eps_in,
-                     nc_entry_point *eps_out, uint64_t *n_eps_out, nc_status *st)
+                     nc_entry_point *eps_out, uint64_t *n_eps_out, uint32_t threads, nc_status *st)
 {
     nc_tensor t = *tin;
     uint8_t *skip = NULL;
-    uint64_t rows, width, bh, bw, by, bx, y, x, ye, xe, nblock_rows, block_row, base_offset = 0,
-        last_offset = 0, ep_offset = 0;
+    uint64_t *starts = NULL;
+    uint64_t rows, width, y, nblock_rows, j;
     uint32_t ng;
     size_t i, nctx;
-    int state = 0, nb = 0, flags_present, rc = NC_OK, use_eps, make_eps, plain;
+    int flags_present, rc = NC_OK, use_eps;
+    block_rows_job job;
 
     if (n_eps_out != NULL) {
         *n_eps_out = 0;
@@ -566,119 +798,50 @@ int nc_decode_tensor(nc_decoder *d, int32_t *out, const nc_tensor *tin,
 
     nblock_rows = nc_block_rows(&t);
     use_eps = eps_in != NULL && nblock_rows > 1;
-    make_eps = !use_eps && eps_out != NULL && nblock_rows > 1;
     if (use_eps && n_eps_in != nblock_rows - 1) {
         rc = nc_fail(st, NC_ERR_STREAM, d->pos, "%llu entry points given, the scan has %llu block rows",
                      (unsigned long long)n_eps_in, (unsigned long long)nblock_rows);
         goto done;
     }
+    memset(&job, 0, sizeof(job));
+    job.t = &t;
+    job.skip = skip;
+    job.out = out;
     if (t.scan_order != 0 && nblock_rows > 1) {
         d->range = 256;
         if (d->value >= (256u << 7)) {
             rc = nc_fail(st, NC_ERR_STREAM, d->pos, "invalid arithmetic-decoder state at an entry point");
             goto done;
         }
-        base_offset = last_offset = ep_offset = dec_bit_offset(d);
+        job.last_offset = dec_bit_offset(d);
     }
-
-    bh = t.scan_order ? ((uint64_t)4 << t.scan_order) : rows;
-    bw = t.scan_order ? ((uint64_t)4 << t.scan_order) : width;
-    plain = t.cb_size == 0 || t.profile == 0;
-    (void)base_offset;
-    for (by = 0, block_row = 0; by < rows; by += bh, block_row++) {
-        ye = by + bh < rows ? by + bh : rows;
-        if (use_eps && block_row > 0) {
-            const nc_entry_point *ep = &eps_in[block_row - 1];
-            ep_offset += ep->bit_offset;
-            if (dec_seek(d, ep_offset, ep->value, st) != NC_OK) {
-                rc = st->code;
+    if (use_eps) {
+        starts = (uint64_t *)malloc((size_t)nblock_rows * sizeof(uint64_t));
+        if (starts == NULL) {
+            rc = nc_fail(st, NC_ERR_NOMEM, 0, "out of memory for entry points");
+            goto done;
+        }
+        starts[0] = job.last_offset;
+        for (j = 1; j < nblock_rows; j++) {
+            starts[j] = starts[j - 1] + eps_in[j - 1].bit_offset;
+            if (starts[j] < starts[j - 1]) {
+                rc = nc_fail(st, NC_ERR_STREAM, d->pos, "entry point %llu lies outside the CABAC payload",
+                             (unsigned long long)j);
                 goto done;
             }
-            state = (int)(ep->dq_state & 7);
         }
-        for (bx = 0; bx < width; bx += bw) {
-            xe = bx + bw < width ? bx + bw : width;
-            for (y = by; y < ye; y++) {
-                int32_t *row = out + y * width;
-                if (skip != NULL && skip[y]) {
-                    for (x = bx; x < xe; x++) {
-                        row[x] = 0;
-                    }
-                    if (t.dq) {
-                        state = nc_dq_skip((uint8_t)state, width);
-                    }
-                    continue;
-                }
-                if (plain) {
-                    /* fast path */
-                    fast_dec f;
-                    uint64_t done;
-                    fd_load(&f, d);
-                    done = t.dq ? fd_row_dq(&f, d->ctx, ng, row + bx, xe - bx, &state, &nb)
-                                : fd_row_nodq(&f, d->ctx, ng, row + bx, xe - bx, &state, &nb);
-                    fd_store(&f, d);
-                    if (done < xe - bx) {
-                        rc = nc_fail(st, NC_ERR_STREAM, d->pos,
-                                     "decoded level at row %llu, column %llu does not fit in int32",
-                                     (unsigned long long)y, (unsigned long long)(bx + done));
-                        goto done;
-                    }
-                    if (d->overrun) {
-                        rc = nc_fail(st, NC_ERR_STREAM, d->len,
-                                     "CABAC payload is truncated (while decoding row %llu)", (unsigned long long)y);
-                        goto done;
-                    }
-                    continue;
-                }
-                for (x = bx; x < xe; x++) {
-                    int64_t k = dec_weight(d, d->ctx, &t, state, nb);
-                    int64_t level = k;
-                    if (t.dq && k != 0) {
-                        level = 2 * k + (k < 0 ? (state & 1) : -(state & 1));
-                    }
-                    if (level > INT32_MAX || level < INT32_MIN) {
-                        rc = nc_fail(st, NC_ERR_STREAM, d->pos,
-                                     "decoded level at row %llu, column %llu does not fit in int32",
-                                     (unsigned long long)y, (unsigned long long)x);
-                        goto done;
-                    }
-                    row[x] = (int32_t)level;
-                    nb = k == 0 ? 0 : (k < 0 ? 1 : 2);
-                    if (t.dq) {
-                        state = nc_dq_next[state][k & 1];
-                    }
-                }
-                if (d->overrun) {
-                    rc = nc_fail(st, NC_ERR_STREAM, d->len,
-                                 "CABAC payload is truncated (while decoding row %llu)", (unsigned long long)y);
-                    goto done;
-                }
-            }
+        job.eps_in = eps_in;
+        job.starts = starts;
+        rc = decode_spans(d, &job, nblock_rows, threads, st);
+    } else {
+        if (eps_out != NULL && nblock_rows > 1) {
+            job.eps_out = eps_out;
+            job.n_eps_out = n_eps_out;
         }
-        if (ye < rows) {
-            for (i = 0; i < nctx; i++) {
-                nc_ctx_reset(&d->ctx[i]);
-            }
-            nb = 0;
-            if (!use_eps) {
-                d->range = 256;
-                if (d->value >= (256u << 7)) {
-                    rc = nc_fail(st, NC_ERR_STREAM, d->pos, "invalid arithmetic-decoder state at an entry point");
-                    goto done;
-                }
-            }
-            if (make_eps) {
-                uint64_t off = dec_bit_offset(d);
-                nc_entry_point *ep = &eps_out[block_row];
-                ep->bit_offset = off - last_offset;
-                ep->value = (d->value >> 7) & 255;
-                ep->dq_state = (uint32_t)state;
-                last_offset = off;
-                *n_eps_out = block_row + 1;
-            }
-        }
+        rc = decode_block_rows(d, &job, 0, nblock_rows, 0, st);
     }
 done:
+    free(starts);
     free(skip);
     return rc;
 }

@@ -409,8 +409,9 @@ static PyObject *Decoder_decode_levels(DecoderObject *self, PyObject *args, PyOb
 {
     static char *kwlist[] = {"rows", "width", "dq", "scan_order", "profile", "num_gtx", "parent_present",
                              "codebook_size", "codebook_zero_offset", "entry_points",
-                             "create_entry_points", "max_elements", NULL};
+                             "create_entry_points", "max_elements", "threads", NULL};
     unsigned long long rows, width, max_elements = (1ULL << 31);
+    unsigned int threads = 1;
     int dq = 0, scan_order = 0, profile = 1, parent_present = 0, create_eps = 0;
     unsigned int num_gtx = 11, cb_size = 0, cb_zero = 0;
     PyObject *eps_obj = Py_None, *out = NULL, *eps_list = NULL, *result;
@@ -420,9 +421,9 @@ static PyObject *Decoder_decode_levels(DecoderObject *self, PyObject *args, PyOb
     nc_status st = {0};
     int rc;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "KK|$piiIpIIOpK:decode_levels", kwlist, &rows, &width, &dq,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "KK|$piiIpIIOpKI:decode_levels", kwlist, &rows, &width, &dq,
                                      &scan_order, &profile, &num_gtx, &parent_present, &cb_size, &cb_zero,
-                                     &eps_obj, &create_eps, &max_elements)) {
+                                     &eps_obj, &create_eps, &max_elements, &threads)) {
         return NULL;
     }
     if (!decoder_usable(self)) {
@@ -473,7 +474,7 @@ static PyObject *Decoder_decode_levels(DecoderObject *self, PyObject *args, PyOb
     self->busy = 1;
     Py_BEGIN_ALLOW_THREADS
     rc = nc_decode_tensor(&self->dec, (int32_t *)PyByteArray_AS_STRING(out), &t, eps_in,
-                          eps_obj != Py_None ? n_eps_in : 0, eps_out, &n_eps_out, &st);
+                          eps_obj != Py_None ? n_eps_in : 0, eps_out, &n_eps_out, threads, &st);
     Py_END_ALLOW_THREADS
     self->busy = 0;
     if (eps_obj == Py_None) {
@@ -544,8 +545,9 @@ static PyMethodDef Decoder_methods[] = {
      "decode_bypass(num_bits)\n--\n\nRead num_bits bypass bins (unsigned, MSB first)."},
     {"decode_levels", (PyCFunction)(void (*)(void))Decoder_decode_levels, METH_VARARGS | METH_KEYWORDS,
      "decode_levels(rows, width, *, dq, scan_order, profile, num_gtx, parent_present, codebook_size, "
-     "codebook_zero_offset, entry_points=None, create_entry_points=False, max_elements=2**31)\n--\n\n"
-     "Decode one tensor; returns (int32 levels as bytearray, entry points or None)."},
+     "codebook_zero_offset, entry_points=None, create_entry_points=False, max_elements=2**31, threads=1)\n--\n\n"
+     "Decode one tensor; returns (int32 levels as bytearray, entry points or None). With entry points the\n"
+     "block rows are decoded on up to `threads` threads."},
     {"finish", (PyCFunction)Decoder_finish, METH_NOARGS,
      "finish()\n--\n\nDecode the terminating bin, check the stop pattern, return bytes consumed."},
     {NULL, NULL, 0, NULL},
