@@ -207,11 +207,11 @@ def _check_tensor(levels, *, dq, scan, profile, row_skip, parent=0, param_opt=1,
     )
     assert ref_qp_offset == qp_offset
     assert used == len(ours)
-    # we decode NNCodec's payload, with and without entry points
-    for use_eps in (False, True):
+    # we decode NNCodec's payload, without entry points, and with them on one and several threads
+    for use_eps, threads in ((False, 1), (True, 1), (True, 3)):
         dec = cabac.PayloadDecoder(ref)
         assert dec.decode_qp_offset(QPD) == qp_offset
-        got = dec.decode_levels(levels.shape, coding, entry_points=eps if use_eps else None)
+        got = dec.decode_levels(levels.shape, coding, entry_points=eps if use_eps else None, threads=threads)
         assert dec.finish() == len(ref)
         np.testing.assert_array_equal(got, ref_levels)
     return ref_levels
