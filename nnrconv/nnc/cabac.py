@@ -110,11 +110,14 @@ class TensorLayout:
         coding: its coding parameters.
         qp_density: when not None, a QP offset of 6 + qp_density bits precedes the levels
             (NNR_PT_FLOAT / NNR_PT_BLOCK).
+        base, history: as for `PayloadDecoder.decode_levels` (incremental coding).
     """
 
     dims: tuple[int, ...]
     coding: TensorCoding
     qp_density: int | None = None
+    base: np.ndarray | None = None
+    history: np.ndarray | None = None
 
 
 def matrix_view(dims: Sequence[int]) -> tuple[int, int]:
@@ -422,7 +425,9 @@ def entry_points(payload: bytes, tensors: Sequence[TensorLayout]) -> list[tuple[
     for layout in tensors:
         if layout.qp_density is not None:
             dec.decode_qp_offset(layout.qp_density)
-        _, eps = dec.decode_levels_with_entry_points(layout.dims, layout.coding)
+        _, eps = dec.decode_levels_with_entry_points(
+            layout.dims, layout.coding, base=layout.base, history=layout.history
+        )
         result.append(eps)
     dec.finish()
     return result

@@ -155,9 +155,7 @@ def test_payload_identical_and_decodes_both_ways(shape, dq, scan, qp, tool):
     np.testing.assert_array_equal(levels, update)
     assert (qp_offset, used) == (-38, len(ref))
 
-    ref_levels, ref_qp_offset, ref_used = ref_decode(
-        ours, shape, tca_base, dq=dq, scan=scan, history=history, eps=eps
-    )
+    ref_levels, ref_qp_offset, ref_used = ref_decode(ours, shape, tca_base, dq=dq, scan=scan, history=history, eps=eps)
     np.testing.assert_array_equal(ref_levels, update)
     assert (ref_qp_offset, ref_used) == (-38, len(ours))
 
