@@ -23,6 +23,7 @@ from nnrconv import nnc
 from nnrconv._files import check_output, staged_output
 from nnrconv.core import (
     ArrayTensor,
+    BaseMismatchError,
     BitstreamError,
     CodedTensor,
     FormatError,
@@ -214,6 +215,7 @@ def encode(
     compress_topology: bool = True,
     options: nnc.CodingOptions | None = None,
     progress: nnc.Progress | None = None,
+    base: nnc.BaseModel | None = None,
 ) -> bytes:
     """Code a model as an NNR bitstream carrying its topology (integration mode 1).
 
@@ -221,9 +223,12 @@ def encode(
     per-tensor SNR target, `nnc.CodingOptions()`); the others stay inside the topology bytes, so
     the bitstream always rebuilds the complete model. A model without a topology (from a
     weights-only format) travels as named tensors with topology format 0.
+
+    With `base` (`nnc.read_base` of an NNR model) the bitstream is an incremental update of it:
+    only the differences to the base tensors are coded (`nnc.encode_update`).
     """
     fmt = _plugin(model.source_format) if model.source_format else None
-    if options is None:
+    if options is None and base is None:
         moved = _pass_through(model, fmt, compress_topology)
         if moved is not None:
             return moved
@@ -246,6 +251,16 @@ def encode(
         topology = fmt.topology_bytes(model, {t.name for t in carried})
         code = fmt.topology_code
         compress_topology = compress_topology and fmt.deflate_topology(topology)
+    if base is not None:
+        return nnc.encode_update(
+            ((t.name, t.numpy()) for t in carried),
+            topology,
+            code,
+            base,
+            compress_topology=compress_topology,
+            options=options,
+            progress=progress,
+        )
     return nnc.encode_model(
         ((t.name, t.numpy()) for t in carried),
         topology,
@@ -300,13 +315,27 @@ def _keep_coded(model: Model, parameter_sets: bytes | None, coded: dict[str, byt
 
 
 def decode(
-    data: bytes, *, source: str = "<bytes>", jobs: int | None = None, progress: nnc.Progress | None = None
+    data: bytes,
+    *,
+    source: str = "<bytes>",
+    jobs: int | None = None,
+    progress: nnc.Progress | None = None,
+    base: nnc.BaseModel | None = None,
 ) -> Model:
     """Rebuild a model from an NNR bitstream, through the plugin owning its topology format.
 
-    `jobs` threads decode the data units (default: the number of cores).
+    `jobs` threads decode the data units (default: the number of cores). An incremental update
+    needs its `base` (`nnc.read_base` of the model it updates).
+
+    Raises:
+        BaseMismatchError: an update without base, a base given with a bitstream that is no
+            update, or a base that does not fit the update.
     """
-    decoded = nnc.decode_model(data, source=source, jobs=jobs, progress=progress)
+    decoded = nnc.decode_model(data, source=source, jobs=jobs, progress=progress, base=base)
+    if base is not None and not decoded.mps.mps_parent_signalling_enabled_flag:
+        raise BaseMismatchError(
+            f"{source} is not an incremental update (no parent signalling); decode it without a base"
+        )
     tensors = {name: ArrayTensor(name, array) for name, array in decoded.tensors.items()}
     code = decoded.topology_storage_format
     if code == nnc.TopologyStorageFormat.NNR_TPL_UNREC:
@@ -344,13 +373,19 @@ def save(
     inputs: Sequence[Path] = (),
     options: nnc.CodingOptions | None = None,
     progress: nnc.Progress | None = None,
+    base: nnc.BaseModel | None = None,
 ) -> None:
-    """Write a model natively or as NNR (coded as `options` say); atomic, never replacing a file without `force`."""
+    """Write a model natively or as NNR (coded as `options` say); atomic, never replacing a file without `force`.
+
+    With `base`, the NNR output is an incremental update of that base model.
+    """
     path = Path(path)
     check_output(path, inputs=tuple(inputs), force=force)
     name = _output_format(path, format)
+    if base is not None and name != NNR_FORMAT:
+        raise UnsupportedError(f"{path}: an incremental update (base model) can only be written as an .nnr bitstream")
     if name == NNR_FORMAT:
-        data = encode(model, options=options, progress=progress)
+        data = encode(model, options=options, progress=progress, base=base)
         with staged_output(path, force=force) as staged:
             staged.write_bytes(data)
         return
@@ -395,6 +430,7 @@ def convert(
     options: nnc.CodingOptions | None = None,
     jobs: int | None = None,
     progress: nnc.Progress | None = None,
+    base: str | os.PathLike[str] | None = None,
 ) -> ConversionResult:
     """Convert a model file: native → NNR, NNR → native, or native → native of the same format.
 
@@ -402,6 +438,14 @@ def convert(
     tensor at the default weight SNR; pass `nnc.CodingOptions(lossless=True)` for bit-exactness).
     Without `options`, tensors read already coded (from NNR) keep their data units unchanged.
     `jobs` sets the decoding threads (default: `options.jobs`, else all cores).
+
+    `base` (an NNR file) makes the conversion incremental: native → NNR writes an update of the
+    base (only the differences are coded); NNR → native restores a model from an update and its
+    base.
+
+    Raises:
+        BaseMismatchError: the base does not fit the model or update, or an update is decoded
+            without base.
     """
     source, target = Path(source), Path(target)
     started = time.perf_counter()
@@ -411,9 +455,16 @@ def convert(
     dst_name = _output_format(target, to_format)
     if src_name == NNR_FORMAT and dst_name == NNR_FORMAT:
         raise UnsupportedError(f"{target}: input and output are both NNR bitstreams; nothing to convert")
+    threads = jobs if jobs is not None else (options.jobs if options else None)
+    base_model = None
+    if base is not None:
+        if NNR_FORMAT not in (src_name, dst_name):
+            raise UnsupportedError("a base model applies to NNR input (an update) or NNR output; neither is NNR")
+        base_path = Path(base)
+        _require_input(base_path)
+        base_model = nnc.read_base(_read_bitstream(base_path), source=str(base_path), jobs=threads)
     if src_name == NNR_FORMAT:
-        threads = jobs if jobs is not None else (options.jobs if options else None)
-        model = decode(_read_bitstream(source), source=str(source), jobs=threads, progress=progress)
+        model = decode(_read_bitstream(source), source=str(source), jobs=threads, progress=progress, base=base_model)
     else:
         model = load(source, src_name)
     if not model.source_format and dst_name != NNR_FORMAT and not _plugin(dst_name).accepts_foreign_tensors:
@@ -427,7 +478,17 @@ def convert(
             model = _translate(model, source, src_name, dst_name, Path(workdir))
             save(model, target, dst_name, force=force, inputs=(source,), options=options, progress=progress)
     else:
-        save(model, target, dst_name, force=force, inputs=(source,), options=options, progress=progress)
+        update_base = base_model if dst_name == NNR_FORMAT else None
+        save(
+            model,
+            target,
+            dst_name,
+            force=force,
+            inputs=(source,),
+            options=options,
+            progress=progress,
+            base=update_base,
+        )
     return ConversionResult(
         source=source,
         target=target,

@@ -205,6 +205,13 @@ def _make_options(
 @click.option("--to", "to_format", metavar="FORMAT", help="Output format (default: from the name).")
 @click.option("--force", is_flag=True, help="Replace the output if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+@click.option(
+    "--base",
+    type=click.Path(path_type=str),
+    metavar="BASE.nnr",
+    help="Incremental update: into NNR, code only the differences to this base model; "
+    "from NNR, restore the model from an update and this base.",
+)
 @_coding_options
 def convert(
     source: str,
@@ -213,12 +220,13 @@ def convert(
     to_format: str | None,
     force: bool,
     quiet: bool,
+    base: str | None,
     **coding: object,
 ) -> None:
     """Convert SOURCE to TARGET; formats follow from the paths (`.nnr` is an NNR bitstream).
 
     Coding into NNR is lossy by default (each tensor at the --snr target); use --lossless for
-    bit-identical tensors.
+    bit-identical tensors. With --base BASE.nnr the NNR file is an incremental update of BASE.
     """
     options = _make_options(**coding)  # type: ignore[arg-type]
     with _TerminalProgress.for_stderr(enabled=not quiet) as progress:
@@ -231,6 +239,7 @@ def convert(
             options=options,
             jobs=coding["jobs"],  # type: ignore[arg-type]
             progress=progress,
+            base=base,
         )
     if not quiet:
         ratio = result.target_bytes / result.source_bytes if result.source_bytes else 0.0

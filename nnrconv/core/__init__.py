@@ -6,6 +6,7 @@ import contextlib
 
 from nnrconv.core._dtype import DType
 from nnrconv.core._errors import (
+    BaseMismatchError,
     BitstreamError,
     FormatError,
     FrameworkMissingError,
@@ -27,6 +28,7 @@ __all__ = [
     "Attribute",
     "CodedTensor",
     "AttributeType",
+    "BaseMismatchError",
     "BitstreamError",
     "DType",
     "FormatError",

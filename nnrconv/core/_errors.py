@@ -10,6 +10,7 @@ any `NNRConvError` into that line and a non-zero exit code; anything else is a b
 from __future__ import annotations
 
 __all__ = [
+    "BaseMismatchError",
     "BitstreamError",
     "FormatError",
     "FrameworkMissingError",
@@ -30,6 +31,11 @@ class FormatError(NNRConvError):
     """An input is not in the format expected, or no format can be determined for a path."""
 
     exit_code = 3
+
+
+class BaseMismatchError(FormatError):
+    """An incremental update and the base model given with it do not belong together (a tensor
+    or its shape is missing, the parent node ids differ), or an update was given without base."""
 
 
 class BitstreamError(NNRConvError):

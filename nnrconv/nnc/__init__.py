@@ -23,7 +23,7 @@ from nnrconv.nnc._container import (
     inflate_topology,
 )
 from nnrconv.nnc._decoding import DecodedModel, decode_model, decode_parts
-from nnrconv.nnc._encoding import encode_model, encode_parts
+from nnrconv.nnc._encoding import encode_model, encode_parts, encode_update
 from nnrconv.nnc._enums import (
     CompressedParameterTypes,
     DecompressedDataFormat,
@@ -45,6 +45,7 @@ from nnrconv.nnc._framing import (
     read_units,
     write_units,
 )
+from nnrconv.nnc._incremental import BaseModel, BaseTensor, read_base
 from nnrconv.nnc._inspect import UnitInfo, inspect_units
 from nnrconv.nnc._mps import (
     DecompositionPerformanceEntry,
@@ -74,6 +75,8 @@ __all__ = [
     "MAX_TOPOLOGY_SIZE",
     "MAX_UNIT_SIZE",
     "AggregateUnit",
+    "BaseModel",
+    "BaseTensor",
     "BitReader",
     "BitWriter",
     "Codebook",
@@ -116,10 +119,12 @@ __all__ = [
     "encode_model",
     "encode_parts",
     "encode_reference_list",
+    "encode_update",
     "encode_unit",
     "inflate_topology",
     "inspect_units",
     "looks_like_nnr",
+    "read_base",
     "read_units",
     "write_units",
 ]

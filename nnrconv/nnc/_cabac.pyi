@@ -27,6 +27,8 @@ class Encoder:
         parent_present: bool = False,
         codebook_size: int = 0,
         codebook_zero_offset: int = 0,
+        base: Buffer | None = None,
+        hist: Buffer | None = None,
     ) -> None: ...
     def finish(self) -> bytes: ...
 
@@ -50,6 +52,8 @@ class Decoder:
         entry_points: Sequence[tuple[int, int, int]] | None = None,
         create_entry_points: bool = False,
         max_elements: int = 2**31,
+        base: Buffer | None = None,
+        hist: Buffer | None = None,
         threads: int = 1,
     ) -> tuple[bytearray, list[tuple[int, int, int]] | None]: ...
     def finish(self) -> int: ...

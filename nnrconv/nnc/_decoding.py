@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from nnrconv.core._errors import BitstreamError, UnsupportedError
+from nnrconv.core._errors import BaseMismatchError, BitstreamError, UnsupportedError
 from nnrconv.nnc import cabac
 from nnrconv.nnc._container import _RAW_FLOAT, Progress, _flatten, inflate_topology
 from nnrconv.nnc._enums import (
@@ -30,8 +30,9 @@ from nnrconv.nnc._framing import (
     read_units,
     with_source,
 )
+from nnrconv.nnc._incremental import BaseModel, check_parent
 from nnrconv.nnc._mps import LayerParameterSet, ModelParameterSet
-from nnrconv.nnc._ndu import CompressedDataUnit, NduHeader, decode_reference_list
+from nnrconv.nnc._ndu import CompressedDataUnit, NduHeader, NodeId, decode_reference_list
 from nnrconv.nnc._payloads import decode_levels_payload
 from nnrconv.nnc._units import QuantizationUnit, StartUnit, TopologyUnit, UnitContext
 
@@ -86,6 +87,8 @@ class _NduSite:
     layer_parameter_set: LayerParameterSet | None
     unit_size: int = 0
     max_elements: int = cabac.DEFAULT_MAX_ELEMENTS
+    base: BaseModel | None = None  # the model an update's NDUs refer to
+    levels_sink: dict[str, np.ndarray] | None = None  # receives each coded tensor's int32 levels
     threads: int = 1  # for the block rows of one tensor (with entry points)
 
     def bitstream_error(self, message: str, tensor: str | None) -> BitstreamError:
@@ -151,6 +154,17 @@ def _decode_coded(ndu: CompressedDataUnit, names: tuple[str, ...], site: _NduSit
     else:
         qp_density, qp = site.context.mps_qp_density, site.context.mps_quantization_parameter
     payload_offset = site.byte_offset + site.unit_size - len(ndu.payload)
+    parent = None
+    if header.parent_node_id is not None:
+        if site.base is None:
+            raise BaseMismatchError(
+                f"{site.source}: tensor {name!r} updates a base model; decode it with its base (--base)"
+            )
+        if payload_type != PayloadType.NNR_PT_FLOAT:
+            raise site.unsupported(f"an {payload_type.name} NDU updating a parent tensor", name)
+        parent = check_parent(header, name, site.base)
+    tca = header.parent_node_id is not None and header.parent_node_id.temporal_context_modeling_flag
+    levels_out: list[np.ndarray] | None = [] if site.levels_sink is not None else None
     try:
         array, _ = decode_levels_payload(
             header,
@@ -161,6 +175,9 @@ def _decode_coded(ndu: CompressedDataUnit, names: tuple[str, ...], site: _NduSit
             max_elements=site.max_elements,
             payload_offset=payload_offset,
             name=name,
+            base=parent.levels if parent is not None and tca else None,
+            history=parent.history if parent is not None else None,
+            levels_out=levels_out,
             threads=site.threads,
         )
     except BitstreamError as exc:
@@ -168,6 +185,12 @@ def _decode_coded(ndu: CompressedDataUnit, names: tuple[str, ...], site: _NduSit
         raise with_source(located, site.source) from None
     except NotImplementedError as exc:
         raise site.unsupported(str(exc), name) from None
+    if site.levels_sink is not None and levels_out:
+        site.levels_sink[name] = levels_out[0]
+    if parent is not None:
+        # restored = base + decoded difference, in float32 (NNCodec's model_add)
+        array = (np.asarray(parent.values, dtype=np.float32) + array.reshape(parent.values.shape)).astype(np.float32)
+        array = array.reshape(header.tensor_dimensions or (1,))
     return [(name, array)]
 
 
@@ -240,6 +263,8 @@ def decode_model(
     jobs: int | None = None,
     max_elements: int = cabac.DEFAULT_MAX_ELEMENTS,
     progress: Progress | None = None,
+    base: BaseModel | None = None,
+    _levels_sink: dict[str, np.ndarray] | None = None,
 ) -> DecodedModel:
     """Decode a bitstream into tensors and topology.
 
@@ -249,12 +274,16 @@ def decode_model(
         jobs: threads decoding NDUs in parallel (default: the number of cores).
         max_elements: refuse any tensor declaring more elements, before allocating it.
         progress: called with (tensor name, bytes decoded) as each tensor is ready.
+        base: for an incremental update (`read_base` of the model it updates): update NDUs add
+            their decoded difference to the base tensor, and base tensors the update leaves out
+            are returned unchanged.
 
     Raises:
         BitstreamError: corrupt or truncated data, a payload whose length does not match its
             dimensions, or a tensor sent twice; the message names the file, unit, offset and tensor.
         UnsupportedError: valid syntax nnrconv cannot decode yet (entropy-coded NDUs, a second MPS
             or TPL unit, ...); named likewise.
+        BaseMismatchError: an update without `base`, or one that does not fit `base`.
     """
     units = read_units(data, source)
     ctx = UnitContext()
@@ -291,7 +320,9 @@ def decode_model(
         elif isinstance(unit, LayerParameterSet):
             lps = unit
         elif isinstance(unit, CompressedDataUnit):
-            site = _NduSite(source, top_index, parsed.byte_offset, ctx, lps, parsed.size, max_elements)
+            site = _NduSite(
+                source, top_index, parsed.byte_offset, ctx, lps, parsed.size, max_elements, base, _levels_sink
+            )
             ndus.append((unit, site))
         ctx = advance_context(ctx, unit)
     if mps is None:
@@ -305,7 +336,19 @@ def decode_model(
     topology = _topology_bytes(tpl_unit, tpl_parsed, source)
     resolver = _NameResolver(tpl_unit, topology)
     jobs_list = [(ndu, site, resolver.names(ndu.header, site)) for ndu, site in ndus]
+    is_update = any(ndu.header.parent_node_id is not None for ndu, _ in ndus)
+    if is_update and base is None:
+        raise BaseMismatchError(
+            f"{source} is an incremental update of a base model (its data units name parent nodes); "
+            "decode it with its base (--base BASE.nnr)"
+        )
     tensors = _decode_ndus(jobs_list, jobs, progress)
+    if base is not None and mps.mps_parent_signalling_enabled_flag:
+        # tensors the update leaves out are unchanged
+        merged = {name: tensor.values for name, tensor in base.tensors.items()}
+        merged.update(tensors)
+        tensors = merged
+        movable = False  # the units only make sense with their base
     coded = None
     if movable:
         coded = {names[0]: bytes(view[o : o + n]) for (_, _, names), (o, n) in zip(jobs_list, spans, strict=True)}
@@ -322,6 +365,26 @@ def decode_model(
         parameter_sets=bytes(head) if movable else None,
         coded=coded,
     )
+
+
+def decode_with_levels(
+    data: bytes | bytearray | memoryview, *, source: str = "<bytes>", jobs: int | None = None
+) -> tuple[DecodedModel, dict[str, np.ndarray], dict[str, NodeId | None]]:
+    """`decode_model`, plus each DeepCABAC-coded tensor's int32 levels and each NDU's node id
+    (what coding an update of this model needs)."""
+    nodes: dict[str, NodeId | None] = {}
+    for _, parsed in _flatten(read_units(data, source)):
+        unit = parsed.unit
+        if isinstance(unit, CompressedDataUnit) and unit.header.topology_elem_id is not None:
+            if unit.header.parent_node_id is not None:
+                raise BaseMismatchError(
+                    f"{source} is itself an incremental update (its data units name parent nodes); give the "
+                    "full model it was made from as base (chains of updates are not supported yet)"
+                )
+            nodes[unit.header.topology_elem_id] = unit.header.node_id
+    levels: dict[str, np.ndarray] = {}
+    decoded = decode_model(data, source=source, jobs=jobs, _levels_sink=levels)
+    return decoded, levels, nodes
 
 
 def _decode_one(job: tuple[CompressedDataUnit, _NduSite, tuple[str, ...]], threads: int) -> _Decoded:

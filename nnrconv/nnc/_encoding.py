@@ -22,9 +22,10 @@ from nnrconv.nnc._framing import (
     encode_unit,
     unit_size_field,
 )
+from nnrconv.nnc._incremental import BaseModel
 from nnrconv.nnc._mps import ModelParameterSet
 from nnrconv.nnc._ndu import CompressedDataUnit, NduHeader, NodeId
-from nnrconv.nnc._payloads import PayloadSettings, encode_payload
+from nnrconv.nnc._payloads import PayloadSettings, UpdateParent, encode_payload
 from nnrconv.nnc._units import StartUnit, TopologyUnit, UnitContext
 
 # -- encoding ----------------------------------------------------------------------------------
@@ -33,6 +34,7 @@ from nnrconv.nnc._units import StartUnit, TopologyUnit, UnitContext
 __all__ = [
     "encode_model",
     "encode_parts",
+    "encode_update",
 ]
 
 
@@ -78,6 +80,40 @@ def encode_model(
     return parameter_sets + b"".join(ndus.values())
 
 
+def encode_update(
+    tensors: Iterable[tuple[str, np.ndarray]],
+    topology: bytes,
+    topology_storage_format: int,
+    base: BaseModel,
+    *,
+    compress_topology: bool = True,
+    options: CodingOptions | None = None,
+    progress: Progress | None = None,
+) -> bytes:
+    """Code a model as an incremental update of `base` (profile 1, parent signalling).
+
+    Lossy float tensors are coded as quantized differences to the base tensor (at the QP a full
+    coding would use), with temporal context adaptation and HDSP, in NDUs naming the base
+    tensor's node as parent; a difference that quantizes to zero sends no NDU. Other tensors are
+    sent whole when they differ from the base, and not at all when equal.
+
+    Raises:
+        BaseMismatchError: a tensor is missing from the base, or its shape differs.
+        As `encode_model` otherwise.
+    """
+    parameter_sets, ndus = _encode(
+        tensors,
+        options or CodingOptions(),
+        1,
+        topology,
+        topology_storage_format,
+        compress_topology,
+        progress,
+        base,
+    )
+    return parameter_sets + b"".join(ndus.values())
+
+
 def encode_parts(
     tensors: Iterable[tuple[str, np.ndarray]] | Mapping[str, np.ndarray],
     options: CodingOptions | None = None,
@@ -107,6 +143,7 @@ def _encode(
     storage_format: int,
     compress: bool,
     progress: Progress | None = None,
+    base: BaseModel | None = None,
 ) -> tuple[bytes, dict[str, bytes]]:
     if profile not in (0, 1):
         raise ValueError(f"general_profile_idc must be 0 or 1, got {profile!r}")
@@ -128,10 +165,20 @@ def _encode(
                 f"(lossy, or lossless on a QP grid) and integers that fit int32 ({options.mode} mode)"
             )
         named.append((name, array, plan))
+    parents: dict[str, UpdateParent | None] = {}
+    if base is not None:
+        for name, array, plan in named:
+            tensor = base.get(name, tuple(array.shape), "the model")
+            lossy_float = plan.payload_type == PayloadType.NNR_PT_FLOAT and not plan.exact
+            parents[name] = tensor.parent(name, base.source) if lossy_float else None
     qps = [p.qp for _, _, p in named if p.payload_type == PayloadType.NNR_PT_FLOAT and p.qp is not None]
     margin = [min(qps) - 8] if any(p.snr_db is not None for _, _, p in named) and qps else []
     mps_qp, qp_range = choose_mps_qp(qps + margin, options.qp_density)
-    mps = ModelParameterSet(mps_qp_density=options.qp_density, mps_quantization_parameter=mps_qp)
+    mps = ModelParameterSet(
+        mps_qp_density=options.qp_density,
+        mps_quantization_parameter=mps_qp,
+        mps_parent_signalling_enabled_flag=base is not None,
+    )
     ctx = UnitContext()
     head: list[bytes] = []
     units: list[StartUnit | ModelParameterSet | TopologyUnit] = [StartUnit(profile), mps]
@@ -144,6 +191,11 @@ def _encode(
 
     def code(job: tuple[int, tuple[str, np.ndarray, TensorPlan]]) -> bytes:
         index, (name, array, plan) = job
+        if base is not None:
+            parent = parents[name]
+            if parent is None and np.array_equal(array, base.tensors[name].values.reshape(array.shape)):
+                return b""  # unchanged: the decoder keeps the base tensor
+            return b"".join(_tensor_unit(name, array, plan, index, ctx, settings, parent))
         return b"".join(_tensor_unit(name, array, plan, index, ctx, settings))
 
     jobs = list(enumerate(named))
@@ -155,18 +207,27 @@ def _encode(
             coded.append(unit)
             if progress is not None:
                 progress(name, array.nbytes)
-    return b"".join(head), {name: unit for (name, _, _), unit in zip(named, coded, strict=True)}
+    return b"".join(head), {name: unit for (name, _, _), unit in zip(named, coded, strict=True) if unit}
 
 
 def _tensor_unit(
-    name: str, array: np.ndarray, plan: TensorPlan, index: int, ctx: UnitContext, settings: PayloadSettings
+    name: str,
+    array: np.ndarray,
+    plan: TensorPlan,
+    index: int,
+    ctx: UnitContext,
+    settings: PayloadSettings,
+    parent: UpdateParent | None = None,
 ) -> list[bytes]:
-    """Size field, headers and payload of one NDU, checked before the payload is built."""
+    """Size field, headers and payload of one NDU, checked before the payload is built; nothing
+    for an update NDU that changes nothing."""
     if plan.payload_type != PayloadType.NNR_PT_RAW_FLOAT:
         try:
-            coded = encode_payload(name, array, plan, settings, index)
+            coded = encode_payload(name, array, plan, settings, index, parent)
         except ValueError as exc:
             raise UnsupportedError(f"tensor {name!r}: {exc}") from exc
+        if coded.empty:
+            return []
         w = BitWriter()
         CompressedDataUnit(coded.header).write(w, ctx)
         head = w.getvalue()

@@ -20,11 +20,18 @@ from nnrconv.core._errors import BitstreamError
 from nnrconv.nnc import cabac
 from nnrconv.nnc._codebook import choose_codebook
 from nnrconv.nnc._coding import CodingOptions, TensorPlan, quantize_for_snr, snr_db
-from nnrconv.nnc._enums import DecompressedDataFormat, PayloadType
+from nnrconv.nnc._enums import DecompressedDataFormat, ParentNodeIdType, PayloadType
 from nnrconv.nnc._ndu import NduHeader, NodeId
-from nnrconv.nnc._ndu_elements import Codebook
+from nnrconv.nnc._ndu_elements import Codebook, ParentNodeId
 
-__all__ = ["CodedPayload", "PayloadSettings", "decode_levels_payload", "encode_payload", "output_dtype"]
+__all__ = [
+    "CodedPayload",
+    "PayloadSettings",
+    "UpdateParent",
+    "decode_levels_payload",
+    "encode_payload",
+    "output_dtype",
+]
 
 _CABAC_UNARY_LENGTH_MINUS1 = 10
 
@@ -68,11 +75,33 @@ class PayloadSettings:
 
 @dataclass(frozen=True, slots=True)
 class CodedPayload:
-    """The header and payload of one entropy-coded NDU, plus what `inspect` reports."""
+    """The header and payload of one entropy-coded NDU, plus what `inspect` reports.
+
+    `empty` says all levels are zero: an update NDU that changes nothing, which the encoder of an
+    incremental update leaves out (as NNCodec does).
+    """
 
     header: NduHeader
     payload: bytes
     qp: int | None
+    empty: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateParent:
+    """What coding a tensor as a difference to its parent (a base model's tensor) needs.
+
+    Attributes:
+        values: the parent's decoded tensor; the NDU codes the quantized difference to it.
+        node_id: the parent NDU's node; the update's node is one level deeper.
+        levels: the parent's int32 levels, for temporal context adaptation (None: no TCA).
+        history: uint8 significance history for HDSP (None: no HDSP).
+    """
+
+    values: np.ndarray
+    node_id: NodeId
+    levels: np.ndarray | None = None
+    history: np.ndarray | None = None
 
 
 def output_dtype(payload_type: PayloadType, fmt: DecompressedDataFormat | None) -> np.dtype:
@@ -131,13 +160,45 @@ def _levels_and_qp(
     return quantized.levels, quantized.qp
 
 
+def _difference_levels(
+    name: str, array: np.ndarray, plan: TensorPlan, settings: PayloadSettings, parent: UpdateParent
+) -> tuple[np.ndarray, int]:
+    """Levels of (tensor - parent) at the QP a full coding of the tensor would use, so that the
+    restored tensor (parent + difference) is as close to the tensor as a full coding."""
+    _, qp = _levels_and_qp(name, array, plan, settings)
+    assert qp is not None
+    dims = array.shape or (1,)
+    diff = np.ascontiguousarray(array.astype(np.float32).reshape(dims) - parent.values.reshape(dims), np.float32)
+    quantized = cabac.quantize(
+        diff, qp, settings.options.qp_density, dq_flag=plan.dq_flag, scan_order=settings.options.scan_order
+    )
+    lo, hi = settings.qp_range
+    if not lo <= quantized.qp <= hi:
+        raise ValueError(f"tensor {name!r}: QP {quantized.qp} does not fit the offset field around {settings.mps_qp}")
+    return quantized.levels, quantized.qp
+
+
 def encode_payload(
-    name: str, array: np.ndarray, plan: TensorPlan, settings: PayloadSettings, index: int
+    name: str,
+    array: np.ndarray,
+    plan: TensorPlan,
+    settings: PayloadSettings,
+    index: int,
+    parent: UpdateParent | None = None,
 ) -> CodedPayload:
-    """Quantize (as planned) and entropy-code one tensor as an NNR_PT_INT or NNR_PT_FLOAT NDU."""
+    """Quantize (as planned) and entropy-code one tensor as an NNR_PT_INT or NNR_PT_FLOAT NDU.
+
+    With `parent` (a lossy NNR_PT_FLOAT plan) the NDU is a differential update of the parent
+    tensor: it codes the quantized difference, with temporal context adaptation on the parent's
+    levels and HDSP where that codes smaller (NNCodec's compress_differences with tca and
+    hdsp_tool).
+    """
     options = settings.options
     qpd = options.qp_density
-    levels, qp = _levels_and_qp(name, array, plan, settings)
+    if parent is None:
+        levels, qp = _levels_and_qp(name, array, plan, settings)
+    else:
+        levels, qp = _difference_levels(name, array, plan, settings, parent)
     dims = tuple(int(d) for d in array.shape) or (1,)
     rows, width = cabac.matrix_view(dims)
     # A single row or column is scanned row-major whatever the header says; say so in the header,
@@ -145,15 +206,32 @@ def encode_payload(
     scan_order = options.scan_order if rows > 1 and width > 1 else 0
     dq_flag = plan.dq_flag
     codebook = None
-    if options.codebook and qp is not None and plan.payload_type == PayloadType.NNR_PT_FLOAT and not plan.exact:
+    if (
+        parent is None
+        and options.codebook
+        and qp is not None
+        and plan.payload_type == PayloadType.NNR_PT_FLOAT
+        and not plan.exact
+    ):
         chosen = _codebook_levels(array, levels, qp, plan, settings, scan_order)
         if chosen is not None:
             codebook, levels, qp = chosen
             dq_flag = False
+    node_id = NodeId(0, index, 0) if settings.profile == 1 else None
+    parent_node_id = None
+    if parent is not None:
+        node = parent.node_id
+        node_id = NodeId(node.device_id, node.parameter_id, node.put_node_depth + 1)
+        parent_node_id = ParentNodeId(
+            ParentNodeIdType.ICNN_NDU_ID,
+            temporal_context_modeling_flag=parent.levels is not None,
+            parent_device_id=node.device_id,
+        )
     header = NduHeader(
         plan.payload_type,
         topology_elem_id=name,
-        node_id=NodeId(0, index, 0) if settings.profile == 1 else None,
+        node_id=node_id,
+        parent_node_id=parent_node_id,
         codebook=codebook,
         dq_flag=dq_flag,
         nnr_decompressed_data_format=plan.decompressed_format,
@@ -163,17 +241,34 @@ def encode_payload(
     )
     cb = (codebook.codebook_size, codebook.cb_zero_offset) if codebook is not None else (0, 0)
     coding = _coding(header, settings.profile, cb)
-    enc = cabac.PayloadEncoder()
-    if qp is not None:
-        enc.encode_qp_offset(qp - settings.mps_qp, qpd)
+    base = parent.levels if parent is not None else None
+    history = parent.history if parent is not None else None
     row_skip = _row_skip(options.row_skip, settings.profile, dq_flag, scan_order, levels.reshape(rows, width))
-    enc.encode_levels(levels, coding, row_skip=row_skip)
-    payload = enc.finish()
+
+    def code(use_history: bool) -> bytes:
+        enc = cabac.PayloadEncoder()
+        if qp is not None:
+            enc.encode_qp_offset(qp - settings.mps_qp, qpd)
+        enc.encode_levels(
+            levels,
+            coding,
+            row_skip=row_skip,
+            base=base,
+            history=history if use_history else None,
+        )
+        return enc.finish()
+
+    if history is not None:
+        payload, used_history = cabac.smaller_with_or_without_hdsp(code)
+    else:
+        payload, used_history = code(False), False
     if scan_order and header.num_block_rows_minus1() > 0:
-        layout = cabac.TensorLayout(dims, coding, qpd if qp is not None else None)
+        layout = cabac.TensorLayout(
+            dims, coding, qpd if qp is not None else None, base=base, history=history if used_history else None
+        )
         (eps,) = cabac.entry_points(payload, [layout])
         header = _with_entry_points(header, eps)
-    return CodedPayload(header, payload, qp)
+    return CodedPayload(header, payload, qp, empty=parent is not None and not levels.any())
 
 
 def _row_skip(wanted: bool, profile: int, dq_flag: bool, scan_order: int, matrix: np.ndarray) -> bool:
@@ -253,11 +348,17 @@ def decode_levels_payload(
     max_elements: int,
     payload_offset: int,
     name: str,
+    base: np.ndarray | None = None,
+    history: np.ndarray | None = None,
+    levels_out: list[np.ndarray] | None = None,
     threads: int = 1,
 ) -> tuple[np.ndarray, int | None]:
     """Decode an NNR_PT_INT / NNR_PT_FLOAT payload into the returned array and its QP.
 
-    With entry points (scan orders 1-4) the tensor's block rows decode on up to `threads` threads.
+    `base` / `history` are the parent's levels and the significance history of an update NDU
+    (temporal context adaptation, HDSP); `levels_out`, when given, receives the int32 levels
+    (what a later update of this tensor uses as its base). With entry points (scan orders 1-4)
+    the tensor's block rows decode on up to `threads` threads.
 
     Raises:
         BitstreamError: corrupt or truncated payload, trailing bytes, values outside the declared
@@ -283,7 +384,13 @@ def decode_levels_payload(
         qp = quantization_parameter + dec.decode_qp_offset(qp_density)
     entry_points = header.cabac_entry_point_list if header.scan_order and len(dims) > 1 else None
     levels = dec.decode_levels(
-        dims, _coding(header, profile, cb), entry_points=entry_points or None, tensor=name, threads=threads
+        dims,
+        _coding(header, profile, cb),
+        entry_points=entry_points or None,
+        tensor=name,
+        base=base,
+        history=history,
+        threads=threads,
     )
     used = dec.finish()
     if used != len(payload):
@@ -298,6 +405,8 @@ def decode_levels_payload(
             raise BitstreamError("a codebook index lies outside the codebook", tensor=name)
         levels = np.ascontiguousarray(np.asarray(codebook.codebook, dtype=np.int32)[indices])
         del indices
+    if levels_out is not None:
+        levels_out.append(levels)
     if is_float:
         assert qp is not None and qp_density is not None
         values = cabac.dequantize(levels, qp, qp_density)

@@ -28,7 +28,7 @@ objects (one per NDU) can run in parallel, since the compiled core releases the 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +41,8 @@ __all__ = [
     "DEFAULT_MAX_ELEMENTS",
     "EncodedTensor",
     "EntryPoint",
+    "HdspHistory",
+    "smaller_with_or_without_hdsp",
     "PayloadDecoder",
     "PayloadEncoder",
     "QuantizedTensor",
@@ -72,7 +74,7 @@ class TensorCoding:
         general_profile_idc: 0 (1st edition syntax) or 1 (2nd edition: row skipping, codebook-aware
             binarization).
         parent_node_id_present_flag: the NDU signals a parent node; then a
-            hist_dep_sig_prob_enabled_flag is coded per tensor (always 0 here).
+            hist_dep_sig_prob_enabled_flag is coded per tensor (1 when coded with a history).
         codebook_size: size of the tensor's codebook, 0 without codebook.
         codebook_zero_offset: `CbZeroOffset` of the codebook.
     """
@@ -108,11 +110,14 @@ class TensorLayout:
         coding: its coding parameters.
         qp_density: when not None, a QP offset of 6 + qp_density bits precedes the levels
             (NNR_PT_FLOAT / NNR_PT_BLOCK).
+        base, history: as for `PayloadDecoder.decode_levels` (incremental coding).
     """
 
     dims: tuple[int, ...]
     coding: TensorCoding
     qp_density: int | None = None
+    base: np.ndarray | None = None
+    history: np.ndarray | None = None
 
 
 def matrix_view(dims: Sequence[int]) -> tuple[int, int]:
@@ -138,6 +143,65 @@ def _levels_array(levels: np.ndarray) -> np.ndarray:
     if not levels.flags.c_contiguous:
         raise ValueError("levels must be C-contiguous; pass np.ascontiguousarray(levels)")
     return levels
+
+
+class HdspHistory:
+    """Significance history of history-dependent significance probability (HDSP).
+
+    Per tensor name, one uint8 per element: 1 if the element's level was non-zero in any update
+    decoded so far.  Encoder and decoder must keep identical histories (NNCodec's `HdspTool`):
+    after coding or decoding an update, call `add` with the update's levels.  A tensor without
+    history codes its hist_dep_sig_prob_enabled_flag as 0.
+    """
+
+    __slots__ = ("_hist",)
+
+    def __init__(self) -> None:
+        self._hist: dict[str, np.ndarray] = {}
+
+    def get(self, name: str) -> np.ndarray | None:
+        """The tensor's history (uint8, tensor shape), or None before its first update."""
+        return self._hist.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._hist
+
+    def add(self, name: str, levels: np.ndarray) -> None:
+        """Mark the non-zero positions of an update's levels.
+
+        Raises:
+            ValueError: the shape differs from the tensor's earlier updates.
+        """
+        nonzero = np.asarray(levels) != 0
+        hist = self._hist.get(name)
+        if hist is None:
+            self._hist[name] = nonzero.astype(np.uint8)
+        elif hist.shape != nonzero.shape:
+            raise ValueError(f"tensor {name!r}: update shape {nonzero.shape} differs from its history {hist.shape}")
+        else:
+            hist[nonzero] = 1
+
+
+def smaller_with_or_without_hdsp(encode: Callable[[bool], bytes]) -> tuple[bytes, bool]:
+    """NNCodec's HDSP decision: code a payload without and with the history, keep the smaller.
+
+    `encode(use_history)` returns the complete payload; ties keep the one without HDSP (NNCodec's
+    argmin over [off, on]).  Returns (payload, whether HDSP was used).
+    """
+    off = encode(False)
+    on = encode(True)
+    return (on, True) if len(on) < len(off) else (off, False)
+
+
+def _side_array(array: np.ndarray | None, shape: tuple[int, ...], dtype: type, what: str) -> np.ndarray | None:
+    """Check a base / history array against the tensor it goes with (same element count)."""
+    if array is None:
+        return None
+    if not isinstance(array, np.ndarray) or array.dtype != dtype:
+        raise TypeError(f"{what} must be a numpy {np.dtype(dtype).name} array")
+    if array.size != math.prod(shape or (1,)):
+        raise ValueError(f"{what} has {array.size} elements, the tensor has shape {shape}")
+    return np.ascontiguousarray(array)
 
 
 class PayloadEncoder:
@@ -169,6 +233,8 @@ class PayloadEncoder:
         *,
         row_skip: bool = False,
         param_opt: bool = True,
+        base: np.ndarray | None = None,
+        history: np.ndarray | None = None,
     ) -> None:
         """Code one tensor's integer levels.
 
@@ -177,6 +243,13 @@ class PayloadEncoder:
             coding: parameters from the NDU header.
             row_skip: profile 1: signal all-zero rows and skip them (row_skip_enabled_flag).
             param_opt: choose the cheapest context parameter set per context (NNCodec's default).
+            base: the parent tensor's int32 levels (same size): temporal context adaptation
+                (temporal_context_modeling_flag = 1; needs parent_node_id_present_flag in
+                profile 1).  The decoder must be given the same base.
+            history: uint8 significance history (`HdspHistory.get`): codes
+                hist_dep_sig_prob_enabled_flag = 1 where the flag is present (profile 1, parent
+                signalled, a matrix).  NNCodec codes the payload with and without the history and
+                keeps the smaller: see `smaller_with_or_without_hdsp`.
 
         Raises:
             TypeError: levels is not an int32 array.
@@ -184,7 +257,16 @@ class PayloadEncoder:
         """
         levels = _levels_array(levels)
         rows, width = matrix_view(levels.shape)
-        self._enc.encode_levels(levels, rows, width, param_opt=param_opt, row_skip=row_skip, **_encoder_kwargs(coding))
+        self._enc.encode_levels(
+            levels,
+            rows,
+            width,
+            param_opt=param_opt,
+            row_skip=row_skip,
+            base=_side_array(base, levels.shape, np.int32, "base"),
+            hist=_side_array(history, levels.shape, np.uint8, "history"),
+            **_encoder_kwargs(coding),
+        )
 
     def finish(self) -> bytes:
         """Code the terminating bin, flush, and return the payload."""
@@ -251,6 +333,8 @@ class PayloadDecoder:
         entry_points: Sequence[EntryPoint] | None = None,
         tensor: str | None = None,
         threads: int = 1,
+        base: np.ndarray | None = None,
+        history: np.ndarray | None = None,
     ) -> np.ndarray:
         """Decode one tensor's int32 levels.
 
@@ -263,23 +347,34 @@ class PayloadDecoder:
             threads: with entry points, decode the block rows on up to this many threads (each
                 block row restarts its arithmetic decoder, contexts and DQ state, so spans of
                 block rows are independent).
+            base: the parent tensor's int32 levels when the NDU has
+                temporal_context_modeling_flag = 1 (TCA).
+            history: the tensor's uint8 significance history (`HdspHistory.get`), used when the
+                tensor's hist_dep_sig_prob_enabled_flag is 1 (None: no position has history).
 
         Raises:
             BitstreamError: corrupt or truncated payload, or a tensor above `max_elements`.
-            NotImplementedError: the tensor uses HDSP.
         """
-        levels, _ = self._decode(dims, coding, entry_points, False, tensor, threads)
+        levels, _ = self._decode(dims, coding, entry_points, False, tensor, base, history, threads)
         return levels
 
     def decode_levels_with_entry_points(
-        self, dims: Sequence[int], coding: TensorCoding, *, tensor: str | None = None
+        self,
+        dims: Sequence[int],
+        coding: TensorCoding,
+        *,
+        tensor: str | None = None,
+        base: np.ndarray | None = None,
+        history: np.ndarray | None = None,
     ) -> tuple[np.ndarray, tuple[EntryPoint, ...]]:
         """Decode one tensor and report the entry points of its block rows (for the encoder)."""
-        return self._decode(dims, coding, None, True, tensor)
+        return self._decode(dims, coding, None, True, tensor, base, history)
 
-    def _decode(self, dims, coding, eps, create, tensor, threads=1):
+    def _decode(self, dims, coding, eps, create, tensor, base=None, history=None, threads=1):
         dims = tuple(int(d) for d in dims) or (1,)
         rows, width = matrix_view(dims)
+        base = _side_array(base, dims, np.int32, "base")
+        history = _side_array(history, dims, np.uint8, "history")
         deltas = None
         if eps is not None:
             deltas, previous = [], 0
@@ -296,6 +391,8 @@ class PayloadDecoder:
                 create_entry_points=create,
                 max_elements=self._max_elements,
                 threads=max(1, int(threads)),
+                base=base,
+                hist=history,
                 **coding._kwargs(),
             )
         except _cabac.CabacError as exc:
@@ -333,7 +430,9 @@ def entry_points(payload: bytes, tensors: Sequence[TensorLayout]) -> list[tuple[
     for layout in tensors:
         if layout.qp_density is not None:
             dec.decode_qp_offset(layout.qp_density)
-        _, eps = dec.decode_levels_with_entry_points(layout.dims, layout.coding)
+        _, eps = dec.decode_levels_with_entry_points(
+            layout.dims, layout.coding, base=layout.base, history=layout.history
+        )
         result.append(eps)
     dec.finish()
     return result

@@ -313,12 +313,15 @@ def test_fuzzed_entry_points_only_raise_bitstream_error():
         _decode(payload, shape, coding, entry_points=eps[:-1])
 
 
-def test_unsupported_hdsp_flag_is_reported():
-    # A payload whose hist_dep_sig_prob_enabled_flag bypass bin is 1.
+@pytest.mark.parametrize("with_history", [False, True])
+def test_hdsp_flag_is_the_first_bin_and_decodes(with_history):
+    # hist_dep_sig_prob_enabled_flag is the first (bypass) bin of a tensor with a parent
+    levels = np.arange(16, dtype=np.int32).reshape(4, 4) % 3
+    history = np.eye(4, dtype=np.uint8) if with_history else None
+    coding = cabac.TensorCoding(parent_node_id_present_flag=True)
     enc = cabac.PayloadEncoder()
-    enc._enc.encode_bypass(1, 1)
-    enc._enc.encode_bypass(0, 1)
+    enc.encode_levels(levels, coding, history=history)
     payload = enc.finish()
+    assert cabac.PayloadDecoder(payload)._dec.decode_bypass(1) == int(with_history)
     dec = cabac.PayloadDecoder(payload)
-    with pytest.raises(NotImplementedError, match="HDSP"):
-        dec.decode_levels((4, 4), cabac.TensorCoding(parent_node_id_present_flag=True))
+    np.testing.assert_array_equal(dec.decode_levels((4, 4), coding, history=history), levels)

@@ -70,10 +70,12 @@ extern const uint8_t nc_dq_next[8][2];    /* dependent-quantization state transi
 /* ---- context layout (store size 90 + 4N, N = number of greater-than flags) ----------- */
 
 #define NC_CTX_SIG 0        /* 24: 3 * state + neighbour class */
-#define NC_CTX_SIG_TCA 24   /* 16: temporal context adaptation (not used yet) */
-#define NC_CTX_SIG_HDSP 40  /* 8: history-dependent significance (not used yet) */
+#define NC_CTX_SIG_TCA 24   /* 16: temporal context adaptation, 2 * state + (|base| > 1) */
+#define NC_CTX_SIG_HDSP 40  /* 8: history-dependent significance, by state */
 #define NC_CTX_SIGN 48      /* 3 + 2 (TCA) */
+#define NC_CTX_SIGN_TCA 51  /* 2: base < 0, base > 0 */
 #define NC_CTX_GTX 53       /* 2N + 2N (TCA) */
+#define NC_CTX_GTX_TCA(n) (53 + 2 * (n))
 #define NC_CTX_REM(n) (53 + 4 * (n))          /* 31 (+1 spare) remainder prefix contexts */
 #define NC_CTX_PARAM_FLAG(n) (53 + 4 * (n) + 34)
 #define NC_CTX_ROW_SKIP(n) (53 + 4 * (n) + 36)
@@ -169,7 +171,50 @@ typedef struct {
     int parent_present;   /* parent_node_id_present_flag: hist_dep_sig_prob flag is coded */
     uint32_t cb_size;     /* codebook_size, 0 without codebook */
     uint32_t cb_zero;     /* CbZeroOffset */
+    /* Incremental coding (profile 1; NULL = none).  base: the co-located int32 levels of the
+     * parent tensor, turning on temporal context adaptation (TCA) and its context-parameter
+     * groups.  hist: per element, 1 if the element was non-zero in an earlier update.  The
+     * encoder codes hist_dep_sig_prob_enabled_flag = 1 iff hist is given (and the flag is
+     * coded); the decoder reads the flag and uses hist (all-zero when NULL) if it is set. */
+    const int32_t *base;
+    const uint8_t *hist;
 } nc_tensor;
+
+/* Context selection with TCA / HDSP (ContextModeler of the reference): base is the co-located
+ * base level (0 when none or no TCA), hdsp is 1 when HDSP is on and the history marks this
+ * element. */
+static inline uint32_t nc_uabs32(int32_t v)
+{
+    return v < 0 ? (uint32_t)0 - (uint32_t)v : (uint32_t)v;
+}
+
+static inline uint32_t nc_sig_ctx_x(int state, int nb, int32_t base, int hdsp)
+{
+    if (hdsp) {
+        return NC_CTX_SIG_HDSP + (uint32_t)state;
+    }
+    if (base != 0) {
+        return NC_CTX_SIG_TCA + 2 * (uint32_t)state + (nc_uabs32(base) > 1 ? 1u : 0u);
+    }
+    return NC_CTX_SIG + 3 * (uint32_t)state + (uint32_t)nb;
+}
+
+static inline uint32_t nc_sign_ctx_x(int nb, int32_t base)
+{
+    if (base != 0) {
+        return NC_CTX_SIGN_TCA + (base < 0 ? 0u : 1u);
+    }
+    return NC_CTX_SIGN + (uint32_t)nb;
+}
+
+/* Greater-than flag j (0-based) of an index with sign neg. */
+static inline uint32_t nc_gtx_ctx_x(uint32_t num_gtx, uint32_t j, int neg, int32_t base)
+{
+    if (base != 0) {
+        return NC_CTX_GTX_TCA(num_gtx) + 2 * j + (nc_uabs32(base) >= j ? 0u : 1u);
+    }
+    return NC_CTX_GTX + 2 * j + (neg ? 1u : 0u);
+}
 
 /* Normalise a tensor description (forced scan order 0, codebook ignored in profile 0) and
  * validate it.  Returns NC_OK or NC_ERR_VALUE. */

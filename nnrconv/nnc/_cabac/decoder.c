@@ -161,7 +161,8 @@ static int dec_seek(nc_decoder *d, uint64_t offset, uint32_t value, nc_status *s
 #define NC_UNLIMITED INT64_C(-1)
 
 /* Returns the decoded index k as int64 (|k| may be up to about 2^32 on corrupt input). */
-static int64_t dec_weight(nc_decoder *d, nc_ctx *ctx, const nc_tensor *t, int state, int nb)
+static int64_t dec_weight(nc_decoder *d, nc_ctx *ctx, const nc_tensor *t, int state, int nb, int32_t b,
+                          int h)
 {
     int64_t val, max_abs;
     int neg, flag;
@@ -171,14 +172,14 @@ static int64_t dec_weight(nc_decoder *d, nc_ctx *ctx, const nc_tensor *t, int st
     if (!(t->profile == 0 || t->cb_size != 1)) {
         return 0;
     }
-    if (!dec_bin(d, &ctx[NC_CTX_SIG + 3 * state + nb])) {
+    if (!dec_bin(d, &ctx[nc_sig_ctx_x(state, nb, b, h)])) {
         return 0;
     }
     val = 1;
     if (t->profile == 1 && t->cb_size > 0 && (t->cb_zero == 0 || t->cb_zero == t->cb_size - 1)) {
         neg = t->cb_zero != 0;
     } else {
-        neg = dec_bin(d, &ctx[NC_CTX_SIGN + nb]);
+        neg = dec_bin(d, &ctx[nc_sign_ctx_x(nb, b)]);
     }
     max_abs = (t->profile == 1 && t->cb_size > 0)
                   ? (neg ? (int64_t)t->cb_zero : (int64_t)t->cb_size - t->cb_zero - 1)
@@ -186,7 +187,7 @@ static int64_t dec_weight(nc_decoder *d, nc_ctx *ctx, const nc_tensor *t, int st
     if (max_abs > 1 || max_abs == NC_UNLIMITED) {
         j = 0;
         for (;;) {
-            flag = dec_bin(d, &ctx[NC_CTX_GTX + 2 * j + neg]);
+            flag = dec_bin(d, &ctx[nc_gtx_ctx_x(ng, j, neg, b)]);
             val += flag;
             if (!(flag && j < ng - 1 && (max_abs > val || max_abs == NC_UNLIMITED))) {
                 break;
@@ -485,7 +486,9 @@ static int read_set(nc_decoder *d, nc_ctx *ctx, uint32_t ng, uint32_t i, int cod
     return set;
 }
 
-static void read_sets(nc_decoder *d, const nc_tensor *t)
+/* The context-parameter groups in signalled order; TCA groups with a base, the HDSP group when
+ * hist_dep_sig_prob_enabled_flag is 1. */
+static void read_sets(nc_decoder *d, const nc_tensor *t, int tca, int hdsp)
 {
     nc_ctx *ctx = d->ctx;
     const uint32_t ng = t->num_gtx;
@@ -497,13 +500,23 @@ static void read_sets(nc_decoder *d, const nc_tensor *t)
     for (i = 0; i < (t->dq ? 24u : 3u); i++) {
         read_set(d, ctx, ng, NC_CTX_SIG + i, cbs != 1);
     }
+    for (i = 0; tca && i < (t->dq ? 16u : 2u); i++) {
+        read_set(d, ctx, ng, NC_CTX_SIG_TCA + i, cbs != 1);
+    }
+    for (i = 0; hdsp && i < (t->dq ? 8u : 1u); i++) {
+        read_set(d, ctx, ng, NC_CTX_SIG_HDSP + i, cbs != 1);
+    }
     sign_coded = !(cbs > 0 && (zo == 0 || zo == cbs - 1)) && cbs != 1;
-    for (a = 0; a < 3; a++) {
+    for (a = 0; a < (tca ? 5u : 3u); a++) {
         read_set(d, ctx, ng, NC_CTX_SIGN + a, sign_coded);
     }
     max_abs = cbs > 0 ? (int64_t)(zo > cbs - 1 - zo ? zo : cbs - 1 - zo) : NC_UNLIMITED;
     for (a = 0; a < 2 * ng; a++) {
         read_set(d, ctx, ng, NC_CTX_GTX + a, max_abs == NC_UNLIMITED || (int64_t)a < max_abs * 2);
+    }
+    for (a = 2 * ng; tca && a < 4 * ng; a++) {
+        read_set(d, ctx, ng, NC_CTX_GTX + a,
+                 max_abs == NC_UNLIMITED || (int64_t)a < (max_abs - 1) * 2 + 2 * (int64_t)ng);
     }
     level = (int64_t)ng - 1;
     for (a = 0; a < 31; a++) {
@@ -525,6 +538,8 @@ typedef struct {
     nc_entry_point *eps_out;      /* NULL: do not create */
     uint64_t *n_eps_out;
     uint64_t last_offset;         /* with eps_out: offset of the previous entry point */
+    const int32_t *tca_base;      /* co-located parent levels (TCA), or NULL */
+    const uint8_t *hist;          /* significance history (HDSP), or NULL */
     int32_t *out;
 } block_rows_job;
 
@@ -539,7 +554,9 @@ static int decode_block_rows(nc_decoder *d, block_rows_job *job, uint64_t first,
     const uint64_t bw = t->scan_order ? ((uint64_t)4 << t->scan_order) : width;
     const uint32_t ng = t->num_gtx;
     const size_t nctx = NC_CTX_COUNT(ng);
-    const int plain = t->cb_size == 0 || t->profile == 0;
+    const int32_t *tca_base = job->tca_base;
+    const uint8_t *hist = job->hist;
+    const int plain = (t->cb_size == 0 || t->profile == 0) && tca_base == NULL && hist == NULL;
     const uint8_t *skip = job->skip;
     uint64_t by, bx, y, x, ye, xe, block_row;
     size_t i;
@@ -586,7 +603,9 @@ static int decode_block_rows(nc_decoder *d, block_rows_job *job, uint64_t first,
                     continue;
                 }
                 for (x = bx; x < xe; x++) {
-                    int64_t k = dec_weight(d, d->ctx, t, state, nb);
+                    int64_t k = dec_weight(d, d->ctx, t, state, nb,
+                                           tca_base != NULL ? tca_base[y * width + x] : 0,
+                                           hist != NULL && hist[y * width + x] != 0);
                     int64_t level = k;
                     if (t->dq && k != 0) {
                         level = 2 * k + (k < 0 ? (state & 1) : -(state & 1));
@@ -753,7 +772,7 @@ int nc_decode_tensor(nc_decoder *d, int32_t *out, const nc_tensor *tin,
     uint64_t rows, width, y, nblock_rows, j;
     uint32_t ng;
     size_t i, nctx;
-    int flags_present, rc = NC_OK, use_eps;
+    int flags_present, rc = NC_OK, use_eps, hdsp = 0;
     block_rows_job job;
 
     if (n_eps_out != NULL) {
@@ -775,10 +794,8 @@ int nc_decode_tensor(nc_decoder *d, int32_t *out, const nc_tensor *tin,
 
     flags_present = t.profile == 1 && width > 1 && rows > 1 && t.cb_size != 1;
     if (flags_present) {
-        if (t.parent_present && dec_bypass(d)) {
-            return nc_fail(st, NC_ERR_UNSUPPORTED, d->pos,
-                           "hist_dep_sig_prob_enabled_flag is set: history-dependent significance "
-                           "probability (HDSP) is not supported yet");
+        if (t.parent_present) {
+            hdsp = dec_bypass(d); /* hist_dep_sig_prob_enabled_flag */
         }
         if (dec_bypass(d)) {
             skip = (uint8_t *)malloc(rows);
@@ -794,7 +811,7 @@ int nc_decode_tensor(nc_decoder *d, int32_t *out, const nc_tensor *tin,
             }
         }
     }
-    read_sets(d, &t);
+    read_sets(d, &t, t.base != NULL, hdsp);
 
     nblock_rows = nc_block_rows(&t);
     use_eps = eps_in != NULL && nblock_rows > 1;
@@ -807,6 +824,9 @@ int nc_decode_tensor(nc_decoder *d, int32_t *out, const nc_tensor *tin,
     job.t = &t;
     job.skip = skip;
     job.out = out;
+    /* TCA contexts in profile 1 only; HDSP by the history (none: all positions off) */
+    job.tca_base = t.profile == 1 ? t.base : NULL;
+    job.hist = hdsp ? t.hist : NULL;
     if (t.scan_order != 0 && nblock_rows > 1) {
         d->range = 256;
         if (d->value >= (256u << 7)) {

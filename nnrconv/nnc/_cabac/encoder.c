@@ -393,8 +393,9 @@ static void signal_set(nc_encoder *e, nc_ctx *ctx, const uint64_t (*opt)[9], uin
     nc_ctx_init(&ctx[i], best);
 }
 
-/* Context-parameter signalling (clause 9.3.2, "shift parameter ids"), without TCA/HDSP groups. */
-static void signal_sets(nc_encoder *e, const nc_tensor *t, const uint64_t (*opt)[9])
+/* Context-parameter signalling (clause 9.3.2, "shift parameter ids"); the TCA groups when the
+ * tensor has a base, the HDSP group when hist_dep_sig_prob_enabled_flag is 1. */
+static void signal_sets(nc_encoder *e, const nc_tensor *t, const uint64_t (*opt)[9], int tca, int hdsp)
 {
     nc_ctx *ctx = e->ctx;
     const uint32_t ng = t->num_gtx;
@@ -406,13 +407,24 @@ static void signal_sets(nc_encoder *e, const nc_tensor *t, const uint64_t (*opt)
     for (i = 0; i < (t->dq ? 24u : 3u); i++) {
         signal_set(e, ctx, opt, ng, NC_CTX_SIG + i, cbs != 1);
     }
+    for (i = 0; tca && i < (t->dq ? 16u : 2u); i++) {
+        signal_set(e, ctx, opt, ng, NC_CTX_SIG_TCA + i, cbs != 1);
+    }
+    for (i = 0; hdsp && i < (t->dq ? 8u : 1u); i++) {
+        signal_set(e, ctx, opt, ng, NC_CTX_SIG_HDSP + i, cbs != 1);
+    }
     sign_coded = !(cbs > 0 && (zo == 0 || zo == cbs - 1)) && cbs != 1;
-    for (a = 0; a < 3; a++) {
+    for (a = 0; a < (tca ? 5u : 3u); a++) {
         signal_set(e, ctx, opt, ng, NC_CTX_SIGN + a, sign_coded);
     }
     max_abs = cbs > 0 ? (int64_t)(zo > cbs - 1 - zo ? zo : cbs - 1 - zo) : NC_UNLIMITED;
     for (a = 0; a < 2 * ng; a++) {
         signal_set(e, ctx, opt, ng, NC_CTX_GTX + a, max_abs == NC_UNLIMITED || (int64_t)a < max_abs * 2);
+    }
+    for (a = 2 * ng; tca && a < 4 * ng; a++) {
+        /* the reference's bound for the TCA half, (max_abs - 1) * 2 + 2N */
+        signal_set(e, ctx, opt, ng, NC_CTX_GTX + a,
+                   max_abs == NC_UNLIMITED || (int64_t)a < (max_abs - 1) * 2 + 2 * (int64_t)ng);
     }
     level = (int64_t)ng - 1;
     for (a = 0; a < 31; a++) {
@@ -693,13 +705,190 @@ static void free_recs(nc_rec *rec, size_t n)
     free(rec);
 }
 
+/* ---- incremental coding: temporal context adaptation (TCA) and HDSP ---------------------- *
+ * A separate, general (codebook-aware) path for tensors coded against a base tensor or with a
+ * significance history: the same binarization as enc_weight / opt_weight, with the contexts
+ * chosen by nc_sig_ctx_x / nc_sign_ctx_x / nc_gtx_ctx_x from the co-located base level and the
+ * history bit (ContextModeler of the reference). */
+
+typedef struct {
+    const int32_t *base; /* NULL: no TCA contexts */
+    const uint8_t *hist; /* NULL: no HDSP contexts */
+} inc_ctx;
+
+static inline void inc_at(const inc_ctx *ic, uint64_t pos, int32_t *b, int *h)
+{
+    *b = ic->base != NULL ? ic->base[pos] : 0;
+    *h = ic->hist != NULL && ic->hist[pos] != 0;
+}
+
+static void enc_weight_x(nc_encoder *e, nc_ctx *ctx, const nc_tensor *t, int32_t k, int state, int nb,
+                         int32_t b, int h)
+{
+    int neg;
+    int64_t max_abs;
+    uint32_t rem, n;
+    int flag;
+    const int cb = t->profile == 1 && t->cb_size > 0;
+
+    if (t->cb_size == 1 && t->profile == 1) {
+        return;
+    }
+    enc_bin(e, k != 0, &ctx[nc_sig_ctx_x(state, nb, b, h)]);
+    if (k == 0) {
+        return;
+    }
+    neg = k < 0;
+    max_abs = cb ? (neg ? (int64_t)t->cb_zero : (int64_t)t->cb_size - t->cb_zero - 1) : NC_UNLIMITED;
+    if (!(t->cb_size > 0 && (t->cb_zero == 0 || t->cb_zero == t->cb_size - 1)) || t->profile == 0) {
+        enc_bin(e, neg, &ctx[nc_sign_ctx_x(nb, b)]);
+    }
+    if (max_abs == 1) {
+        return;
+    }
+    rem = (neg ? (uint32_t)0 - (uint32_t)k : (uint32_t)k) - 1;
+    if (!(max_abs == NC_UNLIMITED || max_abs > 1)) {
+        return;
+    }
+    flag = rem ? 1 : 0;
+    enc_bin(e, flag, &ctx[nc_gtx_ctx_x(t->num_gtx, 0, neg, b)]);
+    n = 1;
+    while (flag && n < t->num_gtx && (max_abs == NC_UNLIMITED || max_abs > (int64_t)n + 1)) {
+        rem--;
+        flag = rem ? 1 : 0;
+        enc_bin(e, flag, &ctx[nc_gtx_ctx_x(t->num_gtx, n, neg, b)]);
+        n++;
+    }
+    if (max_abs != NC_UNLIMITED && max_abs == (int64_t)n + 1) {
+        rem--;
+        n++;
+        flag = 0;
+    }
+    if (flag && (max_abs == NC_UNLIMITED || max_abs > (int64_t)n + 1)) {
+        rem--;
+        enc_remainder(e, ctx, t->num_gtx, rem,
+                      max_abs == NC_UNLIMITED ? NC_UNLIMITED : max_abs - ((int64_t)n + 1));
+    }
+}
+
+static void opt_weight_x(nc_rec *rec, uint32_t num_gtx, int32_t v, int state, int nb, int32_t b, int h,
+                         int *oom)
+{
+    int neg;
+    uint32_t rem, n, ci;
+    int flag;
+    uint64_t base, log2;
+
+    rec_push(&rec[nc_sig_ctx_x(state, nb, b, h)], v != 0, oom);
+    if (v == 0) {
+        return;
+    }
+    neg = v < 0;
+    rec_push(&rec[nc_sign_ctx_x(nb, b)], neg, oom);
+    rem = (neg ? (uint32_t)0 - (uint32_t)v : (uint32_t)v) - 1;
+    flag = rem ? 1 : 0;
+    rec_push(&rec[nc_gtx_ctx_x(num_gtx, 0, neg, b)], flag, oom);
+    n = 1;
+    while (flag && n < num_gtx) {
+        rem--;
+        flag = rem ? 1 : 0;
+        rec_push(&rec[nc_gtx_ctx_x(num_gtx, n, neg, b)], flag, oom);
+        n++;
+    }
+    if (!flag) {
+        return;
+    }
+    rem--;
+    ci = NC_CTX_REM(num_gtx);
+    if (rem == 0) {
+        rec_push(&rec[ci], 0, oom);
+        return;
+    }
+    rec_push(&rec[ci], 1, oom);
+    base = 1;
+    ci++;
+    log2 = 1;
+    while ((uint64_t)rem > base + ((uint64_t)1 << log2) - 1) {
+        rec_push(&rec[ci], 1, oom);
+        base += (uint64_t)1 << log2;
+        ci++;
+        log2++;
+    }
+    rec_push(&rec[ci], 0, oom);
+}
+
+/* record_levels / code_levels with TCA / HDSP context selection (same scan and resets). */
+static void scan_levels_x(nc_encoder *e, nc_rec *rec, const int32_t *levels, const nc_tensor *t,
+                          const uint8_t *skip, const inc_ctx *ic, int *oom)
+{
+    const uint64_t rows = t->rows, width = t->width;
+    const uint64_t bh = t->scan_order ? ((uint64_t)4 << t->scan_order) : rows;
+    const uint64_t bw = t->scan_order ? ((uint64_t)4 << t->scan_order) : width;
+    const uint32_t ng = t->num_gtx;
+    const size_t nctx = NC_CTX_COUNT(ng);
+    uint64_t by, bx, y, x, ye, xe;
+    int state = 0;
+    int nb = 0;
+    size_t i;
+
+    for (by = 0; by < rows; by += bh) {
+        ye = by + bh < rows ? by + bh : rows;
+        for (bx = 0; bx < width; bx += bw) {
+            xe = bx + bw < width ? bx + bw : width;
+            for (y = by; y < ye; y++) {
+                const int32_t *row = levels + y * width;
+                if (skip != NULL && skip[y]) {
+                    if (t->dq) {
+                        state = nc_dq_skip((uint8_t)state, width);
+                    }
+                    continue;
+                }
+                for (x = bx; x < xe; x++) {
+                    int32_t v = row[x], b;
+                    int32_t k = t->dq ? level_to_index(v, state) : v;
+                    int h;
+                    inc_at(ic, y * width + x, &b, &h);
+                    if (rec != NULL) {
+                        /* the reference estimates rates on the stored level, not on k */
+                        opt_weight_x(rec, ng, v, state, nb, b, h, oom);
+                        nb = nb_class(v);
+                    } else {
+                        enc_weight_x(e, e->ctx, t, k, state, nb, b, h);
+                        nb = nb_class(k);
+                    }
+                    if (t->dq) {
+                        state = nc_dq_next[state][k & 1];
+                    }
+                }
+            }
+        }
+        if (ye < rows) {
+            if (rec != NULL) {
+                /* the estimators restart, the neighbour does not */
+                for (i = 0; i < nctx; i++) {
+                    rec_push(&rec[i], NC_OPT_RESET, oom);
+                }
+            } else {
+                for (i = 0; i < nctx; i++) {
+                    nc_ctx_reset(&e->ctx[i]);
+                }
+                nb = 0;
+                e->range = 256;
+            }
+        }
+    }
+}
+
+/* ---- end of the incremental-coding path ---------------------------------------------------- */
+
 int nc_encode_tensor(nc_encoder *e, const int32_t *levels, const nc_tensor *tin, nc_status *st)
 {
     nc_tensor t = *tin;
     uint8_t *skip = NULL;
     const uint32_t ng = t.num_gtx;
     size_t i, nctx;
-    int flags_present, oom = 0;
+    int flags_present, oom = 0, incremental;
+    inc_ctx ic;
     uint64_t y;
     nc_rec *rec = NULL;
     uint64_t (*bits)[9] = NULL;
@@ -724,9 +913,19 @@ int nc_encode_tensor(nc_encoder *e, const int32_t *levels, const nc_tensor *tin,
 
     /* Profile 1 per-tensor flags, only for real matrices. */
     flags_present = t.profile == 1 && t.width > 1 && t.rows > 1 && t.cb_size != 1;
+    /* TCA: context-parameter groups whenever there is a base, base contexts in profile 1 only;
+     * HDSP only where its flag can be coded. */
+    ic.base = t.profile == 1 ? t.base : NULL;
+    ic.hist = flags_present && t.parent_present ? t.hist : NULL;
+    incremental = t.base != NULL || ic.hist != NULL;
+    if (t.base != NULL && t.profile == 1 && !t.parent_present) {
+        free(bits);
+        return nc_fail(st, NC_ERR_VALUE, 0,
+                       "temporal context adaptation needs parent_node_id_present_flag (profile 1)");
+    }
     if (flags_present) {
         if (t.parent_present) {
-            enc_bypass(e, 0); /* hist_dep_sig_prob_enabled_flag: HDSP not used */
+            enc_bypass(e, ic.hist != NULL); /* hist_dep_sig_prob_enabled_flag */
         }
         enc_bypass(e, t.row_skip ? 1 : 0);
         if (t.row_skip) {
@@ -747,7 +946,11 @@ int nc_encode_tensor(nc_encoder *e, const int32_t *levels, const nc_tensor *tin,
         if (rec == NULL) {
             oom = 1;
         } else {
-            record_levels(rec, levels, &t, skip, &oom);
+            if (incremental) {
+                scan_levels_x(e, rec, levels, &t, skip, &ic, &oom);
+            } else {
+                record_levels(rec, levels, &t, skip, &oom);
+            }
         }
         if (!oom) {
             for (i = 0; i < nctx; i++) {
@@ -763,13 +966,17 @@ int nc_encode_tensor(nc_encoder *e, const int32_t *levels, const nc_tensor *tin,
             return nc_fail(st, NC_ERR_NOMEM, 0, "out of memory for the parameter-set choice");
         }
     }
-    signal_sets(e, &t, (const uint64_t (*)[9])bits);
+    signal_sets(e, &t, (const uint64_t (*)[9])bits, t.base != NULL, ic.hist != NULL);
     free(bits);
 
     if (t.scan_order != 0 && nc_block_rows(&t) > 1) {
         e->range = 256;
     }
-    code_levels(e, levels, &t, skip);
+    if (incremental) {
+        scan_levels_x(e, NULL, levels, &t, skip, &ic, &oom);
+    } else {
+        code_levels(e, levels, &t, skip);
+    }
     free(skip);
     if (e->oom) {
         return nc_fail(st, NC_ERR_NOMEM, 0, "out of memory while writing the CABAC payload");

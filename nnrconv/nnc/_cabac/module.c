@@ -87,6 +87,70 @@ static int parse_dims(unsigned long long rows, unsigned long long width, Py_ssiz
     return 0;
 }
 
+/* Optional side inputs of incremental coding: base (int32 levels of the parent tensor) and hist
+ * (one byte per element, 0/1: non-zero in an earlier update), both rows * width elements.  None
+ * leaves the view empty.  Released by release_side. */
+typedef struct {
+    Py_buffer base;
+    Py_buffer hist;
+    int has_base;
+    int has_hist;
+} side_views;
+
+static void release_side(side_views *sv)
+{
+    if (sv->has_base) {
+        PyBuffer_Release(&sv->base);
+        sv->has_base = 0;
+    }
+    if (sv->has_hist) {
+        PyBuffer_Release(&sv->hist);
+        sv->has_hist = 0;
+    }
+}
+
+static int get_side(PyObject *base_obj, PyObject *hist_obj, unsigned long long n, side_views *sv)
+{
+    memset(sv, 0, sizeof(*sv));
+    if (base_obj != Py_None) {
+        if (get_array(base_obj, &sv->base, 'i', "base") < 0) {
+            return -1;
+        }
+        sv->has_base = 1;
+        if ((unsigned long long)sv->base.len != n * 4) {
+            PyErr_Format(PyExc_ValueError, "base holds %zd elements, the tensor %llu", sv->base.len / 4, n);
+            release_side(sv);
+            return -1;
+        }
+    }
+    if (hist_obj != Py_None) {
+        const char *fmt;
+        if (PyObject_GetBuffer(hist_obj, &sv->hist, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_TypeError, "hist must be a C-contiguous uint8 numpy array");
+            release_side(sv);
+            return -1;
+        }
+        sv->has_hist = 1;
+        fmt = sv->hist.format != NULL ? sv->hist.format : "B";
+        if (*fmt == '@' || *fmt == '=' || *fmt == '<' || *fmt == '|') {
+            fmt++;
+        }
+        if (sv->hist.itemsize != 1 || fmt[1] != '\0' || !(fmt[0] == 'B' || fmt[0] == 'b' || fmt[0] == '?')) {
+            PyErr_Format(PyExc_TypeError, "hist must have dtype uint8, got buffer format %.20s",
+                         sv->hist.format ? sv->hist.format : "B");
+            release_side(sv);
+            return -1;
+        }
+        if ((unsigned long long)sv->hist.len != n) {
+            PyErr_Format(PyExc_ValueError, "hist holds %zd elements, the tensor %llu", sv->hist.len, n);
+            release_side(sv);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* ---- Encoder ------------------------------------------------------------------------------ */
 
 typedef struct {
@@ -174,8 +238,9 @@ static PyObject *Encoder_encode_levels(EncoderObject *self, PyObject *args, PyOb
 {
     static char *kwlist[] = {"levels", "rows", "width", "dq", "scan_order", "profile", "num_gtx",
                              "param_opt", "row_skip", "parent_present", "codebook_size",
-                             "codebook_zero_offset", NULL};
-    PyObject *levels_obj;
+                             "codebook_zero_offset", "base", "hist", NULL};
+    PyObject *levels_obj, *base_obj = Py_None, *hist_obj = Py_None;
+    side_views sv;
     unsigned long long rows, width;
     int dq = 0, scan_order = 0, profile = 1, param_opt = 1, row_skip = 0, parent_present = 0;
     unsigned int num_gtx = 11, cb_size = 0, cb_zero = 0;
@@ -184,9 +249,9 @@ static PyObject *Encoder_encode_levels(EncoderObject *self, PyObject *args, PyOb
     nc_status st = {0};
     int rc;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OKK|$pipIpppII:encode_levels", kwlist, &levels_obj, &rows,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OKK|$pipIpppIIOO:encode_levels", kwlist, &levels_obj, &rows,
                                      &width, &dq, &scan_order, &profile, &num_gtx, &param_opt, &row_skip,
-                                     &parent_present, &cb_size, &cb_zero)) {
+                                     &parent_present, &cb_size, &cb_zero, &base_obj, &hist_obj)) {
         return NULL;
     }
     if (!encoder_usable(self)) {
@@ -199,7 +264,13 @@ static PyObject *Encoder_encode_levels(EncoderObject *self, PyObject *args, PyOb
         PyBuffer_Release(&view);
         return NULL;
     }
+    if (get_side(base_obj, hist_obj, rows * width, &sv) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
     memset(&t, 0, sizeof(t));
+    t.base = sv.has_base ? (const int32_t *)sv.base.buf : NULL;
+    t.hist = sv.has_hist ? (const uint8_t *)sv.hist.buf : NULL;
     t.rows = rows;
     t.width = width;
     t.dq = dq;
@@ -217,6 +288,7 @@ static PyObject *Encoder_encode_levels(EncoderObject *self, PyObject *args, PyOb
     Py_END_ALLOW_THREADS
     self->busy = 0;
     PyBuffer_Release(&view);
+    release_side(&sv);
     if (rc != NC_OK) {
         return raise_status(&st);
     }
@@ -241,8 +313,9 @@ static PyMethodDef Encoder_methods[] = {
      "for negative values)."},
     {"encode_levels", (PyCFunction)(void (*)(void))Encoder_encode_levels, METH_VARARGS | METH_KEYWORDS,
      "encode_levels(levels, rows, width, *, dq, scan_order, profile, num_gtx, param_opt, row_skip, "
-     "parent_present, codebook_size, codebook_zero_offset)\n--\n\nCode one tensor's int32 levels "
-     "(row-skip flags, context-parameter signalling, levels)."},
+     "parent_present, codebook_size, codebook_zero_offset, base=None, hist=None)\n--\n\nCode one "
+     "tensor's int32 levels (row-skip flags, context-parameter signalling, levels); base: parent levels "
+     "(TCA), hist: uint8 significance history (HDSP flag 1)."},
     {"finish", (PyCFunction)Encoder_finish, METH_NOARGS,
      "finish()\n--\n\nCode the terminating bin, flush, and return the payload bytes."},
     {NULL, NULL, 0, NULL},
@@ -409,7 +482,9 @@ static PyObject *Decoder_decode_levels(DecoderObject *self, PyObject *args, PyOb
 {
     static char *kwlist[] = {"rows", "width", "dq", "scan_order", "profile", "num_gtx", "parent_present",
                              "codebook_size", "codebook_zero_offset", "entry_points",
-                             "create_entry_points", "max_elements", "threads", NULL};
+                             "create_entry_points", "max_elements", "base", "hist", "threads", NULL};
+    PyObject *base_obj = Py_None, *hist_obj = Py_None;
+    side_views sv;
     unsigned long long rows, width, max_elements = (1ULL << 31);
     unsigned int threads = 1;
     int dq = 0, scan_order = 0, profile = 1, parent_present = 0, create_eps = 0;
@@ -421,9 +496,9 @@ static PyObject *Decoder_decode_levels(DecoderObject *self, PyObject *args, PyOb
     nc_status st = {0};
     int rc;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "KK|$piiIpIIOpKI:decode_levels", kwlist, &rows, &width, &dq,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "KK|$piiIpIIOpKOOI:decode_levels", kwlist, &rows, &width, &dq,
                                      &scan_order, &profile, &num_gtx, &parent_present, &cb_size, &cb_zero,
-                                     &eps_obj, &create_eps, &max_elements, &threads)) {
+                                     &eps_obj, &create_eps, &max_elements, &base_obj, &hist_obj, &threads)) {
         return NULL;
     }
     if (!decoder_usable(self)) {
@@ -454,7 +529,13 @@ static PyObject *Decoder_decode_levels(DecoderObject *self, PyObject *args, PyOb
     if (nc_tensor_check(&t, &st) != NC_OK) {
         return raise_status(&st);
     }
+    if (get_side(base_obj, hist_obj, rows * width, &sv) < 0) {
+        return NULL;
+    }
+    t.base = sv.has_base ? (const int32_t *)sv.base.buf : NULL;
+    t.hist = sv.has_hist ? (const uint8_t *)sv.hist.buf : NULL;
     if (eps_obj != Py_None && parse_entry_points(eps_obj, &eps_in, &n_eps_in) < 0) {
+        release_side(&sv);
         return NULL;
     }
     nbr = nc_block_rows(&t);
@@ -462,6 +543,7 @@ static PyObject *Decoder_decode_levels(DecoderObject *self, PyObject *args, PyOb
         eps_out = (nc_entry_point *)PyMem_Malloc((size_t)nbr * sizeof(nc_entry_point));
         if (eps_out == NULL) {
             PyMem_Free(eps_in);
+            release_side(&sv);
             return PyErr_NoMemory();
         }
     }
@@ -469,6 +551,7 @@ static PyObject *Decoder_decode_levels(DecoderObject *self, PyObject *args, PyOb
     if (out == NULL) {
         PyMem_Free(eps_in);
         PyMem_Free(eps_out);
+        release_side(&sv);
         return NULL;
     }
     self->busy = 1;
@@ -477,6 +560,7 @@ static PyObject *Decoder_decode_levels(DecoderObject *self, PyObject *args, PyOb
                           eps_obj != Py_None ? n_eps_in : 0, eps_out, &n_eps_out, threads, &st);
     Py_END_ALLOW_THREADS
     self->busy = 0;
+    release_side(&sv);
     if (eps_obj == Py_None) {
         eps_in = NULL;
     }
@@ -545,9 +629,10 @@ static PyMethodDef Decoder_methods[] = {
      "decode_bypass(num_bits)\n--\n\nRead num_bits bypass bins (unsigned, MSB first)."},
     {"decode_levels", (PyCFunction)(void (*)(void))Decoder_decode_levels, METH_VARARGS | METH_KEYWORDS,
      "decode_levels(rows, width, *, dq, scan_order, profile, num_gtx, parent_present, codebook_size, "
-     "codebook_zero_offset, entry_points=None, create_entry_points=False, max_elements=2**31, threads=1)\n--\n\n"
-     "Decode one tensor; returns (int32 levels as bytearray, entry points or None). With entry points the\n"
-     "block rows are decoded on up to `threads` threads."},
+     "codebook_zero_offset, entry_points=None, create_entry_points=False, max_elements=2**31, base=None, "
+     "hist=None, threads=1)\n--\n\nDecode one tensor; returns (int32 levels as bytearray, entry points or None). "
+     "base: parent levels (TCA); hist: uint8 significance history used if the HDSP flag is set. With entry "
+     "points the block rows are decoded on up to `threads` threads."},
     {"finish", (PyCFunction)Decoder_finish, METH_NOARGS,
      "finish()\n--\n\nDecode the terminating bin, check the stop pattern, return bytes consumed."},
     {NULL, NULL, 0, NULL},
