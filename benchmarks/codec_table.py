@@ -109,19 +109,28 @@ def main() -> None:
                 flush=True,
             )
 
-        settings = [(qp, dq) for qp in qps for dq in (True, False)]
-        for qp, dq in settings:
-            label = f"qp {qp} {'DQ' if dq else 'no DQ'}"
-            one = nnc.CodingOptions(qp=qp, dq=dq, jobs=1, row_skip=True)
+        # scan order 4 (64x64 blocks with entry points): one big tensor decodes on all cores too
+        settings = [(qp, dq, 0) for qp in qps for dq in (True, False)] + [(qps[0], True, 4)]
+        for qp, dq, scan in settings:
+            label = f"qp {qp} {'DQ' if dq else 'no DQ'}" + (f" scan {scan}" if scan else "")
+            one = nnc.CodingOptions(qp=qp, dq=dq, jobs=1, row_skip=True, scan_order=scan)
+            many = nnc.CodingOptions(qp=qp, dq=dq, row_skip=True, scan_order=scan)
             enc1, stream = timed(lambda: nnc.encode_model(items, b"", 0, options=one))  # noqa: B023
-            encn, _ = timed(lambda: nnc.encode_model(items, b"", 0, options=nnc.CodingOptions(qp=qp, dq=dq)))  # noqa: B023
+            encn, _ = timed(lambda: nnc.encode_model(items, b"", 0, options=many))  # noqa: B023
             dec1, out = timed(lambda: nnc.decode_model(stream, jobs=1).tensors)  # noqa: B023
             decn, _ = timed(lambda: nnc.decode_model(stream).tensors)  # noqa: B023
             top, _ = peak(lambda: nnc.decode_model(stream).tensors)  # noqa: B023
             row("nnrconv", label, len(stream), snr(tensors, out), enc1, encn, dec1, decn, top)
             del out
             renc, theirs = timed(
-                lambda: ref.compress(tensors, qp=qp, nonweight_qp=qp - 8, use_dq=dq, row_skipping=True)  # noqa: B023
+                lambda: ref.compress(
+                    tensors,  # noqa: B023
+                    qp=qp,  # noqa: B023
+                    nonweight_qp=qp - 8,  # noqa: B023
+                    use_dq=dq,  # noqa: B023
+                    scan_order=scan,  # noqa: B023
+                    row_skipping=True,
+                )
             )
             rdec, rout = timed(lambda: ref.decompress(theirs))  # noqa: B023
             rtop, _ = peak(lambda: ref.decompress(theirs))  # noqa: B023
