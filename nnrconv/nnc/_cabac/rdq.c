@@ -93,6 +93,22 @@ static inline uint32_t rd_class(int32_t previous)
     return previous == 0 ? 0u : (previous < 0 ? 1u : 2u);
 }
 
+/* Estimated bits of the Exp-Golomb remainder v: context-coded unary prefix, bypass suffix. */
+static uint32_t rd_rem_bits(const rd_ctx *c, uint32_t v)
+{
+    uint32_t bits, base = 1, lg = 1;
+    if (v == 0) {
+        return rd_bin(&c[0], 0);
+    }
+    bits = rd_bin(c++, 1);
+    while (v > base + (1u << lg) - 1u) {
+        bits += rd_bin(c++, 1);
+        base += 1u << lg;
+        lg++;
+    }
+    return bits + rd_bin(c, 0) + (lg << 15);
+}
+
 /* Estimated bits (x 2^15) of coding index k in `state` after `previous`; the store is read only. */
 static uint32_t rd_bits(const rd_model *m, const rd_ctx *store, int32_t k, int state, int32_t previous)
 {
@@ -111,22 +127,36 @@ static uint32_t rd_bits(const rd_model *m, const rd_ctx *store, int32_t k, int s
         bits += rd_bin(&store[RD_GTX + 2 * f + neg], rem != 0);
     }
     if (rem != 0) {
-        const rd_ctx *c = store + m->rem;
-        uint32_t v = rem - 1u, base, lg;
-        if (v == 0) {
-            return bits + rd_bin(&c[0], 0);
-        }
-        bits += rd_bin(c++, 1);
-        base = 1;
-        lg = 1;
-        while (v > base + (1u << lg) - 1u) {
-            bits += rd_bin(c++, 1);
-            base += 1u << lg;
-            lg++;
-        }
-        bits += rd_bin(c, 0) + (lg << 15);
+        bits += rd_rem_bits(store + m->rem, rem - 1u);
     }
     return bits;
+}
+
+/* Estimated bits of the two non-zero indices of equal sign with magnitudes mag and mag + 1 (the
+ * trellis' two candidates per state), sharing the walk over their common bins. */
+static void rd_bits_pair(const rd_model *m, const rd_ctx *store, uint32_t mag, uint32_t neg, int state,
+                         int32_t previous, uint32_t *lo, uint32_t *hi)
+{
+    const uint32_t cls = rd_class(previous);
+    const uint32_t flags = m->num_gtx > 1 ? m->num_gtx : 1; /* the first is always coded */
+    uint32_t prefix = rd_bin(&store[RD_SIG + 3 * (uint32_t)state + cls], 1) + rd_bin(&store[RD_SIGN + cls], neg);
+    uint32_t f;
+    /* greater-than flags that are 1 for both */
+    for (f = 0; f + 1 < mag && f < flags; f++) {
+        prefix += rd_bin(&store[RD_GTX + 2 * f + neg], 1);
+    }
+    if (mag - 1 >= flags) { /* both continue into the remainder */
+        *lo = prefix + rd_rem_bits(store + m->rem, mag - 1 - flags);
+        *hi = prefix + rd_rem_bits(store + m->rem, mag - flags);
+        return;
+    }
+    /* flag mag - 1 ends the smaller one; the larger codes 1 there, then 0 or a zero remainder */
+    {
+        const rd_ctx *c = &store[RD_GTX + 2 * f + neg];
+        *lo = prefix + rd_bin(c, 0);
+        *hi = prefix + rd_bin(c, 1) +
+              (f + 1 < flags ? rd_bin(&store[RD_GTX + 2 * (f + 1) + neg], 0) : rd_rem_bits(store + m->rem, 0));
+    }
 }
 
 /* Adapt the store to the bins of index k coded in `state` after `previous` (same binarization). */
@@ -333,9 +363,20 @@ int nc_rdq_tcq(const float *w, int32_t *levels, uint64_t n, const uint64_t *pos,
         for (p = 0; p < 8; p++) {
             const rd_ctx *store = prev->ctx + (size_t)p * m.size;
             const int q = p & 1;
-            rates[p][0] = rd_bits(&m, store, cand.level[3 * q], p, prev->previous[p]);
+            const int32_t k0 = cand.level[3 * q], k2 = cand.level[2 - q];
+            const uint32_t neg = k0 < 0;
+            const uint32_t mag0 = neg ? (uint32_t)0 - (uint32_t)k0 : (uint32_t)k0;
+            const uint32_t mag2 = neg ? (uint32_t)0 - (uint32_t)k2 : (uint32_t)k2;
+            /* both candidates are non-zero, of the weight's sign, one magnitude apart */
+            if (mag0 + 1 == mag2) {
+                rd_bits_pair(&m, store, mag0, neg, p, prev->previous[p], &rates[p][0], &rates[p][2]);
+            } else if (mag2 + 1 == mag0) {
+                rd_bits_pair(&m, store, mag2, neg, p, prev->previous[p], &rates[p][2], &rates[p][0]);
+            } else { /* not reached (see rd_candidates); kept exact all the same */
+                rates[p][0] = rd_bits(&m, store, k0, p, prev->previous[p]);
+                rates[p][2] = rd_bits(&m, store, k2, p, prev->previous[p]);
+            }
             rates[p][1] = rd_bits(&m, store, 0, p, prev->previous[p]);
-            rates[p][2] = rd_bits(&m, store, cand.level[2 - q], p, prev->previous[p]);
         }
         for (s = 0; s < 8; s++) {
             double min_cost = DBL_MAX;
