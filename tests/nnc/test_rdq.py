@@ -20,6 +20,7 @@ from functools import cache
 import numpy as np
 import pytest
 
+from nnrconv import nnc
 from nnrconv.nnc import _coding, _payloads, cabac, snr_db
 
 QPD = 2
@@ -187,6 +188,70 @@ def test_rd_payload_decodes_in_nncodec(deep_cabac, kind, dq):
         decoded, qp_offset = ref_decode(deep_cabac, enc.payload, w.shape, dq)
         assert qp_offset == -38
         np.testing.assert_array_equal(decoded, ref)
+
+
+# ---- whole pipeline: NNCodec's nnc_core approximator and coder with lambda_scale ------------------
+
+
+def _pipeline_params(seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "dense.weight": rng.laplace(0, 0.03, (40, 70)).astype(np.float32),
+        "conv.weight": rng.normal(0, 0.05, (32, 3, 3, 3)).astype(np.float32),
+        "few.weight": (rng.integers(-3, 4, (30, 24)) * np.float32(0.05)).astype(np.float32),  # codebook pays
+        "dense.bias": rng.normal(0, 0.1, 40).astype(np.float32),
+    }
+
+
+PIPELINE = [
+    # (qp, dq, scan_order, codebook, lambda_scale)
+    (-38, True, 0, False, 1.0),
+    (-38, False, 0, False, 2.0),
+    (-32, True, 2, False, 5.0),
+    (-38, True, 0, True, 1.0),
+    (-36, False, 3, True, 2.0),
+]
+
+
+@pytest.mark.conformance
+@pytest.mark.parametrize(("qp", "dq", "scan_order", "codebook", "lam"), PIPELINE)
+def test_pipeline_payloads_are_byte_identical_to_nncodec(qp, dq, scan_order, codebook, lam):
+    """NNCodec's own pipeline (ApproxInfo(..., lambda_scale) -> quantLayer(..., minus1, ...)) and
+    nnrconv's coding path give the same NDU payloads, codebook choices included."""
+    from nnrconv.nnc._coding import plan_tensor
+    from nnrconv.nnc._framing import read_units
+    from nnrconv.nnc._payloads import PayloadSettings, encode_payload
+
+    try:
+        from tests.nnc import _nncodec_ref as ref
+
+        ref.import_nnc_core()
+    except Exception as exc:  # pragma: no cover - depends on the environment
+        pytest.skip(f"NNCodec 2.1.3 is not importable ({exc!r})")
+    params = _pipeline_params(-qp)
+    mode = 2 if codebook else 0
+    theirs = ref.compress(
+        params, qp=qp, nonweight_qp=qp - 8, use_dq=dq, scan_order=scan_order, codebook_mode=mode, lambda_scale=lam
+    )
+    plain = ref.compress(params, qp=qp, nonweight_qp=qp - 8, use_dq=dq, scan_order=scan_order, codebook_mode=mode)
+    assert len(theirs) < len(plain)  # lambda reached NNCodec's quantizer
+    units = [p.unit for p in read_units(theirs)]
+    mps = next(u for u in units if isinstance(u, nnc.ModelParameterSet))
+    half = 1 << (5 + mps.mps_qp_density)
+    mps_qp = mps.mps_quantization_parameter
+    options = nnc.CodingOptions(
+        qp=qp, dq=dq, scan_order=scan_order, row_skip=False, codebook=codebook, lambda_scale=lam
+    )
+    settings = PayloadSettings(options, mps_qp, (mps_qp - half, mps_qp + half - 1))
+    ndus = [u for u in units if isinstance(u, nnc.CompressedDataUnit)]
+    assert len(ndus) == len(params)
+    for index, ndu in enumerate(ndus):
+        name = ndu.header.topology_elem_id
+        coded = encode_payload(name, params[name], plan_tensor(params[name], options), settings, index)
+        assert coded.header.codebook == ndu.header.codebook, name
+        assert coded.payload == bytes(ndu.payload), name
+    if codebook:
+        assert any(ndu.header.codebook is not None for ndu in ndus)
 
 
 # ---- the rate term does what it is for --------------------------------------------------------
