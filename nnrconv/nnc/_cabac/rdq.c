@@ -225,7 +225,9 @@ int nc_rdq_urq(const float *w, int32_t *levels, uint64_t n, const uint64_t *pos,
         const double scaled = round(value * qscale);
         double absw, cost, best_cost, diff;
         int32_t q, top, best = 0;
-        if (scaled > URQ_MAX || scaled < URQ_MIN) {
+        /* The reference's limits, except that -2^31 is refused too: its magnitude does not fit
+         * the int32 candidate (undefined behaviour in the reference), so the QP is raised. */
+        if (scaled > URQ_MAX || scaled <= URQ_MIN) {
             free(store);
             return 0;
         }
