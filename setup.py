@@ -10,6 +10,7 @@ _CABAC_SOURCES = [
     "nnrconv/nnc/_cabac/decoder.c",
     "nnrconv/nnc/_cabac/ctxmodel.c",
     "nnrconv/nnc/_cabac/quant.c",
+    "nnrconv/nnc/_cabac/rdq.c",
     "nnrconv/nnc/_cabac/tables.c",
 ]
 if sys.platform == "win32":

@@ -148,6 +148,15 @@ def _coding_options(command):  # type: ignore[no-untyped-def]
         ),
         click.option("--dq/--no-dq", default=True, show_default=True, help="Dependent (trellis) quantization."),
         click.option(
+            "--lambda-scale",
+            type=click.FloatRange(min=0.0),
+            default=0.0,
+            metavar="X",
+            help="Rate-distortion quantization (NNCodec's lambda_scale): trade weight error for fewer "
+            "bits, more so for larger X (try 0.5-5). With --qp: smaller file, lower SNR; with --snr: "
+            "the target still holds at a finer step. 0 (default): least error.",
+        ),
+        click.option(
             "--scan-order",
             type=click.IntRange(0, 4),
             default=0,
@@ -169,6 +178,7 @@ def _make_options(
     scan_order: int,
     jobs: int | None,
     codebook: bool = False,
+    lambda_scale: float = 0.0,
 ) -> nnc.CodingOptions | None:
     """The coding options asked for, or None when no coding choice was made.
 
@@ -182,7 +192,9 @@ def _make_options(
         raise click.UsageError(f"{' and '.join(given)} choose different modes; give one of them")
     if codebook and lossless:
         raise click.UsageError("--codebook quantizes; it combines with --qp or --snr, not with --lossless")
-    if not given and dq and scan_order == 0 and not codebook:
+    if lambda_scale and lossless:
+        raise click.UsageError("--lambda-scale quantizes; it combines with --qp or --snr, not with --lossless")
+    if not given and dq and scan_order == 0 and not codebook and lambda_scale == 0:
         return None
     try:
         return nnc.CodingOptions(
@@ -193,6 +205,7 @@ def _make_options(
             scan_order=scan_order,
             jobs=jobs,
             codebook=codebook,
+            lambda_scale=lambda_scale,
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None

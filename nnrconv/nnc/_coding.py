@@ -27,6 +27,7 @@ __all__ = [
     "carried_format",
     "choose_mps_qp",
     "plan_tensor",
+    "quantize_weights",
 ]
 
 DEFAULT_SNR_DB = 50.0
@@ -39,6 +40,11 @@ EXACT_BELOW_ELEMENTS = 16
 """In SNR mode, float tensors with fewer elements (scalars, small constants) travel exactly."""
 
 _QP_DENSITY = 2
+_MIN_LAMBDA_SCALE = 1e-9  # smaller positive values would overflow the quantizer's 2^15 / lambda
+_MAX_LAMBDA_SCALE = 1e9  # far beyond "every weight zero"; keeps the float32 argument finite
+RATE_MODEL_UNARY_LENGTH_MINUS1 = 10
+"""The rate model's greater-than flag count: the cabac_unary_length_minus1 every NDU header carries
+(NNCodec's pipeline passes that value, not the + 1 it codes with, to its quantizer)."""
 _QP_LIMIT = 4095  # mps_quantization_parameter is i(13)
 _INT32 = np.iinfo(np.int32)
 _INT_FORMATS = {
@@ -78,9 +84,15 @@ class CodingOptions:
         codebook: per lossy float tensor, code a codebook of its levels (uniform quantization
             without DQ; with `dq` at a QP 2^qp_density finer) when that is smaller than uniform
             coding, as NNCodec's codebook_mode 2.
+        lambda_scale: rate-distortion quantization, NNCodec's `lambda_scale`: 0 chooses the
+            levels of least error; above 0 the quantizer (uniform, trellis, and the codebook's)
+            gives up some error for fewer estimated CABAC bits, the more so the larger it is.
+            With a fixed `qp` that means smaller payloads and a lower SNR at the same step; in
+            SNR mode the QP search still meets the target, by choosing a finer step.
 
     Raises:
-        ValueError: an option is out of range, or `qp` or `codebook` is given with `lossless`.
+        ValueError: an option is out of range, or `qp`, `codebook` or `lambda_scale` is given
+            with `lossless`.
     """
 
     snr_db: float = DEFAULT_SNR_DB
@@ -92,6 +104,7 @@ class CodingOptions:
     row_skip: bool = True
     max_elements: int = cabac.DEFAULT_MAX_ELEMENTS
     codebook: bool = False
+    lambda_scale: float = 0.0
 
     def __post_init__(self) -> None:
         if self.codebook and self.lossless:
@@ -106,6 +119,11 @@ class CodingOptions:
             raise ValueError(f"scan_order {self.scan_order!r} is not in 0..4")
         if self.jobs is not None and self.jobs < 1:
             raise ValueError(f"jobs {self.jobs!r} must be at least 1")
+        lam = self.lambda_scale
+        if not math.isfinite(lam) or lam < 0 or 0 < lam < _MIN_LAMBDA_SCALE or lam > _MAX_LAMBDA_SCALE:
+            raise ValueError(f"lambda_scale {lam!r} is not 0 or in [{_MIN_LAMBDA_SCALE:g}, {_MAX_LAMBDA_SCALE:g}]")
+        if lam and self.lossless:
+            raise ValueError("lambda_scale and lossless are exclusive: rate-distortion decisions quantize")
 
     @property
     def mode(self) -> str:
@@ -227,6 +245,23 @@ def snr_db(original: np.ndarray, reconstruction: np.ndarray) -> float:
     return -math.inf if signal == 0.0 else 10.0 * math.log10(signal / noise)
 
 
+def quantize_weights(weights: np.ndarray, qp: int, dq_flag: bool, options: CodingOptions) -> cabac.QuantizedTensor:
+    """Quantize with the options' scan order and rate-distortion `lambda_scale`.
+
+    The one place lossy tensors are quantized, so that the fixed-QP, SNR-search and codebook paths
+    all make the same (NNCodec's) decisions for the same options.
+    """
+    return cabac.quantize(
+        weights,
+        qp,
+        options.qp_density,
+        dq_flag=dq_flag,
+        scan_order=options.scan_order,
+        lambda_scale=options.lambda_scale,
+        cabac_unary_length_minus1=RATE_MODEL_UNARY_LENGTH_MINUS1,
+    )
+
+
 def quantize_for_snr(
     weights: np.ndarray, plan: TensorPlan, options: CodingOptions, qp_range: tuple[int, int]
 ) -> cabac.QuantizedTensor:
@@ -239,7 +274,7 @@ def quantize_for_snr(
     qpd = options.qp_density
 
     def trial(qp: int) -> tuple[cabac.QuantizedTensor, bool]:
-        q = cabac.quantize(weights, qp, qpd, dq_flag=plan.dq_flag, scan_order=options.scan_order)
+        q = quantize_weights(weights, qp, plan.dq_flag, options)
         ok = snr_db(weights, cabac.dequantize(q.levels, q.qp, qpd)) >= plan.snr_db  # type: ignore[operator]
         return q, ok
 

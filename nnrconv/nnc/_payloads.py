@@ -19,7 +19,7 @@ import numpy as np
 from nnrconv.core._errors import BitstreamError
 from nnrconv.nnc import cabac
 from nnrconv.nnc._codebook import choose_codebook
-from nnrconv.nnc._coding import CodingOptions, TensorPlan, quantize_for_snr, snr_db
+from nnrconv.nnc._coding import CodingOptions, TensorPlan, quantize_for_snr, quantize_weights, snr_db
 from nnrconv.nnc._enums import DecompressedDataFormat, ParentNodeIdType, PayloadType
 from nnrconv.nnc._ndu import NduHeader, NodeId
 from nnrconv.nnc._ndu_elements import Codebook, ParentNodeId
@@ -150,9 +150,7 @@ def _levels_and_qp(
         return levels, qp
     weights = np.ascontiguousarray(array.reshape(array.shape or (1,)), dtype=np.float32)
     if plan.snr_db is None:
-        quantized = cabac.quantize(
-            weights, min(hi, max(lo, qp)), qpd, dq_flag=plan.dq_flag, scan_order=options.scan_order
-        )
+        quantized = quantize_weights(weights, min(hi, max(lo, qp)), plan.dq_flag, options)
     else:
         quantized = quantize_for_snr(weights, plan, options, settings.qp_range)
     if not lo <= quantized.qp <= hi:
@@ -169,9 +167,7 @@ def _difference_levels(
     assert qp is not None
     dims = array.shape or (1,)
     diff = np.ascontiguousarray(array.astype(np.float32).reshape(dims) - parent.values.reshape(dims), np.float32)
-    quantized = cabac.quantize(
-        diff, qp, settings.options.qp_density, dq_flag=plan.dq_flag, scan_order=settings.options.scan_order
-    )
+    quantized = quantize_weights(diff, qp, plan.dq_flag, settings.options)
     lo, hi = settings.qp_range
     if not lo <= quantized.qp <= hi:
         raise ValueError(f"tensor {name!r}: QP {quantized.qp} does not fit the offset field around {settings.mps_qp}")
@@ -299,10 +295,7 @@ def _codebook_levels(
     if cb_qp < lo:
         return None
     weights = np.ascontiguousarray(array.reshape(array.shape or (1,)), dtype=np.float32)
-    if plan.dq_flag:
-        cb_levels = cabac.quantize(weights, cb_qp, qpd, dq_flag=False, scan_order=settings.options.scan_order).levels
-    else:
-        cb_levels = levels
+    cb_levels = quantize_weights(weights, cb_qp, False, settings.options).levels if plan.dq_flag else levels
     if cb_levels.size == 0:
         return None
     if plan.snr_db is not None and snr_db(weights, cabac.dequantize(cb_levels, cb_qp, qpd)) < plan.snr_db:

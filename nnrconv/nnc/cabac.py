@@ -19,7 +19,8 @@ with the tensor's parameters taken from the NDU header (`TensorCoding`)::
     dec.finish()
 
 The output is bit-exact with NNCodec 2.1.3 (the reference software) for the same levels and
-settings, and `quantize` reproduces NNCodec's uniform and dependent (trellis) quantization.
+settings, and `quantize` reproduces NNCodec's uniform and dependent (trellis) quantization, with
+or without its rate-distortion decisions (`lambda_scale`).
 
 Threading: an encoder or decoder object must not be used from two threads at once; separate
 objects (one per NDU) can run in parallel, since the compiled core releases the GIL.
@@ -462,16 +463,26 @@ def quantize(
     dq_flag: bool = True,
     scan_order: int = 0,
     lambda_scale: float = 0.0,
+    cabac_unary_length_minus1: int = 10,
 ) -> QuantizedTensor:
     """Quantize float32 weights to int32 levels exactly as NNCodec does.
 
     Uniform quantization rounds w/Δ; dependent quantization runs the 8-state trellis in scan order
     (minimum squared error) and returns the reconstruction levels 2k - sgn(k)·(state & 1).
 
+    With `lambda_scale` > 0 the decisions also weigh an estimate of the CABAC bits (NNCodec's
+    rate-distortion quantization, `lambda_scale` in its pipelines): fewer bits for more error,
+    the more so the larger the value. Uniform quantization then picks, per weight in scan order,
+    the cheapest of 0, max(1, r - 1) and r (r = round(|w|/Δ)); the trellis adds the rate to every
+    branch. The estimate adapts contexts as levels are chosen, with `cabac_unary_length_minus1`
+    greater-than flags: NNCodec's pipeline passes that value (not the + 1 it codes with), so pass
+    the value the tensor's NDU header will carry to get NNCodec's levels. Ignored at lambda 0.
+
     Raises:
         TypeError: weights is not a float32 array.
-        ValueError: weights is strided or not finite.
-        NotImplementedError: lambda_scale > 0 (rate-distortion decisions) is not implemented yet.
+        ValueError: weights is strided or not finite, lambda_scale is negative, not finite, or
+            positive below 1e-9 (after rounding to float32, as NNCodec receives it), or
+            cabac_unary_length_minus1 is outside 0..255.
     """
     if not isinstance(weights, np.ndarray):
         raise TypeError(f"weights must be a numpy float32 array, got {type(weights).__name__}")
@@ -479,6 +490,11 @@ def quantize(
         raise TypeError(f"weights must have dtype float32, got {weights.dtype}")
     if not weights.flags.c_contiguous:
         raise ValueError("weights must be C-contiguous; pass np.ascontiguousarray(weights)")
+    lam = float(lambda_scale)
+    if not (math.isfinite(lam) and lam >= 0.0):
+        raise ValueError(f"lambda_scale {lambda_scale!r} must be a finite number >= 0")
+    if not 0 <= int(cabac_unary_length_minus1) <= 255:
+        raise ValueError(f"cabac_unary_length_minus1 {cabac_unary_length_minus1!r} is not in 0..255")
     shape = weights.shape or (1,)
     rows, width = matrix_view(shape)
     raw, used_qp = _cabac.quantize(
@@ -489,7 +505,8 @@ def quantize(
         int(qp_density),
         dq=bool(dq_flag),
         scan_order=int(scan_order),
-        lambda_scale=float(lambda_scale),
+        lambda_scale=lam,
+        max_num_no_rem=int(cabac_unary_length_minus1),
     )
     return QuantizedTensor(np.frombuffer(raw, dtype=np.int32).reshape(shape), used_qp)
 
@@ -542,7 +559,15 @@ def quantize_and_encode(
 
     `quantization_parameter` is the MPS (or LPS) QP the per-tensor QP offset is relative to.
     """
-    quantized = quantize(weights, qp, qp_density, dq_flag=dq_flag, scan_order=scan_order, lambda_scale=lambda_scale)
+    quantized = quantize(
+        weights,
+        qp,
+        qp_density,
+        dq_flag=dq_flag,
+        scan_order=scan_order,
+        lambda_scale=lambda_scale,
+        cabac_unary_length_minus1=cabac_unary_length_minus1,
+    )
     coding = TensorCoding(
         dq_flag=dq_flag,
         scan_order=scan_order,

@@ -37,6 +37,7 @@ def compress(
     qp_density: int = 2,
     qp_per_tensor: dict[str, int] | None = None,
     codebook_mode: int = 0,
+    lambda_scale: float = 0.0,
 ) -> bytes:
     """The bitstream `nncodec.nnc.compress` writes (profile 1, topology NNR_TPL_UNREC)."""
     nnc_core = import_nnc_core()
@@ -55,7 +56,7 @@ def compress(
             False,
             not use_dq,
             10,
-            0,
+            lambda_scale,
             nonweight_qp=nonweight_qp,
             qp_per_tensor=qp_per_tensor,
             int_quant_bw=False,

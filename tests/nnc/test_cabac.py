@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 
 import numpy as np
@@ -69,11 +70,16 @@ def test_dequantize_is_float32_step_times_level():
     np.testing.assert_array_equal(out, np.float32(cabac.step_size(-38, QPD)) * levels.astype(np.float32))
 
 
-def test_quantize_rejects_non_finite_and_rd_mode():
+def test_quantize_rejects_non_finite_weights_and_bad_lambda():
     with pytest.raises(ValueError, match="not finite"):
         cabac.quantize(np.array([1.0, np.nan], dtype=np.float32), -38)
-    with pytest.raises(NotImplementedError):
-        cabac.quantize(np.ones(4, dtype=np.float32), -38, lambda_scale=1.0)
+    for bad in (-1.0, math.nan, math.inf):
+        with pytest.raises(ValueError, match="lambda_scale"):
+            cabac.quantize(np.ones(4, dtype=np.float32), -38, lambda_scale=bad)
+    with pytest.raises(ValueError, match="lambda_scale"):  # 2^15 / lambda would overflow
+        cabac.quantize(np.ones(4, dtype=np.float32), -38, lambda_scale=1e-12)
+    with pytest.raises(ValueError, match="cabac_unary_length_minus1"):
+        cabac.quantize(np.ones(4, dtype=np.float32), -38, lambda_scale=1.0, cabac_unary_length_minus1=256)
 
 
 def test_qp_is_raised_when_levels_overflow():

@@ -305,6 +305,26 @@ int nc_quantize(const float *weights, int32_t *levels, uint64_t rows, uint64_t w
                 nc_status *st);
 void nc_dequantize(const int32_t *levels, float *out, uint64_t n, int32_t qp, int32_t qp_density);
 
+/* ---- rate-distortion quantization (quant.c, rdq.c) ------------------------------------ */
+
+/* nc_quantize's rate model uses this many greater-than flags (NNCodec's default
+ * cabac_unary_length_minus1, which its pipeline passes as maxNumNoRem). */
+#define NC_RD_DEFAULT_NUM_NO_REM 10u
+/* Smallest non-zero lambda_scale accepted: keeps 2^15 / lambda and the scaled distortions finite. */
+#define NC_RD_MIN_LAMBDA 1e-9
+/* nc_quantize with the rate model's number of greater-than flags given (0..NC_MAX_GTX);
+ * lambda_scale is rounded to float32 first, as the reference receives it. */
+int nc_quantize_rd(const float *weights, int32_t *levels, uint64_t rows, uint64_t width,
+                   int32_t *qp, int32_t qp_density, int dq, int scan_order, double lambda_scale,
+                   uint32_t max_num_no_rem, nc_status *st);
+/* The two rate-distortion quantizers over n weights in scan order (pos[i] = position of scan
+ * index i, NULL for row-major).  Return 1 on success, 0 if the levels would overflow int32
+ * (the caller retries at a coarser QP), -1 with st set on failure. */
+int nc_rdq_urq(const float *w, int32_t *levels, uint64_t n, const uint64_t *pos, double qstep,
+               double lambda_scale, uint32_t max_num_no_rem, nc_status *st);
+int nc_rdq_tcq(const float *w, int32_t *levels, uint64_t n, const uint64_t *pos, double qstep,
+               double lambda_scale, uint32_t max_num_no_rem, nc_status *st);
+
 #if defined(NC_VISIBILITY_PUSHED)
 #pragma GCC visibility pop
 #undef NC_VISIBILITY_PUSHED

@@ -660,17 +660,18 @@ static PyTypeObject DecoderType = {
 static PyObject *mod_quantize(PyObject *Py_UNUSED(mod), PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"weights", "rows", "width", "qp", "qp_density", "dq", "scan_order",
-                             "lambda_scale", NULL};
+                             "lambda_scale", "max_num_no_rem", NULL};
     PyObject *w_obj, *out;
     unsigned long long rows, width;
     int qp, qp_density, dq = 0, scan_order = 0, rc;
     double lambda_scale = 0.0;
+    unsigned int max_num_no_rem = NC_RD_DEFAULT_NUM_NO_REM;
     int32_t qp_used;
     Py_buffer view;
     nc_status st = {0};
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OKKii|$pid:quantize", kwlist, &w_obj, &rows, &width, &qp,
-                                     &qp_density, &dq, &scan_order, &lambda_scale)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OKKii|$pidI:quantize", kwlist, &w_obj, &rows, &width, &qp,
+                                     &qp_density, &dq, &scan_order, &lambda_scale, &max_num_no_rem)) {
         return NULL;
     }
     if (get_array(w_obj, &view, 'f', "weights") < 0) {
@@ -687,8 +688,8 @@ static PyObject *mod_quantize(PyObject *Py_UNUSED(mod), PyObject *args, PyObject
     }
     qp_used = qp;
     Py_BEGIN_ALLOW_THREADS
-    rc = nc_quantize((const float *)view.buf, (int32_t *)PyByteArray_AS_STRING(out), rows, width, &qp_used,
-                     qp_density, dq, scan_order, lambda_scale, &st);
+    rc = nc_quantize_rd((const float *)view.buf, (int32_t *)PyByteArray_AS_STRING(out), rows, width, &qp_used,
+                        qp_density, dq, scan_order, lambda_scale, (uint32_t)max_num_no_rem, &st);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&view);
     if (rc != NC_OK) {
@@ -743,7 +744,7 @@ static PyObject *mod_step_size(PyObject *Py_UNUSED(mod), PyObject *args, PyObjec
 
 static PyMethodDef module_methods[] = {
     {"quantize", (PyCFunction)(void (*)(void))mod_quantize, METH_VARARGS | METH_KEYWORDS,
-     "quantize(weights, rows, width, qp, qp_density, *, dq, scan_order, lambda_scale)\n--\n\n"
+     "quantize(weights, rows, width, qp, qp_density, *, dq, scan_order, lambda_scale, max_num_no_rem)\n--\n\n"
      "Quantize float32 weights; returns (int32 levels as bytearray, QP actually used)."},
     {"dequantize", (PyCFunction)(void (*)(void))mod_dequantize, METH_VARARGS | METH_KEYWORDS,
      "dequantize(levels, qp, qp_density)\n--\n\nfloat32 step * level, as bytearray."},

@@ -97,10 +97,8 @@ typedef struct {
     uint8_t cand;
 } tcq_branch;
 
-static int tcq(const float *w, int32_t *levels, uint64_t rows, uint64_t width, int scan_order,
-               double qstep, nc_status *st)
+static int tcq(const float *w, int32_t *levels, uint64_t n, const uint64_t *pos, double qstep, nc_status *st)
 {
-    const uint64_t n = rows * width;
     const float scale = (float)(1.0 / qstep);
     const double qscale = 1.0 / qstep;
     tcq_branch br[8][3];
@@ -108,7 +106,6 @@ static int tcq(const float *w, int32_t *levels, uint64_t rows, uint64_t width, i
     double cost_a[8], cost_b[8];
     double *prev = cost_a, *curr = cost_b, *tmp;
     uint8_t *decision = NULL;
-    uint64_t *pos = NULL;
     uint64_t i;
     int p, s, best;
     tcq_cand cand;
@@ -144,11 +141,6 @@ static int tcq(const float *w, int32_t *levels, uint64_t rows, uint64_t width, i
     decision = (uint8_t *)malloc(n * 8);
     if (decision == NULL) {
         nc_fail(st, NC_ERR_NOMEM, 0, "out of memory for the trellis (%llu weights)", (unsigned long long)n);
-        return -1;
-    }
-    if (scan_order != 0 && scan_positions(rows, width, scan_order, &pos) != NC_OK) {
-        free(decision);
-        nc_fail(st, NC_ERR_NOMEM, 0, "out of memory for the scan order");
         return -1;
     }
     for (s = 0; s < 8; s++) {
@@ -193,7 +185,6 @@ static int tcq(const float *w, int32_t *levels, uint64_t rows, uint64_t width, i
         }
         levels[at] = k;
     }
-    free(pos);
     free(decision);
     return 1;
 }
@@ -221,8 +212,18 @@ int nc_quantize(const float *weights, int32_t *levels, uint64_t rows, uint64_t w
                 int32_t *qp, int32_t qp_density, int dq, int scan_order, double lambda_scale,
                 nc_status *st)
 {
+    return nc_quantize_rd(weights, levels, rows, width, qp, qp_density, dq, scan_order, lambda_scale,
+                          NC_RD_DEFAULT_NUM_NO_REM, st);
+}
+
+int nc_quantize_rd(const float *weights, int32_t *levels, uint64_t rows, uint64_t width,
+                   int32_t *qp, int32_t qp_density, int dq, int scan_order, double lambda_scale,
+                   uint32_t max_num_no_rem, nc_status *st)
+{
     const uint64_t n = rows * width;
     uint64_t i;
+    uint64_t *pos = NULL;
+    double lambda;
     int attempt, ok = 0;
 
     if (qp_density < 0 || qp_density > 7) {
@@ -231,9 +232,18 @@ int nc_quantize(const float *weights, int32_t *levels, uint64_t rows, uint64_t w
     if (scan_order < 0 || scan_order > 4) {
         return nc_fail(st, NC_ERR_VALUE, 0, "scan_order %d is not in 0..4", scan_order);
     }
-    if (lambda_scale > 0.0) {
-        return nc_fail(st, NC_ERR_UNSUPPORTED, 0,
-                       "rate-distortion quantization (lambda_scale > 0) is not implemented yet");
+    /* The reference takes lambda_scale as float32; below NC_RD_MIN_LAMBDA the distortion
+     * scale 2^15 / lambda could overflow, so such values are refused rather than mis-coded. */
+    if (!(lambda_scale >= 0.0) || lambda_scale > FLT_MAX) {
+        return nc_fail(st, NC_ERR_VALUE, 0, "lambda_scale %g is not a finite number >= 0", lambda_scale);
+    }
+    lambda = (double)(float)lambda_scale;
+    if (lambda != 0.0 && lambda < NC_RD_MIN_LAMBDA) {
+        return nc_fail(st, NC_ERR_VALUE, 0, "lambda_scale %g is neither 0 nor at least %g", lambda_scale,
+                       NC_RD_MIN_LAMBDA);
+    }
+    if (lambda > 0.0 && max_num_no_rem > NC_MAX_GTX) {
+        return nc_fail(st, NC_ERR_VALUE, 0, "max_num_no_rem %u is above %d", (unsigned)max_num_no_rem, NC_MAX_GTX);
     }
     for (i = 0; i < n; i++) {
         if (!isfinite(weights[i])) {
@@ -244,25 +254,36 @@ int nc_quantize(const float *weights, int32_t *levels, uint64_t rows, uint64_t w
     if (width == 1 || rows == 1) {
         scan_order = 0;
     }
+    /* Plain rounding is element-wise; the trellis and the rate model follow the scan order. */
+    if (scan_order != 0 && (dq || lambda > 0.0) && scan_positions(rows, width, scan_order, &pos) != NC_OK) {
+        return nc_fail(st, NC_ERR_NOMEM, 0, "out of memory for the scan order");
+    }
     for (attempt = 0; attempt < 2; attempt++) {
         double step = nc_step_size(*qp, qp_density);
         if (!(step > 0.0) || !isfinite(step)) {
+            free(pos);
             return nc_fail(st, NC_ERR_VALUE, 0, "QP %d gives no usable step size", *qp);
         }
-        if (dq) {
-            ok = tcq(weights, levels, rows, width, scan_order, step, st);
-            if (ok < 0) {
-                return st->code;
-            }
+        if (dq && lambda > 0.0) {
+            ok = nc_rdq_tcq(weights, levels, n, pos, step, lambda, max_num_no_rem, st);
+        } else if (dq) {
+            ok = tcq(weights, levels, n, pos, step, st);
+        } else if (lambda > 0.0) {
+            ok = nc_rdq_urq(weights, levels, n, pos, step, lambda, max_num_no_rem, st);
         } else {
-            /* Rounding is element-wise, so the scan order does not matter. */
             ok = urq(weights, levels, n, (float)step);
         }
+        if (ok < 0) {
+            free(pos);
+            return st->code;
+        }
         if (ok) {
+            free(pos);
             return NC_OK;
         }
         *qp = qp_for_range(weights, n, qp_density);
     }
+    free(pos);
     return nc_fail(st, NC_ERR_OVERFLOW, 0, "levels overflow int32 even at QP %d", *qp);
 }
 
