@@ -198,9 +198,6 @@ void nc_tables_init(void)
     bnext_tables_init();
 }
 
-/* Rates are below 2^18, so 32-bit sums over this many bins cannot overflow. */
-#define OPT_CHUNK 16384
-
 /* Biased copies of the transition tables (contexts and nc_opt_eval): states are held as
  * unsigned indices A = S0 + 128 and B = S1 + 2048, so no sign extension is needed, the LPS row
  * (S >> 7) + 32 is (16 * A + B) >> 7 and the rate index 512 + (S >> 3) is (16 * A + B) >> 3
@@ -234,59 +231,293 @@ static void bnext_tables_init(void)
 /* Rates are below 2^18, so 32-bit sums over this many bins cannot overflow. */
 #define OPT_CHUNK 16384
 
-/* Three sets per pass over the sequence: with three the states, sums and table bases all stay
- * in registers (nine at once spill).  The groups share shifts where possible, so a pass needs
- * few distinct transition tables. */
-#define OPT_INIT(j, k)                                                                          \
-    do {                                                                                        \
-        a##j = (size_t)(2 * (nc_param_sets[k][3] + 128));                                       \
-        b##j = (size_t)(nc_param_sets[k][2] - 16 * nc_param_sets[k][3] + 2048);                 \
-    } while (0)
-#define OPT_BIN(j, k)                                                                           \
-    do {                                                                                        \
-        c##j += r[a##j + (b##j >> 3)];                                                          \
-        a##j = *(const uint16_t *)((const char *)opt_next0w[nc_param_sets[k][0]][bin] + a##j);  \
-        b##j = nc_bnext1[nc_param_sets[k][1] - 4][bin][b##j];                                   \
-    } while (0)
+/* Estimator states of the nine sets while a sequence is evaluated: a = 2 * A (see opt_next0w)
+ * and b = B. */
+typedef struct {
+    size_t a[9];
+    size_t b[9];
+} opt_states;
 
-static inline __attribute__((always_inline)) void opt_group(const uint8_t *bins, size_t n, uint64_t bits[9],
-                                                           const int k0, const int k1, const int k2)
+static void opt_states_init(opt_states *s)
 {
-    size_t a0, b0, a1, b1, a2, b2;
-    size_t t = 0;
-    OPT_INIT(0, k0);
-    OPT_INIT(1, k1);
-    OPT_INIT(2, k2);
-    while (t < n) {
-        /* A segment free of NC_OPT_RESET and at most OPT_CHUNK bins long. */
-        const size_t lim = n - t > OPT_CHUNK ? t + OPT_CHUNK : n;
-        const uint8_t *rst = (const uint8_t *)memchr(bins + t, NC_OPT_RESET, lim - t);
-        const size_t end = rst != NULL ? (size_t)(rst - bins) : lim;
-        uint32_t c0 = 0, c1 = 0, c2 = 0;
-        for (; t < end; t++) {
-            const size_t bin = bins[t];
-            const uint32_t *r = nc_rate[bin];
-            OPT_BIN(0, k0);
-            OPT_BIN(1, k1);
-            OPT_BIN(2, k2);
+    int k;
+    for (k = 0; k < 9; k++) {
+        s->a[k] = (size_t)(2 * (nc_param_sets[k][3] + 128));
+        s->b[k] = (size_t)(nc_param_sets[k][2] - 16 * nc_param_sets[k][3] + 2048);
+    }
+}
+
+#define OPT_AI static inline __attribute__((always_inline))
+#define OPT_N0(sh0, bin, a) (*(const uint16_t *)((const char *)opt_next0w[sh0][bin] + (a)))
+#define OPT_N1(sh1, bin, b) (nc_bnext1[(sh1) - 4][bin][b])
+
+/* Estimator chains over bins[t .. end), each with its own S0 (a) and S1 (b) state, adding each
+ * chain's cost to c[k]; the sets, and so the shifts, are compile-time constants after inlining.
+ * Three chains at most per loop: then the states, sums and table bases all stay in registers. */
+OPT_AI void opt_run1(const uint8_t *bins, size_t t, size_t end, opt_states *s, uint32_t c[9],
+                     const int k0)
+{
+    const int p0 = nc_param_sets[k0][0], q0 = nc_param_sets[k0][1];
+    size_t a0 = s->a[k0], b0 = s->b[k0];
+    uint32_t c0 = 0;
+    for (; t < end; t++) {
+        const size_t bin = bins[t];
+        c0 += nc_rate[bin][a0 + (b0 >> 3)];
+        a0 = OPT_N0(p0, bin, a0);
+        b0 = OPT_N1(q0, bin, b0);
+    }
+    s->a[k0] = a0;
+    s->b[k0] = b0;
+    c[k0] += c0;
+}
+
+OPT_AI void opt_run2(const uint8_t *bins, size_t t, size_t end, opt_states *s, uint32_t c[9],
+                     const int k0, const int k1)
+{
+    const int p0 = nc_param_sets[k0][0], q0 = nc_param_sets[k0][1];
+    const int p1 = nc_param_sets[k1][0], q1 = nc_param_sets[k1][1];
+    size_t a0 = s->a[k0], b0 = s->b[k0], a1 = s->a[k1], b1 = s->b[k1];
+    uint32_t c0 = 0, c1 = 0;
+    for (; t < end; t++) {
+        const size_t bin = bins[t];
+        const uint32_t *r = nc_rate[bin];
+        c0 += r[a0 + (b0 >> 3)];
+        c1 += r[a1 + (b1 >> 3)];
+        a0 = OPT_N0(p0, bin, a0);
+        b0 = OPT_N1(q0, bin, b0);
+        a1 = OPT_N0(p1, bin, a1);
+        b1 = OPT_N1(q1, bin, b1);
+    }
+    s->a[k0] = a0;
+    s->b[k0] = b0;
+    s->a[k1] = a1;
+    s->b[k1] = b1;
+    c[k0] += c0;
+    c[k1] += c1;
+}
+
+/* With share_b the first two chains have the same S1 shift and state, so one S1 chain serves
+ * both. */
+OPT_AI void opt_run3(const uint8_t *bins, size_t t, size_t end, opt_states *s, uint32_t c[9],
+                     const int k0, const int k1, const int k2, const int share_b)
+{
+    const int p0 = nc_param_sets[k0][0], q0 = nc_param_sets[k0][1];
+    const int p1 = nc_param_sets[k1][0], q1 = nc_param_sets[k1][1];
+    const int p2 = nc_param_sets[k2][0], q2 = nc_param_sets[k2][1];
+    size_t a0 = s->a[k0], b0 = s->b[k0], a1 = s->a[k1], b1 = s->b[k1], a2 = s->a[k2], b2 = s->b[k2];
+    uint32_t c0 = 0, c1 = 0, c2 = 0;
+    for (; t < end; t++) {
+        const size_t bin = bins[t];
+        const uint32_t *r = nc_rate[bin];
+        c0 += r[a0 + (b0 >> 3)];
+        c1 += r[a1 + (b1 >> 3)];
+        c2 += r[a2 + (b2 >> 3)];
+        a0 = OPT_N0(p0, bin, a0);
+        a1 = OPT_N0(p1, bin, a1);
+        a2 = OPT_N0(p2, bin, a2);
+        b0 = OPT_N1(q0, bin, b0);
+        b1 = share_b ? b0 : OPT_N1(q1, bin, b1);
+        b2 = OPT_N1(q2, bin, b2);
+    }
+    s->a[k0] = a0;
+    s->b[k0] = b0;
+    s->a[k1] = a1;
+    s->b[k1] = b1;
+    s->a[k2] = a2;
+    s->b[k2] = b2;
+    c[k0] += c0;
+    c[k1] += c1;
+    c[k2] += c2;
+}
+
+/* Sets 3, 7, 8 once all three share one S1 state (they share its shift): one S1 chain, and no
+ * S0 chain for set 7, nor for set 8 if frozen8 (their S0 states are fixed points, see
+ * opt_frozen). */
+OPT_AI void opt_run_mixed(const uint8_t *bins, size_t t, size_t end, opt_states *s, uint32_t c[9],
+                          const int frozen8)
+{
+    const int p3 = nc_param_sets[3][0], p8 = nc_param_sets[8][0], q = nc_param_sets[3][1];
+    size_t a3 = s->a[3], a8 = s->a[8], b = s->b[3];
+    const size_t a7 = s->a[7];
+    uint32_t c3 = 0, c7 = 0, c8 = 0;
+    for (; t < end; t++) {
+        const size_t bin = bins[t];
+        const uint32_t *r = nc_rate[bin];
+        const size_t rb = b >> 3;
+        c3 += r[a3 + rb];
+        c7 += r[a7 + rb];
+        c8 += r[a8 + rb];
+        a3 = OPT_N0(p3, bin, a3);
+        if (!frozen8) {
+            a8 = OPT_N0(p8, bin, a8);
         }
-        bits[k0] += c0;
-        bits[k1] += c1;
-        bits[k2] += c2;
-        if (rst != NULL) {
-            OPT_INIT(0, k0);
-            OPT_INIT(1, k1);
-            OPT_INIT(2, k2);
-            t++;
+        b = OPT_N1(q, bin, b);
+    }
+    s->a[3] = a3;
+    s->a[8] = a8;
+    s->b[3] = s->b[7] = s->b[8] = b;
+    c[3] += c3;
+    c[7] += c7;
+    c[8] += c8;
+}
+
+/* Two sets with the same shifts that reach the same state stay equal (same transitions, same
+ * bins) up to the next restart, so one chain serves both; and an S0 state that both bins map to
+ * itself (S0 in [-8, 8] with SH0 = 3: the step is 0) needs no chain.  The evaluation checks for
+ * both every OPT_BLOCK bins.  On real data most bins see merged chains: sets 4, 5, 6 merge early,
+ * 0 with 1 or 1 with 2 often, the S1 state of set 8 joins that of 3 and 7 (which start equal),
+ * and S0 of set 7 starts frozen. */
+#define OPT_BLOCK 64
+
+static inline int opt_same(const opt_states *s, int i, int j)
+{
+    return s->a[i] == s->a[j] && s->b[i] == s->b[j];
+}
+
+static inline int opt_frozen(const opt_states *s, int k)
+{
+    const int p = nc_param_sets[k][0];
+    return OPT_N0(p, 0, s->a[k]) == s->a[k] && OPT_N0(p, 1, s->a[k]) == s->a[k];
+}
+
+/* Representatives of three same-shift sets k, k + 1, k + 2: bit i set if set k + i runs its own
+ * chain; fol[i] is the set whose chain k + i follows. */
+static inline unsigned opt_reps(const opt_states *s, int k, int fol[3])
+{
+    const int m01 = opt_same(s, k, k + 1), m12 = opt_same(s, k + 1, k + 2);
+    fol[0] = k;
+    fol[1] = m01 ? k : k + 1;
+    fol[2] = m12 ? fol[1] : (opt_same(s, k, k + 2) ? k : k + 2);
+    return 1u | (fol[1] == k + 1 ? 2u : 0u) | (fol[2] == k + 2 ? 4u : 0u);
+}
+
+/* Sets 0, 1, 2 (shifts 1, 4) and 4, 5, 6 (shifts 2, 6): their representatives run together in
+ * one loop when there are at most three. */
+static inline __attribute__((always_inline)) void opt_groups(const uint8_t *bins, size_t t, size_t end,
+                                                            opt_states *s, uint32_t c[9])
+{
+    while (t < end) {
+        int fa[3], fb[3], i;
+        const unsigned ra = opt_reps(s, 0, fa), rb = opt_reps(s, 4, fb);
+        const size_t blk = end - t > OPT_BLOCK ? t + OPT_BLOCK : end;
+        uint32_t before[9];
+        memcpy(before, c, sizeof(before));
+        switch (ra * 8 + rb) {
+        case 1 * 8 + 1:
+            /* everything merged: nothing can change any more */
+            opt_run2(bins, t, end, s, c, 0, 4);
+            c[1] += c[0] - before[0];
+            c[2] += c[0] - before[0];
+            c[5] += c[4] - before[4];
+            c[6] += c[4] - before[4];
+            s->a[1] = s->a[2] = s->a[0];
+            s->b[1] = s->b[2] = s->b[0];
+            s->a[5] = s->a[6] = s->a[4];
+            s->b[5] = s->b[6] = s->b[4];
+            return;
+        case 1 * 8 + 3:
+            opt_run3(bins, t, blk, s, c, 0, 4, 5, 0);
+            break;
+        case 1 * 8 + 5:
+            opt_run3(bins, t, blk, s, c, 0, 4, 6, 0);
+            break;
+        case 3 * 8 + 1:
+            opt_run3(bins, t, blk, s, c, 0, 1, 4, 0);
+            break;
+        case 5 * 8 + 1:
+            opt_run3(bins, t, blk, s, c, 0, 2, 4, 0);
+            break;
+        default:
+            switch (ra) {
+            case 1:
+                opt_run1(bins, t, blk, s, c, 0);
+                break;
+            case 3:
+                opt_run2(bins, t, blk, s, c, 0, 1);
+                break;
+            case 5:
+                opt_run2(bins, t, blk, s, c, 0, 2);
+                break;
+            default:
+                opt_run3(bins, t, blk, s, c, 0, 1, 2, 0);
+                break;
+            }
+            switch (rb) {
+            case 1:
+                opt_run1(bins, t, blk, s, c, 4);
+                break;
+            case 3:
+                opt_run2(bins, t, blk, s, c, 4, 5);
+                break;
+            case 5:
+                opt_run2(bins, t, blk, s, c, 4, 6);
+                break;
+            default:
+                opt_run3(bins, t, blk, s, c, 4, 5, 6, 0);
+                break;
+            }
+            break;
         }
+        for (i = 1; i < 3; i++) {
+            if (fa[i] != i) {
+                c[i] += c[fa[i]] - before[fa[i]];
+                s->a[i] = s->a[fa[i]];
+                s->b[i] = s->b[fa[i]];
+            }
+            if (fb[i] != 4 + i) {
+                c[4 + i] += c[fb[i]] - before[fb[i]];
+                s->a[4 + i] = s->a[fb[i]];
+                s->b[4 + i] = s->b[fb[i]];
+            }
+        }
+        t = blk;
+    }
+}
+
+/* Sets 3, 7, 8: S1 shift 5 for all (3 and 7 start with the same S1 state), S0 shifts 0, 3, 3. */
+static inline __attribute__((always_inline)) void opt_mixed(const uint8_t *bins, size_t t, size_t end,
+                                                           opt_states *s, uint32_t c[9])
+{
+    while (t < end) {
+        const size_t blk = end - t > OPT_BLOCK ? t + OPT_BLOCK : end;
+        if (s->b[3] == s->b[7] && s->b[8] == s->b[3] && opt_frozen(s, 7)) {
+            if (opt_frozen(s, 8)) {
+                opt_run_mixed(bins, t, end, s, c, 1);
+                return;
+            }
+            opt_run_mixed(bins, t, blk, s, c, 0);
+        } else if (s->b[3] == s->b[7]) {
+            opt_run3(bins, t, blk, s, c, 3, 7, 8, 1);
+        } else {
+            opt_run3(bins, t, blk, s, c, 3, 7, 8, 0);
+        }
+        t = blk;
     }
 }
 
 void nc_opt_eval(const uint8_t *bins, size_t n, uint64_t bits[9])
 {
-    opt_group(bins, n, bits, 0, 1, 2);
-    opt_group(bins, n, bits, 4, 5, 6);
-    opt_group(bins, n, bits, 3, 7, 8);
+    opt_states s;
+    size_t t = 0;
+    int k;
+    opt_states_init(&s);
+    while (t < n) {
+        /* A segment free of NC_OPT_RESET and at most OPT_CHUNK bins long. */
+        const size_t lim = n - t > OPT_CHUNK ? t + OPT_CHUNK : n;
+        const uint8_t *rst = (const uint8_t *)memchr(bins + t, NC_OPT_RESET, lim - t);
+        const size_t end = rst != NULL ? (size_t)(rst - bins) : lim;
+        uint32_t c[9] = {0};
+        opt_groups(bins, t, end, &s, c);
+        opt_mixed(bins, t, end, &s, c);
+        for (k = 0; k < 9; k++) {
+            bits[k] += c[k];
+        }
+        t = end;
+        if (rst != NULL) {
+            opt_states_init(&s);
+            t++;
+        }
+    }
 }
 
 uint8_t nc_dq_skip(uint8_t state, uint64_t n)
