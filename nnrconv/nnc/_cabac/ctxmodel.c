@@ -391,72 +391,157 @@ static inline unsigned opt_reps(const opt_states *s, int k, int fol[3])
     return 1u | (fol[1] == k + 1 ? 2u : 0u) | (fol[2] == k + 2 ? 4u : 0u);
 }
 
-/* Sets 0, 1, 2 (shifts 1, 4) and 4, 5, 6 (shifts 2, 6): their representatives run together in
- * one loop when there are at most three. */
-static inline __attribute__((always_inline)) void opt_groups(const uint8_t *bins, size_t t, size_t end,
-                                                            opt_states *s, uint32_t c[9])
+/* The usual state after the first few blocks, in one loop: sets 0, 1, 2 down to one or two
+ * chains (kA0 and kA1 >= 0), 4, 5, 6 down to one (kB), and 3, 7, 8 sharing one S1 chain with
+ * S0 of 7 (and of 8 if frozen8) frozen.  One loop instead of two halves the serial
+ * load-to-load latency per bin, which is what bounds these loops. */
+OPT_AI void opt_run_fused(const uint8_t *bins, size_t t, size_t end, opt_states *s, uint32_t c[9],
+                          const int kA0, const int kA1, const int kB, const int frozen8)
+{
+    const int pA0 = nc_param_sets[kA0][0], qA0 = nc_param_sets[kA0][1];
+    const int pB = nc_param_sets[kB][0], qB = nc_param_sets[kB][1];
+    const int p3 = nc_param_sets[3][0], p8 = nc_param_sets[8][0], q = nc_param_sets[3][1];
+    const int kA1_ = kA1 >= 0 ? kA1 : kA0;
+    const int pA1 = nc_param_sets[kA1_][0], qA1 = nc_param_sets[kA1_][1];
+    size_t aA0 = s->a[kA0], bA0 = s->b[kA0], aA1 = s->a[kA1_], bA1 = s->b[kA1_];
+    size_t aB = s->a[kB], bB = s->b[kB], a3 = s->a[3], a8 = s->a[8], b = s->b[3];
+    const size_t a7 = s->a[7];
+    uint32_t cA0 = 0, cA1 = 0, cB = 0, c3 = 0, c7 = 0, c8 = 0;
+    for (; t < end; t++) {
+        const size_t bin = bins[t];
+        const uint32_t *r = nc_rate[bin];
+        const size_t rb = b >> 3;
+        cA0 += r[aA0 + (bA0 >> 3)];
+        if (kA1 >= 0) {
+            cA1 += r[aA1 + (bA1 >> 3)];
+        }
+        cB += r[aB + (bB >> 3)];
+        c3 += r[a3 + rb];
+        c7 += r[a7 + rb];
+        c8 += r[a8 + rb];
+        aA0 = OPT_N0(pA0, bin, aA0);
+        bA0 = OPT_N1(qA0, bin, bA0);
+        if (kA1 >= 0) {
+            aA1 = OPT_N0(pA1, bin, aA1);
+            bA1 = OPT_N1(qA1, bin, bA1);
+        }
+        aB = OPT_N0(pB, bin, aB);
+        bB = OPT_N1(qB, bin, bB);
+        a3 = OPT_N0(p3, bin, a3);
+        if (!frozen8) {
+            a8 = OPT_N0(p8, bin, a8);
+        }
+        b = OPT_N1(q, bin, b);
+    }
+    s->a[kA0] = aA0;
+    s->b[kA0] = bA0;
+    c[kA0] += cA0;
+    if (kA1 >= 0) {
+        s->a[kA1] = aA1;
+        s->b[kA1] = bA1;
+        c[kA1] += cA1;
+    }
+    s->a[kB] = aB;
+    s->b[kB] = bB;
+    c[kB] += cB;
+    s->a[3] = a3;
+    s->a[8] = a8;
+    s->b[3] = s->b[7] = s->b[8] = b;
+    c[3] += c3;
+    c[7] += c7;
+    c[8] += c8;
+}
+
+/* Sets 0, 1, 2 (shifts 1, 4) and 4, 5, 6 (shifts 2, 6) over one block: their representatives run
+ * together in one loop when there are at most three. */
+OPT_AI void opt_groups(const uint8_t *bins, size_t t, size_t end, opt_states *s, uint32_t c[9],
+                       const unsigned ra, const unsigned rb)
+{
+    switch (ra * 8 + rb) {
+    case 1 * 8 + 1:
+        opt_run2(bins, t, end, s, c, 0, 4);
+        return;
+    case 1 * 8 + 3:
+        opt_run3(bins, t, end, s, c, 0, 4, 5, 0);
+        return;
+    case 1 * 8 + 5:
+        opt_run3(bins, t, end, s, c, 0, 4, 6, 0);
+        return;
+    case 3 * 8 + 1:
+        opt_run3(bins, t, end, s, c, 0, 1, 4, 0);
+        return;
+    case 5 * 8 + 1:
+        opt_run3(bins, t, end, s, c, 0, 2, 4, 0);
+        return;
+    default:
+        break;
+    }
+    switch (ra) {
+    case 1:
+        opt_run1(bins, t, end, s, c, 0);
+        break;
+    case 3:
+        opt_run2(bins, t, end, s, c, 0, 1);
+        break;
+    case 5:
+        opt_run2(bins, t, end, s, c, 0, 2);
+        break;
+    default:
+        opt_run3(bins, t, end, s, c, 0, 1, 2, 0);
+        break;
+    }
+    switch (rb) {
+    case 1:
+        opt_run1(bins, t, end, s, c, 4);
+        break;
+    case 3:
+        opt_run2(bins, t, end, s, c, 4, 5);
+        break;
+    case 5:
+        opt_run2(bins, t, end, s, c, 4, 6);
+        break;
+    default:
+        opt_run3(bins, t, end, s, c, 4, 5, 6, 0);
+        break;
+    }
+}
+
+/* One segment (no restart inside): blocks of OPT_BLOCK bins, each run with the fewest chains the
+ * merges found at its start allow; followers take their leader's cost and state after each block.
+ * Once nothing can merge or freeze any more the rest of the segment is one block. */
+static void opt_segment(const uint8_t *bins, size_t t, size_t end, opt_states *s, uint32_t c[9])
 {
     while (t < end) {
         int fa[3], fb[3], i;
         const unsigned ra = opt_reps(s, 0, fa), rb = opt_reps(s, 4, fb);
-        const size_t blk = end - t > OPT_BLOCK ? t + OPT_BLOCK : end;
+        /* sets 3, 7, 8: S1 shift 5 for all (3 and 7 start with the same S1 state), S0 shifts
+         * 0, 3, 3 */
+        const int b37 = s->b[3] == s->b[7];
+        const int mixed = b37 && s->b[8] == s->b[3] && opt_frozen(s, 7);
+        const int frozen8 = mixed && opt_frozen(s, 8);
+        size_t stop = end - t > OPT_BLOCK ? t + OPT_BLOCK : end;
         uint32_t before[9];
         memcpy(before, c, sizeof(before));
-        switch (ra * 8 + rb) {
-        case 1 * 8 + 1:
-            /* everything merged: nothing can change any more */
-            opt_run2(bins, t, end, s, c, 0, 4);
-            c[1] += c[0] - before[0];
-            c[2] += c[0] - before[0];
-            c[5] += c[4] - before[4];
-            c[6] += c[4] - before[4];
-            s->a[1] = s->a[2] = s->a[0];
-            s->b[1] = s->b[2] = s->b[0];
-            s->a[5] = s->a[6] = s->a[4];
-            s->b[5] = s->b[6] = s->b[4];
-            return;
-        case 1 * 8 + 3:
-            opt_run3(bins, t, blk, s, c, 0, 4, 5, 0);
-            break;
-        case 1 * 8 + 5:
-            opt_run3(bins, t, blk, s, c, 0, 4, 6, 0);
-            break;
-        case 3 * 8 + 1:
-            opt_run3(bins, t, blk, s, c, 0, 1, 4, 0);
-            break;
-        case 5 * 8 + 1:
-            opt_run3(bins, t, blk, s, c, 0, 2, 4, 0);
-            break;
-        default:
-            switch (ra) {
-            case 1:
-                opt_run1(bins, t, blk, s, c, 0);
-                break;
-            case 3:
-                opt_run2(bins, t, blk, s, c, 0, 1);
-                break;
-            case 5:
-                opt_run2(bins, t, blk, s, c, 0, 2);
-                break;
-            default:
-                opt_run3(bins, t, blk, s, c, 0, 1, 2, 0);
-                break;
+        if (mixed && rb == 1 && (ra == 1 || ra == 3 || ra == 5)) {
+            if (ra == 1 && frozen8) {
+                stop = end;
+                opt_run_fused(bins, t, stop, s, c, 0, -1, 4, 1);
+            } else if (ra == 1) {
+                opt_run_fused(bins, t, stop, s, c, 0, -1, 4, 0);
+            } else if (frozen8) {
+                opt_run_fused(bins, t, stop, s, c, 0, ra == 3 ? 1 : 2, 4, 1);
+            } else {
+                opt_run_fused(bins, t, stop, s, c, 0, ra == 3 ? 1 : 2, 4, 0);
             }
-            switch (rb) {
-            case 1:
-                opt_run1(bins, t, blk, s, c, 4);
-                break;
-            case 3:
-                opt_run2(bins, t, blk, s, c, 4, 5);
-                break;
-            case 5:
-                opt_run2(bins, t, blk, s, c, 4, 6);
-                break;
-            default:
-                opt_run3(bins, t, blk, s, c, 4, 5, 6, 0);
-                break;
+        } else {
+            opt_groups(bins, t, stop, s, c, ra, rb);
+            if (frozen8) {
+                opt_run_mixed(bins, t, stop, s, c, 1);
+            } else if (mixed) {
+                opt_run_mixed(bins, t, stop, s, c, 0);
+            } else {
+                opt_run3(bins, t, stop, s, c, 3, 7, 8, b37);
             }
-            break;
         }
         for (i = 1; i < 3; i++) {
             if (fa[i] != i) {
@@ -470,28 +555,7 @@ static inline __attribute__((always_inline)) void opt_groups(const uint8_t *bins
                 s->b[4 + i] = s->b[fb[i]];
             }
         }
-        t = blk;
-    }
-}
-
-/* Sets 3, 7, 8: S1 shift 5 for all (3 and 7 start with the same S1 state), S0 shifts 0, 3, 3. */
-static inline __attribute__((always_inline)) void opt_mixed(const uint8_t *bins, size_t t, size_t end,
-                                                           opt_states *s, uint32_t c[9])
-{
-    while (t < end) {
-        const size_t blk = end - t > OPT_BLOCK ? t + OPT_BLOCK : end;
-        if (s->b[3] == s->b[7] && s->b[8] == s->b[3] && opt_frozen(s, 7)) {
-            if (opt_frozen(s, 8)) {
-                opt_run_mixed(bins, t, end, s, c, 1);
-                return;
-            }
-            opt_run_mixed(bins, t, blk, s, c, 0);
-        } else if (s->b[3] == s->b[7]) {
-            opt_run3(bins, t, blk, s, c, 3, 7, 8, 1);
-        } else {
-            opt_run3(bins, t, blk, s, c, 3, 7, 8, 0);
-        }
-        t = blk;
+        t = stop;
     }
 }
 
@@ -507,8 +571,7 @@ void nc_opt_eval(const uint8_t *bins, size_t n, uint64_t bits[9])
         const uint8_t *rst = (const uint8_t *)memchr(bins + t, NC_OPT_RESET, lim - t);
         const size_t end = rst != NULL ? (size_t)(rst - bins) : lim;
         uint32_t c[9] = {0};
-        opt_groups(bins, t, end, &s, c);
-        opt_mixed(bins, t, end, &s, c);
+        opt_segment(bins, t, end, &s, c);
         for (k = 0; k < 9; k++) {
             bits[k] += c[k];
         }
