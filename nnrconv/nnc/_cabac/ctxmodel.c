@@ -204,9 +204,24 @@ void nc_tables_init(void)
  * (4096 is a multiple of 128). */
 uint8_t nc_bnext0[4][2][256];   /* [SH0][bin][A] -> new A */
 uint16_t nc_bnext1[3][2][4096]; /* [SH1 - 4][bin][B] -> new B */
-/* For nc_opt_eval, which holds 2 * A: opt_next0w[SH0][bin][A] = 2 * new A, read at byte offset
- * 2 * A; the rate index (16 * A + B) >> 3 is then 2 * A + (B >> 3). */
-static uint16_t opt_next0w[4][2][256];
+/* nc_opt_eval's tables, one block per bin so that a single base register, chosen once per bin,
+ * addresses all of them (the evaluation loops are short of registers).  States are held as a =
+ * 2 * A and b = B: n0[SH0] read at byte offset a gives 2 * new A, and the rate index
+ * (16 * A + B) >> 3 is a + (B >> 3).  The rates come twice, as is and shifted up by 32 bits, so
+ * one 64-bit register can sum the costs of two sets. */
+typedef struct {
+    uint16_t n0[4][256];   /* [SH0][A] -> 2 * new A */
+    uint16_t n1[3][4096];  /* [SH1 - 4][B] -> new B */
+    uint64_t rate[1024];   /* nc_rate[bin] */
+    uint64_t rate_hi[1024]; /* nc_rate[bin] << 32 */
+} opt_table;
+/* Padded to a power of two so the block of a bin is found with a shift. */
+#define OPT_TABLE_SHIFT 16
+typedef union {
+    opt_table t;
+    uint8_t pad[(size_t)1 << OPT_TABLE_SHIFT];
+} opt_table_slot;
+static opt_table_slot opt_tab[2];
 
 static void bnext_tables_init(void)
 {
@@ -215,7 +230,7 @@ static void bnext_tables_init(void)
         for (bin = 0; bin < 2; bin++) {
             for (v = 0; v < 256; v++) {
                 nc_bnext0[sh][bin][v] = (uint8_t)(nc_next0[sh][bin][v] + 128);
-                opt_next0w[sh][bin][v] = (uint16_t)(2 * (nc_next0[sh][bin][v] + 128));
+                opt_tab[bin].t.n0[sh][v] = (uint16_t)(2 * (nc_next0[sh][bin][v] + 128));
             }
         }
     }
@@ -223,7 +238,14 @@ static void bnext_tables_init(void)
         for (bin = 0; bin < 2; bin++) {
             for (v = 0; v < 4096; v++) {
                 nc_bnext1[sh][bin][v] = (uint16_t)(nc_next1[sh][bin][v] + 2048);
+                opt_tab[bin].t.n1[sh][v] = nc_bnext1[sh][bin][v];
             }
+        }
+    }
+    for (bin = 0; bin < 2; bin++) {
+        for (v = 0; v < 1024; v++) {
+            opt_tab[bin].t.rate[v] = nc_rate[bin][v];
+            opt_tab[bin].t.rate_hi[v] = (uint64_t)nc_rate[bin][v] << 32;
         }
     }
 }
@@ -231,8 +253,8 @@ static void bnext_tables_init(void)
 /* Rates are below 2^18, so 32-bit sums over this many bins cannot overflow. */
 #define OPT_CHUNK 16384
 
-/* Estimator states of the nine sets while a sequence is evaluated: a = 2 * A (see opt_next0w)
- * and b = B. */
+/* Estimator states of the nine sets while a sequence is evaluated: a = 2 * A and b = B (see
+ * opt_table). */
 typedef struct {
     size_t a[9];
     size_t b[9];
@@ -248,8 +270,11 @@ static void opt_states_init(opt_states *s)
 }
 
 #define OPT_AI static inline __attribute__((always_inline))
-#define OPT_N0(sh0, bin, a) (*(const uint16_t *)((const char *)opt_next0w[sh0][bin] + (a)))
-#define OPT_N1(sh1, bin, b) (nc_bnext1[(sh1) - 4][bin][b])
+#define OPT_T(bin) (&((const opt_table_slot *)((const char *)opt_tab + ((size_t)(bin) << OPT_TABLE_SHIFT)))->t)
+#define OPT_N0(T, sh0, a) (*(const uint16_t *)((const char *)(T)->n0[sh0] + (a)))
+#define OPT_N1(T, sh1, b) ((T)->n1[(sh1) - 4][b])
+#define OPT_R(T, a, b) ((T)->rate[(a) + ((b) >> 3)])
+#define OPT_RH(T, a, b) ((T)->rate_hi[(a) + ((b) >> 3)])
 
 /* Estimator chains over bins[t .. end), each with its own S0 (a) and S1 (b) state, adding each
  * chain's cost to c[k]; the sets, and so the shifts, are compile-time constants after inlining.
@@ -261,10 +286,10 @@ OPT_AI void opt_run1(const uint8_t *bins, size_t t, size_t end, opt_states *s, u
     size_t a0 = s->a[k0], b0 = s->b[k0];
     uint32_t c0 = 0;
     for (; t < end; t++) {
-        const size_t bin = bins[t];
-        c0 += nc_rate[bin][a0 + (b0 >> 3)];
-        a0 = OPT_N0(p0, bin, a0);
-        b0 = OPT_N1(q0, bin, b0);
+        const opt_table *T = OPT_T(bins[t]);
+        c0 += (uint32_t)OPT_R(T, a0, b0);
+        a0 = OPT_N0(T, p0, a0);
+        b0 = OPT_N1(T, q0, b0);
     }
     s->a[k0] = a0;
     s->b[k0] = b0;
@@ -277,23 +302,21 @@ OPT_AI void opt_run2(const uint8_t *bins, size_t t, size_t end, opt_states *s, u
     const int p0 = nc_param_sets[k0][0], q0 = nc_param_sets[k0][1];
     const int p1 = nc_param_sets[k1][0], q1 = nc_param_sets[k1][1];
     size_t a0 = s->a[k0], b0 = s->b[k0], a1 = s->a[k1], b1 = s->b[k1];
-    uint32_t c0 = 0, c1 = 0;
+    uint64_t c01 = 0;
     for (; t < end; t++) {
-        const size_t bin = bins[t];
-        const uint32_t *r = nc_rate[bin];
-        c0 += r[a0 + (b0 >> 3)];
-        c1 += r[a1 + (b1 >> 3)];
-        a0 = OPT_N0(p0, bin, a0);
-        b0 = OPT_N1(q0, bin, b0);
-        a1 = OPT_N0(p1, bin, a1);
-        b1 = OPT_N1(q1, bin, b1);
+        const opt_table *T = OPT_T(bins[t]);
+        c01 += OPT_R(T, a0, b0) + OPT_RH(T, a1, b1);
+        a0 = OPT_N0(T, p0, a0);
+        b0 = OPT_N1(T, q0, b0);
+        a1 = OPT_N0(T, p1, a1);
+        b1 = OPT_N1(T, q1, b1);
     }
     s->a[k0] = a0;
     s->b[k0] = b0;
     s->a[k1] = a1;
     s->b[k1] = b1;
-    c[k0] += c0;
-    c[k1] += c1;
+    c[k0] += (uint32_t)c01;
+    c[k1] += (uint32_t)(c01 >> 32);
 }
 
 /* With share_b the first two chains have the same S1 shift and state, so one S1 chain serves
@@ -305,19 +328,17 @@ OPT_AI void opt_run3(const uint8_t *bins, size_t t, size_t end, opt_states *s, u
     const int p1 = nc_param_sets[k1][0], q1 = nc_param_sets[k1][1];
     const int p2 = nc_param_sets[k2][0], q2 = nc_param_sets[k2][1];
     size_t a0 = s->a[k0], b0 = s->b[k0], a1 = s->a[k1], b1 = s->b[k1], a2 = s->a[k2], b2 = s->b[k2];
-    uint32_t c0 = 0, c1 = 0, c2 = 0;
+    uint64_t c01 = 0, c2 = 0;
     for (; t < end; t++) {
-        const size_t bin = bins[t];
-        const uint32_t *r = nc_rate[bin];
-        c0 += r[a0 + (b0 >> 3)];
-        c1 += r[a1 + (b1 >> 3)];
-        c2 += r[a2 + (b2 >> 3)];
-        a0 = OPT_N0(p0, bin, a0);
-        a1 = OPT_N0(p1, bin, a1);
-        a2 = OPT_N0(p2, bin, a2);
-        b0 = OPT_N1(q0, bin, b0);
-        b1 = share_b ? b0 : OPT_N1(q1, bin, b1);
-        b2 = OPT_N1(q2, bin, b2);
+        const opt_table *T = OPT_T(bins[t]);
+        c01 += OPT_R(T, a0, b0) + OPT_RH(T, a1, b1);
+        c2 += OPT_R(T, a2, b2);
+        a0 = OPT_N0(T, p0, a0);
+        a1 = OPT_N0(T, p1, a1);
+        a2 = OPT_N0(T, p2, a2);
+        b0 = OPT_N1(T, q0, b0);
+        b1 = share_b ? b0 : OPT_N1(T, q1, b1);
+        b2 = OPT_N1(T, q2, b2);
     }
     s->a[k0] = a0;
     s->b[k0] = b0;
@@ -325,9 +346,9 @@ OPT_AI void opt_run3(const uint8_t *bins, size_t t, size_t end, opt_states *s, u
     s->b[k1] = b1;
     s->a[k2] = a2;
     s->b[k2] = b2;
-    c[k0] += c0;
-    c[k1] += c1;
-    c[k2] += c2;
+    c[k0] += (uint32_t)c01;
+    c[k1] += (uint32_t)(c01 >> 32);
+    c[k2] += (uint32_t)c2;
 }
 
 /* Sets 3, 7, 8 once all three share one S1 state (they share its shift): one S1 chain, and no
@@ -339,26 +360,23 @@ OPT_AI void opt_run_mixed(const uint8_t *bins, size_t t, size_t end, opt_states 
     const int p3 = nc_param_sets[3][0], p8 = nc_param_sets[8][0], q = nc_param_sets[3][1];
     size_t a3 = s->a[3], a8 = s->a[8], b = s->b[3];
     const size_t a7 = s->a[7];
-    uint32_t c3 = 0, c7 = 0, c8 = 0;
+    uint64_t c37 = 0, c8 = 0;
     for (; t < end; t++) {
-        const size_t bin = bins[t];
-        const uint32_t *r = nc_rate[bin];
-        const size_t rb = b >> 3;
-        c3 += r[a3 + rb];
-        c7 += r[a7 + rb];
-        c8 += r[a8 + rb];
-        a3 = OPT_N0(p3, bin, a3);
+        const opt_table *T = OPT_T(bins[t]);
+        c37 += OPT_R(T, a3, b) + OPT_RH(T, a7, b);
+        c8 += OPT_R(T, a8, b);
+        a3 = OPT_N0(T, p3, a3);
         if (!frozen8) {
-            a8 = OPT_N0(p8, bin, a8);
+            a8 = OPT_N0(T, p8, a8);
         }
-        b = OPT_N1(q, bin, b);
+        b = OPT_N1(T, q, b);
     }
     s->a[3] = a3;
     s->a[8] = a8;
     s->b[3] = s->b[7] = s->b[8] = b;
-    c[3] += c3;
-    c[7] += c7;
-    c[8] += c8;
+    c[3] += (uint32_t)c37;
+    c[7] += (uint32_t)(c37 >> 32);
+    c[8] += (uint32_t)c8;
 }
 
 /* Two sets with the same shifts that reach the same state stay equal (same transitions, same
@@ -377,7 +395,7 @@ static inline int opt_same(const opt_states *s, int i, int j)
 static inline int opt_frozen(const opt_states *s, int k)
 {
     const int p = nc_param_sets[k][0];
-    return OPT_N0(p, 0, s->a[k]) == s->a[k] && OPT_N0(p, 1, s->a[k]) == s->a[k];
+    return OPT_N0(OPT_T(0), p, s->a[k]) == s->a[k] && OPT_N0(OPT_T(1), p, s->a[k]) == s->a[k];
 }
 
 /* Representatives of three same-shift sets k, k + 1, k + 2: bit i set if set k + i runs its own
@@ -406,50 +424,47 @@ OPT_AI void opt_run_fused(const uint8_t *bins, size_t t, size_t end, opt_states 
     size_t aA0 = s->a[kA0], bA0 = s->b[kA0], aA1 = s->a[kA1_], bA1 = s->b[kA1_];
     size_t aB = s->a[kB], bB = s->b[kB], a3 = s->a[3], a8 = s->a[8], b = s->b[3];
     const size_t a7 = s->a[7];
-    uint32_t cA0 = 0, cA1 = 0, cB = 0, c3 = 0, c7 = 0, c8 = 0;
+    /* cost sums two to a register: low half kA0 / 3 / 8, high half kA1 / kB / 7 */
+    uint64_t cA = 0, cB3 = 0, c78 = 0;
     for (; t < end; t++) {
-        const size_t bin = bins[t];
-        const uint32_t *r = nc_rate[bin];
-        const size_t rb = b >> 3;
-        cA0 += r[aA0 + (bA0 >> 3)];
+        const opt_table *T = OPT_T(bins[t]);
+        cA += OPT_R(T, aA0, bA0);
         if (kA1 >= 0) {
-            cA1 += r[aA1 + (bA1 >> 3)];
+            cA += OPT_RH(T, aA1, bA1);
         }
-        cB += r[aB + (bB >> 3)];
-        c3 += r[a3 + rb];
-        c7 += r[a7 + rb];
-        c8 += r[a8 + rb];
-        aA0 = OPT_N0(pA0, bin, aA0);
-        bA0 = OPT_N1(qA0, bin, bA0);
+        cB3 += OPT_RH(T, aB, bB) + OPT_R(T, a3, b);
+        c78 += OPT_RH(T, a7, b) + OPT_R(T, a8, b);
+        aA0 = OPT_N0(T, pA0, aA0);
+        bA0 = OPT_N1(T, qA0, bA0);
         if (kA1 >= 0) {
-            aA1 = OPT_N0(pA1, bin, aA1);
-            bA1 = OPT_N1(qA1, bin, bA1);
+            aA1 = OPT_N0(T, pA1, aA1);
+            bA1 = OPT_N1(T, qA1, bA1);
         }
-        aB = OPT_N0(pB, bin, aB);
-        bB = OPT_N1(qB, bin, bB);
-        a3 = OPT_N0(p3, bin, a3);
+        aB = OPT_N0(T, pB, aB);
+        bB = OPT_N1(T, qB, bB);
+        a3 = OPT_N0(T, p3, a3);
         if (!frozen8) {
-            a8 = OPT_N0(p8, bin, a8);
+            a8 = OPT_N0(T, p8, a8);
         }
-        b = OPT_N1(q, bin, b);
+        b = OPT_N1(T, q, b);
     }
     s->a[kA0] = aA0;
     s->b[kA0] = bA0;
-    c[kA0] += cA0;
+    c[kA0] += (uint32_t)cA;
     if (kA1 >= 0) {
         s->a[kA1] = aA1;
         s->b[kA1] = bA1;
-        c[kA1] += cA1;
+        c[kA1] += (uint32_t)(cA >> 32);
     }
     s->a[kB] = aB;
     s->b[kB] = bB;
-    c[kB] += cB;
+    c[kB] += (uint32_t)(cB3 >> 32);
     s->a[3] = a3;
     s->a[8] = a8;
     s->b[3] = s->b[7] = s->b[8] = b;
-    c[3] += c3;
-    c[7] += c7;
-    c[8] += c8;
+    c[3] += (uint32_t)cB3;
+    c[7] += (uint32_t)(c78 >> 32);
+    c[8] += (uint32_t)c78;
 }
 
 /* Sets 0, 1, 2 (shifts 1, 4) and 4, 5, 6 (shifts 2, 6) over one block: their representatives run
