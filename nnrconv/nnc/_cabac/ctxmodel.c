@@ -255,12 +255,9 @@ static void bnext_tables_init(void)
 
 /* Estimator states of the nine sets while a sequence is evaluated: a = 2 * A and b = B (see
  * opt_table). */
-typedef struct {
-    size_t a[9];
-    size_t b[9];
-} opt_states;
+typedef nc_opt_state opt_states;
 
-static void opt_states_init(opt_states *s)
+void nc_opt_state_init(nc_opt_state *s)
 {
     int k;
     for (k = 0; k < 9; k++) {
@@ -574,28 +571,33 @@ static void opt_segment(const uint8_t *bins, size_t t, size_t end, opt_states *s
     }
 }
 
-void nc_opt_eval(const uint8_t *bins, size_t n, uint64_t bits[9])
+void nc_opt_eval_more(nc_opt_state *s, const uint8_t *bins, size_t n, uint64_t bits[9])
 {
-    opt_states s;
     size_t t = 0;
     int k;
-    opt_states_init(&s);
     while (t < n) {
         /* A segment free of NC_OPT_RESET and at most OPT_CHUNK bins long. */
         const size_t lim = n - t > OPT_CHUNK ? t + OPT_CHUNK : n;
         const uint8_t *rst = (const uint8_t *)memchr(bins + t, NC_OPT_RESET, lim - t);
         const size_t end = rst != NULL ? (size_t)(rst - bins) : lim;
         uint32_t c[9] = {0};
-        opt_segment(bins, t, end, &s, c);
+        opt_segment(bins, t, end, s, c);
         for (k = 0; k < 9; k++) {
             bits[k] += c[k];
         }
         t = end;
         if (rst != NULL) {
-            opt_states_init(&s);
+            nc_opt_state_init(s);
             t++;
         }
     }
+}
+
+void nc_opt_eval(const uint8_t *bins, size_t n, uint64_t bits[9])
+{
+    nc_opt_state s;
+    nc_opt_state_init(&s);
+    nc_opt_eval_more(&s, bins, n, bits);
 }
 
 uint8_t nc_dq_skip(uint8_t state, uint64_t n)
