@@ -382,7 +382,7 @@ OPT_AI void opt_run_mixed(const uint8_t *bins, size_t t, size_t end, opt_states 
  * both every OPT_BLOCK bins.  On real data most bins see merged chains: sets 4, 5, 6 merge early,
  * 0 with 1 or 1 with 2 often, the S1 state of set 8 joins that of 3 and 7 (which start equal),
  * and S0 of set 7 starts frozen. */
-#define OPT_BLOCK 64
+#define OPT_BLOCK 256
 
 static inline int opt_same(const opt_states *s, int i, int j)
 {
