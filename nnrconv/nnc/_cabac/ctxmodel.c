@@ -145,10 +145,11 @@ int nc_ctx_opt_best(const nc_ctx_opt *o)
  *
  * The bins a context sees do not depend on its parameter set, only their estimated costs do, so
  * the encoder records each context's bins once (NC_OPT_RESET marks a block-row restart) and the
- * nine candidate sets are then run over that sequence here, all in one pass (eighteen
- * independent state chains per bin).  The estimator's updates are precomputed as full transition tables
- * (new S0 by S0, new S1 by S1, per shift and bin), so one bin under one set costs two table
- * loads and one rate load.  The sums equal those of the per-bin estimator nc_ctx_opt_code. */
+ * nine candidate sets are then run over that sequence here.  The estimator's updates are
+ * precomputed as full transition tables (new S0 by S0, new S1 by S1, per shift and bin), so one
+ * bin under one set costs two table loads and one rate load; sets whose chains have merged or
+ * frozen share or skip them (see opt_segment).  The sums equal those of the per-bin estimator
+ * nc_ctx_opt_code. */
 
 /* S0 lies in [-128, 127] and S1 in [-2048, 2047]: at the ends of those ranges the step is 0
  * (index 31 of nc_step_table) or pulls back towards the middle. */
