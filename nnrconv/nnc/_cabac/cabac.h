@@ -135,6 +135,14 @@ int nc_ctx_opt_best(const nc_ctx_opt *o);
  * block-row restart) under each of the nine parameter sets. */
 #define NC_OPT_RESET 2
 void nc_opt_eval(const uint8_t *bins, size_t n, uint64_t bits[9]);
+/* The same evaluation in pieces: the nine estimator states of one context between pieces. */
+typedef struct {
+    size_t a[9];
+    size_t b[9];
+} nc_opt_state;
+void nc_opt_state_init(nc_opt_state *s);
+/* Continue one context's evaluation with its next n recorded bins. */
+void nc_opt_eval_more(nc_opt_state *s, const uint8_t *bins, size_t n, uint64_t bits[9]);
 /* Build the estimator transition tables nc_opt_eval uses; call once before any encoding. */
 void nc_tables_init(void);
 

@@ -271,80 +271,123 @@ static void enc_weight(nc_encoder *e, nc_ctx *ctx, const nc_tensor *t, int32_t k
     }
 }
 
-/* Bins of one context recorded for the parameter-set choice (see nc_opt_eval). */
+/* Bins recorded per context for the parameter-set choice (see nc_opt_eval_more).  Each value,
+ * and each block-row restart, adds at most one bin to each context, so with room for `cap` bins
+ * per context the records are evaluated every `cap` values or restarts: no bounds checks per
+ * bin, and the records are still in cache when they are evaluated. */
 typedef struct {
-    uint8_t *data;
-    size_t len;
+    uint8_t *buf;       /* nctx * cap */
+    uint8_t **wp;       /* next write position per context */
+    nc_opt_state *st;   /* evaluation state per context */
+    uint64_t (*bits)[9];
+    size_t nctx;
     size_t cap;
-} nc_rec;
+    size_t used;        /* values and restarts since the last evaluation */
+} nc_recorder;
 
-static __attribute__((noinline)) int rec_grow(nc_rec *r)
+/* About 128 KiB of records whatever the number of contexts (ng up to 256 gives 1114): they stay
+ * in L2 next to the evaluation tables (512 KiB measured slower). */
+#define REC_BYTES ((size_t)1 << 17)
+
+static int rec_init(nc_recorder *r, size_t nctx, uint64_t units, uint64_t (*bits)[9])
 {
-    size_t ncap = r->cap ? 2 * r->cap : 4096;
-    uint8_t *nd = (uint8_t *)realloc(r->data, ncap);
-    if (nd == NULL) {
+    size_t i, cap = REC_BYTES / nctx;
+    if (cap < 256) {
+        cap = 256;
+    }
+    if ((uint64_t)cap > units) {
+        cap = (size_t)units; /* small tensors: no more than they can use */
+    }
+    r->nctx = nctx;
+    r->cap = cap;
+    r->used = 0;
+    r->bits = bits;
+    r->buf = (uint8_t *)malloc(nctx * cap);
+    r->wp = (uint8_t **)malloc(nctx * sizeof(*r->wp));
+    r->st = (nc_opt_state *)malloc(nctx * sizeof(*r->st));
+    if (r->buf == NULL || r->wp == NULL || r->st == NULL) {
         return 0;
     }
-    r->data = nd;
-    r->cap = ncap;
+    for (i = 0; i < nctx; i++) {
+        r->wp[i] = r->buf + i * cap;
+        nc_opt_state_init(&r->st[i]);
+    }
     return 1;
 }
 
-static inline void rec_push(nc_rec *r, int bin, int *oom)
+static void rec_free(nc_recorder *r)
 {
-    if (__builtin_expect(r->len == r->cap, 0) && !rec_grow(r)) {
-        *oom = 1;
-        return;
-    }
-    r->data[r->len++] = (uint8_t)bin;
+    free(r->buf);
+    free(r->wp);
+    free(r->st);
 }
+
+static __attribute__((noinline)) void rec_flush(nc_recorder *r)
+{
+    size_t i;
+    for (i = 0; i < r->nctx; i++) {
+        uint8_t *start = r->buf + i * r->cap;
+        if (r->wp[i] != start) {
+            nc_opt_eval_more(&r->st[i], start, (size_t)(r->wp[i] - start), r->bits[i]);
+            r->wp[i] = start;
+        }
+    }
+    r->used = 0;
+}
+
+/* Make room for one more value or restart. */
+static inline void rec_reserve(nc_recorder *r)
+{
+    if (__builtin_expect(r->used == r->cap, 0)) {
+        rec_flush(r);
+    }
+    r->used++;
+}
+
+#define REC(ci, bin) (*wp[ci]++ = (uint8_t)(bin))
 
 /* Rate-only counterpart used to choose parameter sets: records the bins per context.  Like the
  * reference it ignores codebook limits, always codes the remainder terminator and skips the
  * bypass bits. */
-static void opt_weight(nc_rec *rec, uint32_t num_gtx, int32_t v, int state, int nb, int *oom)
+static inline void opt_weight(uint8_t **wp, uint32_t ng, int32_t v, int state, int nb)
 {
     int neg;
-    uint32_t rem, n, ci;
-    int flag;
+    uint32_t rem, n, i, ci;
     uint64_t base, log2;
 
-    rec_push(&rec[NC_CTX_SIG + 3 * state + nb], v != 0, oom);
+    REC(NC_CTX_SIG + 3 * state + nb, v != 0);
     if (v == 0) {
         return;
     }
     neg = v < 0;
-    rec_push(&rec[NC_CTX_SIGN + nb], neg, oom);
+    REC(NC_CTX_SIGN + nb, neg);
     rem = (neg ? (uint32_t)0 - (uint32_t)v : (uint32_t)v) - 1;
-    flag = rem ? 1 : 0;
-    rec_push(&rec[NC_CTX_GTX + neg], flag, oom);
-    n = 1;
-    while (flag && n < num_gtx) {
-        rem--;
-        flag = rem ? 1 : 0;
-        rec_push(&rec[NC_CTX_GTX + 2 * n + neg], flag, oom);
-        n++;
+    /* greater-than flags: min(rem, ng) ones, then a zero if rem < ng */
+    n = rem < ng ? rem : ng;
+    for (i = 0; i < n; i++) {
+        REC(NC_CTX_GTX + 2 * i + neg, 1);
     }
-    if (!flag) {
+    if (rem < ng) {
+        REC(NC_CTX_GTX + 2 * n + neg, 0);
         return;
     }
-    rem--;
-    ci = NC_CTX_REM(num_gtx);
+    rem -= ng;
+    ci = NC_CTX_REM(ng);
     if (rem == 0) {
-        rec_push(&rec[ci], 0, oom);
+        REC(ci, 0);
         return;
     }
-    rec_push(&rec[ci], 1, oom);
+    REC(ci, 1);
     base = 1;
     ci++;
     log2 = 1;
     while ((uint64_t)rem > base + ((uint64_t)1 << log2) - 1) {
-        rec_push(&rec[ci], 1, oom);
+        REC(ci, 1);
         base += (uint64_t)1 << log2;
         ci++;
         log2++;
     }
-    rec_push(&rec[ci], 0, oom);
+    REC(ci, 0);
 }
 
 /* ---- tensor ------------------------------------------------------------------------------- */
@@ -566,15 +609,16 @@ static inline void fast_weight(nc_encoder *e, enc_state *s, nc_ctx *ctx, uint32_
     fast_bypass_bits(e, s, rem - base, log2);
 }
 
-/* Walk the scan and record the bins of every context for the parameter-set choice. */
-static void record_levels(nc_rec *rec, const int32_t *levels, const nc_tensor *t,
-                          const uint8_t *skip, int *oom)
+/* Walk the scan and record (and evaluate) the bins of every context for the parameter-set
+ * choice. */
+static void record_levels(nc_recorder *r, const int32_t *levels, const nc_tensor *t,
+                          const uint8_t *skip)
 {
     const uint64_t rows = t->rows, width = t->width;
     const uint64_t bh = t->scan_order ? ((uint64_t)4 << t->scan_order) : rows;
     const uint64_t bw = t->scan_order ? ((uint64_t)4 << t->scan_order) : width;
     const uint32_t ng = t->num_gtx;
-    const size_t nctx = NC_CTX_COUNT(ng);
+    uint8_t **const wp = r->wp;
     uint64_t by, bx, y, x, ye, xe;
     int state = 0;
     int nb = 0;
@@ -596,8 +640,9 @@ static void record_levels(nc_rec *rec, const int32_t *levels, const nc_tensor *t
                 for (x = bx; x < xe; x++) {
                     int32_t v = row[x];
                     int32_t k = t->dq ? level_to_index(v, state) : v;
+                    rec_reserve(r);
                     /* The reference estimates rates on the stored level, not on k. */
-                    opt_weight(rec, ng, v, state, nb, oom);
+                    opt_weight(wp, ng, v, state, nb);
                     nb = nb_class(v);
                     if (t->dq) {
                         state = nc_dq_next[state][k & 1];
@@ -607,11 +652,13 @@ static void record_levels(nc_rec *rec, const int32_t *levels, const nc_tensor *t
         }
         if (ye < rows) {
             /* End of a block row: the estimators restart (the neighbour does not). */
-            for (i = 0; i < nctx; i++) {
-                rec_push(&rec[i], NC_OPT_RESET, oom);
+            rec_reserve(r);
+            for (i = 0; i < r->nctx; i++) {
+                REC(i, NC_OPT_RESET);
             }
         }
     }
+    rec_flush(r);
 }
 
 /* Walk the scan and code the levels. */
@@ -693,6 +740,41 @@ static void code_levels(nc_encoder *e, const int32_t *levels, const nc_tensor *t
     e->bits_left = s.bits_left;
 }
 
+/* ---- incremental coding: temporal context adaptation (TCA) and HDSP ---------------------- *
+ * A separate, general (codebook-aware) path for tensors coded against a base tensor or with a
+ * significance history: the same binarization as enc_weight / opt_weight, with the contexts
+ * chosen by nc_sig_ctx_x / nc_sign_ctx_x / nc_gtx_ctx_x from the co-located base level and the
+ * history bit (ContextModeler of the reference).  Its parameter-set choice records the bins per
+ * context in growable buffers and evaluates them with nc_opt_eval: simple rather than fast, as
+ * updates are small. */
+
+typedef struct {
+    uint8_t *data;
+    size_t len;
+    size_t cap;
+} nc_rec;
+
+static __attribute__((noinline)) int rec_grow(nc_rec *r)
+{
+    size_t ncap = r->cap ? 2 * r->cap : 4096;
+    uint8_t *nd = (uint8_t *)realloc(r->data, ncap);
+    if (nd == NULL) {
+        return 0;
+    }
+    r->data = nd;
+    r->cap = ncap;
+    return 1;
+}
+
+static inline void rec_push(nc_rec *r, int bin, int *oom)
+{
+    if (__builtin_expect(r->len == r->cap, 0) && !rec_grow(r)) {
+        *oom = 1;
+        return;
+    }
+    r->data[r->len++] = (uint8_t)bin;
+}
+
 static void free_recs(nc_rec *rec, size_t n)
 {
     size_t i;
@@ -704,12 +786,6 @@ static void free_recs(nc_rec *rec, size_t n)
     }
     free(rec);
 }
-
-/* ---- incremental coding: temporal context adaptation (TCA) and HDSP ---------------------- *
- * A separate, general (codebook-aware) path for tensors coded against a base tensor or with a
- * significance history: the same binarization as enc_weight / opt_weight, with the contexts
- * chosen by nc_sig_ctx_x / nc_sign_ctx_x / nc_gtx_ctx_x from the co-located base level and the
- * history bit (ContextModeler of the reference). */
 
 typedef struct {
     const int32_t *base; /* NULL: no TCA contexts */
@@ -879,6 +955,28 @@ static void scan_levels_x(nc_encoder *e, nc_rec *rec, const int32_t *levels, con
     }
 }
 
+/* Parameter-set costs of every context for the incremental path; 0 when out of memory. */
+static int choose_sets_x(const int32_t *levels, const nc_tensor *t, const uint8_t *skip, const inc_ctx *ic,
+                         uint64_t (*bits)[9])
+{
+    const size_t nctx = NC_CTX_COUNT(t->num_gtx);
+    nc_rec *rec = (nc_rec *)calloc(nctx, sizeof(nc_rec));
+    int oom = 0;
+    size_t i;
+    if (rec == NULL) {
+        return 0;
+    }
+    scan_levels_x(NULL, rec, levels, t, skip, ic, &oom);
+    for (i = 0; !oom && i < nctx; i++) {
+        if (rec[i].len > 0) {
+            nc_opt_eval(rec[i].data, rec[i].len, bits[i]);
+        }
+    }
+    free_recs(rec, nctx);
+    return !oom;
+}
+
+
 /* ---- end of the incremental-coding path ---------------------------------------------------- */
 
 int nc_encode_tensor(nc_encoder *e, const int32_t *levels, const nc_tensor *tin, nc_status *st)
@@ -887,10 +985,9 @@ int nc_encode_tensor(nc_encoder *e, const int32_t *levels, const nc_tensor *tin,
     uint8_t *skip = NULL;
     const uint32_t ng = t.num_gtx;
     size_t i, nctx;
-    int flags_present, oom = 0, incremental;
+    int flags_present, incremental;
     inc_ctx ic;
     uint64_t y;
-    nc_rec *rec = NULL;
     uint64_t (*bits)[9] = NULL;
 
     if (e->finished) {
@@ -942,24 +1039,18 @@ int nc_encode_tensor(nc_encoder *e, const int32_t *levels, const nc_tensor *tin,
     }
 
     if (t.param_opt && (t.cb_size != 1 || t.profile == 0)) {
-        rec = (nc_rec *)calloc(nctx, sizeof(nc_rec));
-        if (rec == NULL) {
-            oom = 1;
+        int oom = 0;
+        if (incremental) {
+            oom = !choose_sets_x(levels, &t, skip, &ic, bits);
         } else {
-            if (incremental) {
-                scan_levels_x(e, rec, levels, &t, skip, &ic, &oom);
-            } else {
-                record_levels(rec, levels, &t, skip, &oom);
+            nc_recorder r;
+            /* values plus block-row restarts bound what any context can receive */
+            oom = !rec_init(&r, nctx, t.rows * t.width + nc_block_rows(&t), bits);
+            if (!oom) {
+                record_levels(&r, levels, &t, skip);
             }
+            rec_free(&r);
         }
-        if (!oom) {
-            for (i = 0; i < nctx; i++) {
-                if (rec[i].len > 0) {
-                    nc_opt_eval(rec[i].data, rec[i].len, bits[i]);
-                }
-            }
-        }
-        free_recs(rec, nctx);
         if (oom) {
             free(skip);
             free(bits);
@@ -973,6 +1064,7 @@ int nc_encode_tensor(nc_encoder *e, const int32_t *levels, const nc_tensor *tin,
         e->range = 256;
     }
     if (incremental) {
+        int oom = 0; /* coding never records */
         scan_levels_x(e, NULL, levels, &t, skip, &ic, &oom);
     } else {
         code_levels(e, levels, &t, skip);
