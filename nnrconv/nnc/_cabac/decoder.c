@@ -348,20 +348,57 @@ static inline int fd_bin_row(fast_dec *f, nc_ctx *c, const nc_lps_row *p)
     return bin;
 }
 
+/* fd_bin for bins that are usually the MPS (the greater-than flags and remainder prefix of
+ * dense tensors): branches instead of conditional moves, so on the predicted path the next
+ * bin's range does not wait for the value comparison, and each path updates the context with
+ * a constant bin (constant table offsets; the caller's test of the result folds away).  The MPS
+ * of a context is 1 exactly when its LPS row is in the upper half of nc_lps_rows. */
+static inline int fd_bin_mps(fast_dec *f, nc_ctx *c)
+{
+    const nc_lps_row *const p = c->row;
+    const uint32_t r = f->range >> 5;
+    const uint32_t rmps = f->range - p->lps[r];
+    const uint64_t scaled = (uint64_t)rmps << 55;
+    const int mps = p >= &nc_lps_rows[32];
+    if (__builtin_expect(f->val < scaled, 1)) {
+        const uint32_t n = rmps < 256;
+        f->range = rmps << n;
+        f->val <<= n;
+        f->cnt -= (int32_t)n;
+    } else {
+        const uint32_t aux = p->aux[r];
+        const uint32_t n = NC_AUX_SHIFT(aux);
+        f->range = NC_AUX_RANGE(aux);
+        f->val = (f->val - scaled) << n;
+        f->cnt -= (int32_t)n;
+        fd_refill(f);
+        if (mps) {
+            nc_ctx_update(c, 0);
+            return 0;
+        }
+        nc_ctx_update(c, 1);
+        return 1;
+    }
+    fd_refill(f);
+    if (__builtin_expect(mps, 1)) {
+        nc_ctx_update(c, 1);
+        return 1;
+    }
+    nc_ctx_update(c, 0);
+    return 0;
+}
+
 static inline uint32_t fd_bypass_bits(fast_dec *f, uint32_t num_bits)
 {
+    /* 2V + next bit >= range << 7, tested before the shift (2V may need 17 bits).  Bypass bins
+     * are coin flips, so the subtraction is masked instead of branched on. */
+    const uint64_t scaled = (uint64_t)f->range << 54;
     uint32_t v = 0, i;
     for (i = 0; i < num_bits; i++) {
-        uint64_t scaled;
-        /* 2V + next bit >= range << 7, tested before the shift (2V may need 17 bits). */
+        const uint64_t bit = f->val >= scaled;
+        f->val = (f->val - (scaled & (0 - bit))) << 1;
+        v = (v << 1) | (uint32_t)bit;
         f->cnt--;
-        scaled = (uint64_t)f->range << 54;
-        v <<= 1;
-        if (f->val >= scaled) {
-            f->val -= scaled;
-            v |= 1;
-        }
-        f->val <<= 1;
         fd_refill(f);
     }
     return v;
@@ -393,7 +430,7 @@ static inline __attribute__((always_inline)) int64_t fd_weight(fast_dec *f, nc_c
             return neg ? -1 : 1;
         }
         for (gtx = g0 + 2; gtx != gend; gtx += 2) {
-            if (!fd_bin(f, gtx)) {
+            if (!fd_bin_mps(f, gtx)) {
                 val = 1 + (int64_t)((size_t)(gtx - g0) >> 1);
                 return neg ? -val : val;
             }
@@ -402,7 +439,7 @@ static inline __attribute__((always_inline)) int64_t fd_weight(fast_dec *f, nc_c
     val = 1 + (int64_t)ng;
     rem_bits = 0;
     for (j = 0;; j++) {
-        if (!fd_bin(f, &ctx[NC_CTX_REM(ng) + j])) {
+        if (!fd_bin_mps(f, &ctx[NC_CTX_REM(ng) + j])) {
             break;
         }
         val += (int64_t)1 << rem_bits;
