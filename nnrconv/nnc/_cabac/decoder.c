@@ -353,9 +353,8 @@ static inline int fd_bin_row(fast_dec *f, nc_ctx *c, const nc_lps_row *p)
  * bin's range does not wait for the value comparison, and each path updates the context with
  * a constant bin (constant table offsets; the caller's test of the result folds away).  The MPS
  * of a context is 1 exactly when its LPS row is in the upper half of nc_lps_rows. */
-static inline int fd_bin_mps(fast_dec *f, nc_ctx *c)
+static inline int fd_bin_mps_row(fast_dec *f, nc_ctx *c, const nc_lps_row *const p)
 {
-    const nc_lps_row *const p = c->row;
     const uint32_t r = f->range >> 5;
     const uint32_t rmps = f->range - p->lps[r];
     const uint64_t scaled = (uint64_t)rmps << 55;
@@ -388,6 +387,11 @@ static inline int fd_bin_mps(fast_dec *f, nc_ctx *c)
     return 0;
 }
 
+static inline int fd_bin_mps(fast_dec *f, nc_ctx *c)
+{
+    return fd_bin_mps_row(f, c, c->row);
+}
+
 static inline uint32_t fd_bypass_bits(fast_dec *f, uint32_t num_bits)
 {
     /* 2V + next bit >= range << 7, tested before the shift (2V may need 17 bits).  Bypass bins
@@ -404,6 +408,16 @@ static inline uint32_t fd_bypass_bits(fast_dec *f, uint32_t num_bits)
     return v;
 }
 
+/* With the usual 11 flags (cabac_unary_length_minus1 = 10) fd_row is instantiated with a
+ * constant ng, and the flag loop is unrolled: each flag context is then a constant offset and
+ * the loop needs no counter. */
+#define NC_GTX_COMMON 11u
+#if defined(__GNUC__)
+#define NC_UNROLL_GTX _Pragma("GCC unroll 16")
+#else
+#define NC_UNROLL_GTX
+#endif
+
 /* dec_weight without codebook limits; returns the index k. */
 static inline __attribute__((always_inline)) int64_t fd_weight(fast_dec *f, nc_ctx *ctx, uint32_t ng,
                                                                 int state, int nb)
@@ -413,7 +427,7 @@ static inline __attribute__((always_inline)) int64_t fd_weight(fast_dec *f, nc_c
     uint32_t j, rem_bits;
     nc_ctx *gtx;
 
-    if (!fd_bin(f, &ctx[NC_CTX_SIG + 3 * state + nb])) {
+    if (!fd_bin_mps(f, &ctx[NC_CTX_SIG + 3 * state + nb])) {
         return 0;
     }
     {
@@ -426,9 +440,10 @@ static inline __attribute__((always_inline)) int64_t fd_weight(fast_dec *f, nc_c
         neg = fd_bin(f, &ctx[NC_CTX_SIGN + nb]);
         g0 = &ctx[NC_CTX_GTX + neg];
         gend = g0 + 2 * (size_t)ng;
-        if (!fd_bin_row(f, g0, neg ? row_neg : row_pos)) {
+        if (!fd_bin_mps_row(f, g0, neg ? row_neg : row_pos)) {
             return neg ? -1 : 1;
         }
+        NC_UNROLL_GTX
         for (gtx = g0 + 2; gtx != gend; gtx += 2) {
             if (!fd_bin_mps(f, gtx)) {
                 val = 1 + (int64_t)((size_t)(gtx - g0) >> 1);
@@ -489,12 +504,18 @@ static inline __attribute__((always_inline)) uint64_t fd_row(fast_dec *f, nc_ctx
 static __attribute__((noinline)) uint64_t fd_row_dq(fast_dec *f, nc_ctx *ctx, uint32_t ng, int32_t *out,
                                                     uint64_t n, int *state, int *nb)
 {
+    if (ng == NC_GTX_COMMON) {
+        return fd_row(f, ctx, NC_GTX_COMMON, out, n, state, nb, 1);
+    }
     return fd_row(f, ctx, ng, out, n, state, nb, 1);
 }
 
 static __attribute__((noinline)) uint64_t fd_row_nodq(fast_dec *f, nc_ctx *ctx, uint32_t ng, int32_t *out,
                                                       uint64_t n, int *state, int *nb)
 {
+    if (ng == NC_GTX_COMMON) {
+        return fd_row(f, ctx, NC_GTX_COMMON, out, n, state, nb, 0);
+    }
     return fd_row(f, ctx, ng, out, n, state, nb, 0);
 }
 
