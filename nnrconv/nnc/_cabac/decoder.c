@@ -352,16 +352,19 @@ static inline int fd_bin_row(fast_dec *f, nc_ctx *c, const nc_lps_row *p)
  * dense tensors): branches instead of conditional moves, so on the predicted path the next
  * bin's range does not wait for the value comparison, and each path updates the context with
  * a constant bin (constant table offsets; the caller's test of the result folds away).  The MPS
- * of a context is 1 exactly when its LPS row is in the upper half of nc_lps_rows. */
+ * of a context is 1 exactly when its LPS row is in the upper half of nc_lps_rows.  The range
+ * after an MPS comes from one load indexed by the range itself (nc_dec_mps_range), so a run of
+ * MPS bins costs one dependent load per bin; the range is always in [256, 511] here. */
 static inline int fd_bin_mps_row(fast_dec *f, nc_ctx *c, const nc_lps_row *const p)
 {
     const uint32_t r = f->range >> 5;
     const uint32_t rmps = f->range - p->lps[r];
     const uint64_t scaled = (uint64_t)rmps << 55;
     const int mps = p >= &nc_lps_rows[32];
+    const uint32_t rnext = nc_dec_mps_range[p - nc_lps_rows][f->range - 256];
     if (__builtin_expect(f->val < scaled, 1)) {
         const uint32_t n = rmps < 256;
-        f->range = rmps << n;
+        f->range = rnext;
         f->val <<= n;
         f->cnt -= (int32_t)n;
     } else {
