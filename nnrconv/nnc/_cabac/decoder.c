@@ -217,11 +217,13 @@ static int64_t dec_weight(nc_decoder *d, nc_ctx *ctx, const nc_tensor *t, int st
 /* ---- hot path: 64-bit bit window ---------------------------------------------------------- *
  * The level loop keeps the engine in a local struct whose address never escapes, so it stays in
  * registers.  val holds the 16-bit decoder value V (the `value` register of nc_decoder with its
- * missing low bits filled in) in bits 48..63, followed by cnt look-ahead bits from bit 47 down
- * (the bits below are zero): val = (V * 2^cnt + next cnt bits) * 2^(48 - cnt).  A bin shifts val
- * left by its renormalisation and lowers cnt; bytes are loaded five at a time, below the
- * look-ahead, when cnt drops below 8 (a bin shifts by at most 7).  Bytes past the end read as
- * zero; whether the decoder really consumed them is worked out when the state goes back into the
+ * missing low bits filled in) in bits 48..63, followed by cnt look-ahead bits from bit 47 down,
+ * then a sentinel 1 bit (the bits below are zero): val = (2 (V * 2^cnt + next cnt bits) + 1) *
+ * 2^(47 - cnt).  A bin shifts val left by its renormalisation; the sentinel tells how many
+ * look-ahead bits are left (cnt = 47 - trailing zeros), so the bins keep no count: the window
+ * needs bytes when cnt < 8, i.e. when the low 40 bits are all zero (a bin shifts by at most 7).
+ * Bytes are then loaded five at a time below the look-ahead.  Bytes past the end read as zero;
+ * whether the decoder really consumed them is worked out when the state goes back into the
  * nc_decoder (fd_store). */
 
 typedef struct {
@@ -230,8 +232,23 @@ typedef struct {
     uint64_t bpos; /* bytes loaded into val */
     uint64_t val;
     uint32_t range;
-    int32_t cnt;
 } fast_dec;
+
+#define FD_LOW40 ((UINT64_C(1) << 40) - 1)
+
+/* Look-ahead bits in val: 47 - position of the sentinel (val is never 0). */
+static inline int32_t fd_cnt(uint64_t val)
+{
+#if defined(__GNUC__)
+    return 47 - (int32_t)__builtin_ctzll(val);
+#else
+    int32_t z = 0;
+    while (!((val >> z) & 1)) {
+        z++;
+    }
+    return 47 - z;
+#endif
+}
 
 static inline uint32_t fd_byte(const fast_dec *f, uint64_t pos)
 {
@@ -250,7 +267,9 @@ static __attribute__((noinline)) uint64_t fd_refill_slow(const uint8_t *buf, uin
 
 static inline void fd_refill(fast_dec *f)
 {
-    if (__builtin_expect(f->cnt < 8, 0)) {
+    if (__builtin_expect(!(f->val & FD_LOW40), 0)) {
+        const int32_t cnt = fd_cnt(f->val);
+        f->val &= f->val - 1; /* clear the sentinel */
         if (__builtin_expect(f->bpos + 8 <= f->len, 1)) {
             uint64_t w;
             memcpy(&w, f->buf + f->bpos, 8);
@@ -260,12 +279,12 @@ static inline void fd_refill(fast_dec *f)
             w = ((w & 0xff) << 56) | ((w & 0xff00) << 40) | ((w & 0xff0000) << 24) | ((w & 0xff000000) << 8) |
                 ((w >> 8) & 0xff000000) | ((w >> 24) & 0xff0000) | ((w >> 40) & 0xff00) | (w >> 56);
 #endif
-            f->val |= (w >> 24) << (8 - f->cnt);
+            f->val |= (w >> 24) << (8 - cnt);
         } else {
-            f->val |= fd_refill_slow(f->buf, f->len, f->bpos, 0) << (8 - f->cnt);
+            f->val |= fd_refill_slow(f->buf, f->len, f->bpos, 0) << (8 - cnt);
         }
+        f->val |= UINT64_C(1) << (7 - cnt);
         f->bpos += 5;
-        f->cnt += 40;
     }
 }
 
@@ -276,15 +295,14 @@ static inline void fd_load(fast_dec *f, const nc_decoder *d)
     f->buf = d->buf;
     f->len = d->len;
     f->range = d->range;
-    f->val = (((uint64_t)d->value << (8 - m)) | fd_byte(f, d->pos)) << (40 + m);
-    f->cnt = (int32_t)(8 - m);
+    f->val = ((((uint64_t)d->value << (8 - m)) | fd_byte(f, d->pos)) << (40 + m)) | (UINT64_C(1) << (39 + m));
     f->bpos = d->pos + 1;
     fd_refill(f);
 }
 
 static inline void fd_store(const fast_dec *f, nc_decoder *d)
 {
-    const uint64_t vend = 8 * f->bpos - (uint64_t)f->cnt;
+    const uint64_t vend = 8 * f->bpos - (uint64_t)fd_cnt(f->val);
     const uint32_t m = (uint32_t)(vend & 7);
     d->pos = vend >> 3;
     d->bits_needed = (int32_t)m - 8;
@@ -293,6 +311,20 @@ static inline void fd_store(const fast_dec *f, nc_decoder *d)
     if (d->pos > d->len) {
         d->overrun = 1;
     }
+}
+
+/* The byte-offset arithmetic on LPS rows below relies on rows of 64 bytes. */
+typedef char fd_lps_row_is_64_bytes[sizeof(nc_lps_row) == 64 ? 1 : -1];
+
+/* nc_ctx_update with 32-bit arithmetic and the row address formed from its byte offset
+ * ((16 a + b) >> 7 rows of 64 bytes), which compiles to fewer instructions per bin. */
+static inline void fd_ctx_update(nc_ctx *c, const int bin)
+{
+    const uint32_t a = c->n0[(size_t)256 * (unsigned)bin + c->a];
+    const uint32_t b = c->n1[(size_t)4096 * (unsigned)bin + c->b];
+    c->a = (uint16_t)a;
+    c->b = (uint16_t)b;
+    c->row = (const nc_lps_row *)((const char *)nc_lps_rows + (((16 * a + b) >> 1) & ~63u));
 }
 
 static inline int fd_bin_row(fast_dec *f, nc_ctx *c, const nc_lps_row *p);
@@ -342,9 +374,8 @@ static inline int fd_bin_row(fast_dec *f, nc_ctx *c, const nc_lps_row *p)
     bin = (int)(NC_AUX_MPS(aux) ^ is_lps);
     f->val = (f->val - sub) << n;
     f->range = range;
-    f->cnt -= (int32_t)n;
     fd_refill(f);
-    nc_ctx_update(c, bin);
+    fd_ctx_update(c, bin);
     return bin;
 }
 
@@ -361,32 +392,35 @@ static inline int fd_bin_mps_row(fast_dec *f, nc_ctx *c, const nc_lps_row *const
     const uint32_t rmps = f->range - p->lps[r];
     const uint64_t scaled = (uint64_t)rmps << 55;
     const int mps = p >= &nc_lps_rows[32];
-    const uint32_t rnext = nc_dec_mps_range[p - nc_lps_rows][f->range - 256];
+    /* nc_dec_mps_range[p - nc_lps_rows][range - 256], addressed from the byte offset of p
+     * (rows of 64 bytes there, 512 here) in integer arithmetic, so that it is one scaled add
+     * and one load with the range as its index. */
+    const uintptr_t mr = (uintptr_t)nc_dec_mps_range - 512 +
+                         8 * (uintptr_t)((const char *)p - (const char *)nc_lps_rows);
+    const uint32_t rnext = *(const uint16_t *)(mr + 2 * (uintptr_t)f->range);
     if (__builtin_expect(f->val < scaled, 1)) {
         const uint32_t n = rmps < 256;
         f->range = rnext;
         f->val <<= n;
-        f->cnt -= (int32_t)n;
-    } else {
+        } else {
         const uint32_t aux = p->aux[r];
         const uint32_t n = NC_AUX_SHIFT(aux);
         f->range = NC_AUX_RANGE(aux);
         f->val = (f->val - scaled) << n;
-        f->cnt -= (int32_t)n;
-        fd_refill(f);
+            fd_refill(f);
         if (mps) {
-            nc_ctx_update(c, 0);
+            fd_ctx_update(c, 0);
             return 0;
         }
-        nc_ctx_update(c, 1);
+        fd_ctx_update(c, 1);
         return 1;
     }
     fd_refill(f);
     if (__builtin_expect(mps, 1)) {
-        nc_ctx_update(c, 1);
+        fd_ctx_update(c, 1);
         return 1;
     }
-    nc_ctx_update(c, 0);
+    fd_ctx_update(c, 0);
     return 0;
 }
 
@@ -405,7 +439,6 @@ static inline uint32_t fd_bypass_bits(fast_dec *f, uint32_t num_bits)
         const uint64_t bit = f->val >= scaled;
         f->val = (f->val - (scaled & (0 - bit))) << 1;
         v = (v << 1) | (uint32_t)bit;
-        f->cnt--;
         fd_refill(f);
     }
     return v;
