@@ -221,8 +221,8 @@ static int64_t dec_weight(nc_decoder *d, nc_ctx *ctx, const nc_tensor *t, int st
  * then a sentinel 1 bit (the bits below are zero): val = (2 (V * 2^cnt + next cnt bits) + 1) *
  * 2^(47 - cnt).  A bin shifts val left by its renormalisation; the sentinel tells how many
  * look-ahead bits are left (cnt = 47 - trailing zeros), so the bins keep no count: the window
- * needs bytes when cnt < 8, i.e. when the low 40 bits are all zero (a bin shifts by at most 7).
- * Bytes are then loaded five at a time below the look-ahead.  Bytes past the end read as zero;
+ * takes four bytes, below the look-ahead, when cnt < 16, i.e. when the low 32 bits are all zero
+ * (one 32-bit test; a bin shifts by at most 7, and cnt + 32 bits fit).  Bytes past the end read as zero;
  * whether the decoder really consumed them is worked out when the state goes back into the
  * nc_decoder (fd_store). */
 
@@ -233,8 +233,6 @@ typedef struct {
     uint64_t val;
     uint32_t range;
 } fast_dec;
-
-#define FD_LOW40 ((UINT64_C(1) << 40) - 1)
 
 /* Look-ahead bits in val: 47 - position of the sentinel (val is never 0). */
 static inline int32_t fd_cnt(uint64_t val)
@@ -259,7 +257,7 @@ static __attribute__((noinline)) uint64_t fd_refill_slow(const uint8_t *buf, uin
                                                          uint64_t val)
 {
     int i;
-    for (i = 0; i < 5; i++) {
+    for (i = 0; i < 4; i++) {
         val = (val << 8) | (bpos + (uint64_t)i < len ? buf[bpos + (uint64_t)i] : 0u);
     }
     return val;
@@ -267,24 +265,23 @@ static __attribute__((noinline)) uint64_t fd_refill_slow(const uint8_t *buf, uin
 
 static inline void fd_refill(fast_dec *f)
 {
-    if (__builtin_expect(!(f->val & FD_LOW40), 0)) {
+    if (__builtin_expect((uint32_t)f->val == 0, 0)) {
         const int32_t cnt = fd_cnt(f->val);
         f->val &= f->val - 1; /* clear the sentinel */
-        if (__builtin_expect(f->bpos + 8 <= f->len, 1)) {
-            uint64_t w;
-            memcpy(&w, f->buf + f->bpos, 8);
+        if (__builtin_expect(f->bpos + 4 <= f->len, 1)) {
+            uint32_t w;
+            memcpy(&w, f->buf + f->bpos, 4);
 #if defined(__GNUC__)
-            w = __builtin_bswap64(w);
+            w = __builtin_bswap32(w);
 #else
-            w = ((w & 0xff) << 56) | ((w & 0xff00) << 40) | ((w & 0xff0000) << 24) | ((w & 0xff000000) << 8) |
-                ((w >> 8) & 0xff000000) | ((w >> 24) & 0xff0000) | ((w >> 40) & 0xff00) | (w >> 56);
+            w = (w << 24) | ((w & 0xff00) << 8) | ((w >> 8) & 0xff00) | (w >> 24);
 #endif
-            f->val |= (w >> 24) << (8 - cnt);
+            f->val |= (uint64_t)w << (16 - cnt);
         } else {
-            f->val |= fd_refill_slow(f->buf, f->len, f->bpos, 0) << (8 - cnt);
+            f->val |= fd_refill_slow(f->buf, f->len, f->bpos, 0) << (16 - cnt);
         }
-        f->val |= UINT64_C(1) << (7 - cnt);
-        f->bpos += 5;
+        f->val |= UINT64_C(1) << (15 - cnt);
+        f->bpos += 4;
     }
 }
 
