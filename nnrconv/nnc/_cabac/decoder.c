@@ -314,14 +314,15 @@ static inline void fd_store(const fast_dec *f, nc_decoder *d)
 typedef char fd_lps_row_is_64_bytes[sizeof(nc_lps_row) == 64 ? 1 : -1];
 
 /* nc_ctx_update with 32-bit arithmetic and the row address formed from its byte offset
- * ((16 a + b) >> 7 rows of 64 bytes), which compiles to fewer instructions per bin. */
+ * ((16 a + b) >> 7 rows of 64 bytes = (8 a + (b >> 1)) & ~63 bytes), which compiles to fewer
+ * instructions per bin. */
 static inline void fd_ctx_update(nc_ctx *c, const int bin)
 {
     const uint32_t a = c->n0[(size_t)256 * (unsigned)bin + c->a];
     const uint32_t b = c->n1[(size_t)4096 * (unsigned)bin + c->b];
     c->a = (uint16_t)a;
     c->b = (uint16_t)b;
-    c->row = (const nc_lps_row *)((const char *)nc_lps_rows + (((16 * a + b) >> 1) & ~63u));
+    c->row = (const nc_lps_row *)((const char *)nc_lps_rows + ((8 * a + (b >> 1)) & ~63u));
 }
 
 static inline int fd_bin_row(fast_dec *f, nc_ctx *c, const nc_lps_row *p);
@@ -426,16 +427,30 @@ static inline int fd_bin_mps(fast_dec *f, nc_ctx *c)
     return fd_bin_mps_row(f, c, c->row);
 }
 
-static inline uint32_t fd_bypass_bits(fast_dec *f, uint32_t num_bits)
+static inline uint32_t fd_bypass_step(fast_dec *f, uint64_t scaled, uint32_t v)
 {
     /* 2V + next bit >= range << 7, tested before the shift (2V may need 17 bits).  Bypass bins
      * are coin flips, so the subtraction is masked instead of branched on. */
+    const uint64_t bit = f->val >= scaled;
+    f->val = (f->val - (scaled & (0 - bit))) << 1;
+    return (v << 1) | (uint32_t)bit;
+}
+
+static inline uint32_t fd_bypass_bits(fast_dec *f, uint32_t num_bits)
+{
     const uint64_t scaled = (uint64_t)f->range << 54;
     uint32_t v = 0, i;
+    if (num_bits <= 16) {
+        /* At least 16 look-ahead bits are loaded before every bin (fd_refill), enough for
+         * these without a check per bit. */
+        for (i = 0; i < num_bits; i++) {
+            v = fd_bypass_step(f, scaled, v);
+        }
+        fd_refill(f);
+        return v;
+    }
     for (i = 0; i < num_bits; i++) {
-        const uint64_t bit = f->val >= scaled;
-        f->val = (f->val - (scaled & (0 - bit))) << 1;
-        v = (v << 1) | (uint32_t)bit;
+        v = fd_bypass_step(f, scaled, v);
         fd_refill(f);
     }
     return v;
@@ -457,7 +472,7 @@ static inline __attribute__((always_inline)) int64_t fd_weight(fast_dec *f, nc_c
 {
     int64_t val;
     int neg;
-    uint32_t j, rem_bits;
+    uint32_t rem_bits;
     nc_ctx *gtx;
 
     if (!fd_bin_mps(f, &ctx[NC_CTX_SIG + 3 * state + nb])) {
@@ -484,19 +499,13 @@ static inline __attribute__((always_inline)) int64_t fd_weight(fast_dec *f, nc_c
             }
         }
     }
-    val = 1 + (int64_t)ng;
+    /* Exp-Golomb remainder: rem_bits one-prefix bins (at most 31) add 2^rem_bits - 1, then as
+     * many bypass bits. */
     rem_bits = 0;
-    for (j = 0;; j++) {
-        if (!fd_bin_mps(f, &ctx[NC_CTX_REM(ng) + j])) {
-            break;
-        }
-        val += (int64_t)1 << rem_bits;
+    while (rem_bits < 31 && fd_bin_mps(f, &ctx[NC_CTX_REM(ng) + rem_bits])) {
         rem_bits++;
-        if (j >= 30) {
-            break;
-        }
     }
-    val += fd_bypass_bits(f, rem_bits);
+    val = (int64_t)ng + ((int64_t)1 << rem_bits) + fd_bypass_bits(f, rem_bits);
     return neg ? -val : val;
 }
 
