@@ -403,12 +403,12 @@ static inline int fd_bin_mps_row(fast_dec *f, nc_ctx *c, const nc_lps_row *const
         const uint32_t n = rmps < 256;
         f->range = rnext;
         f->val <<= n;
-        } else {
+    } else {
         const uint32_t aux = p->aux[r];
         const uint32_t n = NC_AUX_SHIFT(aux);
         f->range = NC_AUX_RANGE(aux);
         f->val = (f->val - scaled) << n;
-            fd_refill(f);
+        fd_refill(f);
         if (mps) {
             fd_ctx_update(c, 0);
             return 0;
