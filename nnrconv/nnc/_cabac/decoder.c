@@ -222,9 +222,9 @@ static int64_t dec_weight(nc_decoder *d, nc_ctx *ctx, const nc_tensor *t, int st
  * 2^(47 - cnt).  A bin shifts val left by its renormalisation; the sentinel tells how many
  * look-ahead bits are left (cnt = 47 - trailing zeros), so the bins keep no count: the window
  * takes four bytes, below the look-ahead, when cnt < 16, i.e. when the low 32 bits are all zero
- * (one 32-bit test; a bin shifts by at most 7, and cnt + 32 bits fit).  Bytes past the end read as zero;
- * whether the decoder really consumed them is worked out when the state goes back into the
- * nc_decoder (fd_store). */
+ * (one 32-bit test; a bin shifts by at most 7, and cnt + 32 bits fit).  Bytes past the end read
+ * as zero; whether the decoder really consumed them is worked out when the state goes back into
+ * the nc_decoder (fd_store). */
 
 typedef struct {
     const uint8_t *buf;
@@ -292,7 +292,8 @@ static inline void fd_load(fast_dec *f, const nc_decoder *d)
     f->buf = d->buf;
     f->len = d->len;
     f->range = d->range;
-    f->val = ((((uint64_t)d->value << (8 - m)) | fd_byte(f, d->pos)) << (40 + m)) | (UINT64_C(1) << (39 + m));
+    f->val = ((((uint64_t)d->value << (8 - m)) | fd_byte(f, d->pos)) << (40 + m)) |
+             (UINT64_C(1) << (39 + m)); /* the sentinel, below the 8 - m look-ahead bits */
     f->bpos = d->pos + 1;
     fd_refill(f);
 }
@@ -393,7 +394,8 @@ static inline int fd_bin_mps_row(fast_dec *f, nc_ctx *c, const nc_lps_row *const
     /* nc_dec_mps_range[p - nc_lps_rows][range - 256], addressed from the byte offset of p
      * (rows of 64 bytes there, 512 here) in integer arithmetic: the row base does not depend
      * on the range, so the range only feeds the index of one load. */
-    uintptr_t mr = (uintptr_t)nc_dec_mps_range - 512 + 8 * (uintptr_t)((const char *)p - (const char *)nc_lps_rows);
+    uintptr_t mr = (uintptr_t)nc_dec_mps_range - 512 +
+                   8 * (uintptr_t)((const char *)p - (const char *)nc_lps_rows);
     uint32_t rnext;
 #if defined(__GNUC__)
     __asm__("" : "+r"(mr)); /* keep the compiler from re-associating the range into the sum */
@@ -463,7 +465,9 @@ static inline uint32_t fd_bypass_bits(fast_dec *f, uint32_t num_bits)
  * constant ng, and the flag loop is unrolled: each flag context is then a constant offset and
  * the loop needs no counter. */
 #define NC_GTX_COMMON 11u
-#if defined(__GNUC__)
+#if defined(__clang__)
+#define NC_UNROLL_GTX _Pragma("unroll 16")
+#elif defined(__GNUC__)
 #define NC_UNROLL_GTX _Pragma("GCC unroll 16")
 #else
 #define NC_UNROLL_GTX
