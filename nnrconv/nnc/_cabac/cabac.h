@@ -100,6 +100,8 @@ typedef struct {
     uint16_t aux[16];
 } nc_lps_row;
 extern nc_lps_row nc_lps_rows[64];
+/* Decoder only (tables.c): the renormalised range after an MPS, by LPS row and range - 256. */
+extern const uint16_t nc_dec_mps_range[64][256];
 #define NC_AUX_RANGE(a) ((a) & 511u)
 #define NC_AUX_SHIFT(a) (((a) >> 9) & 7u)
 #define NC_AUX_MPS(a) ((a) >> 12)

@@ -218,12 +218,14 @@ static int64_t dec_weight(nc_decoder *d, nc_ctx *ctx, const nc_tensor *t, int st
 /* ---- hot path: 64-bit bit window ---------------------------------------------------------- *
  * The level loop keeps the engine in a local struct whose address never escapes, so it stays in
  * registers.  val holds the 16-bit decoder value V (the `value` register of nc_decoder with its
- * missing low bits filled in) in bits 48..63, followed by cnt look-ahead bits from bit 47 down
- * (the bits below are zero): val = (V * 2^cnt + next cnt bits) * 2^(48 - cnt).  A bin shifts val
- * left by its renormalisation and lowers cnt; bytes are loaded five at a time, below the
- * look-ahead, when cnt drops below 8 (a bin shifts by at most 7).  Bytes past the end read as
- * zero; whether the decoder really consumed them is worked out when the state goes back into the
- * nc_decoder (fd_store). */
+ * missing low bits filled in) in bits 48..63, followed by cnt look-ahead bits from bit 47 down,
+ * then a sentinel 1 bit (the bits below are zero): val = (2 (V * 2^cnt + next cnt bits) + 1) *
+ * 2^(47 - cnt).  A bin shifts val left by its renormalisation; the sentinel tells how many
+ * look-ahead bits are left (cnt = 47 - trailing zeros), so the bins keep no count: the window
+ * takes four bytes, below the look-ahead, when cnt < 16, i.e. when the low 32 bits are all zero
+ * (one 32-bit test; a bin shifts by at most 7, and cnt + 32 bits fit).  Bytes past the end read
+ * as zero; whether the decoder really consumed them is worked out when the state goes back into
+ * the nc_decoder (fd_store). */
 
 typedef struct {
     const uint8_t *buf;
@@ -231,8 +233,21 @@ typedef struct {
     uint64_t bpos; /* bytes loaded into val */
     uint64_t val;
     uint32_t range;
-    int32_t cnt;
 } fast_dec;
+
+/* Look-ahead bits in val: 47 - position of the sentinel (val is never 0). */
+static inline int32_t fd_cnt(uint64_t val)
+{
+#if defined(__GNUC__)
+    return 47 - (int32_t)__builtin_ctzll(val);
+#else
+    int32_t z = 0;
+    while (!((val >> z) & 1)) {
+        z++;
+    }
+    return 47 - z;
+#endif
+}
 
 static inline uint32_t fd_byte(const fast_dec *f, uint64_t pos)
 {
@@ -243,7 +258,7 @@ static __attribute__((noinline)) uint64_t fd_refill_slow(const uint8_t *buf, uin
                                                          uint64_t val)
 {
     int i;
-    for (i = 0; i < 5; i++) {
+    for (i = 0; i < 4; i++) {
         val = (val << 8) | (bpos + (uint64_t)i < len ? buf[bpos + (uint64_t)i] : 0u);
     }
     return val;
@@ -251,22 +266,23 @@ static __attribute__((noinline)) uint64_t fd_refill_slow(const uint8_t *buf, uin
 
 static inline void fd_refill(fast_dec *f)
 {
-    if (__builtin_expect(f->cnt < 8, 0)) {
-        if (__builtin_expect(f->bpos + 8 <= f->len, 1)) {
-            uint64_t w;
-            memcpy(&w, f->buf + f->bpos, 8);
+    if (__builtin_expect((uint32_t)f->val == 0, 0)) {
+        const int32_t cnt = fd_cnt(f->val);
+        f->val &= f->val - 1; /* clear the sentinel */
+        if (__builtin_expect(f->bpos + 4 <= f->len, 1)) {
+            uint32_t w;
+            memcpy(&w, f->buf + f->bpos, 4);
 #if defined(__GNUC__)
-            w = __builtin_bswap64(w);
+            w = __builtin_bswap32(w);
 #else
-            w = ((w & 0xff) << 56) | ((w & 0xff00) << 40) | ((w & 0xff0000) << 24) | ((w & 0xff000000) << 8) |
-                ((w >> 8) & 0xff000000) | ((w >> 24) & 0xff0000) | ((w >> 40) & 0xff00) | (w >> 56);
+            w = (w << 24) | ((w & 0xff00) << 8) | ((w >> 8) & 0xff00) | (w >> 24);
 #endif
-            f->val |= (w >> 24) << (8 - f->cnt);
+            f->val |= (uint64_t)w << (16 - cnt);
         } else {
-            f->val |= fd_refill_slow(f->buf, f->len, f->bpos, 0) << (8 - f->cnt);
+            f->val |= fd_refill_slow(f->buf, f->len, f->bpos, 0) << (16 - cnt);
         }
-        f->bpos += 5;
-        f->cnt += 40;
+        f->val |= UINT64_C(1) << (15 - cnt);
+        f->bpos += 4;
     }
 }
 
@@ -277,15 +293,15 @@ static inline void fd_load(fast_dec *f, const nc_decoder *d)
     f->buf = d->buf;
     f->len = d->len;
     f->range = d->range;
-    f->val = (((uint64_t)d->value << (8 - m)) | fd_byte(f, d->pos)) << (40 + m);
-    f->cnt = (int32_t)(8 - m);
+    f->val = ((((uint64_t)d->value << (8 - m)) | fd_byte(f, d->pos)) << (40 + m)) |
+             (UINT64_C(1) << (39 + m)); /* the sentinel, below the 8 - m look-ahead bits */
     f->bpos = d->pos + 1;
     fd_refill(f);
 }
 
 static inline void fd_store(const fast_dec *f, nc_decoder *d)
 {
-    const uint64_t vend = 8 * f->bpos - (uint64_t)f->cnt;
+    const uint64_t vend = 8 * f->bpos - (uint64_t)fd_cnt(f->val);
     const uint32_t m = (uint32_t)(vend & 7);
     d->pos = vend >> 3;
     d->bits_needed = (int32_t)m - 8;
@@ -294,6 +310,21 @@ static inline void fd_store(const fast_dec *f, nc_decoder *d)
     if (d->pos > d->len) {
         d->overrun = 1;
     }
+}
+
+/* The byte-offset arithmetic on LPS rows below relies on rows of 64 bytes. */
+typedef char fd_lps_row_is_64_bytes[sizeof(nc_lps_row) == 64 ? 1 : -1];
+
+/* nc_ctx_update with 32-bit arithmetic and the row address formed from its byte offset
+ * ((16 a + b) >> 7 rows of 64 bytes = (8 a + (b >> 1)) & ~63 bytes), which compiles to fewer
+ * instructions per bin. */
+static inline void fd_ctx_update(nc_ctx *c, const int bin)
+{
+    const uint32_t a = c->n0[(size_t)256 * (unsigned)bin + c->a];
+    const uint32_t b = c->n1[(size_t)4096 * (unsigned)bin + c->b];
+    c->a = (uint16_t)a;
+    c->b = (uint16_t)b;
+    c->row = (const nc_lps_row *)((const char *)nc_lps_rows + ((8 * a + (b >> 1)) & ~63u));
 }
 
 static inline int fd_bin_row(fast_dec *f, nc_ctx *c, const nc_lps_row *p);
@@ -343,30 +374,105 @@ static inline int fd_bin_row(fast_dec *f, nc_ctx *c, const nc_lps_row *p)
     bin = (int)(NC_AUX_MPS(aux) ^ is_lps);
     f->val = (f->val - sub) << n;
     f->range = range;
-    f->cnt -= (int32_t)n;
     fd_refill(f);
-    nc_ctx_update(c, bin);
+    fd_ctx_update(c, bin);
     return bin;
+}
+
+/* fd_bin for bins that are usually the MPS (the greater-than flags and remainder prefix of
+ * dense tensors): branches instead of conditional moves, so on the predicted path the next
+ * bin's range does not wait for the value comparison, and each path updates the context with
+ * a constant bin (constant table offsets; the caller's test of the result folds away).  The MPS
+ * of a context is 1 exactly when its LPS row is in the upper half of nc_lps_rows.  The range
+ * after an MPS comes from one load indexed by the range itself (nc_dec_mps_range), so a run of
+ * MPS bins costs one dependent load per bin; the range is always in [256, 511] here. */
+static inline int fd_bin_mps_row(fast_dec *f, nc_ctx *c, const nc_lps_row *const p)
+{
+    const uint32_t r = f->range >> 5;
+    const uint32_t rmps = f->range - p->lps[r];
+    const uint64_t scaled = (uint64_t)rmps << 55;
+    const int mps = p >= &nc_lps_rows[32];
+    /* nc_dec_mps_range[p - nc_lps_rows][range - 256], addressed from the byte offset of p
+     * (rows of 64 bytes there, 512 here) in integer arithmetic: the row base does not depend
+     * on the range, so the range only feeds the index of one load. */
+    uintptr_t mr = (uintptr_t)nc_dec_mps_range - 512 +
+                   8 * (uintptr_t)((const char *)p - (const char *)nc_lps_rows);
+    uint32_t rnext;
+#if defined(__GNUC__)
+    __asm__("" : "+r"(mr)); /* keep the compiler from re-associating the range into the sum */
+#endif
+    rnext = ((const uint16_t *)mr)[f->range];
+    if (__builtin_expect(f->val < scaled, 1)) {
+        const uint32_t n = rmps < 256;
+        f->range = rnext;
+        f->val <<= n;
+    } else {
+        const uint32_t aux = p->aux[r];
+        const uint32_t n = NC_AUX_SHIFT(aux);
+        f->range = NC_AUX_RANGE(aux);
+        f->val = (f->val - scaled) << n;
+        fd_refill(f);
+        if (mps) {
+            fd_ctx_update(c, 0);
+            return 0;
+        }
+        fd_ctx_update(c, 1);
+        return 1;
+    }
+    fd_refill(f);
+    if (__builtin_expect(mps, 1)) {
+        fd_ctx_update(c, 1);
+        return 1;
+    }
+    fd_ctx_update(c, 0);
+    return 0;
+}
+
+static inline int fd_bin_mps(fast_dec *f, nc_ctx *c)
+{
+    return fd_bin_mps_row(f, c, c->row);
+}
+
+static inline uint32_t fd_bypass_step(fast_dec *f, uint64_t scaled, uint32_t v)
+{
+    /* 2V + next bit >= range << 7, tested before the shift (2V may need 17 bits).  Bypass bins
+     * are coin flips, so the subtraction is masked instead of branched on. */
+    const uint64_t bit = f->val >= scaled;
+    f->val = (f->val - (scaled & (0 - bit))) << 1;
+    return (v << 1) | (uint32_t)bit;
 }
 
 static inline uint32_t fd_bypass_bits(fast_dec *f, uint32_t num_bits)
 {
+    const uint64_t scaled = (uint64_t)f->range << 54;
     uint32_t v = 0, i;
-    for (i = 0; i < num_bits; i++) {
-        uint64_t scaled;
-        /* 2V + next bit >= range << 7, tested before the shift (2V may need 17 bits). */
-        f->cnt--;
-        scaled = (uint64_t)f->range << 54;
-        v <<= 1;
-        if (f->val >= scaled) {
-            f->val -= scaled;
-            v |= 1;
+    if (num_bits <= 16) {
+        /* At least 16 look-ahead bits are loaded before every bin (fd_refill), enough for
+         * these without a check per bit. */
+        for (i = 0; i < num_bits; i++) {
+            v = fd_bypass_step(f, scaled, v);
         }
-        f->val <<= 1;
+        fd_refill(f);
+        return v;
+    }
+    for (i = 0; i < num_bits; i++) {
+        v = fd_bypass_step(f, scaled, v);
         fd_refill(f);
     }
     return v;
 }
+
+/* With the usual 11 flags (cabac_unary_length_minus1 = 10) fd_row is instantiated with a
+ * constant ng, and the flag loop is unrolled: each flag context is then a constant offset and
+ * the loop needs no counter. */
+#define NC_GTX_COMMON 11u
+#if defined(__clang__)
+#define NC_UNROLL_GTX _Pragma("unroll 16")
+#elif defined(__GNUC__)
+#define NC_UNROLL_GTX _Pragma("GCC unroll 16")
+#else
+#define NC_UNROLL_GTX
+#endif
 
 /* dec_weight without codebook limits; returns the index k. */
 static inline __attribute__((always_inline)) int64_t fd_weight(fast_dec *f, nc_ctx *ctx, uint32_t ng,
@@ -374,10 +480,10 @@ static inline __attribute__((always_inline)) int64_t fd_weight(fast_dec *f, nc_c
 {
     int64_t val;
     int neg;
-    uint32_t j, rem_bits;
+    uint32_t rem_bits;
     nc_ctx *gtx;
 
-    if (!fd_bin(f, &ctx[NC_CTX_SIG + 3 * state + nb])) {
+    if (!fd_bin_mps(f, &ctx[NC_CTX_SIG + 3 * state + nb])) {
         return 0;
     }
     {
@@ -390,29 +496,24 @@ static inline __attribute__((always_inline)) int64_t fd_weight(fast_dec *f, nc_c
         neg = fd_bin(f, &ctx[NC_CTX_SIGN + nb]);
         g0 = &ctx[NC_CTX_GTX + neg];
         gend = g0 + 2 * (size_t)ng;
-        if (!fd_bin_row(f, g0, neg ? row_neg : row_pos)) {
+        if (!fd_bin_mps_row(f, g0, neg ? row_neg : row_pos)) {
             return neg ? -1 : 1;
         }
+        NC_UNROLL_GTX
         for (gtx = g0 + 2; gtx != gend; gtx += 2) {
-            if (!fd_bin(f, gtx)) {
+            if (!fd_bin_mps(f, gtx)) {
                 val = 1 + (int64_t)((size_t)(gtx - g0) >> 1);
                 return neg ? -val : val;
             }
         }
     }
-    val = 1 + (int64_t)ng;
+    /* Exp-Golomb remainder: rem_bits one-prefix bins (at most 31) add 2^rem_bits - 1, then as
+     * many bypass bits. */
     rem_bits = 0;
-    for (j = 0;; j++) {
-        if (!fd_bin(f, &ctx[NC_CTX_REM(ng) + j])) {
-            break;
-        }
-        val += (int64_t)1 << rem_bits;
+    while (rem_bits < 31 && fd_bin_mps(f, &ctx[NC_CTX_REM(ng) + rem_bits])) {
         rem_bits++;
-        if (j >= 30) {
-            break;
-        }
     }
-    val += fd_bypass_bits(f, rem_bits);
+    val = (int64_t)ng + ((int64_t)1 << rem_bits) + fd_bypass_bits(f, rem_bits);
     return neg ? -val : val;
 }
 
@@ -453,12 +554,18 @@ static inline __attribute__((always_inline)) uint64_t fd_row(fast_dec *f, nc_ctx
 static __attribute__((noinline)) uint64_t fd_row_dq(fast_dec *f, nc_ctx *ctx, uint32_t ng, int32_t *out,
                                                     uint64_t n, int *state, int *nb)
 {
+    if (ng == NC_GTX_COMMON) {
+        return fd_row(f, ctx, NC_GTX_COMMON, out, n, state, nb, 1);
+    }
     return fd_row(f, ctx, ng, out, n, state, nb, 1);
 }
 
 static __attribute__((noinline)) uint64_t fd_row_nodq(fast_dec *f, nc_ctx *ctx, uint32_t ng, int32_t *out,
                                                       uint64_t n, int *state, int *nb)
 {
+    if (ng == NC_GTX_COMMON) {
+        return fd_row(f, ctx, NC_GTX_COMMON, out, n, state, nb, 0);
+    }
     return fd_row(f, ctx, ng, out, n, state, nb, 0);
 }
 
