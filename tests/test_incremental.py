@@ -148,28 +148,7 @@ def _nncodec_restore(base_bytes: bytes, update_bytes: bytes) -> dict[str, np.nda
     tool = HdspTool(True)
 
     def decode(data: bytes) -> tuple[dict, dict]:
-        info = {
-            "parameter_type": {},
-            "parameter_dimensions": {},
-            "parameter_index": {},
-            "block_identifier": {},
-            "topology_storage_format": None,
-            "topology_compression_format": None,
-            "performance_maps": {"mps": {}, "lps": {}},
-            "performance_map_flags": {
-                key: {}
-                for key in (
-                    "mps_sparsification_flag",
-                    "lps_sparsification_flag",
-                    "mps_pruning_flag",
-                    "lps_pruning_flag",
-                    "mps_unification_flag",
-                    "lps_unification_flag",
-                    "mps_decomposition_performance_map_flag",
-                    "lps_decomposition_performance_map_flag",
-                )
-            },
-        }
+        info = _nncodec_ref.empty_model_info()
         with contextlib.redirect_stdout(io.StringIO()):
             data_ = nnc_core.coder.decode(
                 bytearray(data), info, hls_stats={}, oob_dict={}, approx_param_base=state,

@@ -86,10 +86,9 @@ def compress(
     return bytes(bitstream)
 
 
-def decompress(bitstream: bytes) -> dict[str, np.ndarray]:
-    """The tensors `nncodec.nnc.decompress` returns."""
-    nnc_core = import_nnc_core()
-    model_info = {
+def empty_model_info() -> dict:
+    """The model_info `nnc_core.coder.decode` fills in while it reads a bitstream."""
+    return {
         "parameter_type": {},
         "parameter_dimensions": {},
         "parameter_index": {},
@@ -111,6 +110,12 @@ def decompress(bitstream: bytes) -> dict[str, np.ndarray]:
             )
         },
     }
+
+
+def decompress(bitstream: bytes) -> dict[str, np.ndarray]:
+    """The tensors `nncodec.nnc.decompress` returns."""
+    nnc_core = import_nnc_core()
+    model_info = empty_model_info()
     with contextlib.redirect_stdout(io.StringIO()):
         data = nnc_core.coder.decode(
             bytearray(bitstream),

@@ -308,6 +308,13 @@ int nc_decode_tensor(nc_decoder *d, int32_t *out, const nc_tensor *t,
 /* ---- quantization (quant.c) ------------------------------------------------------------ */
 
 double nc_step_size(int32_t qp, int32_t qp_density);
+/* Overflow limits of the quantizers exactly as the reference evaluates them. */
+#define NC_URQ_MAX 2147483647.0
+#define NC_URQ_MIN -2147483648.0
+#define NC_TCQ_MAX 2147483645.0
+#define NC_TCQ_MIN -2147483646.0
+/* Whether every trellis index round(w * scale) stays within [NC_TCQ_MIN, NC_TCQ_MAX]. */
+int nc_tcq_fits(const float *w, uint64_t n, float scale);
 /* Quantize weights[rows * width] to integer levels.  *qp may be raised if the levels would
  * overflow int32 (as the reference encoder does). */
 int nc_quantize(const float *weights, int32_t *levels, uint64_t rows, uint64_t width,

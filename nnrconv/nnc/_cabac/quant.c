@@ -22,11 +22,18 @@ double nc_step_size(int32_t qp, int32_t qp_density)
     return (double)(float)(mul * pow(2.0, (double)(shift - qp_density)));
 }
 
-/* Overflow limits exactly as the reference evaluates them. */
-#define URQ_MAX 2147483647.0
-#define URQ_MIN -2147483648.0
-#define TCQ_MAX 2147483645.0
-#define TCQ_MIN -2147483646.0
+int nc_tcq_fits(const float *w, uint64_t n, float scale)
+{
+    /* round(x) > NC_TCQ_MAX  <=>  x >= NC_TCQ_MAX + 0.5, round(x) < NC_TCQ_MIN  <=>  x <= NC_TCQ_MIN - 0.5
+     * (round half away from zero), so the check needs no rounding. */
+    int bad = 0;
+    uint64_t i;
+    for (i = 0; i < n; i++) {
+        const double x = (double)(w[i] * scale);
+        bad |= (x >= NC_TCQ_MAX + 0.5) | (x <= NC_TCQ_MIN - 0.5);
+    }
+    return !bad;
+}
 
 static int scan_positions(uint64_t rows, uint64_t width, int scan_order, uint64_t **out)
 {
@@ -59,7 +66,7 @@ static int urq(const float *w, int32_t *levels, uint64_t n, float qstep)
     for (i = 0; i < n; i++) {
         float p = scale * w[i];
         double r = round((double)p);
-        if (r > URQ_MAX || r < URQ_MIN) {
+        if (r > NC_URQ_MAX || r < NC_URQ_MIN) {
             return 0;
         }
         levels[i] = (int32_t)r;
@@ -110,17 +117,8 @@ static int tcq(const float *w, int32_t *levels, uint64_t n, const uint64_t *pos,
     int p, s, best;
     tcq_cand cand;
 
-    /* round(x) > TCQ_MAX  <=>  x >= TCQ_MAX + 0.5, round(x) < TCQ_MIN  <=>  x <= TCQ_MIN - 0.5
-     * (round half away from zero), so the check needs no rounding. */
-    {
-        int bad = 0;
-        for (i = 0; i < n; i++) {
-            const double x = (double)(w[i] * scale);
-            bad |= (x >= TCQ_MAX + 0.5) | (x <= TCQ_MIN - 0.5);
-        }
-        if (bad) {
-            return 0;
-        }
+    if (!nc_tcq_fits(w, n, scale)) {
+        return 0;
     }
     /* Branches into each state, in the reference's order (it breaks ties by order). */
     for (p = 0; p < 8; p++) {

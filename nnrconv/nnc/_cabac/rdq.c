@@ -195,11 +195,6 @@ static void rd_update(const rd_model *m, rd_ctx *store, int32_t k, int state, in
     }
 }
 
-/* Overflow limits as the reference evaluates them (see quant.c). */
-#define URQ_MAX 2147483647.0
-#define URQ_MIN -2147483648.0
-#define TCQ_MAX 2147483645.0
-#define TCQ_MIN -2147483646.0
 
 int nc_rdq_urq(const float *w, int32_t *levels, uint64_t n, const uint64_t *pos, double qstep,
                double lambda_scale, uint32_t max_num_no_rem, nc_status *st)
@@ -227,7 +222,7 @@ int nc_rdq_urq(const float *w, int32_t *levels, uint64_t n, const uint64_t *pos,
         int32_t q, top, best = 0;
         /* The reference's limits, except that -2^31 is refused too: its magnitude does not fit
          * the int32 candidate (undefined behaviour in the reference), so the QP is raised. */
-        if (scaled > URQ_MAX || scaled <= URQ_MIN) {
+        if (scaled > NC_URQ_MAX || scaled <= NC_URQ_MIN) {
             free(store);
             return 0;
         }
@@ -311,15 +306,8 @@ int nc_rdq_tcq(const float *w, int32_t *levels, uint64_t n, const uint64_t *pos,
     uint64_t i;
     int p, s, best;
 
-    {
-        int bad = 0;
-        for (i = 0; i < n; i++) {
-            const double x = (double)(w[i] * scale);
-            bad |= (x >= TCQ_MAX + 0.5) | (x <= TCQ_MIN - 0.5);
-        }
-        if (bad) {
-            return 0;
-        }
+    if (!nc_tcq_fits(w, n, scale)) {
+        return 0;
     }
     /* Branches in the reference's order: ties go to the first. */
     for (p = 0; p < 8; p++) {
