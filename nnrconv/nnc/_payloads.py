@@ -393,16 +393,17 @@ def decode_levels_payload(
             tensor=name,
         )
     if codebook is not None:
-        indices = levels.astype(np.int64) + codebook.cb_zero_offset
-        if indices.size and (int(indices.min()) < 0 or int(indices.max()) >= codebook.codebook_size):
+        offset = codebook.cb_zero_offset
+        if levels.size and (int(levels.min()) + offset < 0 or int(levels.max()) + offset >= codebook.codebook_size):
             raise BitstreamError("a codebook index lies outside the codebook", tensor=name)
-        levels = np.ascontiguousarray(np.asarray(codebook.codebook, dtype=np.int32)[indices])
-        del indices
+        levels += offset  # now indices, in range: no overflow
+        levels = np.asarray(codebook.codebook, dtype=np.int32)[levels]
     if levels_out is not None:
         levels_out.append(levels)
     if is_float:
         assert qp is not None and qp_density is not None
-        values = cabac.dequantize(levels, qp, qp_density)
+        # In place when nobody keeps the levels: decoding then peaks at the decoded tensor's size.
+        values = cabac.dequantize(levels, qp, qp_density, in_place=levels_out is None)
         del levels
         return (values if out == np.float32 else values.astype(out)), qp
     bits = _INT_BITS.get(fmt) if fmt is not None else None

@@ -511,9 +511,18 @@ def quantize(
     return QuantizedTensor(np.frombuffer(raw, dtype=np.int32).reshape(shape), used_qp)
 
 
-def dequantize(levels: np.ndarray, qp: int, qp_density: int = 2) -> np.ndarray:
-    """Reconstruct float32 weights: Δ·level (float32 arithmetic, as the reference)."""
+def dequantize(levels: np.ndarray, qp: int, qp_density: int = 2, *, in_place: bool = False) -> np.ndarray:
+    """Reconstruct float32 weights: Δ·level (float32 arithmetic, as the reference).
+
+    With `in_place` the weights overwrite the levels' buffer (int32 and float32 have the same
+    size) and the returned array is a float32 view of it: no second tensor-sized allocation.
+    """
     levels = _levels_array(levels)
+    if in_place:
+        if not levels.flags.writeable:
+            raise ValueError("in-place dequantization needs writable levels")
+        _cabac.dequantize(levels, int(qp), int(qp_density), in_place=True)
+        return levels.view(np.float32)
     raw = _cabac.dequantize(levels, int(qp), int(qp_density))
     return np.frombuffer(raw, dtype=np.float32).reshape(levels.shape)
 

@@ -331,3 +331,16 @@ def test_hdsp_flag_is_the_first_bin_and_decodes(with_history):
     assert cabac.PayloadDecoder(payload)._dec.decode_bypass(1) == int(with_history)
     dec = cabac.PayloadDecoder(payload)
     np.testing.assert_array_equal(dec.decode_levels((4, 4), coding, history=history), levels)
+
+
+def test_in_place_dequantization_reuses_the_levels_buffer():
+    levels = np.array([[0, 1, -2], [7, -2**31, 2**31 - 1]], np.int32)
+    expected = cabac.dequantize(levels, -38)
+    work = levels.copy()
+    got = cabac.dequantize(work, -38, in_place=True)
+    assert got.dtype == np.float32 and np.shares_memory(got, work)
+    assert got.tobytes() == expected.tobytes()
+    frozen = levels.copy()
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="writable"):
+        cabac.dequantize(frozen, -38, in_place=True)

@@ -701,11 +701,12 @@ static PyObject *mod_quantize(PyObject *Py_UNUSED(mod), PyObject *args, PyObject
 
 static PyObject *mod_dequantize(PyObject *Py_UNUSED(mod), PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"levels", "qp", "qp_density", NULL};
+    static char *kwlist[] = {"levels", "qp", "qp_density", "in_place", NULL};
     PyObject *l_obj, *out;
-    int qp, qp_density;
+    int qp, qp_density, in_place = 0;
     Py_buffer view;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oii:dequantize", kwlist, &l_obj, &qp, &qp_density)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oii|$p:dequantize", kwlist, &l_obj, &qp, &qp_density,
+                                     &in_place)) {
         return NULL;
     }
     if (qp_density < 0 || qp_density > 7) {
@@ -714,6 +715,19 @@ static PyObject *mod_dequantize(PyObject *Py_UNUSED(mod), PyObject *args, PyObje
     }
     if (get_array(l_obj, &view, 'i', "levels") < 0) {
         return NULL;
+    }
+    if (in_place) {
+        /* each element is read as int32 before the float32 is stored over it */
+        if (view.readonly) {
+            PyBuffer_Release(&view);
+            PyErr_SetString(PyExc_ValueError, "in-place dequantization needs a writable levels buffer");
+            return NULL;
+        }
+        Py_BEGIN_ALLOW_THREADS
+        nc_dequantize((const int32_t *)view.buf, (float *)view.buf, (uint64_t)(view.len / 4), qp, qp_density);
+        Py_END_ALLOW_THREADS
+        PyBuffer_Release(&view);
+        Py_RETURN_NONE;
     }
     out = PyByteArray_FromStringAndSize(NULL, view.len);
     if (out == NULL) {
@@ -747,7 +761,8 @@ static PyMethodDef module_methods[] = {
      "quantize(weights, rows, width, qp, qp_density, *, dq, scan_order, lambda_scale, max_num_no_rem)\n--\n\n"
      "Quantize float32 weights; returns (int32 levels as bytearray, QP actually used)."},
     {"dequantize", (PyCFunction)(void (*)(void))mod_dequantize, METH_VARARGS | METH_KEYWORDS,
-     "dequantize(levels, qp, qp_density)\n--\n\nfloat32 step * level, as bytearray."},
+     "dequantize(levels, qp, qp_density, *, in_place=False)\n--\n\nfloat32 step * level, as bytearray (in_place: "
+     "written over the levels, returns None)."},
     {"step_size", (PyCFunction)(void (*)(void))mod_step_size, METH_VARARGS | METH_KEYWORDS,
      "step_size(qp, qp_density)\n--\n\nQuantization step size (float32 precision)."},
     {NULL, NULL, 0, NULL},
