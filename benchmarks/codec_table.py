@@ -109,12 +109,15 @@ def main() -> None:
                 flush=True,
             )
 
-        # scan order 4 (64x64 blocks with entry points): one big tensor decodes on all cores too
-        settings = [(qp, dq, 0) for qp in qps for dq in (True, False)] + [(qps[0], True, 4)]
-        for qp, dq, scan in settings:
+        # scan order 4 (64x64 blocks with entry points): one big tensor decodes on all cores too;
+        # lambda: rate-distortion quantization
+        settings = [(qp, dq, 0, 0.0) for qp in qps for dq in (True, False)]
+        settings += [(qps[0], True, 4, 0.0), (qps[0], True, 0, 2.0), (qps[0], False, 0, 2.0)]
+        for qp, dq, scan, lam in settings:
             label = f"qp {qp} {'DQ' if dq else 'no DQ'}" + (f" scan {scan}" if scan else "")
-            one = nnc.CodingOptions(qp=qp, dq=dq, jobs=1, row_skip=True, scan_order=scan)
-            many = nnc.CodingOptions(qp=qp, dq=dq, row_skip=True, scan_order=scan)
+            label += f" λ{lam:g}" if lam else ""
+            one = nnc.CodingOptions(qp=qp, dq=dq, jobs=1, row_skip=True, scan_order=scan, lambda_scale=lam)
+            many = nnc.CodingOptions(qp=qp, dq=dq, row_skip=True, scan_order=scan, lambda_scale=lam)
             enc1, stream = timed(lambda: nnc.encode_model(items, b"", 0, options=one))  # noqa: B023
             encn, _ = timed(lambda: nnc.encode_model(items, b"", 0, options=many))  # noqa: B023
             dec1, out = timed(lambda: nnc.decode_model(stream, jobs=1).tensors)  # noqa: B023
@@ -130,6 +133,7 @@ def main() -> None:
                     use_dq=dq,  # noqa: B023
                     scan_order=scan,  # noqa: B023
                     row_skipping=True,
+                    lambda_scale=lam,  # noqa: B023
                 )
             )
             rdec, rout = timed(lambda: ref.decompress(theirs))  # noqa: B023
