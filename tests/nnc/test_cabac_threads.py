@@ -188,3 +188,17 @@ def test_threads_do_not_matter_with_one_block_row(shape, scan_order):
             serial.payload
         )
 
+
+def test_model_encoding_with_jobs_equals_one_job():
+    from nnrconv import nnc
+
+    rng = np.random.default_rng(47)
+    params = {
+        "big": (rng.standard_normal((700, 90)) * 0.02).astype(np.float32),
+        "mid": (rng.standard_normal((130, 16, 3, 3)) * 0.05).astype(np.float32),
+        "small": (rng.standard_normal((40, 20)) * 0.1).astype(np.float32),
+        "bias": (rng.standard_normal(90) * 0.01).astype(np.float32),
+    }
+    one = nnc.encode_model(list(params.items()), b"", 0, options=nnc.CodingOptions(qp=-38, scan_order=2, jobs=1))
+    four = nnc.encode_model(list(params.items()), b"", 0, options=nnc.CodingOptions(qp=-38, scan_order=2, jobs=4))
+    assert four == one
