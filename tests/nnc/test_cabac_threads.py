@@ -202,3 +202,15 @@ def test_model_encoding_with_jobs_equals_one_job():
     one = nnc.encode_model(list(params.items()), b"", 0, options=nnc.CodingOptions(qp=-38, scan_order=2, jobs=1))
     four = nnc.encode_model(list(params.items()), b"", 0, options=nnc.CodingOptions(qp=-38, scan_order=2, jobs=4))
     assert four == one
+
+
+@pytest.mark.parametrize(("size", "zero"), [(1, 0), (7, 3), (16, 0), (16, 15)])
+def test_codebook_levels_encode_on_threads_to_the_same_bytes(size, zero):
+    rng = np.random.default_rng(53)
+    levels = rng.integers(-zero, size - zero, (211, 37)).astype(np.int32)
+    levels[rng.random(211) < 0.3] = 0
+    coding = cabac.TensorCoding(scan_order=1, codebook_size=size, codebook_zero_offset=zero)
+    for row_skip in (False, True):
+        serial = _encode_levels(levels, coding, 1, row_skip=row_skip)
+        for threads in ENCODE_THREADS:
+            assert _encode_levels(levels, coding, threads, row_skip=row_skip) == serial

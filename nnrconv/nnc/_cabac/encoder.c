@@ -760,6 +760,8 @@ static void code_levels(nc_encoder *e, const int32_t *levels, const nc_tensor *t
 #define NC_HAVE_THREADS 1
 #endif
 
+#define NC_MAX_SPANS 256
+
 typedef struct {
     const int32_t *levels;
     const nc_tensor *t;
@@ -1321,10 +1323,12 @@ int nc_encode_tensor(nc_encoder *e, const int32_t *levels, const nc_tensor *tin,
         }
     }
 
-    /* Block rows on several threads: not for the incremental path. */
+    /* Block rows on several threads: not for the incremental path.  At most NC_MAX_SPANS
+     * spans, however many threads are asked for. */
     if (!incremental && t.scan_order != 0 && threads > 1) {
         const uint64_t nbr = nc_block_rows(&t);
         nspans = threads < nbr ? threads : nbr;
+        nspans = nspans < NC_MAX_SPANS ? nspans : NC_MAX_SPANS;
     }
     if (nspans > 1) {
         spans = make_spans(levels, &t, skip, nspans);
