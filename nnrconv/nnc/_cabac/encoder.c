@@ -750,8 +750,11 @@ static void code_levels(nc_encoder *e, const int32_t *levels, const nc_tensor *t
  *    range to 256 while low carries on.  Every operation on low is (low + a) << n, so coding a span
  *    from low = 0, range = 256 gives a value S with, over the span's total shift T,
  *    low_after = low_before * 2^T + S exactly.  Each span but the first codes into its own
- *    buffer; S is then fed into the tensor's encoder as T bypass-like bits (its carries resolved
- *    by the ordinary byte output), which leaves the same bytes as coding the span in place.
+ *    buffer; S is then fed into the tensor's encoder (its top 8 bits added, then its other T
+ *    bits shifted in 8 at a time, carries resolved by the ordinary byte output).  Once the
+ *    first byte is out, the bytes depend only on the value and the total shift, so this leaves
+ *    the same bytes as coding the span in place; before that (a leading 0xFF is buffered as 0)
+ *    the span is coded in place instead.
  * The DQ state at a span's start comes from a sequential walk over the levels; the estimators'
  * neighbour class (which, unlike the coder's, does not restart) from the last coded level. */
 
