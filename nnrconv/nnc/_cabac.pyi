@@ -29,6 +29,7 @@ class Encoder:
         codebook_zero_offset: int = 0,
         base: Buffer | None = None,
         hist: Buffer | None = None,
+        threads: int = 1,
     ) -> None: ...
     def finish(self) -> bytes: ...
 

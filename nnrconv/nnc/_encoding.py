@@ -189,25 +189,36 @@ def _encode(
         ctx = advance_context(ctx, unit)
     settings = PayloadSettings(options, mps_qp, qp_range, profile)
 
-    def code(job: tuple[int, tuple[str, np.ndarray, TensorPlan]]) -> bytes:
+    def code(job: tuple[int, tuple[str, np.ndarray, TensorPlan]], threads: int) -> bytes:
         index, (name, array, plan) = job
         if base is not None:
             parent = parents[name]
             if parent is None and np.array_equal(array, base.tensors[name].values.reshape(array.shape)):
                 return b""  # unchanged: the decoder keeps the base tensor
-            return b"".join(_tensor_unit(name, array, plan, index, ctx, settings, parent))
-        return b"".join(_tensor_unit(name, array, plan, index, ctx, settings))
+            return b"".join(_tensor_unit(name, array, plan, index, ctx, settings, parent, threads))
+        return b"".join(_tensor_unit(name, array, plan, index, ctx, settings, threads=threads))
 
     jobs = list(enumerate(named))
+    shares = _thread_shares([array.size for _, array, _ in named], options.workers)
     coded: list[bytes] = []
     with ThreadPoolExecutor(max(1, min(options.workers, len(jobs)))) as pool:
-        results = pool.map(code, jobs) if options.workers > 1 and len(jobs) > 1 else map(code, jobs)
+        results = pool.map(code, jobs, shares) if options.workers > 1 and len(jobs) > 1 else map(code, jobs, shares)
         # Reported from this thread, in tensor order, as each unit is ready.
         for (name, array, _), unit in zip(named, results, strict=True):
             coded.append(unit)
             if progress is not None:
                 progress(name, array.nbytes)
     return b"".join(head), {name: unit for (name, _, _), unit in zip(named, coded, strict=True) if unit}
+
+
+def _thread_shares(sizes: list[int], count: int) -> list[int]:
+    """Threads for the block rows of each tensor: its share of the model's elements.
+
+    Tensors are already coded side by side, so a tensor gets extra threads only in proportion to
+    its size: all cores for a model that is one big tensor, one thread each for many similar ones.
+    """
+    total = sum(sizes) or 1
+    return [max(1, min(count, round(count * size / total))) for size in sizes]
 
 
 def _tensor_unit(
@@ -218,12 +229,13 @@ def _tensor_unit(
     ctx: UnitContext,
     settings: PayloadSettings,
     parent: UpdateParent | None = None,
+    threads: int = 1,
 ) -> list[bytes]:
     """Size field, headers and payload of one NDU, checked before the payload is built; nothing
-    for an update NDU that changes nothing."""
+    for an update NDU that changes nothing.  `threads`: for the block rows of the tensor."""
     if plan.payload_type != PayloadType.NNR_PT_RAW_FLOAT:
         try:
-            coded = encode_payload(name, array, plan, settings, index, parent)
+            coded = encode_payload(name, array, plan, settings, index, parent, threads)
         except ValueError as exc:
             raise UnsupportedError(f"tensor {name!r}: {exc}") from exc
         if coded.empty:

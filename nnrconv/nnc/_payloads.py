@@ -181,13 +181,15 @@ def encode_payload(
     settings: PayloadSettings,
     index: int,
     parent: UpdateParent | None = None,
+    threads: int = 1,
 ) -> CodedPayload:
     """Quantize (as planned) and entropy-code one tensor as an NNR_PT_INT or NNR_PT_FLOAT NDU.
 
     With `parent` (a lossy NNR_PT_FLOAT plan) the NDU is a differential update of the parent
     tensor: it codes the quantized difference, with temporal context adaptation on the parent's
     levels and HDSP where that codes smaller (NNCodec's compress_differences with tca and
-    hdsp_tool).
+    hdsp_tool).  With a scan order, the block rows are coded on up to `threads` threads (the
+    payload is the same; updates with a parent stay on one).
     """
     options = settings.options
     qpd = options.qp_density
@@ -251,6 +253,7 @@ def encode_payload(
             row_skip=row_skip,
             base=base,
             history=history if use_history else None,
+            threads=threads,
         )
         return enc.finish()
 

@@ -236,6 +236,7 @@ class PayloadEncoder:
         param_opt: bool = True,
         base: np.ndarray | None = None,
         history: np.ndarray | None = None,
+        threads: int = 1,
     ) -> None:
         """Code one tensor's integer levels.
 
@@ -251,6 +252,8 @@ class PayloadEncoder:
                 hist_dep_sig_prob_enabled_flag = 1 where the flag is present (profile 1, parent
                 signalled, a matrix).  NNCodec codes the payload with and without the history and
                 keeps the smaller: see `smaller_with_or_without_hdsp`.
+            threads: with scan_order 1..4 and several block rows (and neither base nor history),
+                work on the block rows on up to this many threads; the payload is the same.
 
         Raises:
             TypeError: levels is not an int32 array.
@@ -266,6 +269,7 @@ class PayloadEncoder:
             row_skip=row_skip,
             base=_side_array(base, levels.shape, np.int32, "base"),
             hist=_side_array(history, levels.shape, np.uint8, "history"),
+            threads=max(1, int(threads)),
             **_encoder_kwargs(coding),
         )
 
@@ -563,10 +567,13 @@ def quantize_and_encode(
     quantization_parameter: int = 0,
     parent_node_id_present_flag: bool = False,
     lambda_scale: float = 0.0,
+    threads: int = 1,
 ) -> EncodedTensor:
     """Quantize a float32 tensor and code it as a single-tensor NNR_PT_FLOAT payload.
 
     `quantization_parameter` is the MPS (or LPS) QP the per-tensor QP offset is relative to.
+    With scan_order 1..4 the coding after quantization runs on up to `threads` threads (the
+    payload does not depend on it).
     """
     quantized = quantize(
         weights,
@@ -586,7 +593,7 @@ def quantize_and_encode(
     )
     enc = PayloadEncoder()
     enc.encode_qp_offset(quantized.qp - quantization_parameter, qp_density)
-    enc.encode_levels(quantized.levels, coding, row_skip=row_skip, param_opt=param_opt)
+    enc.encode_levels(quantized.levels, coding, row_skip=row_skip, param_opt=param_opt, threads=threads)
     payload = enc.finish()
     eps: tuple[EntryPoint, ...] = ()
     if scan_order:

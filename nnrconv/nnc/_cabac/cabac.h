@@ -275,7 +275,10 @@ void nc_encoder_free(nc_encoder *e);
 void nc_enc_bypass_bits(nc_encoder *e, uint32_t value, uint32_t num_bits);
 /* Terminating bin and flush; the payload is then e->buf[0 .. e->len). */
 int nc_encoder_finish(nc_encoder *e, nc_status *st);
-int nc_encode_tensor(nc_encoder *e, const int32_t *levels, const nc_tensor *t, nc_status *st);
+/* Code one tensor's levels.  With scan order 1..4 and several block rows (and no base or
+ * history) the block rows are worked on on up to `threads` threads; the bytes do not change. */
+int nc_encode_tensor(nc_encoder *e, const int32_t *levels, const nc_tensor *t, uint32_t threads,
+                     nc_status *st);
 
 /* ---- arithmetic decoder (decoder.c) ---------------------------------------------------- */
 

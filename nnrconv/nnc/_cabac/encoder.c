@@ -609,22 +609,22 @@ static inline void fast_weight(nc_encoder *e, enc_state *s, nc_ctx *ctx, uint32_
     fast_bypass_bits(e, s, rem - base, log2);
 }
 
-/* Walk the scan and record (and evaluate) the bins of every context for the parameter-set
- * choice. */
+/* Walk the scan over block rows [first, end) and record (and evaluate) the bins of every
+ * context for the parameter-set choice; state and nb are the DQ state and the neighbour class
+ * at the start of block row `first`. */
 static void record_levels(nc_recorder *r, const int32_t *levels, const nc_tensor *t,
-                          const uint8_t *skip)
+                          const uint8_t *skip, uint64_t first, uint64_t end, int state, int nb)
 {
     const uint64_t rows = t->rows, width = t->width;
     const uint64_t bh = t->scan_order ? ((uint64_t)4 << t->scan_order) : rows;
     const uint64_t bw = t->scan_order ? ((uint64_t)4 << t->scan_order) : width;
+    const uint64_t by_end = end * bh < rows ? end * bh : rows;
     const uint32_t ng = t->num_gtx;
     uint8_t **const wp = r->wp;
     uint64_t by, bx, y, x, ye, xe;
-    int state = 0;
-    int nb = 0;
     size_t i;
 
-    for (by = 0; by < rows; by += bh) {
+    for (by = first * bh; by < by_end; by += bh) {
         ye = by + bh < rows ? by + bh : rows;
         for (bx = 0; bx < width; bx += bw) {
             xe = bx + bw < width ? bx + bw : width;
@@ -661,19 +661,20 @@ static void record_levels(nc_recorder *r, const int32_t *levels, const nc_tensor
     rec_flush(r);
 }
 
-/* Walk the scan and code the levels. */
+/* Walk the scan over block rows [first, end) and code the levels; state is the DQ state at the
+ * start of block row `first` (the neighbour class starts at 0 in every block row). */
 static void code_levels(nc_encoder *e, const int32_t *levels, const nc_tensor *t,
-                        const uint8_t *skip)
+                        const uint8_t *skip, uint64_t first, uint64_t end, int state)
 {
     const uint64_t rows = t->rows, width = t->width;
     const uint64_t bh = t->scan_order ? ((uint64_t)4 << t->scan_order) : rows;
     const uint64_t bw = t->scan_order ? ((uint64_t)4 << t->scan_order) : width;
+    const uint64_t by_end = end * bh < rows ? end * bh : rows;
     const uint32_t ng = t->num_gtx;
     const size_t nctx = NC_CTX_COUNT(ng);
     const int plain = t->cb_size == 0 || t->profile == 0;
     nc_ctx *const ctx = e->ctx;
     uint64_t by, bx, y, x, ye, xe;
-    int state = 0;
     int nb = 0;
     size_t i;
     enc_state s;
@@ -681,7 +682,7 @@ static void code_levels(nc_encoder *e, const int32_t *levels, const nc_tensor *t
     s.low = e->low;
     s.range = e->range;
     s.bits_left = e->bits_left;
-    for (by = 0; by < rows; by += bh) {
+    for (by = first * bh; by < by_end; by += bh) {
         ye = by + bh < rows ? by + bh : rows;
         for (bx = 0; bx < width; bx += bw) {
             xe = bx + bw < width ? bx + bw : width;
@@ -738,6 +739,291 @@ static void code_levels(nc_encoder *e, const int32_t *levels, const nc_tensor *t
     e->low = s.low;
     e->range = s.range;
     e->bits_left = s.bits_left;
+}
+
+/* ---- block rows on several threads -------------------------------------------------------- *
+ * The estimators and the coder both restart at every block row, so a tensor's block rows can be
+ * split into contiguous spans that are worked on side by side:
+ *  - parameter-set choice: a context's cost under each set is a sum over block rows, so each span
+ *    records its own block rows into its own sums, which are then added;
+ *  - coding: at a block-row start the contexts are reset to their sets, the neighbour to 0 and
+ *    range to 256 while low carries on.  Every operation on low is (low + a) << n, so coding a span
+ *    from low = 0, range = 256 gives a value S with, over the span's total shift T,
+ *    low_after = low_before * 2^T + S exactly.  Each span but the first codes into its own
+ *    buffer; S is then fed into the tensor's encoder (its top 8 bits added, then its other T
+ *    bits shifted in 8 at a time, carries resolved by the ordinary byte output).  Once the
+ *    first byte is out, the bytes depend only on the value and the total shift, so this leaves
+ *    the same bytes as coding the span in place; before that (a leading 0xFF is buffered as 0)
+ *    the span is coded in place instead.
+ * The DQ state at a span's start comes from a sequential walk over the levels; the estimators'
+ * neighbour class (which, unlike the coder's, does not restart) from the last coded level. */
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#define NC_HAVE_THREADS 1
+#endif
+
+#define NC_MAX_SPANS 256
+
+typedef struct {
+    const int32_t *levels;
+    const nc_tensor *t;
+    const uint8_t *skip;
+    uint64_t first, end; /* block rows */
+    int state;           /* DQ state at the start of block row `first` */
+    int nb;              /* estimators' neighbour class there */
+    uint64_t (*bits)[9]; /* phase 1: this span's parameter-set costs */
+    nc_encoder *enc;     /* phase 2: the encoder this span codes into */
+    int coding;          /* 0: record (phase 1), 1: code (phase 2) */
+    int oom;
+} enc_span;
+
+static void *enc_span_run(void *arg)
+{
+    enc_span *w = (enc_span *)arg;
+    const nc_tensor *t = w->t;
+    if (!w->coding) {
+        const uint64_t bh = (uint64_t)4 << t->scan_order;
+        const uint64_t y0 = w->first * bh, y1 = w->end * bh < t->rows ? w->end * bh : t->rows;
+        nc_recorder r;
+        /* values plus block-row restarts bound what any context can receive */
+        if (rec_init(&r, NC_CTX_COUNT(t->num_gtx), (y1 - y0) * t->width + (w->end - w->first), w->bits)) {
+            record_levels(&r, w->levels, t, w->skip, w->first, w->end, w->state, w->nb);
+        } else {
+            w->oom = 1;
+        }
+        rec_free(&r);
+    } else {
+        code_levels(w->enc, w->levels, t, w->skip, w->first, w->end, w->state);
+    }
+    return NULL;
+}
+
+/* Run w[0] on the calling thread and w[1..n) on their own threads (or here, if a thread cannot
+ * be created). */
+static void run_spans(enc_span *w, uint64_t n)
+{
+    uint64_t k;
+#if defined(NC_HAVE_THREADS)
+    pthread_t *tid = (pthread_t *)calloc((size_t)n, sizeof(pthread_t));
+    uint8_t *started = (uint8_t *)calloc((size_t)n, 1);
+    if (tid != NULL && started != NULL) {
+        for (k = 1; k < n; k++) {
+            started[k] = pthread_create(&tid[k], NULL, enc_span_run, &w[k]) == 0;
+        }
+    }
+    enc_span_run(&w[0]);
+    for (k = 1; k < n; k++) {
+        if (started != NULL && started[k]) {
+            pthread_join(tid[k], NULL);
+        } else {
+            enc_span_run(&w[k]);
+        }
+    }
+    free(tid);
+    free(started);
+#else
+    for (k = 0; k < n; k++) {
+        enc_span_run(&w[k]);
+    }
+#endif
+}
+
+/* DQ state and estimators' neighbour class at the start of each span (w[k].first ascending). */
+static void span_starts(enc_span *w, uint64_t n, const int32_t *levels, const nc_tensor *t,
+                        const uint8_t *skip)
+{
+    const uint64_t rows = t->rows, width = t->width;
+    const uint64_t bh = (uint64_t)4 << t->scan_order, bw = bh;
+    uint64_t k, br = 0, by, bx, y, x, ye, xe;
+    int state = 0;
+
+    for (k = 0; k < n; k++) {
+        /* the DQ state: walk the block rows before this span's first */
+        for (; t->dq && br < w[k].first; br++) {
+            by = br * bh;
+            ye = by + bh < rows ? by + bh : rows;
+            for (bx = 0; bx < width; bx += bw) {
+                xe = bx + bw < width ? bx + bw : width;
+                for (y = by; y < ye; y++) {
+                    const int32_t *row = levels + y * width;
+                    if (skip != NULL && skip[y]) {
+                        state = nc_dq_skip((uint8_t)state, width);
+                        continue;
+                    }
+                    for (x = bx; x < xe; x++) {
+                        state = nc_dq_next[state][level_to_index(row[x], state) & 1];
+                    }
+                }
+            }
+        }
+        w[k].state = state;
+        /* the neighbour: the last level in scan order of the last block row with a coded row,
+         * i.e. the last column of its last coded row (a level and its index share the class) */
+        w[k].nb = 0;
+        for (y = w[k].first * bh; y > 0; y--) {
+            if (skip == NULL || !skip[y - 1]) {
+                w[k].nb = nb_class(levels[(y - 1) * width + width - 1]);
+                break;
+            }
+        }
+    }
+}
+
+/* low := low * 2^T + S for a span coded into s from low = 0, range = 256 (s starts with one
+ * buffered zero byte, so its first byte out is never a leading 0xFF and its bytes are S's
+ * digits); then e continues with s's range.  Returns 1, 0 when out of memory, -1 on an
+ * internal inconsistency. */
+static int stitch_span(nc_encoder *e, nc_encoder *s)
+{
+    const uint32_t win = (uint32_t)(32 - s->bits_left); /* bits of s->low below its digits */
+    uint32_t i, carry = s->low >> win;
+    uint64_t nbits, pos;
+    uint32_t top;
+
+    s->low &= ((uint32_t)1 << win) - 1;
+    enc_push(s, s->buffered + carry);
+    for (i = 1; i < s->num_buffered; i++) {
+        enc_push(s, (0xff + carry) & 0xff);
+    }
+    /* low's win bits, MSB first, then padding for the two-byte reads below */
+    nbits = (uint64_t)s->len * 8 + win;
+    for (i = 0; i < win; i += 8) {
+        enc_push(s, ((s->low << (32 - win)) >> (24 - i)) & 0xff);
+    }
+    enc_push(s, 0);
+    if (s->oom) {
+        return 0;
+    }
+    /* S < 2^(T + 8): its top 9 bits are zero, the next 8 are added before any shift and the
+     * remaining T bits are shifted in 8 at a time. */
+#define SPAN_BITS(p, n)                                                                              \
+    ((((uint32_t)s->buf[(p) >> 3] << 8 | s->buf[((p) >> 3) + 1]) >> (16 - ((p) & 7) - (n))) &        \
+     (((uint32_t)1 << (n)) - 1))
+    if (SPAN_BITS((uint64_t)0, 8) != 0 || SPAN_BITS((uint64_t)8, 1) != 0) {
+        return -1; /* cannot happen: S is below 2^(T + 8) */
+    }
+    top = SPAN_BITS((uint64_t)9, 8);
+    e->low += top;
+    e->range = 1;
+    for (pos = 17; pos + 8 <= nbits; pos += 8) {
+        nc_enc_bypass_bits(e, SPAN_BITS(pos, 8), 8);
+    }
+    if (pos < nbits) {
+        const uint32_t rest = (uint32_t)(nbits - pos);
+        nc_enc_bypass_bits(e, SPAN_BITS(pos, rest), rest);
+    }
+#undef SPAN_BITS
+    e->range = s->range;
+    return 1;
+}
+
+/* Split block rows [0, nblock_rows) into n spans and find where each starts; NULL when out of
+ * memory. */
+static enc_span *make_spans(const int32_t *levels, const nc_tensor *t, const uint8_t *skip, uint64_t n)
+{
+    const uint64_t nbr = nc_block_rows(t);
+    enc_span *w = (enc_span *)calloc((size_t)n, sizeof(enc_span));
+    uint64_t k;
+    if (w == NULL) {
+        return NULL;
+    }
+    for (k = 0; k < n; k++) {
+        w[k].levels = levels;
+        w[k].t = t;
+        w[k].skip = skip;
+        w[k].first = nbr * k / n;
+        w[k].end = nbr * (k + 1) / n;
+    }
+    span_starts(w, n, levels, t, skip);
+    return w;
+}
+
+/* Add the parameter-set costs of the n spans to bits. */
+static int record_spans(enc_span *w, uint64_t n, uint64_t (*bits)[9], nc_status *st)
+{
+    const size_t nctx = NC_CTX_COUNT(w[0].t->num_gtx);
+    uint64_t (*all)[9] = (uint64_t (*)[9])calloc((size_t)n * nctx, sizeof(*all));
+    uint64_t k;
+    size_t i;
+    int j, oom = 0;
+
+    if (all == NULL) {
+        return nc_fail(st, NC_ERR_NOMEM, 0, "out of memory for the parameter-set choice");
+    }
+    for (k = 0; k < n; k++) {
+        w[k].coding = 0;
+        w[k].oom = 0;
+        w[k].bits = all + k * nctx;
+    }
+    run_spans(w, n);
+    for (k = 0; k < n; k++) {
+        oom |= w[k].oom;
+        for (i = 0; i < nctx; i++) {
+            for (j = 0; j < 9; j++) {
+                bits[i][j] += w[k].bits[i][j];
+            }
+        }
+        w[k].bits = NULL;
+    }
+    free(all);
+    if (oom) {
+        return nc_fail(st, NC_ERR_NOMEM, 0, "out of memory for the parameter-set choice");
+    }
+    return NC_OK;
+}
+
+/* Code the n spans; e holds the chosen sets in e->ctx and range 256. */
+static int code_spans(nc_encoder *e, enc_span *w, uint64_t n, nc_status *st)
+{
+    const nc_tensor *t = w[0].t;
+    const size_t nctx = NC_CTX_COUNT(t->num_gtx);
+    const uint64_t per_row = (((uint64_t)4 << t->scan_order) * t->width) / 4 + 64;
+    nc_encoder *sub = (nc_encoder *)calloc((size_t)n, sizeof(nc_encoder));
+    uint64_t k;
+    int rc = NC_OK;
+
+    if (sub == NULL) {
+        return nc_fail(st, NC_ERR_NOMEM, 0, "out of memory for encoding threads");
+    }
+    for (k = 0; k < n; k++) {
+        w[k].coding = 1;
+        w[k].enc = k == 0 ? e : &sub[k];
+        if (k > 0) {
+            const uint64_t reserve = per_row * (w[k].end - w[k].first);
+            if (nc_encoder_init(&sub[k], reserve > ((uint64_t)1 << 26) ? ((size_t)1 << 26) : (size_t)reserve) != NC_OK ||
+                (sub[k].ctx = (nc_ctx *)malloc(nctx * sizeof(nc_ctx))) == NULL) {
+                rc = nc_fail(st, NC_ERR_NOMEM, 0, "out of memory for encoding threads");
+                goto cleanup;
+            }
+            memcpy(sub[k].ctx, e->ctx, nctx * sizeof(nc_ctx));
+            sub[k].ctx_cap = nctx;
+            sub[k].range = 256;
+            sub[k].num_buffered = 1; /* a leading zero byte: see stitch_span */
+            sub[k].buffered = 0;
+        }
+    }
+    run_spans(w, n);
+    for (k = 1; k < n; k++) {
+        if (e->num_buffered == 0) {
+            /* Nothing written yet: the first byte out has its own rule (a leading 0xFF is
+             * buffered as 0), so code this span in place instead of stitching. */
+            code_levels(e, w[k].levels, t, w[k].skip, w[k].first, w[k].end, w[k].state);
+        } else {
+            const int ok = sub[k].oom ? 0 : stitch_span(e, &sub[k]);
+            if (ok <= 0) {
+                rc = ok == 0 ? nc_fail(st, NC_ERR_NOMEM, 0, "out of memory while writing the CABAC payload")
+                             : nc_fail(st, NC_ERR_VALUE, 0, "internal error: span value out of range");
+                goto cleanup;
+            }
+        }
+    }
+cleanup:
+    for (k = 1; k < n; k++) {
+        nc_encoder_free(&sub[k]);
+    }
+    free(sub);
+    return rc;
 }
 
 /* ---- incremental coding: temporal context adaptation (TCA) and HDSP ---------------------- *
@@ -979,7 +1265,8 @@ static int choose_sets_x(const int32_t *levels, const nc_tensor *t, const uint8_
 
 /* ---- end of the incremental-coding path ---------------------------------------------------- */
 
-int nc_encode_tensor(nc_encoder *e, const int32_t *levels, const nc_tensor *tin, nc_status *st)
+int nc_encode_tensor(nc_encoder *e, const int32_t *levels, const nc_tensor *tin, uint32_t threads,
+                     nc_status *st)
 {
     nc_tensor t = *tin;
     uint8_t *skip = NULL;
@@ -987,8 +1274,9 @@ int nc_encode_tensor(nc_encoder *e, const int32_t *levels, const nc_tensor *tin,
     size_t i, nctx;
     int flags_present, incremental;
     inc_ctx ic;
-    uint64_t y;
+    uint64_t y, nspans = 1;
     uint64_t (*bits)[9] = NULL;
+    enc_span *spans = NULL;
 
     if (e->finished) {
         return nc_fail(st, NC_ERR_VALUE, 0, "encoder already finished");
@@ -1038,7 +1326,30 @@ int nc_encode_tensor(nc_encoder *e, const int32_t *levels, const nc_tensor *tin,
         }
     }
 
-    if (t.param_opt && (t.cb_size != 1 || t.profile == 0)) {
+    /* Block rows on several threads: not for the incremental path.  At most NC_MAX_SPANS
+     * spans, however many threads are asked for. */
+    if (!incremental && t.scan_order != 0 && threads > 1) {
+        const uint64_t nbr = nc_block_rows(&t);
+        nspans = threads < nbr ? threads : nbr;
+        nspans = nspans < NC_MAX_SPANS ? nspans : NC_MAX_SPANS;
+    }
+    if (nspans > 1) {
+        spans = make_spans(levels, &t, skip, nspans);
+        if (spans == NULL) {
+            free(skip);
+            free(bits);
+            return nc_fail(st, NC_ERR_NOMEM, 0, "out of memory for encoding threads");
+        }
+    }
+
+    if (t.param_opt && (t.cb_size != 1 || t.profile == 0) && spans != NULL) {
+        if (record_spans(spans, nspans, bits, st) != NC_OK) {
+            free(spans);
+            free(skip);
+            free(bits);
+            return st->code;
+        }
+    } else if (t.param_opt && (t.cb_size != 1 || t.profile == 0)) {
         int oom = 0;
         if (incremental) {
             oom = !choose_sets_x(levels, &t, skip, &ic, bits);
@@ -1047,7 +1358,7 @@ int nc_encode_tensor(nc_encoder *e, const int32_t *levels, const nc_tensor *tin,
             /* values plus block-row restarts bound what any context can receive */
             oom = !rec_init(&r, nctx, t.rows * t.width + nc_block_rows(&t), bits);
             if (!oom) {
-                record_levels(&r, levels, &t, skip);
+                record_levels(&r, levels, &t, skip, 0, nc_block_rows(&t), 0, 0);
             }
             rec_free(&r);
         }
@@ -1066,9 +1377,16 @@ int nc_encode_tensor(nc_encoder *e, const int32_t *levels, const nc_tensor *tin,
     if (incremental) {
         int oom = 0; /* coding never records */
         scan_levels_x(e, NULL, levels, &t, skip, &ic, &oom);
+    } else if (spans != NULL) {
+        if (code_spans(e, spans, nspans, st) != NC_OK) {
+            free(spans);
+            free(skip);
+            return st->code;
+        }
     } else {
-        code_levels(e, levels, &t, skip);
+        code_levels(e, levels, &t, skip, 0, nc_block_rows(&t), 0);
     }
+    free(spans);
     free(skip);
     if (e->oom) {
         return nc_fail(st, NC_ERR_NOMEM, 0, "out of memory while writing the CABAC payload");

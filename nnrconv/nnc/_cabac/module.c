@@ -238,20 +238,20 @@ static PyObject *Encoder_encode_levels(EncoderObject *self, PyObject *args, PyOb
 {
     static char *kwlist[] = {"levels", "rows", "width", "dq", "scan_order", "profile", "num_gtx",
                              "param_opt", "row_skip", "parent_present", "codebook_size",
-                             "codebook_zero_offset", "base", "hist", NULL};
+                             "codebook_zero_offset", "base", "hist", "threads", NULL};
     PyObject *levels_obj, *base_obj = Py_None, *hist_obj = Py_None;
     side_views sv;
     unsigned long long rows, width;
     int dq = 0, scan_order = 0, profile = 1, param_opt = 1, row_skip = 0, parent_present = 0;
-    unsigned int num_gtx = 11, cb_size = 0, cb_zero = 0;
+    unsigned int num_gtx = 11, cb_size = 0, cb_zero = 0, threads = 1;
     Py_buffer view;
     nc_tensor t;
     nc_status st = {0};
     int rc;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OKK|$pipIpppIIOO:encode_levels", kwlist, &levels_obj, &rows,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OKK|$pipIpppIIOOI:encode_levels", kwlist, &levels_obj, &rows,
                                      &width, &dq, &scan_order, &profile, &num_gtx, &param_opt, &row_skip,
-                                     &parent_present, &cb_size, &cb_zero, &base_obj, &hist_obj)) {
+                                     &parent_present, &cb_size, &cb_zero, &base_obj, &hist_obj, &threads)) {
         return NULL;
     }
     if (!encoder_usable(self)) {
@@ -284,7 +284,7 @@ static PyObject *Encoder_encode_levels(EncoderObject *self, PyObject *args, PyOb
     t.cb_zero = cb_zero;
     self->busy = 1;
     Py_BEGIN_ALLOW_THREADS
-    rc = nc_encode_tensor(&self->enc, (const int32_t *)view.buf, &t, &st);
+    rc = nc_encode_tensor(&self->enc, (const int32_t *)view.buf, &t, threads, &st);
     Py_END_ALLOW_THREADS
     self->busy = 0;
     PyBuffer_Release(&view);
@@ -313,9 +313,10 @@ static PyMethodDef Encoder_methods[] = {
      "for negative values)."},
     {"encode_levels", (PyCFunction)(void (*)(void))Encoder_encode_levels, METH_VARARGS | METH_KEYWORDS,
      "encode_levels(levels, rows, width, *, dq, scan_order, profile, num_gtx, param_opt, row_skip, "
-     "parent_present, codebook_size, codebook_zero_offset, base=None, hist=None)\n--\n\nCode one "
-     "tensor's int32 levels (row-skip flags, context-parameter signalling, levels); base: parent levels "
-     "(TCA), hist: uint8 significance history (HDSP flag 1)."},
+     "parent_present, codebook_size, codebook_zero_offset, base=None, hist=None, threads=1)\n--\n\nCode "
+     "one tensor's int32 levels (row-skip flags, context-parameter signalling, levels); base: parent "
+     "levels (TCA), hist: uint8 significance history (HDSP flag 1).  With scan order 1..4, several block "
+     "rows and no base or hist, the block rows are worked on on up to `threads` threads (same bytes)."},
     {"finish", (PyCFunction)Encoder_finish, METH_NOARGS,
      "finish()\n--\n\nCode the terminating bin, flush, and return the payload bytes."},
     {NULL, NULL, 0, NULL},
