@@ -78,7 +78,8 @@ class CodingOptions:
             NNR_PT_FLOAT on that grid, other float32 raw (float16/float64 off-grid stay outside).
         dq: dependent (trellis-coded) quantization for lossy tensors.
         scan_order: 0 row-major, 1..4 blocks of 8, 16, 32, 64 with entry points.
-        jobs: threads coding tensors in parallel (default: the number of cores).
+        jobs: coding threads (default: the number of cores): tensors are coded side by side, and
+            a big tensor with block scans (scan_order > 0) also splits its block rows across them.
         row_skip: signal all-zero rows (profile 1), as NNCodec's nn/tensor pipelines do.
         max_elements: decoder cap on one tensor's element count.
         codebook: per lossy float tensor, code a codebook of its levels (uniform quantization
