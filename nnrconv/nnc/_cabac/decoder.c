@@ -391,12 +391,12 @@ static inline int fd_bin_mps_row(fast_dec *f, nc_ctx *c, const nc_lps_row *const
     const uint32_t r = f->range >> 5;
     const uint32_t rmps = f->range - p->lps[r];
     const uint64_t scaled = (uint64_t)rmps << 55;
-    const int mps = p >= &nc_lps_rows[32];
+    const uintptr_t off = (uintptr_t)((const char *)p - (const char *)nc_lps_rows);
+    const int mps = off >= 32 * sizeof(nc_lps_row);
     /* nc_dec_mps_range[p - nc_lps_rows][range - 256], addressed from the byte offset of p
      * (rows of 64 bytes there, 512 here) in integer arithmetic: the row base does not depend
      * on the range, so the range only feeds the index of one load. */
-    uintptr_t mr = (uintptr_t)nc_dec_mps_range - 512 +
-                   8 * (uintptr_t)((const char *)p - (const char *)nc_lps_rows);
+    uintptr_t mr = (uintptr_t)nc_dec_mps_range - 512 + 8 * off;
     uint32_t rnext;
 #if defined(__GNUC__)
     __asm__("" : "+r"(mr)); /* keep the compiler from re-associating the range into the sum */
