@@ -100,8 +100,11 @@ typedef struct {
     uint16_t aux[16];
 } nc_lps_row;
 extern nc_lps_row nc_lps_rows[64];
-/* Decoder only (tables.c): the renormalised range after an MPS, by LPS row and range - 256. */
-extern const uint16_t nc_dec_mps_range[64][256];
+/* Decoder only: the range after an MPS, renormalised, by LPS row (as nc_lps_rows) and range -
+ * 256: with q = |S >> 7| & 31 and rMPS = range - nc_lps_table[(range >> 5) & 7][q], the entry is
+ * rMPS, doubled when it is below 256.  Built by nc_tables_init.  One load instead of a load, a
+ * subtraction and a shift on the decoder's range dependency chain. */
+extern uint16_t nc_dec_mps_range[64][256];
 #define NC_AUX_RANGE(a) ((a) & 511u)
 #define NC_AUX_SHIFT(a) (((a) >> 9) & 7u)
 #define NC_AUX_MPS(a) ((a) >> 12)

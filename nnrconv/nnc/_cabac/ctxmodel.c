@@ -163,6 +163,7 @@ static int opt_step_index(int x)
 }
 
 nc_lps_row nc_lps_rows[64];
+uint16_t nc_dec_mps_range[64][256];
 
 static void bnext_tables_init(void);
 
@@ -176,6 +177,11 @@ void nc_tables_init(void)
             const uint32_t n = nc_renorm_table[lps];
             nc_lps_rows[v + 32].lps[r] = (uint16_t)lps;
             nc_lps_rows[v + 32].aux[r] = (uint16_t)((lps << n) | (n << 9) | ((uint32_t)(v >= 0) << 12));
+        }
+        /* the decoder's renormalised range after an MPS, by row and range - 256 */
+        for (r = 256; r < 512; r++) {
+            const uint32_t rmps = (uint32_t)r - nc_lps_table[(r >> 5) & 7][q];
+            nc_dec_mps_range[v + 32][r - 256] = (uint16_t)(rmps < 256 ? 2 * rmps : rmps);
         }
     }
     for (sh = 0; sh < 4; sh++) {

@@ -391,12 +391,12 @@ static inline int fd_bin_mps_row(fast_dec *f, nc_ctx *c, const nc_lps_row *const
     const uint32_t r = f->range >> 5;
     const uint32_t rmps = f->range - p->lps[r];
     const uint64_t scaled = (uint64_t)rmps << 55;
-    const int mps = p >= &nc_lps_rows[32];
+    const uintptr_t off = (uintptr_t)((const char *)p - (const char *)nc_lps_rows);
+    const int mps = off >= 32 * sizeof(nc_lps_row);
     /* nc_dec_mps_range[p - nc_lps_rows][range - 256], addressed from the byte offset of p
      * (rows of 64 bytes there, 512 here) in integer arithmetic: the row base does not depend
      * on the range, so the range only feeds the index of one load. */
-    uintptr_t mr = (uintptr_t)nc_dec_mps_range - 512 +
-                   8 * (uintptr_t)((const char *)p - (const char *)nc_lps_rows);
+    uintptr_t mr = (uintptr_t)nc_dec_mps_range - 512 + 8 * off;
     uint32_t rnext;
 #if defined(__GNUC__)
     __asm__("" : "+r"(mr)); /* keep the compiler from re-associating the range into the sum */
@@ -448,10 +448,14 @@ static inline uint32_t fd_bypass_bits(fast_dec *f, uint32_t num_bits)
     uint32_t v = 0, i;
     if (num_bits <= 16) {
         /* At least 16 look-ahead bits are loaded before every bin (fd_refill), enough for
-         * these without a check per bit. */
-        for (i = 0; i < num_bits; i++) {
-            v = fd_bypass_step(f, scaled, v);
-        }
+         * these at once.  Bypass decoding is restoring long division: with W = V * 2^n + the
+         * next n bits and D = range << 7 (V < D), the n bits are W / D and the new V is
+         * W % D.  W has at most 32 bits; one division instead of a loop whose exit the branch
+         * predictor misses. */
+        const uint32_t d = f->range << 7;
+        const uint32_t w = (uint32_t)(f->val >> (48 - num_bits));
+        v = w / d;
+        f->val = ((uint64_t)(w - v * d) << 48) | ((f->val << num_bits) & ((UINT64_C(1) << 48) - 1));
         fd_refill(f);
         return v;
     }
@@ -474,50 +478,10 @@ static inline uint32_t fd_bypass_bits(fast_dec *f, uint32_t num_bits)
 #define NC_UNROLL_GTX
 #endif
 
-/* dec_weight without codebook limits; returns the index k. */
-static inline __attribute__((always_inline)) int64_t fd_weight(fast_dec *f, nc_ctx *ctx, uint32_t ng,
-                                                                int state, int nb)
-{
-    int64_t val;
-    int neg;
-    uint32_t rem_bits;
-    nc_ctx *gtx;
-
-    if (!fd_bin_mps(f, &ctx[NC_CTX_SIG + 3 * state + nb])) {
-        return 0;
-    }
-    {
-        /* Both candidate first-flag rows are loaded before the sign is known and then
-         * selected, so the first flag does not wait for a load after the sign bin.  The flag
-         * contexts are walked by pointer: no index arithmetic per bin.  ng >= 1 (num_gtx is
-         * cabac_unary_length_minus1 + 1), so the first flag is always coded. */
-        const nc_lps_row *const row_pos = ctx[NC_CTX_GTX].row, *const row_neg = ctx[NC_CTX_GTX + 1].row;
-        nc_ctx *g0, *gend;
-        neg = fd_bin(f, &ctx[NC_CTX_SIGN + nb]);
-        g0 = &ctx[NC_CTX_GTX + neg];
-        gend = g0 + 2 * (size_t)ng;
-        if (!fd_bin_mps_row(f, g0, neg ? row_neg : row_pos)) {
-            return neg ? -1 : 1;
-        }
-        NC_UNROLL_GTX
-        for (gtx = g0 + 2; gtx != gend; gtx += 2) {
-            if (!fd_bin_mps(f, gtx)) {
-                val = 1 + (int64_t)((size_t)(gtx - g0) >> 1);
-                return neg ? -val : val;
-            }
-        }
-    }
-    /* Exp-Golomb remainder: rem_bits one-prefix bins (at most 31) add 2^rem_bits - 1, then as
-     * many bypass bits. */
-    rem_bits = 0;
-    while (rem_bits < 31 && fd_bin_mps(f, &ctx[NC_CTX_REM(ng) + rem_bits])) {
-        rem_bits++;
-    }
-    val = (int64_t)ng + ((int64_t)1 << rem_bits) + fd_bypass_bits(f, rem_bits);
-    return neg ? -val : val;
-}
-
-/* One row segment without codebook: returns the column of a level that overflows int32, or n. */
+/* One row segment without codebook (dec_weight with the level mapping of decode_block_rows):
+ * returns the column of a level that overflows int32, or n.  The significance flag decides
+ * between the zero and the non-zero bookkeeping; the sign is applied arithmetically, so nothing
+ * branches on it. */
 static inline __attribute__((always_inline)) uint64_t fd_row(fast_dec *f, nc_ctx *ctx, uint32_t ng,
                                                               int32_t *out, uint64_t n, int *pstate,
                                                               int *pnb, const int dq)
@@ -526,23 +490,57 @@ static inline __attribute__((always_inline)) uint64_t fd_row(fast_dec *f, nc_ctx
     uint64_t x;
     fast_dec s = *f; /* a local copy that stays in registers */
     for (x = 0; x < n; x++) {
-        const int64_t k = fd_weight(&s, ctx, ng, dq ? state : 0, nb);
-        int64_t level = k;
-        if (__builtin_expect((uint64_t)(k + (INT64_C(1) << 29)) > (UINT64_C(1) << 30), 0)) {
+        uint64_t m; /* |k| */
+        uint32_t neg, lm;
+        if (!fd_bin_mps(&s, &ctx[NC_CTX_SIG + 3 * (dq ? state : 0) + nb])) {
+            out[x] = 0;
+            nb = 0;
             if (dq) {
-                level = 2 * k + (k < 0 ? (state & 1) : -(state & 1));
+                state = nc_dq_next[state][0];
             }
-            if (level > INT32_MAX || level < INT32_MIN) {
+            continue;
+        }
+        {
+            /* Both candidate first-flag rows are loaded before the sign is known and then
+             * selected, so the first flag does not wait for a load after the sign bin.  The
+             * flag contexts are walked by pointer: no index arithmetic per bin.  ng >= 1
+             * (num_gtx is cabac_unary_length_minus1 + 1), so the first flag is always coded. */
+            const nc_lps_row *const row_pos = ctx[NC_CTX_GTX].row, *const row_neg = ctx[NC_CTX_GTX + 1].row;
+            nc_ctx *g0, *gtx, *gend;
+            uint32_t rem_bits;
+            neg = (uint32_t)fd_bin(&s, &ctx[NC_CTX_SIGN + nb]);
+            g0 = &ctx[NC_CTX_GTX + neg];
+            gend = g0 + 2 * (size_t)ng;
+            if (!fd_bin_mps_row(&s, g0, neg ? row_neg : row_pos)) {
+                m = 1;
+                goto nonzero;
+            }
+            NC_UNROLL_GTX
+            for (gtx = g0 + 2; gtx != gend; gtx += 2) {
+                if (!fd_bin_mps(&s, gtx)) {
+                    m = 1 + (uint64_t)((size_t)(gtx - g0) >> 1);
+                    goto nonzero;
+                }
+            }
+            /* Exp-Golomb remainder: rem_bits one-prefix bins (at most 31) add
+             * 2^rem_bits - 1, then as many bypass bits.  Only here can the level leave the
+             * int32 range: |level| may be at most 2^31 when negative, 2^31 - 1 otherwise. */
+            rem_bits = 0;
+            while (rem_bits < 31 && fd_bin_mps(&s, &ctx[NC_CTX_REM(ng) + rem_bits])) {
+                rem_bits++;
+            }
+            m = (uint64_t)ng + ((uint64_t)1 << rem_bits) + fd_bypass_bits(&s, rem_bits);
+            if (__builtin_expect((dq ? 2 * m - (uint64_t)(state & 1) : m) > (uint64_t)INT32_MAX + neg, 0)) {
                 break;
             }
-        } else if (dq && k != 0) {
-            const int32_t p = state & 1;
-            level = 2 * k + (k < 0 ? p : -p);
         }
-        out[x] = (int32_t)level;
-        nb = k == 0 ? 0 : (k < 0 ? 1 : 2);
+    nonzero:
+        /* DQ: level = sign * (2 |k| - (state & 1)) */
+        lm = dq ? 2 * (uint32_t)m - (uint32_t)(state & 1) : (uint32_t)m;
+        out[x] = (int32_t)((lm ^ (0u - neg)) + neg);
+        nb = 2 - (int)neg;
         if (dq) {
-            state = nc_dq_next[state][k & 1];
+            state = nc_dq_next[state][m & 1];
         }
     }
     *f = s;
