@@ -105,6 +105,16 @@ extern nc_lps_row nc_lps_rows[64];
  * rMPS, doubled when it is below 256.  Built by nc_tables_init.  One load instead of a load, a
  * subtraction and a shift on the decoder's range dependency chain. */
 extern uint16_t nc_dec_mps_range[64][256];
+/* Decoder only: the estimator transitions with the parameter set folded into the state, so a
+ * context needs no table pointers.  A decoder context holds A = 512 SH0 + (S0 + 128) and
+ * B = 8192 (SH1 - 4) + (S1 + 2048); the next state is t0[A + 256 bin] and t1[B + 4096 bin],
+ * and the byte offset of its LPS row is (8 A + (B >> 1)) & 0xFC0 (the set parts are multiples
+ * of 4096).  Built by nc_tables_init. */
+typedef struct {
+    uint16_t t0[4 * 2 * 256];
+    uint16_t t1[3 * 2 * 4096];
+} nc_dec_trans_tables;
+extern nc_dec_trans_tables nc_dec_trans;
 #define NC_AUX_RANGE(a) ((a) & 511u)
 #define NC_AUX_SHIFT(a) (((a) >> 9) & 7u)
 #define NC_AUX_MPS(a) ((a) >> 12)

@@ -164,6 +164,7 @@ static int opt_step_index(int x)
 
 nc_lps_row nc_lps_rows[64];
 uint16_t nc_dec_mps_range[64][256];
+nc_dec_trans_tables nc_dec_trans;
 
 static void bnext_tables_init(void);
 
@@ -203,6 +204,20 @@ void nc_tables_init(void)
         }
     }
     bnext_tables_init();
+    for (sh = 0; sh < 4; sh++) {
+        for (bin = 0; bin < 2; bin++) {
+            for (v = 0; v < 256; v++) {
+                nc_dec_trans.t0[512 * sh + 256 * bin + v] = (uint16_t)(512 * sh + nc_bnext0[sh][bin][v]);
+            }
+        }
+    }
+    for (sh = 0; sh < 3; sh++) {
+        for (bin = 0; bin < 2; bin++) {
+            for (v = 0; v < 4096; v++) {
+                nc_dec_trans.t1[8192 * sh + 4096 * bin + v] = (uint16_t)(8192 * sh + nc_bnext1[sh][bin][v]);
+            }
+        }
+    }
 }
 
 /* Biased copies of the transition tables (contexts and nc_opt_eval): states are held as

@@ -315,27 +315,41 @@ static inline void fd_store(const fast_dec *f, nc_decoder *d)
 /* The byte-offset arithmetic on LPS rows below relies on rows of 64 bytes. */
 typedef char fd_lps_row_is_64_bytes[sizeof(nc_lps_row) == 64 ? 1 : -1];
 
-/* nc_ctx_update with 32-bit arithmetic and the row address formed from its byte offset
- * ((16 a + b) >> 7 rows of 64 bytes = (8 a + (b >> 1)) & ~63 bytes), which compiles to fewer
- * instructions per bin. */
-static inline void fd_ctx_update(nc_ctx *c, const int bin)
+/* The fast path's own copy of a context (nc_dec_trans): the LPS row of the current state and
+ * the state with its parameter set folded in, so an update needs no table pointers. */
+typedef struct {
+    const nc_lps_row *row;
+    uint32_t a; /* 512 SH0 + S0 + 128 */
+    uint32_t b; /* 8192 (SH1 - 4) + S1 + 2048 */
+} fd_ctx;
+
+static inline void fd_ctx_from(fd_ctx *f, const nc_ctx *c)
 {
-    const uint32_t a = c->n0[(size_t)256 * (unsigned)bin + c->a];
-    const uint32_t b = c->n1[(size_t)4096 * (unsigned)bin + c->b];
-    c->a = (uint16_t)a;
-    c->b = (uint16_t)b;
-    c->row = (const nc_lps_row *)((const char *)nc_lps_rows + ((8 * a + (b >> 1)) & ~63u));
+    f->row = c->row;
+    f->a = 512u * (uint32_t)nc_param_sets[c->set][0] + c->a;
+    f->b = 8192u * (uint32_t)(nc_param_sets[c->set][1] - 4) + c->b;
 }
 
-static inline int fd_bin_row(fast_dec *f, nc_ctx *c, const nc_lps_row *p);
+/* nc_ctx_update on an fd_ctx, the row address formed from its byte offset
+ * ((16 a + b) >> 7 rows of 64 bytes = (8 a + (b >> 1)) & ~63 bytes, the set parts masked out). */
+static inline void fd_ctx_update(fd_ctx *c, const int bin)
+{
+    const uint32_t a = nc_dec_trans.t0[(size_t)256 * (unsigned)bin + c->a];
+    const uint32_t b = nc_dec_trans.t1[(size_t)4096 * (unsigned)bin + c->b];
+    c->a = a;
+    c->b = b;
+    c->row = (const nc_lps_row *)((const char *)nc_lps_rows + ((8 * a + (b >> 1)) & 0xFC0u));
+}
 
-static inline int fd_bin(fast_dec *f, nc_ctx *c)
+static inline int fd_bin_row(fast_dec *f, fd_ctx *c, const nc_lps_row *p);
+
+static inline int fd_bin(fast_dec *f, fd_ctx *c)
 {
     return fd_bin_row(f, c, c->row);
 }
 
 /* fd_bin with the context's LPS row already loaded (p == c->row). */
-static inline int fd_bin_row(fast_dec *f, nc_ctx *c, const nc_lps_row *p)
+static inline int fd_bin_row(fast_dec *f, fd_ctx *c, const nc_lps_row *p)
 {
     /* V sits at bits 48..63 of val, so the comparison is against rMPS << 55 (a constant
      * shift); the selects below compile to conditional moves. */
@@ -386,7 +400,7 @@ static inline int fd_bin_row(fast_dec *f, nc_ctx *c, const nc_lps_row *p)
  * of a context is 1 exactly when its LPS row is in the upper half of nc_lps_rows.  The range
  * after an MPS comes from one load indexed by the range itself (nc_dec_mps_range), so a run of
  * MPS bins costs one dependent load per bin; the range is always in [256, 511] here. */
-static inline int fd_bin_mps_row(fast_dec *f, nc_ctx *c, const nc_lps_row *const p)
+static inline int fd_bin_mps_row(fast_dec *f, fd_ctx *c, const nc_lps_row *const p)
 {
     const uint32_t r = f->range >> 5;
     const uint32_t rmps = f->range - p->lps[r];
@@ -428,7 +442,7 @@ static inline int fd_bin_mps_row(fast_dec *f, nc_ctx *c, const nc_lps_row *const
     return 0;
 }
 
-static inline int fd_bin_mps(fast_dec *f, nc_ctx *c)
+static inline int fd_bin_mps(fast_dec *f, fd_ctx *c)
 {
     return fd_bin_mps_row(f, c, c->row);
 }
@@ -482,7 +496,7 @@ static inline uint32_t fd_bypass_bits(fast_dec *f, uint32_t num_bits)
  * returns the column of a level that overflows int32, or n.  The significance flag decides
  * between the zero and the non-zero bookkeeping; the sign is applied arithmetically, so nothing
  * branches on it. */
-static inline __attribute__((always_inline)) uint64_t fd_row(fast_dec *f, nc_ctx *ctx, uint32_t ng,
+static inline __attribute__((always_inline)) uint64_t fd_row(fast_dec *f, fd_ctx *ctx, uint32_t ng,
                                                               int32_t *out, uint64_t n, int *pstate,
                                                               int *pnb, const int dq)
 {
@@ -506,7 +520,7 @@ static inline __attribute__((always_inline)) uint64_t fd_row(fast_dec *f, nc_ctx
              * flag contexts are walked by pointer: no index arithmetic per bin.  ng >= 1
              * (num_gtx is cabac_unary_length_minus1 + 1), so the first flag is always coded. */
             const nc_lps_row *const row_pos = ctx[NC_CTX_GTX].row, *const row_neg = ctx[NC_CTX_GTX + 1].row;
-            nc_ctx *g0, *gtx, *gend;
+            fd_ctx *g0, *gtx, *gend;
             uint32_t rem_bits;
             neg = (uint32_t)fd_bin(&s, &ctx[NC_CTX_SIGN + nb]);
             g0 = &ctx[NC_CTX_GTX + neg];
@@ -549,7 +563,7 @@ static inline __attribute__((always_inline)) uint64_t fd_row(fast_dec *f, nc_ctx
     return x;
 }
 
-static __attribute__((noinline)) uint64_t fd_row_dq(fast_dec *f, nc_ctx *ctx, uint32_t ng, int32_t *out,
+static __attribute__((noinline)) uint64_t fd_row_dq(fast_dec *f, fd_ctx *ctx, uint32_t ng, int32_t *out,
                                                     uint64_t n, int *state, int *nb)
 {
     if (ng == NC_GTX_COMMON) {
@@ -558,7 +572,7 @@ static __attribute__((noinline)) uint64_t fd_row_dq(fast_dec *f, nc_ctx *ctx, ui
     return fd_row(f, ctx, ng, out, n, state, nb, 1);
 }
 
-static __attribute__((noinline)) uint64_t fd_row_nodq(fast_dec *f, nc_ctx *ctx, uint32_t ng, int32_t *out,
+static __attribute__((noinline)) uint64_t fd_row_nodq(fast_dec *f, fd_ctx *ctx, uint32_t ng, int32_t *out,
                                                       uint64_t n, int *state, int *nb)
 {
     if (ng == NC_GTX_COMMON) {
@@ -650,8 +664,8 @@ typedef struct {
 
 /* Decode block rows [first, end): with entry points, block row `first` starts at its own entry
  * point; the contexts in d->ctx must hold their chosen sets (they are reset at every block row). */
-static int decode_block_rows(nc_decoder *d, block_rows_job *job, uint64_t first, uint64_t end, int state,
-                             nc_status *st)
+static int decode_block_rows_fd(nc_decoder *d, block_rows_job *job, uint64_t first, uint64_t end, int state,
+                                nc_status *st, fd_ctx *fctx)
 {
     const nc_tensor *t = job->t;
     const uint64_t rows = t->rows, width = t->width;
@@ -693,8 +707,8 @@ static int decode_block_rows(nc_decoder *d, block_rows_job *job, uint64_t first,
                     fast_dec f;
                     uint64_t done;
                     fd_load(&f, d);
-                    done = t->dq ? fd_row_dq(&f, d->ctx, ng, row + bx, xe - bx, &state, &nb)
-                                 : fd_row_nodq(&f, d->ctx, ng, row + bx, xe - bx, &state, &nb);
+                    done = t->dq ? fd_row_dq(&f, fctx, ng, row + bx, xe - bx, &state, &nb)
+                                 : fd_row_nodq(&f, fctx, ng, row + bx, xe - bx, &state, &nb);
                     fd_store(&f, d);
                     if (done < xe - bx) {
                         return nc_fail(st, NC_ERR_STREAM, d->pos,
@@ -736,6 +750,9 @@ static int decode_block_rows(nc_decoder *d, block_rows_job *job, uint64_t first,
             for (i = 0; i < nctx; i++) {
                 nc_ctx_reset(&d->ctx[i]);
             }
+            for (i = 0; plain && i < nctx; i++) {
+                fd_ctx_from(&fctx[i], &d->ctx[i]);
+            }
             nb = 0;
             if (job->eps_in == NULL) {
                 d->range = 256;
@@ -755,6 +772,39 @@ static int decode_block_rows(nc_decoder *d, block_rows_job *job, uint64_t first,
         }
     }
     return NC_OK;
+}
+
+/* decode_block_rows_fd with the fast path's copy of the contexts (on the stack for the usual
+ * numbers of flags). */
+#define NC_FD_CTX_STACK 256
+static int decode_block_rows(nc_decoder *d, block_rows_job *job, uint64_t first, uint64_t end, int state,
+                             nc_status *st)
+{
+    const nc_tensor *t = job->t;
+    const size_t nctx = NC_CTX_COUNT(t->num_gtx);
+    const int plain =
+        (t->cb_size == 0 || t->profile == 0) && job->tca_base == NULL && job->hist == NULL;
+    fd_ctx buf[NC_FD_CTX_STACK];
+    fd_ctx *fctx = buf;
+    size_t i;
+    int rc;
+    if (!plain) {
+        return decode_block_rows_fd(d, job, first, end, state, st, NULL);
+    }
+    if (nctx > NC_FD_CTX_STACK) {
+        fctx = (fd_ctx *)malloc(nctx * sizeof(fd_ctx));
+        if (fctx == NULL) {
+            return nc_fail(st, NC_ERR_NOMEM, 0, "out of memory for context models");
+        }
+    }
+    for (i = 0; i < nctx; i++) {
+        fd_ctx_from(&fctx[i], &d->ctx[i]);
+    }
+    rc = decode_block_rows_fd(d, job, first, end, state, st, fctx);
+    if (fctx != buf) {
+        free(fctx);
+    }
+    return rc;
 }
 
 /* ---- block rows on several threads -------------------------------------------------------- *
