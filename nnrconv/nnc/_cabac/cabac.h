@@ -331,6 +331,32 @@ double nc_step_size(int32_t qp, int32_t qp_density);
 #define NC_TCQ_MIN -2147483646.0
 /* Whether every trellis index round(w * scale) stays within [NC_TCQ_MIN, NC_TCQ_MAX]. */
 int nc_tcq_fits(const float *w, uint64_t n, float scale);
+
+/* Trellis candidates of one weight: slot j (0..3) holds the reconstruction index q = j mod 4
+ * nearest |w|/step with its quantization index k = sgn(w) * ((q + 1) >> 1), slot 4 is zero;
+ * distortions times dscale (1.0 leaves them exact, for the distortion-only trellis). */
+typedef struct {
+    double dist[5];
+    int32_t level[5];
+} nc_tcq_cand;
+
+static inline void nc_tcq_candidates(double value, double qscale, double dscale, nc_tcq_cand *c)
+{
+    const int32_t sign = value < 0 ? -1 : 1;
+    const double org = qscale * value * (double)sign;
+    int64_t q = (int64_t)org - 1;
+    int64_t end;
+    if (q < 1) {
+        q = 1;
+    }
+    c->level[4] = 0;
+    c->dist[4] = dscale * (org * org);
+    for (end = q + 4; q < end; q++) {
+        const double diff = org - (double)q;
+        c->dist[q & 3] = dscale * (diff * diff);
+        c->level[q & 3] = sign * (int32_t)((q + 1) >> 1);
+    }
+}
 /* Quantize weights[rows * width] to integer levels.  *qp may be raised if the levels would
  * overflow int32 (as the reference encoder does). */
 int nc_quantize(const float *weights, int32_t *levels, uint64_t rows, uint64_t width,

@@ -74,31 +74,6 @@ static int urq(const float *w, int32_t *levels, uint64_t n, float qstep)
     return 1;
 }
 
-/* Candidate levels of one weight for the trellis: index j (0..3) holds the candidate whose
- * reconstruction index q is congruent to j mod 4, index 4 is zero. */
-typedef struct {
-    double dist[5];
-    int32_t level[5];
-} tcq_cand;
-
-static inline void tcq_candidates(double value, double qscale, tcq_cand *c)
-{
-    const int32_t sign = value < 0 ? -1 : 1;
-    const double org = qscale * value * (double)sign;
-    int64_t q = (int64_t)org - 1;
-    int64_t end;
-    if (q < 1) {
-        q = 1;
-    }
-    c->level[4] = 0;
-    c->dist[4] = org * org;
-    for (end = q + 4; q < end; q++) {
-        double diff = org - (double)q;
-        c->dist[q & 3] = diff * diff;
-        c->level[q & 3] = sign * (int32_t)((q + 1) >> 1);
-    }
-}
-
 typedef struct {
     uint8_t prev;
     uint8_t cand;
@@ -115,7 +90,7 @@ static int tcq(const float *w, int32_t *levels, uint64_t n, const uint64_t *pos,
     uint8_t *decision = NULL;
     uint64_t i;
     int p, s, best;
-    tcq_cand cand;
+    nc_tcq_cand cand;
 
     if (!nc_tcq_fits(w, n, scale)) {
         return 0;
@@ -147,7 +122,7 @@ static int tcq(const float *w, int32_t *levels, uint64_t n, const uint64_t *pos,
     curr[0] = 0.0;
     for (i = 0; i < n; i++) {
         uint8_t *dec = decision + i * 8;
-        tcq_candidates((double)w[pos ? pos[i] : i], qscale, &cand);
+        nc_tcq_candidates((double)w[pos ? pos[i] : i], qscale, 1.0, &cand);
         tmp = prev;
         prev = curr;
         curr = tmp;
@@ -175,7 +150,7 @@ static int tcq(const float *w, int32_t *levels, uint64_t n, const uint64_t *pos,
         uint64_t at = pos ? pos[i] : i;
         const tcq_branch *bb = &br[s][decision[i * 8 + s]];
         int32_t k;
-        tcq_candidates((double)w[at], qscale, &cand);
+        nc_tcq_candidates((double)w[at], qscale, 1.0, &cand);
         k = cand.level[bb->cand];
         s = bb->prev;
         if (k != 0) {

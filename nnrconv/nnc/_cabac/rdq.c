@@ -248,31 +248,6 @@ int nc_rdq_urq(const float *w, int32_t *levels, uint64_t n, const uint64_t *pos,
     return 1;
 }
 
-/* Candidates of one weight: slot j (0..3) holds the reconstruction index q = j mod 4 near |w|/step
- * with its quantization index k = sgn(w) * ((q + 1) >> 1), slot 4 is zero; distortion scaled. */
-typedef struct {
-    double dist[5];
-    int32_t level[5];
-} rd_cand;
-
-static inline void rd_candidates(double value, double qscale, double dscale, rd_cand *c)
-{
-    const int32_t sign = value < 0 ? -1 : 1;
-    const double org = qscale * value * (double)sign;
-    int64_t q = (int64_t)org - 1;
-    int64_t end;
-    if (q < 1) {
-        q = 1;
-    }
-    c->level[4] = 0;
-    c->dist[4] = dscale * (org * org);
-    for (end = q + 4; q < end; q++) {
-        const double diff = org - (double)q;
-        c->dist[q & 3] = dscale * (diff * diff);
-        c->level[q & 3] = sign * (int32_t)((q + 1) >> 1);
-    }
-}
-
 /* Branch into a state: predecessor, candidate slot, and which of the predecessor's three
  * estimated rates (0: candidate 3q, 1: zero, 2: candidate 2 - q) applies. */
 typedef struct {
@@ -302,7 +277,7 @@ int nc_rdq_tcq(const float *w, int32_t *levels, uint64_t n, const uint64_t *pos,
     rd_ctx *stores = NULL;
     uint8_t *decision = NULL;
     uint32_t rates[8][3];
-    rd_cand cand;
+    nc_tcq_cand cand;
     uint64_t i;
     int p, s, best;
 
@@ -346,7 +321,7 @@ int nc_rdq_tcq(const float *w, int32_t *levels, uint64_t n, const uint64_t *pos,
 
     for (i = 0; i < n; i++) {
         uint8_t *dec = decision + i * 8;
-        rd_candidates((double)w[pos ? pos[i] : i], qscale, dscale, &cand);
+        nc_tcq_candidates((double)w[pos ? pos[i] : i], qscale, dscale, &cand);
         tmp = prev;
         prev = curr;
         curr = tmp;
@@ -362,7 +337,7 @@ int nc_rdq_tcq(const float *w, int32_t *levels, uint64_t n, const uint64_t *pos,
                 rd_bits_pair(&m, store, mag0, neg, p, prev->previous[p], &rates[p][0], &rates[p][2]);
             } else if (mag2 + 1 == mag0) {
                 rd_bits_pair(&m, store, mag2, neg, p, prev->previous[p], &rates[p][2], &rates[p][0]);
-            } else { /* not reached (see rd_candidates); kept exact all the same */
+            } else { /* not reached (see nc_tcq_candidates); kept exact all the same */
                 rates[p][0] = rd_bits(&m, store, k0, p, prev->previous[p]);
                 rates[p][2] = rd_bits(&m, store, k2, p, prev->previous[p]);
             }
@@ -401,7 +376,7 @@ int nc_rdq_tcq(const float *w, int32_t *levels, uint64_t n, const uint64_t *pos,
         const uint64_t at = pos ? pos[i] : i;
         const rd_branch *bb = &br[s][decision[i * 8 + s]];
         int32_t k;
-        rd_candidates((double)w[at], qscale, 1.0, &cand);
+        nc_tcq_candidates((double)w[at], qscale, 1.0, &cand);
         k = cand.level[bb->cand];
         s = bb->prev;
         if (k != 0) {
