@@ -12,6 +12,7 @@ _CABAC_SOURCES = [
     "nnrconv/nnc/_cabac/quant.c",
     "nnrconv/nnc/_cabac/rdq.c",
     "nnrconv/nnc/_cabac/tables.c",
+    "nnrconv/nnc/_cabac/threads.c",
 ]
 if sys.platform == "win32":
     _CABAC_FLAGS = ["/O2", "/fp:precise"]

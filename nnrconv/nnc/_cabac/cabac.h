@@ -139,6 +139,8 @@ typedef struct {
     uint64_t bits[9];
 } nc_ctx_opt;
 
+/* Grow a coder's context store to hold a tensor with num_gtx greater-than flags. */
+int nc_ctx_reserve(nc_ctx **ctx, size_t *cap, uint32_t num_gtx, nc_status *st);
 void nc_ctx_init(nc_ctx *c, int set);
 void nc_ctx_reset(nc_ctx *c);
 void nc_ctx_opt_init(nc_ctx_opt *o);
@@ -257,6 +259,12 @@ static inline uint64_t nc_block_rows(const nc_tensor *t)
 /* Apply parity-0 transitions n times (a skipped row segment). */
 uint8_t nc_dq_skip(uint8_t state, uint64_t n);
 
+/* ---- threads (threads.c) ----------------------------------------------------------------- */
+
+/* Call run on each of count items (item_size bytes apart): the first on the calling thread, the
+ * others on their own threads, or here when threads are unavailable or cannot be created. */
+void nc_run_spans(void *(*run)(void *), void *items, size_t count, size_t item_size);
+
 /* ---- entry points ---------------------------------------------------------------------- */
 
 typedef struct {
@@ -356,6 +364,17 @@ static inline void nc_tcq_candidates(double value, double qscale, double dscale,
         c->dist[q & 3] = dscale * (diff * diff);
         c->level[q & 3] = sign * (int32_t)((q + 1) >> 1);
     }
+}
+
+/* Traceback of either trellis: the level stored for the weight whose chosen candidate slot is
+ * cand, coded in state: 2k - sgn(k) * (state & 1). */
+static inline int32_t nc_tcq_level(double value, double qscale, unsigned cand, int state)
+{
+    nc_tcq_cand c;
+    int32_t k;
+    nc_tcq_candidates(value, qscale, 1.0, &c);
+    k = c.level[cand];
+    return k == 0 ? 0 : 2 * k + (k < 0 ? (state & 1) : -(state & 1));
 }
 /* Quantize weights[rows * width] to integer levels.  *qp may be raised if the levels would
  * overflow int32 (as the reference encoder does). */

@@ -4,6 +4,7 @@
  * parameter-set optimiser, and helpers shared by encoder and decoder. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cabac.h"
@@ -67,6 +68,20 @@ void nc_ctx_init(nc_ctx *c, int set)
     c->n0 = nc_bnext0[nc_param_sets[set][0]][0];
     c->n1 = nc_bnext1[nc_param_sets[set][1] - 4][0];
     nc_ctx_reset(c);
+}
+
+int nc_ctx_reserve(nc_ctx **ctx, size_t *cap, uint32_t num_gtx, nc_status *st)
+{
+    const size_t need = NC_CTX_COUNT(num_gtx);
+    if (*cap < need) {
+        nc_ctx *c = (nc_ctx *)realloc(*ctx, need * sizeof(nc_ctx));
+        if (c == NULL) {
+            return nc_fail(st, NC_ERR_NOMEM, 0, "out of memory for context models");
+        }
+        *ctx = c;
+        *cap = need;
+    }
+    return NC_OK;
 }
 
 void nc_ctx_reset(nc_ctx *c)

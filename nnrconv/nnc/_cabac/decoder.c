@@ -581,20 +581,6 @@ static __attribute__((noinline)) uint64_t fd_row_nodq(fast_dec *f, fd_ctx *ctx, 
     return fd_row(f, ctx, ng, out, n, state, nb, 0);
 }
 
-static int ensure_ctx(nc_decoder *d, uint32_t num_gtx, nc_status *st)
-{
-    size_t need = NC_CTX_COUNT(num_gtx);
-    if (d->ctx_cap < need) {
-        nc_ctx *c = (nc_ctx *)realloc(d->ctx, need * sizeof(nc_ctx));
-        if (c == NULL) {
-            return nc_fail(st, NC_ERR_NOMEM, 0, "out of memory for context models");
-        }
-        d->ctx = c;
-        d->ctx_cap = need;
-    }
-    return NC_OK;
-}
-
 static int read_set(nc_decoder *d, nc_ctx *ctx, uint32_t ng, uint32_t i, int coded)
 {
     int set = 0;
@@ -813,10 +799,6 @@ static int decode_block_rows(nc_decoder *d, block_rows_job *job, uint64_t first,
  * the block rows are split into contiguous spans, each decoded by its own copy of the decoder
  * and contexts.  The stream position after the tensor is the one the last span ends at. */
 
-#if defined(__unix__) || defined(__APPLE__)
-#include <pthread.h>
-#define NC_HAVE_THREADS 1
-#endif
 
 typedef struct {
     nc_decoder d;
@@ -842,10 +824,6 @@ static int decode_spans(nc_decoder *d, block_rows_job *job, uint64_t nblock_rows
     uint64_t n = threads < nblock_rows ? threads : nblock_rows, k;
     span_work *w;
     int rc = NC_OK;
-#if defined(NC_HAVE_THREADS)
-    pthread_t *tid;
-    uint8_t *started;
-#endif
 
     if (n <= 1) {
         return decode_block_rows(d, job, 0, nblock_rows, 0, st);
@@ -871,29 +849,7 @@ static int decode_spans(nc_decoder *d, block_rows_job *job, uint64_t nblock_rows
             w[k].d.ctx_cap = nctx;
         }
     }
-#if defined(NC_HAVE_THREADS)
-    tid = (pthread_t *)calloc((size_t)n, sizeof(pthread_t));
-    started = (uint8_t *)calloc((size_t)n, 1);
-    if (tid != NULL && started != NULL) {
-        for (k = 1; k < n; k++) {
-            started[k] = pthread_create(&tid[k], NULL, decode_span, &w[k]) == 0;
-        }
-    }
-    decode_span(&w[0]);
-    for (k = 1; k < n; k++) {
-        if (started != NULL && started[k]) {
-            pthread_join(tid[k], NULL);
-        } else {
-            decode_span(&w[k]);
-        }
-    }
-    free(tid);
-    free(started);
-#else
-    for (k = 0; k < n; k++) {
-        decode_span(&w[k]);
-    }
-#endif
+    nc_run_spans(decode_span, w, (size_t)n, sizeof(*w));
     for (k = 0; k < n; k++) {
         if (w[k].rc != NC_OK) {
             *st = w[k].st;
@@ -939,7 +895,7 @@ int nc_decode_tensor(nc_decoder *d, int32_t *out, const nc_tensor *tin,
     ng = t.num_gtx;
     rows = t.rows;
     width = t.width;
-    if (ensure_ctx(d, ng, st) != NC_OK) {
+    if (nc_ctx_reserve(&d->ctx, &d->ctx_cap, ng, st) != NC_OK) {
         return st->code;
     }
     nctx = NC_CTX_COUNT(ng);

@@ -476,20 +476,6 @@ static void signal_sets(nc_encoder *e, const nc_tensor *t, const uint64_t (*opt)
     }
 }
 
-static int ensure_ctx(nc_encoder *e, uint32_t num_gtx, nc_status *st)
-{
-    size_t need = NC_CTX_COUNT(num_gtx);
-    if (e->ctx_cap < need) {
-        nc_ctx *c = (nc_ctx *)realloc(e->ctx, need * sizeof(nc_ctx));
-        if (c == NULL) {
-            return nc_fail(st, NC_ERR_NOMEM, 0, "out of memory for context models");
-        }
-        e->ctx = c;
-        e->ctx_cap = need;
-    }
-    return NC_OK;
-}
-
 static int row_is_zero(const int32_t *row, uint64_t width)
 {
     uint64_t x;
@@ -758,10 +744,6 @@ static void code_levels(nc_encoder *e, const int32_t *levels, const nc_tensor *t
  * The DQ state at a span's start comes from a sequential walk over the levels; the estimators'
  * neighbour class (which, unlike the coder's, does not restart) from the last coded level. */
 
-#if defined(__unix__) || defined(__APPLE__)
-#include <pthread.h>
-#define NC_HAVE_THREADS 1
-#endif
 
 #define NC_MAX_SPANS 256
 
@@ -797,36 +779,6 @@ static void *enc_span_run(void *arg)
         code_levels(w->enc, w->levels, t, w->skip, w->first, w->end, w->state);
     }
     return NULL;
-}
-
-/* Run w[0] on the calling thread and w[1..n) on their own threads (or here, if a thread cannot
- * be created). */
-static void run_spans(enc_span *w, uint64_t n)
-{
-    uint64_t k;
-#if defined(NC_HAVE_THREADS)
-    pthread_t *tid = (pthread_t *)calloc((size_t)n, sizeof(pthread_t));
-    uint8_t *started = (uint8_t *)calloc((size_t)n, 1);
-    if (tid != NULL && started != NULL) {
-        for (k = 1; k < n; k++) {
-            started[k] = pthread_create(&tid[k], NULL, enc_span_run, &w[k]) == 0;
-        }
-    }
-    enc_span_run(&w[0]);
-    for (k = 1; k < n; k++) {
-        if (started != NULL && started[k]) {
-            pthread_join(tid[k], NULL);
-        } else {
-            enc_span_run(&w[k]);
-        }
-    }
-    free(tid);
-    free(started);
-#else
-    for (k = 0; k < n; k++) {
-        enc_span_run(&w[k]);
-    }
-#endif
 }
 
 /* DQ state and estimators' neighbour class at the start of each span (w[k].first ascending). */
@@ -956,7 +908,7 @@ static int record_spans(enc_span *w, uint64_t n, uint64_t (*bits)[9], nc_status 
         w[k].oom = 0;
         w[k].bits = all + k * nctx;
     }
-    run_spans(w, n);
+    nc_run_spans(enc_span_run, w, (size_t)n, sizeof(*w));
     for (k = 0; k < n; k++) {
         oom |= w[k].oom;
         for (i = 0; i < nctx; i++) {
@@ -1003,7 +955,7 @@ static int code_spans(nc_encoder *e, enc_span *w, uint64_t n, nc_status *st)
             sub[k].buffered = 0;
         }
     }
-    run_spans(w, n);
+    nc_run_spans(enc_span_run, w, (size_t)n, sizeof(*w));
     for (k = 1; k < n; k++) {
         if (e->num_buffered == 0) {
             /* Nothing written yet: the first byte out has its own rule (a leading 0xFF is
@@ -1284,7 +1236,7 @@ int nc_encode_tensor(nc_encoder *e, const int32_t *levels, const nc_tensor *tin,
     if (nc_tensor_check(&t, st) != NC_OK) {
         return st->code;
     }
-    if (ensure_ctx(e, ng, st) != NC_OK) {
+    if (nc_ctx_reserve(&e->ctx, &e->ctx_cap, ng, st) != NC_OK) {
         return st->code;
     }
     nctx = NC_CTX_COUNT(ng);

@@ -375,14 +375,8 @@ int nc_rdq_tcq(const float *w, int32_t *levels, uint64_t n, const uint64_t *pos,
     for (i = n; i-- > 0;) {
         const uint64_t at = pos ? pos[i] : i;
         const rd_branch *bb = &br[s][decision[i * 8 + s]];
-        int32_t k;
-        nc_tcq_candidates((double)w[at], qscale, 1.0, &cand);
-        k = cand.level[bb->cand];
         s = bb->prev;
-        if (k != 0) {
-            k = 2 * k + (k < 0 ? (s & 1) : -(s & 1));
-        }
-        levels[at] = k;
+        levels[at] = nc_tcq_level((double)w[at], qscale, bb->cand, s);
     }
     free(stores);
     free(decision);
