@@ -37,7 +37,10 @@ NONWEIGHT_SNR_BONUS_DB = 20.0
 """Extra SNR for 1-D and 0-d tensors (biases, norms): few parameters, every output depends on them."""
 
 EXACT_BELOW_ELEMENTS = 16
-"""In SNR mode, float tensors with fewer elements (scalars, small constants) travel exactly."""
+"""Float tensors with fewer elements (scalars, small constants) travel exactly, in every mode.
+
+They cost a few bytes, and a quantized constant can break a network: an attention mask built as
+(one - mask) · -3.4e38 turns the error of a coded `one` into scores of ±1e34."""
 
 _QP_DENSITY = 2
 _MIN_LAMBDA_SCALE = 1e-9  # smaller positive values would overflow the quantizer's 2^15 / lambda
@@ -73,7 +76,8 @@ class CodingOptions:
     Attributes:
         snr_db: default mode: per-tensor weight SNR target in dB (1-D tensors get 20 dB more).
         qp: one QP for every float tensor of two or more dimensions; 1-D and 0-d tensors get
-            NNCodec's non-weight rule qp - 2·2^qp_density (a step four times finer).
+            NNCodec's non-weight rule qp - 2·2^qp_density (a step four times finer); tensors
+            under EXACT_BELOW_ELEMENTS elements travel exactly.
         lossless: bit-exact: integers as NNR_PT_INT, floats on a detectable QP grid as
             NNR_PT_FLOAT on that grid, other float32 raw (float16/float64 off-grid stay outside).
         dq: dependent (trellis-coded) quantization for lossy tensors.
@@ -153,6 +157,7 @@ class TensorPlan:
         dq_flag: dependent quantization.
         exact: the levels must reconstruct the tensor bit-exactly (grid coding).
         snr_db: the SNR target in SNR mode, else None.
+        peak: the largest magnitude, for fitting the QP into the model's offset window.
     """
 
     payload_type: PayloadType
@@ -161,6 +166,8 @@ class TensorPlan:
     dq_flag: bool = False
     exact: bool = False
     snr_db: float | None = None
+    peak: float = 0.0
+    """The tensor's largest magnitude (finite), which bounds the QPs whose levels fit int32."""
 
 
 def carried_format(dtype: np.dtype) -> bool:
@@ -173,7 +180,14 @@ def _is_weight(array: np.ndarray) -> bool:
 
 
 def plan_tensor(array: np.ndarray, options: CodingOptions) -> TensorPlan | None:
-    """Decide how a tensor is coded; None when it cannot be carried (it stays in the topology)."""
+    """Decide how a tensor is coded; None when it cannot be carried (it stays in the topology).
+
+    Every finite float tensor plans: when its values do not suit the requested step (levels
+    that would overflow int32, a reconstruction past float32's range, or a step that would zero
+    most of it because a few sentinel values such as ±FLT_MAX dominate its power) it travels
+    exactly instead: on its QP grid, else as raw float32 (float16/float64 that need raw float32
+    to be exact in lossless mode stay in the topology, where they are smaller).
+    """
     dtype = array.dtype.newbyteorder("=") if array.dtype.byteorder == ">" else array.dtype
     dtype = np.dtype(dtype)
     if dtype in _INT_FORMATS:
@@ -187,22 +201,95 @@ def plan_tensor(array: np.ndarray, options: CodingOptions) -> TensorPlan | None:
     if dtype not in _FLOAT_FORMATS:
         return None
     fmt = _FLOAT_FORMATS[dtype]
-    if array.size == 0 or not (math.isfinite(float(array.min())) and math.isfinite(float(array.max()))):
+    if array.size == 0:
         return TensorPlan(PayloadType.NNR_PT_RAW_FLOAT) if fmt is None else None
-    too_big = dtype == np.float64 and max(-float(array.min()), float(array.max())) > float(np.finfo(np.float32).max)
-    if too_big and not options.lossless:
-        return None
-    small = array.size < EXACT_BELOW_ELEMENTS and options.mode == "snr"
+    with np.errstate(over="ignore", invalid="ignore"):
+        low, high = float(array.min()), float(array.max())
+    if not (math.isfinite(low) and math.isfinite(high)):  # inf or NaN (NaN payloads kept bit for bit)
+        return TensorPlan(PayloadType.NNR_PT_RAW_FLOAT) if fmt is None else None
+    peak = max(-low, high)
+    if not options.lossless and (peak > _FLOAT32_MAX or 0.0 < peak < _FLOAT32_TINY):
+        return None  # float64 beyond float32's range: only its own type holds it
+    small = array.size < EXACT_BELOW_ELEMENTS
     if options.lossless or small:
-        qp = grid_qp(array, options.qp_density)
-        if qp is not None:
-            return TensorPlan(PayloadType.NNR_PT_FLOAT, fmt, qp, False, exact=True)
-        return TensorPlan(PayloadType.NNR_PT_RAW_FLOAT) if fmt is None else None
+        return exact_plan(array, options, peak, lossy_raw=False)
     if options.qp is not None:
         qp = options.qp if _is_weight(array) else options.qp - 2 * (1 << options.qp_density)
-        return TensorPlan(PayloadType.NNR_PT_FLOAT, fmt, qp, options.dq)
+        qp = max(QP_MIN, min(QP_MAX, qp))
+        if not _step_holds(peak, qp, options.qp_density):
+            return exact_plan(array, options, peak)
+        return TensorPlan(PayloadType.NNR_PT_FLOAT, fmt, qp, options.dq, peak=peak)
     target = options.snr_db + (0.0 if _is_weight(array) else NONWEIGHT_SNR_BONUS_DB)
-    return TensorPlan(PayloadType.NNR_PT_FLOAT, fmt, _estimate_qp(array, target, options), options.dq, snr_db=target)
+    qp = _estimate_qp(array, target, options)
+    if qp is not None and (not _step_holds(peak, qp, options.qp_density) or _zeroes_most(array, qp, options)):
+        return exact_plan(array, options, peak)
+    return TensorPlan(PayloadType.NNR_PT_FLOAT, fmt, qp, options.dq, snr_db=target, peak=peak)
+
+
+def exact_plan(array: np.ndarray, options: CodingOptions, peak: float, *, lossy_raw: bool = True) -> TensorPlan | None:
+    """The tensor bit-exactly: on its QP grid when it has one, else raw float32.
+
+    Raw float32 is exact for float32 and float16; for float64 it rounds (2^-24 relative, far
+    below any SNR target), which `lossy_raw` allows. Otherwise None: the tensor stays in the
+    topology.
+    """
+    dtype = np.dtype(array.dtype.newbyteorder("=") if array.dtype.byteorder == ">" else array.dtype)
+    fmt = _FLOAT_FORMATS[dtype]
+    qp = grid_qp(array, options.qp_density)
+    if qp is not None:
+        return TensorPlan(PayloadType.NNR_PT_FLOAT, fmt, qp, False, exact=True, peak=peak)
+    if fmt is None or (lossy_raw and peak <= _FLOAT32_MAX):
+        return TensorPlan(PayloadType.NNR_PT_RAW_FLOAT)
+    return None
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_FLOAT32_TINY = float(np.finfo(np.float32).smallest_subnormal)
+LEVEL_LIMIT = float(1 << 30)
+"""Largest level magnitude a plan allows: int32 with room for the trellis' ±1 choices."""
+
+
+def _step_holds(peak: float, qp: int, qp_density: int) -> bool:
+    """Whether Δ(qp) holds values up to `peak`: levels within LEVEL_LIMIT and every reconstruction
+    (a level or two beyond the peak, with DQ) finite in float32."""
+    step = cabac.step_size(qp, qp_density)
+    return peak / step <= LEVEL_LIMIT and peak + 2.0 * step <= _FLOAT32_MAX
+
+
+def _zeroes_most(array: np.ndarray, qp: int, options: CodingOptions) -> bool:
+    """Whether the step rounds more than half of the non-zero values to zero.
+
+    That happens when a few extreme values (attention-mask sentinels next to ordinary numbers)
+    set the tensor's power: the SNR target is then met while everything else is lost.
+    """
+    flat = array.reshape(-1)
+    sample = flat if flat.size <= 4096 else flat[:: flat.size // 4096]
+    magnitudes = np.abs(sample.astype(np.float64))
+    magnitudes = magnitudes[magnitudes != 0]
+    if magnitudes.size == 0:
+        return False
+    return float(np.median(magnitudes)) < 0.5 * cabac.step_size(qp, options.qp_density)
+
+
+def _usable_qps(qp_density: int) -> tuple[int, int]:
+    """QPs whose float32 step is exactly (k + r)·2^(e - qp_density): neither rounded (denormal) nor inf."""
+    k = 1 << qp_density
+
+    def exact(qp: int) -> bool:
+        step = (k + (qp & (k - 1))) * 2.0 ** ((qp >> qp_density) - qp_density)
+        return cabac.step_size(qp, qp_density) == step and math.isfinite(step) and step <= _FLOAT32_MAX
+
+    lo = 0
+    while exact(lo - 1):
+        lo -= 1
+    hi = 0
+    while exact(hi + 1):
+        hi += 1
+    return lo, hi
+
+
+QP_MIN, QP_MAX = _usable_qps(_QP_DENSITY)
+"""The QPs (at qp_density 2) whose step float32 represents exactly: -588..511."""
 
 
 # -- QP choice --------------------------------------------------------------------------------
@@ -232,7 +319,11 @@ def _estimate_qp(array: np.ndarray, snr_db: float, options: CodingOptions) -> in
     noise = power / 10.0 ** (snr_db / 10.0)
     factor = 3.0 if options.dq else 1.0
     step = math.sqrt(12.0 * noise / factor)
-    return max(-_QP_LIMIT, min(_QP_LIMIT, qp_of_step(step, options.qp_density)))
+    if step < cabac.step_size(QP_MIN, options.qp_density):
+        return QP_MIN
+    if step >= cabac.step_size(QP_MAX, options.qp_density):
+        return QP_MAX
+    return qp_of_step(step, options.qp_density)
 
 
 def snr_db(original: np.ndarray, reconstruction: np.ndarray) -> float:
@@ -265,17 +356,21 @@ def quantize_weights(weights: np.ndarray, qp: int, dq_flag: bool, options: Codin
 
 def quantize_for_snr(
     weights: np.ndarray, plan: TensorPlan, options: CodingOptions, qp_range: tuple[int, int]
-) -> cabac.QuantizedTensor:
+) -> tuple[cabac.QuantizedTensor, bool]:
     """Quantize at the largest QP in `qp_range` meeting the plan's SNR (checked on the real levels).
 
     `weights` is float32 C-contiguous; the SNR is measured against the original values
-    (float64 originals are compared at their own precision by the caller's array).
+    (float64 originals are compared at their own precision by the caller's array). Returns the
+    quantized tensor and whether it meets the target (False: even the finest QP of the range,
+    or every QP the levels fit, misses it; the caller then sends the tensor exactly).
     """
     lo, hi = qp_range
     qpd = options.qp_density
 
     def trial(qp: int) -> tuple[cabac.QuantizedTensor, bool]:
         q = quantize_weights(weights, qp, plan.dq_flag, options)
+        if q.qp != qp:  # the levels overflowed int32 and the quantizer chose another step
+            return q, False
         ok = snr_db(weights, cabac.dequantize(q.levels, q.qp, qpd)) >= plan.snr_db  # type: ignore[operator]
         return q, ok
 
@@ -283,17 +378,17 @@ def quantize_for_snr(
     best, ok = trial(qp)
     if ok:
         while qp < hi:  # coarser while the target holds
-            q, ok = trial(qp + 1)
-            if not ok:
+            q, coarser_ok = trial(qp + 1)
+            if not coarser_ok:
                 break
             qp, best = qp + 1, q
-        return best
-    while qp > lo:  # finer until it holds (at the finest allowed QP, take what it gives)
+        return best, True
+    while qp > lo:  # finer until it holds
         qp -= 1
         best, ok = trial(qp)
         if ok:
             break
-    return best
+    return best, ok
 
 
 def grid_qp(array: np.ndarray, qp_density: int = _QP_DENSITY) -> int | None:
@@ -318,8 +413,8 @@ def grid_qp(array: np.ndarray, qp_density: int = _QP_DENSITY) -> int | None:
     if smallest == 0.0:
         candidates: range | list[int] = [-8 * k]  # all zero so far: any grid; step 2^-8 keeps offsets small
     else:
-        first = qp_of_step(smallest, qp_density)
-        candidates = range(first, first - 26 * k, -1)
+        first = min(qp_of_step(smallest, qp_density), QP_MAX)
+        candidates = range(first, max(first - 26 * k, QP_MIN - 1), -1)  # steps float32 holds exactly
     for candidate in candidates:
         step = cabac.step_size(candidate, qp_density)
         if largest / step >= _MAX_GRID_LEVEL:

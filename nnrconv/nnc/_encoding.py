@@ -11,7 +11,7 @@ import numpy as np
 
 from nnrconv.core._errors import UnsupportedError
 from nnrconv.nnc._bitio import BitWriter
-from nnrconv.nnc._coding import CodingOptions, TensorPlan, choose_mps_qp, plan_tensor
+from nnrconv.nnc._coding import CodingOptions, TensorPlan, plan_tensor
 from nnrconv.nnc._container import _CABAC_UNARY_LENGTH_MINUS1, _RAW_FLOAT, Progress, _topology_unit
 from nnrconv.nnc._enums import (
     PayloadType,
@@ -25,7 +25,8 @@ from nnrconv.nnc._framing import (
 from nnrconv.nnc._incremental import BaseModel
 from nnrconv.nnc._mps import ModelParameterSet
 from nnrconv.nnc._ndu import CompressedDataUnit, NduHeader, NodeId
-from nnrconv.nnc._payloads import PayloadSettings, UpdateParent, encode_payload
+from nnrconv.nnc._payloads import OutsideWindow, PayloadSettings, UpdateParent, encode_payload
+from nnrconv.nnc._planning import fit_plans
 from nnrconv.nnc._units import StartUnit, TopologyUnit, UnitContext
 
 # -- encoding ----------------------------------------------------------------------------------
@@ -171,9 +172,8 @@ def _encode(
             tensor = base.get(name, tuple(array.shape), "the model")
             lossy_float = plan.payload_type == PayloadType.NNR_PT_FLOAT and not plan.exact
             parents[name] = tensor.parent(name, base.source) if lossy_float else None
-    qps = [p.qp for _, _, p in named if p.payload_type == PayloadType.NNR_PT_FLOAT and p.qp is not None]
-    margin = [min(qps) - 8] if any(p.snr_db is not None for _, _, p in named) and qps else []
-    mps_qp, qp_range = choose_mps_qp(qps + margin, options.qp_density)
+    plans, mps_qp, qp_range = fit_plans([(array.size, plan) for _, array, plan in named], options)
+    named = [(name, array, plan) for (name, array, _), plan in zip(named, plans, strict=True)]
     mps = ModelParameterSet(
         mps_qp_density=options.qp_density,
         mps_quantization_parameter=mps_qp,
@@ -236,6 +236,10 @@ def _tensor_unit(
     if plan.payload_type != PayloadType.NNR_PT_RAW_FLOAT:
         try:
             coded = encode_payload(name, array, plan, settings, index, parent, threads)
+        except OutsideWindow:
+            # No QP of the model's window keeps this tensor's promise (its grid, or its SNR
+            # target): it travels exactly.
+            return _tensor_unit(name, array, TensorPlan(PayloadType.NNR_PT_RAW_FLOAT), index, ctx, settings)
         except ValueError as exc:
             raise UnsupportedError(f"tensor {name!r}: {exc}") from exc
         if coded.empty:

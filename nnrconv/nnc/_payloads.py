@@ -19,13 +19,21 @@ import numpy as np
 from nnrconv.core._errors import BitstreamError
 from nnrconv.nnc import cabac
 from nnrconv.nnc._codebook import choose_codebook
-from nnrconv.nnc._coding import CodingOptions, TensorPlan, quantize_for_snr, quantize_weights, snr_db
+from nnrconv.nnc._coding import (
+    LEVEL_LIMIT,
+    CodingOptions,
+    TensorPlan,
+    quantize_for_snr,
+    quantize_weights,
+    snr_db,
+)
 from nnrconv.nnc._enums import DecompressedDataFormat, ParentNodeIdType, PayloadType
 from nnrconv.nnc._ndu import NduHeader, NodeId
 from nnrconv.nnc._ndu_elements import Codebook, ParentNodeId
 
 __all__ = [
     "CodedPayload",
+    "OutsideWindow",
     "PayloadSettings",
     "UpdateParent",
     "decode_levels_payload",
@@ -61,6 +69,10 @@ _FLOAT_OUTPUTS = frozenset(
         DecompressedDataFormat.TENSOR_FLOAT64,
     }
 )
+
+
+class OutsideWindow(ValueError):
+    """No QP of the model's offset window codes this tensor as planned; it must travel exactly."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,19 +155,31 @@ def _levels_and_qp(
         while qp > hi:  # one octave finer halves the step: the values stay on the grid
             qp -= k
         if qp < lo:
-            raise ValueError(f"tensor {name!r}: its grid QP {qp} is outside {lo}..{hi}")
-        levels = _grid_levels(array, qp, qpd)
-        if not np.array_equal(cabac.dequantize(levels, qp, qpd).astype(array.dtype).reshape(array.shape), array):
-            raise ValueError(f"tensor {name!r}: values are not on the grid of QP {qp}")
-        return levels, qp
+            raise OutsideWindow(f"its grid QP {qp} is outside {lo}..{hi}")
+        if not _on_grid(array, qp, qpd):
+            raise OutsideWindow(f"values are not on the grid of QP {qp}")
+        return _grid_levels(array, qp, qpd), qp
     weights = np.ascontiguousarray(array.reshape(array.shape or (1,)), dtype=np.float32)
     if plan.snr_db is None:
         quantized = quantize_weights(weights, min(hi, max(lo, qp)), plan.dq_flag, options)
     else:
-        quantized = quantize_for_snr(weights, plan, options, settings.qp_range)
+        quantized, met = quantize_for_snr(weights, plan, options, settings.qp_range)
+        if not met:
+            raise OutsideWindow(f"no QP in {lo}..{hi} meets its {plan.snr_db:g} dB target")
     if not lo <= quantized.qp <= hi:
-        raise ValueError(f"tensor {name!r}: QP {quantized.qp} does not fit the offset field around {settings.mps_qp}")
+        raise OutsideWindow(f"QP {quantized.qp} does not fit the offset field around {settings.mps_qp}")
     return quantized.levels, quantized.qp
+
+
+def _on_grid(array: np.ndarray, qp: int, qp_density: int) -> bool:
+    """Whether the values reconstruct bit-exactly from int32 levels at this QP."""
+    step = cabac.step_size(qp, qp_density)
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = np.rint(array.astype(np.float64).reshape(array.shape or (1,)) / step)
+    if not bool(np.all(np.abs(scaled) <= LEVEL_LIMIT)):
+        return False
+    levels = np.ascontiguousarray(scaled, np.int32)
+    return np.array_equal(cabac.dequantize(levels, qp, qp_density).astype(array.dtype).reshape(array.shape), array)
 
 
 def _difference_levels(
@@ -170,7 +194,7 @@ def _difference_levels(
     quantized = quantize_weights(diff, qp, plan.dq_flag, settings.options)
     lo, hi = settings.qp_range
     if not lo <= quantized.qp <= hi:
-        raise ValueError(f"tensor {name!r}: QP {quantized.qp} does not fit the offset field around {settings.mps_qp}")
+        raise OutsideWindow(f"QP {quantized.qp} does not fit the offset field around {settings.mps_qp}")
     return quantized.levels, quantized.qp
 
 
@@ -210,6 +234,7 @@ def encode_payload(
         and qp is not None
         and plan.payload_type == PayloadType.NNR_PT_FLOAT
         and not plan.exact
+        and plan.decompressed_format is None  # decoders refuse a codebook with an output format
     ):
         chosen = _codebook_levels(array, levels, qp, plan, settings, scan_order)
         if chosen is not None:
