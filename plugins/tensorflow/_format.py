@@ -9,9 +9,7 @@ submodule it needs, and those import TensorFlow at their top.
 
 from __future__ import annotations
 
-import os
 import re
-import sys
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import ClassVar
@@ -25,8 +23,6 @@ __all__ = ["TensorFlowFormat", "looks_like_graph_def"]
 SAVED_MODEL_FILE = "saved_model.pb"
 _NODE_NAME = re.compile(rb"[A-Za-z0-9._][A-Za-z0-9_.\-/>]*")
 _OP_NAME = re.compile(rb"[A-Za-z_][A-Za-z0-9_>]*")
-
-
 
 
 def _string_field(head: bytes, pos: int, tag: int, pattern: re.Pattern[bytes]) -> tuple[bool, int] | None:
@@ -69,9 +65,12 @@ def looks_like_graph_def(head: bytes) -> bool:
 
 
 def _quiet() -> None:
-    """Keep TensorFlow's C++ start-up chatter off stderr (nnrconv errors are one line), unless set."""
-    if "tensorflow" not in sys.modules:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Import TensorFlow with its C++ start-up notices kept off stderr (nnrconv errors are one line).
+
+    Called before every import of a module that imports TensorFlow (see `_quiet.py`)."""
+    from nnrconv_tensorflow._quiet import import_tensorflow
+
+    import_tensorflow()
 
 
 def _saved_model_folder(path: Path) -> Path | None:

@@ -62,16 +62,41 @@ def test_sniff_by_content_and_folder(tf_models: dict[str, Path]) -> None:
     assert get_registry().for_input(REPO / "examples" / "tiny_cnn.onnx").name == "onnx"
 
 
+def _env_without_tf_log_level() -> dict[str, str]:
+    """The environment of a fresh shell: TensorFlow's log level not set, so its defaults apply."""
+    return {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS")}
+
+
 def test_corrupt_pb_is_a_one_line_error_with_exit_code_3(tmp_path: Path) -> None:
     bad = tmp_path / "bad.pb"
     bad.write_bytes(b"\xff\xfe not a graph \x00\x01" * 8)
     with pytest.raises(FormatError, match=r"bad\.pb"):
         tf_format().load(bad)
-    result = cli(bad, tmp_path / "out.nnr")
+    # TensorFlow's oneDNN/CPU-feature notices depend on the CPU and ignore TF_CPP_MIN_LOG_LEVEL:
+    # whatever the machine, stderr is the error and nothing else.
+    result = cli(bad, tmp_path / "out.nnr", env=_env_without_tf_log_level())
     assert result.returncode == 3, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "bad.pb" in lines[0] and "GraphDef" in lines[0], result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("nnrconv: "), result.stderr
+    assert "bad.pb" in result.stderr and "GraphDef" in result.stderr, result.stderr
     assert not (tmp_path / "out.nnr").exists()
+
+
+def test_tensorflow_prints_nothing_on_success(tf_models: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "cnn.nnr"
+    result = cli(tf_models["cnn.pb"], out, "-q", env=_env_without_tf_log_level())
+    assert result.returncode == 0 and out.is_file(), result.stderr
+    assert result.stderr == "" and result.stdout == ""
+
+
+def test_quiet_import_restores_stderr() -> None:
+    code = (
+        "import os, sys; from nnrconv_tensorflow._quiet import import_tensorflow; import_tensorflow();"
+        "os.write(2, b'still here'); print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=_env_without_tf_log_level()
+    )
+    assert result.returncode == 0 and result.stderr == "still here" and result.stdout.strip() == "2", result.stderr
 
 
 def test_every_dtype_comes_back_bit_exact(tf_models: dict[str, Path], tmp_path: Path) -> None:
@@ -79,8 +104,17 @@ def test_every_dtype_comes_back_bit_exact(tf_models: dict[str, Path], tmp_path: 
     original = fmt.load(tf_models["dtypes.pb"])
     dtypes = {t.dtype for t in original.tensors.values()}
     assert dtypes >= {
-        DType.FLOAT, DType.DOUBLE, DType.FLOAT16, DType.BFLOAT16, DType.INT8, DType.UINT8, DType.INT64,
-        DType.BOOL, DType.STRING, DType.COMPLEX64, DType.INT32,
+        DType.FLOAT,
+        DType.DOUBLE,
+        DType.FLOAT16,
+        DType.BFLOAT16,
+        DType.INT8,
+        DType.UINT8,
+        DType.INT64,
+        DType.BOOL,
+        DType.STRING,
+        DType.COMPLEX64,
+        DType.INT32,
     }
     assert original.tensors["f32_broadcast"].numpy().tolist() == [[0.25] * 2] * 3
     assert original.tensors["bf16_bits"].numpy().tolist() == [0x3F80, 0xFF7F]
@@ -124,7 +158,11 @@ def test_roles_and_layouts_from_the_graph(tf_models: dict[str, Path]) -> None:
         assert np.all(gamma.numpy() == 1.0)
     lstm = nnrconv.load(tf_models["lstm.pb"])
     assert sorted(t.role.name for t in lstm.tensors.values() if t.role is not TensorRole.OTHER) == [
-        "BIAS", "BIAS", "WEIGHT", "WEIGHT", "WEIGHT",
+        "BIAS",
+        "BIAS",
+        "WEIGHT",
+        "WEIGHT",
+        "WEIGHT",
     ]
 
 
@@ -132,8 +170,10 @@ def test_savedmodel_keys_are_checkpoint_keys_and_signature_inputs(tf_models: dic
     fmt = tf_format()
     model = fmt.load(tf_models["mlp_tfsave"])
     assert sorted(model.tensors) == [
-        "model/_layers/1/_kernel/.ATTRIBUTES/VARIABLE_VALUE", "model/_layers/1/bias/.ATTRIBUTES/VARIABLE_VALUE",
-        "model/_layers/2/_kernel/.ATTRIBUTES/VARIABLE_VALUE", "model/_layers/2/bias/.ATTRIBUTES/VARIABLE_VALUE",
+        "model/_layers/1/_kernel/.ATTRIBUTES/VARIABLE_VALUE",
+        "model/_layers/1/bias/.ATTRIBUTES/VARIABLE_VALUE",
+        "model/_layers/2/_kernel/.ATTRIBUTES/VARIABLE_VALUE",
+        "model/_layers/2/bias/.ATTRIBUTES/VARIABLE_VALUE",
     ]
     [spec] = fmt.input_specs(model)
     assert (spec.dtype, spec.shape) == (DType.FLOAT, (1, 10))
@@ -200,9 +240,11 @@ def _onnx_matmul(path: Path) -> Path:
 
     weight = numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(4, 3), "w")
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], [weight],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        [weight],
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
     return path
