@@ -12,31 +12,21 @@ from __future__ import annotations
 import math
 import os
 import time
-import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from nnrconv import _api, nnc
-from nnrconv.core import DType, FormatError, FormatPlugin, InputSpec, Model, UnsupportedError
+from nnrconv import _api, _inputs, nnc
+from nnrconv._check_compare import OutputReport, compare_output
+from nnrconv.core import FormatPlugin, InputSpec, Model, UnsupportedError, UsageError
 from nnrconv.nnc import snr_db
 
 __all__ = ["CheckReport", "OutputReport", "TensorReport", "check", "random_inputs"]
 
-
-@dataclass(frozen=True, slots=True)
-class OutputReport:
-    """How one output of the reconstruction differs from the original's."""
-
-    name: str
-    shape: tuple[int, ...]
-    max_abs: float
-    max_rel: float
-    snr_db: float
-    argmax_agreement: float | None
-    within_tolerance: bool
+DEFAULT_WORST = 10
+"""Weights listed in the text report (the lowest SNR first); JSON lists every weight."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +57,26 @@ class CheckReport:
     outputs: list[OutputReport] = field(default_factory=list)
     tensors: list[TensorReport] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    inputs: str = ""
+    """Where the inputs came from: a file, or synthesized (seed, count, shapes)."""
+
+    @property
+    def warnings(self) -> list[str]:
+        """What makes the verdict weaker than it looks: degenerate outputs."""
+        flagged = [f"{o.name} ({o.degenerate})" for o in self.outputs if o.degenerate]
+        if not flagged:
+            return []
+        return [
+            f"degenerate outputs: SNR is meaningless for {', '.join(flagged)} on these inputs; "
+            f"give real inputs with --inputs or larger shapes with --input-shape"
+        ]
+
+    def worst_tensors(self, count: int | None) -> list[TensorReport]:
+        """The `count` weights of lowest SNR (changed ones first), or all in model order for None."""
+        if count is None:
+            return list(self.tensors)
+        ranked = sorted(self.tensors, key=lambda t: (t.bit_identical, t.snr_db))
+        return ranked[: max(count, 0)]
 
     @property
     def exact(self) -> bool:
@@ -89,10 +99,14 @@ class CheckReport:
     def ratio(self) -> float:
         return self.nnr_bytes / self.original_bytes if self.original_bytes else 0.0
 
-    def to_json(self) -> dict:
+    def to_json(self, worst: int | None = None) -> dict:
+        """The report as plain JSON types; `worst` limits the weights listed (None: all)."""
+
         def clean(value: float | None) -> float | str | None:
             if value is None or math.isfinite(value):
                 return value
+            if math.isnan(value):
+                return None
             return "inf" if value > 0 else "-inf"
 
         return {
@@ -103,6 +117,8 @@ class CheckReport:
             "runnable": self.runnable,
             "atol": self.atol,
             "rtol": self.rtol,
+            "inputs": self.inputs,
+            "warnings": self.warnings,
             "sizes": {
                 "original_bytes": self.original_bytes,
                 "nnr_bytes": self.nnr_bytes,
@@ -114,114 +130,92 @@ class CheckReport:
                 {
                     "name": o.name,
                     "shape": list(o.shape),
-                    "max_abs": o.max_abs,
-                    "max_rel": o.max_rel,
+                    "max_abs": clean(o.max_abs),
+                    "max_rel": clean(o.max_rel),
                     "snr_db": clean(o.snr_db),
                     "argmax_agreement": o.argmax_agreement,
+                    "cosine": o.cosine,
+                    "degenerate": o.degenerate,
+                    "feeds": o.feeds,
                     "within_tolerance": o.within_tolerance,
                 }
                 for o in self.outputs
             ],
+            "weights_listed": len(self.worst_tensors(worst)),
+            "weights_total": len(self.tensors),
             "tensors": [
                 {
                     "name": t.name,
                     "dtype": t.dtype,
                     "shape": list(t.shape),
                     "bit_identical": t.bit_identical,
-                    "max_abs": t.max_abs,
+                    "max_abs": clean(t.max_abs),
                     "snr_db": clean(t.snr_db),
                     "within_tolerance": t.within_tolerance,
                 }
-                for t in self.tensors
+                for t in self.worst_tensors(worst)
             ],
             "seconds": self.seconds,
         }
 
 
-
 def random_inputs(specs: list[InputSpec], seed: int) -> dict[str, np.ndarray]:
-    """Seeded inputs shaped from the model's inputs: N(0,1) floats, small non-negative integers."""
-    rng = np.random.default_rng(seed)
-    inputs = {}
-    for spec in specs:
-        if spec.dtype.is_floating_point and spec.dtype.is_numpy_native:
-            value = rng.standard_normal(spec.shape).astype(spec.dtype.storage_dtype)
-        elif spec.dtype is DType.BOOL:
-            value = rng.integers(0, 2, spec.shape).astype(bool)
-        elif spec.dtype.is_integer and spec.dtype.is_numpy_native:
-            value = rng.integers(0, 4, spec.shape).astype(spec.dtype.storage_dtype)
-        else:
-            raise UnsupportedError(
-                f"input {spec.name!r} has element type {spec.dtype.name}; pass inputs with --inputs file.npz"
-            )
-        inputs[spec.name] = value
-    return inputs
+    """One seeded feed shaped exactly as the specs' `shape` (free dims as the plugin filled them).
 
-
-def _load_inputs(path: Path, specs: list[InputSpec]) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            given = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise FormatError(f"{path}: cannot read inputs (expected an .npz archive): {exc}") from exc
-    wanted = {s.name for s in specs}
-    missing, extra = wanted - set(given), set(given) - wanted
-    if missing or extra:
-        raise FormatError(
-            f"{path}: inputs do not match the model: missing {sorted(missing)}, unexpected {sorted(extra)}"
-        )
-    return given
-
-
-def _compare_output(name: str, a: np.ndarray, b: np.ndarray, atol: float | None, rtol: float | None) -> OutputReport:
-    if a.shape != b.shape:
-        return OutputReport(name, tuple(a.shape), math.inf, math.inf, -math.inf, None, False)
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    diff = np.abs(a64 - b64)
-    max_abs = float(diff.max()) if diff.size else 0.0
-    scale = np.abs(a64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rel = np.where(scale > 0, diff / scale, np.where(diff > 0, np.inf, 0.0))
-    max_rel = float(rel.max()) if rel.size else 0.0
-    agreement = None
-    if a.ndim == 2 and a.shape[1] > 1 and a.dtype.kind == "f":
-        agreement = float(np.mean(np.argmax(a, axis=1) == np.argmax(b, axis=1)))
-    ok = True
-    if atol is not None or rtol is not None:
-        ok = bool(np.all(diff <= (atol or 0.0) + (rtol or 0.0) * scale))
-    return OutputReport(name, tuple(a.shape), max_abs, max_rel, snr_db(a, b), agreement, ok)
+    Kept for the round-trip test kit; `check` resolves free dims with `_inputs` instead.
+    """
+    shapes = {spec.name: tuple(spec.shape) for spec in specs}
+    plain = [InputSpec(s.name, s.dtype, tuple(s.shape), None, s.value_range) for s in specs]
+    return _inputs.synthesize_feeds(plain, 1, seed, shapes)[0]
 
 
 def check(
     path: str | os.PathLike[str],
     *,
     format: str | None = None,
-    inputs: str | os.PathLike[str] | Mapping[str, np.ndarray] | None = None,
+    inputs: str | os.PathLike[str] | Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]] | None = None,
     seed: int = 0,
     atol: float | None = None,
     rtol: float | None = None,
     options: nnc.CodingOptions | None = None,
+    input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    samples: int = 1,
 ) -> CheckReport:
     """Round-trip `path` through NNR and compare the native runtime's outputs before and after.
 
     Args:
         path: a native model (any format whose plugin implements `run`).
         format: its format, if detection should be overridden.
-        inputs: an `.npz` path or a mapping of input arrays; default: seeded random inputs.
-        seed: seed of the random inputs.
+        inputs: an `.npz` file or folder of them (see `_inputs.load_feeds`), one feed (a mapping
+            of arrays) or a list of feeds; default: `samples` seeded synthetic feeds.
+        seed: seed of the synthetic inputs.
         atol, rtol: tolerances; an output fails when |a - b| > atol + rtol*|a| anywhere.
         options: how tensors are coded, exactly as a conversion would (default: SNR target).
+        input_shapes: sizes of free input dimensions, by input name (synthetic inputs).
+        samples: how many synthetic feeds (at least 1).
 
     Raises:
         UnsupportedError: the format has no runner, or the runtime cannot run the model.
+        UsageError: `input_shapes` misfit the model's inputs, or `samples` < 1.
+        FormatError: an inputs file is unreadable or misfits the model's inputs.
     """
     path = Path(path)
+    if samples < 1:
+        raise UsageError(f"--samples {samples}: at least one sample is needed")
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     model = _api.load(path, format)
     fmt = _api._plugin(model.source_format) if model.source_format else None
     runnable = fmt is not None and fmt.can_run(model)
     seconds["load"] = time.perf_counter() - started
+
+    feeds: list[dict[str, np.ndarray]] = []
+    described = ""
+    if runnable:
+        assert fmt is not None
+        feeds, described = _feeds(fmt.input_specs(model), inputs, seed, input_shapes or {}, samples)
+    elif inputs is not None or input_shapes:
+        raise UnsupportedError(f"{path}: the model has no graph to run, so --inputs/--input-shape cannot be used")
 
     mark = time.perf_counter()
     data = _api.encode(model, options=options)
@@ -233,9 +227,7 @@ def check(
     outputs: list[OutputReport] = []
     if runnable:
         assert fmt is not None
-        outputs = _run_both(fmt, model, restored, inputs, seed, atol, rtol, seconds)
-    elif inputs is not None:
-        raise UnsupportedError(f"{path}: the model has no graph to run, so --inputs cannot be used")
+        outputs = _run_both(fmt, model, restored, feeds, atol, rtol, seconds)
 
     parameters = sum(t.size for t in model)
     report = CheckReport(
@@ -249,37 +241,59 @@ def check(
         rtol=rtol,
         tensors=_tensor_reports(model, restored, atol, rtol),
         outputs=outputs,
+        inputs=described,
     )
     seconds["total"] = time.perf_counter() - started
     report.seconds = seconds
     return report
 
 
+def _feeds(
+    specs: list[InputSpec],
+    inputs: str | os.PathLike[str] | Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]] | None,
+    seed: int,
+    shapes: Mapping[str, tuple[int, ...]],
+    samples: int,
+) -> tuple[list[dict[str, np.ndarray]], str]:
+    """The feeds to run, and a line saying where they came from."""
+    if inputs is None:
+        feeds = _inputs.synthesize_feeds(specs, samples, seed, shapes)
+        first = feeds[0] if feeds else {}
+        dims = ", ".join(f"{name} {list(array.shape)} {array.dtype}" for name, array in first.items())
+        return feeds, f"synthesized (seed {seed}, {len(feeds)} sample{'s' * (len(feeds) != 1)}): {dims}"
+    if shapes:
+        raise UsageError("--input-shape shapes synthesized inputs; it cannot combine with --inputs")
+    if isinstance(inputs, Mapping):
+        return [dict(inputs)], "given (1 feed)"
+    if isinstance(inputs, (str, os.PathLike)):
+        feeds = _inputs.load_feeds(Path(inputs), specs)
+        return feeds, f"{inputs} ({len(feeds)} feed{'s' * (len(feeds) != 1)})"
+    feeds = [dict(feed) for feed in inputs]
+    return feeds, f"given ({len(feeds)} feeds)"
+
+
 def _run_both(
     fmt: FormatPlugin,
     model: Model,
     restored: Model,
-    inputs: str | os.PathLike[str] | Mapping[str, np.ndarray] | None,
-    seed: int,
+    feeds: list[dict[str, np.ndarray]],
     atol: float | None,
     rtol: float | None,
     seconds: dict[str, float],
 ) -> list[OutputReport]:
-    """Run original and reconstruction on the same inputs and compare every output."""
-    specs = fmt.input_specs(model)
-    if inputs is None:
-        feed = random_inputs(specs, seed)
-    elif isinstance(inputs, Mapping):
-        feed = dict(inputs)
-    else:
-        feed = _load_inputs(Path(inputs), specs)
+    """Run original and reconstruction on the same feeds and compare every output over all of them."""
+    before: list[dict[str, np.ndarray]] = []
+    after: list[dict[str, np.ndarray]] = []
     mark = time.perf_counter()
-    before = fmt.run(model, feed)
+    for feed in feeds:
+        before.append(fmt.run(model, feed))
     seconds["run_original"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    after = fmt.run(restored, feed)
+    for feed in feeds:
+        after.append(fmt.run(restored, feed))
     seconds["run_reconstruction"] = time.perf_counter() - mark
-    return [_compare_output(name, before[name], after.get(name, np.empty(0)), atol, rtol) for name in before]
+    names = list(before[0]) if before else []
+    return [compare_output(n, [b[n] for b in before], [a.get(n) for a in after], atol, rtol) for n in names]
 
 
 def _within(a: np.ndarray, b: np.ndarray, atol: float | None, rtol: float | None) -> bool:

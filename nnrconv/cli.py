@@ -363,64 +363,59 @@ _plugin_commands_added = False
 @cli.command()
 @click.argument("path", type=click.Path(path_type=str))
 @click.option("--from", "from_format", metavar="FORMAT", help="Input format (default: detected).")
-@click.option("--inputs", type=click.Path(path_type=str), help="An .npz with one array per model input.")
+@click.option(
+    "--inputs",
+    type=click.Path(path_type=str),
+    help="An .npz (one array per input; an extra first axis stacks samples) or a folder of .npz (one feed each).",
+)
+@click.option(
+    "--input-shape",
+    "input_shapes",
+    multiple=True,
+    metavar="NAME:DIMS",
+    help="Shape of a synthesized input, e.g. input:1,3,224,224 (repeatable; default: see README).",
+)
+@click.option("--samples", type=click.IntRange(min=1), default=1, show_default=True, help="Synthesized feeds.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
 @click.option("--atol", type=float, help="Absolute tolerance; exit 1 if any output differs by more.")
 @click.option("--rtol", type=float, help="Relative tolerance (combined with --atol as |a-b| <= atol + rtol*|a|).")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON document.")
+@click.option("--worst", type=click.IntRange(min=0), metavar="N", help="Weights listed, lowest SNR first (text: 10).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (errors too).")
 @_coding_options
 def check(
     path: str,
     from_format: str | None,
     inputs: str | None,
+    input_shapes: tuple[str, ...],
+    samples: int,
     seed: int,
     atol: float | None,
     rtol: float | None,
+    worst: int | None,
     as_json: bool,
     **coding: object,
 ) -> None:
     """Round-trip PATH through NNR and compare the native runtime's outputs before and after."""
+    from nnrconv import _cli_check
     from nnrconv._check import check as run_check
+    from nnrconv._inputs import parse_input_shapes
 
     options = _make_options(**coding)  # type: ignore[arg-type]
-    report = run_check(path, format=from_format, inputs=inputs, seed=seed, atol=atol, rtol=rtol, options=options)
+    shapes = parse_input_shapes(input_shapes)
+    report = run_check(
+        path, format=from_format, inputs=inputs, seed=seed, atol=atol, rtol=rtol, options=options,
+        input_shapes=shapes, samples=samples,
+    )  # fmt: skip
     if as_json:
-        click.echo(json.dumps(report.to_json(), indent=2))
+        _cli_check.print_json(report, worst)
     else:
-        _print_check(report)
+        _cli_check.print_text(report, worst)
     if not report.passed:
         sys.exit(1)
 
 
 def _db(value: float) -> str:
     return "inf" if value == float("inf") else f"{value:.1f}"
-
-
-def _print_check(report) -> None:  # type: ignore[no-untyped-def]
-    verdict = "EXACT (lossless round trip)" if report.exact else ("PASSED" if report.passed else "FAILED")
-    if not report.exact and report.atol is None and report.rtol is None:
-        verdict = "LOSSY (no tolerance given)"
-    click.echo(f"check {report.source} ({report.format}): {verdict}")
-    click.echo(
-        f"sizes: original {_human(report.original_bytes)}, NNR {_human(report.nnr_bytes)}, "
-        f"ratio {report.ratio:.3f}, {report.bits_per_parameter:.2f} bits/parameter "
-        f"over {report.parameters:,} parameters"
-    )
-    click.echo("outputs:" if report.runnable else "outputs: none (the model has no graph to run; tensors compared)")
-    for o in report.outputs:
-        agreement = "" if o.argmax_agreement is None else f", argmax agreement {100 * o.argmax_agreement:.1f}%"
-        flag = "" if o.within_tolerance else "  <-- exceeds tolerance"
-        click.echo(
-            f"  {o.name} {list(o.shape)}: max abs {o.max_abs:.3g}, max rel {o.max_rel:.3g}, "
-            f"SNR {_db(o.snr_db)} dB{agreement}{flag}"
-        )
-    same = sum(t.bit_identical for t in report.tensors)
-    click.echo(f"weights: {same} of {len(report.tensors)} bit-identical")
-    for t in report.tensors:
-        state = "identical" if t.bit_identical else f"max abs {t.max_abs:.3g}"
-        flag = "" if t.within_tolerance else "  <-- exceeds tolerance"
-        click.echo(f"  {t.name} {t.dtype} {list(t.shape)}: SNR {_db(t.snr_db)} dB, {state}{flag}")
-    click.echo("times: " + ", ".join(f"{k} {v:.3f} s" for k, v in report.seconds.items()))
 
 
 def _add_plugin_commands() -> None:
@@ -435,32 +430,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: run the CLI, turning every nnrconv error into one line and an exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or bool(os.environ.get("NNRCONV_DEBUG"))
+    from nnrconv import _cli_check
+
+    as_json = _cli_check.wants_json(args)
+
+    def fail(message: str, code: int, kind: str = "error: ") -> int:
+        if as_json:
+            _cli_check.json_error(message, code)
+        else:
+            click.echo(f"nnrconv: {kind}{message}", err=True)
+        return code
+
     try:
         _add_plugin_commands()
         cli.main(args=args, prog_name="nnrconv", standalone_mode=False)
     except NNRConvError as err:
         if debug:
             raise
-        click.echo(f"nnrconv: error: {err}", err=True)
-        return err.exit_code
+        return fail(str(err), err.exit_code)
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
+        if as_json:
+            return fail(exc.format_message(), exc.exit_code)
         exc.show()
         return exc.exit_code
     except click.Abort:
-        click.echo("nnrconv: aborted", err=True)
-        return 1
+        return fail("aborted", 1, "")
     except KeyboardInterrupt:
-        click.echo("nnrconv: interrupted", err=True)
-        return EXIT_INTERRUPTED
+        return fail("interrupted", EXIT_INTERRUPTED, "")
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
     except Exception as exc:
         if debug:
             raise
-        click.echo(f"nnrconv: internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)", err=True)
-        return EXIT_INTERNAL
+        return fail(
+            f"{type(exc).__name__}: {exc} (rerun with --debug and report it)", EXIT_INTERNAL, "internal error: "
+        )
     return 0
 
 

@@ -14,6 +14,7 @@ from nnrconv.core._errors import (
     OutputError,
     PluginError,
     UnsupportedError,
+    UsageError,
 )
 from nnrconv.core._format import FormatPlugin, InputSpec
 from nnrconv.core._graph import Attribute, AttributeType, Graph, Node, ValueInfo
@@ -47,6 +48,7 @@ __all__ = [
     "Tensor",
     "TensorRole",
     "UnsupportedError",
+    "UsageError",
     "ValueInfo",
     "get_plugin_manager",
     "get_registry",

@@ -18,6 +18,7 @@ __all__ = [
     "OutputError",
     "PluginError",
     "UnsupportedError",
+    "UsageError",
 ]
 
 
@@ -87,6 +88,12 @@ class BitstreamError(NNRConvError):
             byte_offset=self.byte_offset if self.byte_offset is not None else byte_offset,
             tensor=self.tensor if self.tensor is not None else tensor,
         )
+
+
+class UsageError(NNRConvError):
+    """An option's value is malformed (e.g. `--input-shape` text); the CLI exits 2 as for bad options."""
+
+    exit_code = 2
 
 
 class UnsupportedError(NNRConvError):

@@ -32,11 +32,24 @@ __all__ = ["FormatPlugin", "InputSpec"]
 
 @dataclass(frozen=True, slots=True)
 class InputSpec:
-    """One model input as a runner needs it: name, element type and a concrete shape."""
+    """One model input as a runner needs it: name, element type and a concrete shape.
+
+    Attributes:
+        name, dtype: the input's.
+        shape: a concrete shape; dimensions the plugin could not resolve are filled (with 1 by
+            plugins that predate `dims`).
+        dims: the dimensions as the model declares them, when the plugin knows: an int for a
+            fixed (or plugin-resolved) size, a str for a named free dimension ("batch",
+            "sequence"), None for an unnamed free one. None: every entry of `shape` is fixed.
+        value_range: [low, high) the values must lie in (e.g. token ids below an embedding's
+            row count), when the plugin can tell; integer inputs are drawn inside it.
+    """
 
     name: str
     dtype: DType
     shape: tuple[int, ...]
+    dims: tuple[int | str | None, ...] | None = None
+    value_range: tuple[float, float] | None = None
 
 
 class FormatPlugin:

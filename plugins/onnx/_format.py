@@ -154,10 +154,10 @@ class OnnxFormat(FormatPlugin):
         return _io.from_topology(topology, tensors)
 
     def input_specs(self, model: Model) -> list[InputSpec]:
-        """Graph inputs that no initializer feeds, with free dimensions set to 1."""
-        from nnrconv_onnx import _runtime
+        """Graph inputs that no initializer feeds: declared dims (named ones as str), index ranges."""
+        from nnrconv_onnx import _specs
 
-        return _runtime.input_specs(model)
+        return _specs.input_specs(model)
 
     def run(self, model: Model, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Outputs of onnxruntime (CPU, one thread) for `inputs`.

@@ -9,24 +9,8 @@ from collections.abc import Mapping
 import numpy as np
 import onnx
 
-from nnrconv.core import DType, FrameworkMissingError, InputSpec, Model, UnsupportedError
+from nnrconv.core import FrameworkMissingError, Model, UnsupportedError
 from nnrconv_onnx._io import _rebuild
-
-
-def input_specs(model: Model) -> list[InputSpec]:
-    """Graph inputs that are not initializers; symbolic or unknown dimensions become 1."""
-    graph = model.native.graph
-    initialized = {t.name for t in graph.initializer}
-    specs = []
-    for value in graph.input:
-        if value.name in initialized:
-            continue
-        tensor_type = value.type.tensor_type
-        if not value.type.HasField("tensor_type"):
-            raise UnsupportedError(f"input {value.name!r} is not a tensor; the ONNX runner cannot feed it")
-        dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in tensor_type.shape.dim)
-        specs.append(InputSpec(value.name, DType(tensor_type.elem_type), dims))
-    return specs
 
 
 def run(model: Model, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
