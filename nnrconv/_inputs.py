@@ -232,11 +232,12 @@ def load_feeds(path: Path, specs: list[InputSpec]) -> list[dict[str, np.ndarray]
     if not path.is_file():
         raise FormatError(f"{path}: no such input file or folder")
     arrays = _read_npz(path, specs)
-    stacked = {s.name for s in specs if arrays[s.name].ndim == _rank(s) + 1}
+    known = [s for s in specs if _known(s)]  # inputs of unknown type and rank follow the others
+    stacked = {s.name for s in known if arrays[s.name].ndim == _rank(s) + 1}
     if not stacked:
         return [_one_feed(path, arrays, specs)]
-    if len(stacked) != len(specs):
-        one = sorted(set(arrays) - stacked)[0]
+    if len(stacked) != len(known):
+        one = sorted({s.name for s in known} - stacked)[0]
         raise FormatError(
             f"{path}: input {one!r} is not stacked by samples while {sorted(stacked)[0]!r} is; "
             f"stack every input along a first axis, or none"
@@ -249,6 +250,11 @@ def load_feeds(path: Path, specs: list[InputSpec]) -> list[dict[str, np.ndarray]
         raise FormatError(f"{path}: the inputs hold no samples")
     feeds = [{name: np.ascontiguousarray(arrays[name][i]) for name in arrays} for i in range(count)]
     return [_one_feed(path, feed, specs) for feed in feeds]
+
+
+def _known(spec: InputSpec) -> bool:
+    """Whether the plugin knows the input's type and rank (TorchScript may know only its name)."""
+    return spec.dtype is not DType.UNDEFINED
 
 
 def _rank(spec: InputSpec) -> int:
@@ -279,6 +285,8 @@ def _read_npz(path: Path, specs: list[InputSpec]) -> dict[str, np.ndarray]:
 def _one_feed(path: Path, feed: dict[str, np.ndarray], specs: list[InputSpec]) -> dict[str, np.ndarray]:
     """Check one feed against the specs: exact dtype, rank, and fixed dimensions."""
     for spec in specs:
+        if not _known(spec):
+            continue
         array = feed[spec.name]
         expected = spec.dtype.storage_dtype if spec.dtype.is_numpy_native else None
         if expected is not None and array.dtype != expected:
