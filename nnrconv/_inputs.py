@@ -100,7 +100,7 @@ def parse_input_shapes(items: Sequence[str]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _kind(name: str | None, position: int, rank: int, floating: bool) -> str:
+def _kind(name: str | None, position: int, rank: int, floating: bool, channels_last: bool) -> str:
     if name:
         lowered = name.lower()
         parts = "".join(c if c.isalnum() else " " for c in lowered).split()
@@ -114,8 +114,19 @@ def _kind(name: str | None, position: int, rank: int, floating: bool) -> str:
     if rank == 3 and position == 1:
         return "sequence"
     if rank == 4:
-        return "channels" if position == 1 else "spatial"
+        return "channels" if position == (3 if channels_last else 1) else "spatial"
     return "other"
+
+
+def _fixed(d: int | str | None) -> bool:
+    return isinstance(d, int) and d > 0
+
+
+def _channels_last(declared: Sequence[int | str | None]) -> bool:
+    """A rank-4 image is NHWC when its last dim is a fixed channel count (1-4) and dim 1 is not."""
+    second, last = declared[1], declared[3]
+    channels_first = isinstance(second, int) and 0 < second <= 4
+    return isinstance(last, int) and 0 < last <= 4 and not channels_first
 
 
 def resolve_shape(spec: InputSpec, given: tuple[int, ...] | None = None) -> tuple[int, ...]:
@@ -129,20 +140,22 @@ def resolve_shape(spec: InputSpec, given: tuple[int, ...] | None = None) -> tupl
         if len(given) != len(declared):
             raise UsageError(f"--input-shape {spec.name}: {len(given)} dimensions given, the input has {len(declared)}")
         for i, (want, got) in enumerate(zip(declared, given, strict=True)):
-            if isinstance(want, int) and want > 0 and want != got:
+            if _fixed(want) and want != got:
                 raise UsageError(f"--input-shape {spec.name}: dimension {i} is fixed at {want}, not {got}")
         return tuple(given)
     rank = len(declared)
+    nhwc = rank == 4 and _channels_last(declared)
     shape = [d if isinstance(d, int) and d > 0 else 0 for d in declared]
     for i, d in enumerate(declared):
         if shape[i] == 0:
-            kind = _kind(d if isinstance(d, str) else None, i, rank, spec.dtype.is_floating_point)
+            kind = _kind(d if isinstance(d, str) else None, i, rank, spec.dtype.is_floating_point, nhwc)
             shape[i] = DEFAULT_DIMS[kind]
     if rank == 4:
-        fixed = [isinstance(declared[i], int) and declared[i] > 0 for i in (2, 3)]  # type: ignore[operator]
+        spatial = (1, 2) if nhwc else (2, 3)
+        fixed = [_fixed(declared[i]) for i in spatial]
         if fixed.count(True) == 1:
-            height = shape[2] if fixed[0] else shape[3]
-            free = 3 if fixed[0] else 2
+            height = shape[spatial[0]] if fixed[0] else shape[spatial[1]]
+            free = spatial[1] if fixed[0] else spatial[0]
             shape[free] = 32 * math.ceil(height * _TEXT_LINE_ASPECT / 32)
     return tuple(shape)
 

@@ -44,6 +44,8 @@ def test_free_dims_resolve_by_name_then_position() -> None:
     assert resolve_shape(audio) == (1, DEFAULT_DIMS["samples"])  # a reflect Pad needs more than 1
     frames = InputSpec("x", DType.FLOAT, (1, 1, 40), (None, None, 40))
     assert resolve_shape(frames) == (1, DEFAULT_DIMS["sequence"], 40)
+    nhwc = InputSpec("x", DType.FLOAT, (1, 1, 1, 3), (None, None, None, 3))  # TensorFlow's layout
+    assert resolve_shape(nhwc) == (1, 224, 224, 3)
     legacy = InputSpec("x", DType.FLOAT, (1, 3, 8, 8))  # a plugin without dims: shape is taken as is
     assert resolve_shape(legacy) == (1, 3, 8, 8)
     assert all(size > 1 for kind, size in DEFAULT_DIMS.items() if kind != "batch")
@@ -54,6 +56,8 @@ def test_a_text_line_gets_an_ocr_width() -> None:
     assert resolve_shape(rec) == (1, 3, 48, 320)
     old_rec = InputSpec("x", DType.FLOAT, (1, 3, 32, 1), (None, 3, 32, None))
     assert resolve_shape(old_rec) == (1, 3, 32, 224)
+    nhwc_rec = InputSpec("x", DType.FLOAT, (1, 48, 1, 3), (None, 48, None, 3))
+    assert resolve_shape(nhwc_rec) == (1, 48, 320, 3)
 
 
 def test_given_shapes_win_and_must_fit() -> None:

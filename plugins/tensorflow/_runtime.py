@@ -44,7 +44,8 @@ def _spec(name: str, tf_dtype: int, shape_proto: object) -> InputSpec:
     dtype = TF_TO_DTYPE.get(tf_dtype)
     if dtype is None:
         raise UnsupportedError(f"input {name!r} has TensorFlow type {tf_dtype}, which the runner cannot feed")
-    return InputSpec(name, dtype, _dims(shape_proto))
+    dims = tuple(d.size if d.size > 0 else None for d in shape_proto.dim)  # type: ignore[attr-defined]
+    return InputSpec(name, dtype, _dims(shape_proto), dims)
 
 
 def _consumed(graph_def: object) -> set[str]:
