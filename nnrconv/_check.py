@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from nnrconv import _api, _inputs, nnc
-from nnrconv._check_compare import OutputReport, compare_output
+from nnrconv._check_compare import OutputReport, compare_output, degeneracy
 from nnrconv.core import FormatPlugin, InputSpec, Model, UnsupportedError, UsageError
 from nnrconv.nnc import snr_db
 
@@ -211,9 +211,16 @@ def check(
 
     feeds: list[dict[str, np.ndarray]] = []
     described = ""
+    first: dict[str, np.ndarray] | None = None
     if runnable:
         assert fmt is not None
-        feeds, described = _feeds(fmt.input_specs(model), inputs, seed, input_shapes or {}, samples)
+        mark = time.perf_counter()
+        specs = fmt.input_specs(model)
+        if inputs is None:
+            feeds, described, first = _synthesized(fmt, model, specs, seed, input_shapes or {}, samples)
+        else:
+            feeds, described = _feeds(specs, inputs, seed, input_shapes or {}, samples)
+        seconds["inputs"] = time.perf_counter() - mark
     elif inputs is not None or input_shapes:
         raise UnsupportedError(f"{path}: the model has no graph to run, so --inputs/--input-shape cannot be used")
 
@@ -227,7 +234,7 @@ def check(
     outputs: list[OutputReport] = []
     if runnable:
         assert fmt is not None
-        outputs = _run_both(fmt, model, restored, feeds, atol, rtol, seconds)
+        outputs = _run_both(fmt, model, restored, feeds, atol, rtol, seconds, first)
 
     parameters = sum(t.size for t in model)
     report = CheckReport(
@@ -258,9 +265,7 @@ def _feeds(
     """The feeds to run, and a line saying where they came from."""
     if inputs is None:
         feeds = _inputs.synthesize_feeds(specs, samples, seed, shapes)
-        first = feeds[0] if feeds else {}
-        dims = ", ".join(f"{name} {list(array.shape)} {array.dtype}" for name, array in first.items())
-        return feeds, f"synthesized (seed {seed}, {len(feeds)} sample{'s' * (len(feeds) != 1)}): {dims}"
+        return feeds, _describe(feeds, seed)
     if shapes:
         raise UsageError("--input-shape shapes synthesized inputs; it cannot combine with --inputs")
     if isinstance(inputs, Mapping):
@@ -272,6 +277,51 @@ def _feeds(
     return feeds, f"given ({len(feeds)} feeds)"
 
 
+def _describe(feeds: list[dict[str, np.ndarray]], seed: int) -> str:
+    first = feeds[0] if feeds else {}
+    dims = ", ".join(f"{name} {list(array.shape)} {array.dtype}" for name, array in first.items())
+    return f"synthesized (seed {seed}, {len(feeds)} sample{'s' * (len(feeds) != 1)}): {dims}"
+
+
+def _synthesized(
+    fmt: FormatPlugin,
+    model: Model,
+    specs: list[InputSpec],
+    seed: int,
+    shapes: Mapping[str, tuple[int, ...]],
+    samples: int,
+) -> tuple[list[dict[str, np.ndarray]], str, dict[str, np.ndarray]]:
+    """Synthetic feeds the original model runs on with non-constant outputs, and its first outputs.
+
+    The default shapes first; when the runtime refuses them or every output comes out constant,
+    the image sizes of `_inputs.FALLBACK_IMAGE_SIZES` (measured: PP-OCRv4's recognizer needs
+    height 48). Without a working candidate, the first refusal is raised.
+    """
+    refused: UnsupportedError | None = None
+    constant: tuple[list[dict[str, np.ndarray]], str, dict[str, np.ndarray]] | None = None
+    for candidate in [dict(shapes), *_inputs.fallback_shapes(specs, shapes)]:
+        feeds = _inputs.synthesize_feeds(specs, samples, seed, candidate)
+        try:
+            outputs = fmt.run(model, feeds[0])
+        except UnsupportedError as err:
+            refused = refused or err
+            continue
+        found = (feeds, _describe(feeds, seed), outputs)
+        if not outputs or not all(degeneracy(np.asarray(v)) for v in outputs.values()):
+            if candidate != dict(shapes):
+                why = "failed to run" if constant is None else "gave constant outputs"
+                found = (feeds, f"{found[1]} (the default shapes {why})", outputs)
+            return found
+        constant = constant or found
+    if constant is not None:
+        return constant[0], f"{constant[1]} (outputs constant on every size tried)", constant[2]
+    assert refused is not None
+    tried = " and other image sizes" if _inputs.fallback_shapes(specs, shapes) else ""
+    raise UnsupportedError(
+        f"{refused} (on synthesized inputs{tried}; give shapes with --input-shape or inputs with --inputs)"
+    ) from refused
+
+
 def _run_both(
     fmt: FormatPlugin,
     model: Model,
@@ -280,13 +330,16 @@ def _run_both(
     atol: float | None,
     rtol: float | None,
     seconds: dict[str, float],
+    first: dict[str, np.ndarray] | None = None,
 ) -> list[OutputReport]:
-    """Run original and reconstruction on the same feeds and compare every output over all of them."""
+    """Run original and reconstruction on the same feeds and compare every output over all of them.
+
+    `first`: the original's outputs for the first feed, when already computed."""
     before: list[dict[str, np.ndarray]] = []
     after: list[dict[str, np.ndarray]] = []
     mark = time.perf_counter()
-    for feed in feeds:
-        before.append(fmt.run(model, feed))
+    for i, feed in enumerate(feeds):
+        before.append(first if i == 0 and first is not None else fmt.run(model, feed))
     seconds["run_original"] = time.perf_counter() - mark
     mark = time.perf_counter()
     for feed in feeds:

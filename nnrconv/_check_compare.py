@@ -18,7 +18,7 @@ import numpy as np
 
 from nnrconv.nnc import snr_db
 
-__all__ = ["OutputReport", "compare_output"]
+__all__ = ["OutputReport", "compare_output", "degeneracy"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +51,14 @@ class OutputReport:
     feeds: int = 1
 
 
-def _degeneracy(values: np.ndarray) -> str | None:
+def degeneracy(values: np.ndarray) -> str | None:
+    """ "all-zero" or "constant" when every element is zero or equal; None otherwise."""
     if values.size == 0 or not np.any(values):
         return "all-zero"
     if values.dtype.kind in "fc" and not np.all(np.isfinite(values)):
         return None
+    if values.size < 2:
+        return None  # one number: nothing to say whether it varies
     return "constant" if float(values.max()) == float(values.min()) else None
 
 
@@ -89,7 +92,7 @@ def compare_output(
         hits = sum(int(np.sum(np.argmax(a, axis=-1) == np.argmax(b, axis=-1))) for a, b in pairs)
         total = sum(int(np.prod(a.shape[:-1])) for a, _ in pairs)
         agreement = hits / total if total else None
-    degenerate = _degeneracy(a64) or _degeneracy(b64)
+    degenerate = degeneracy(a64) or degeneracy(b64)
     snr = None if degenerate else (math.inf if bool(np.all(same)) else snr_db(a64, b64))
     return OutputReport(name, shape, max_abs, max_rel, snr, agreement, ok, _cosine(a64, b64), degenerate, len(pairs))
 

@@ -25,7 +25,9 @@ from nnrconv.core import DType, FormatError, InputSpec, UnsupportedError, UsageE
 
 __all__ = [
     "DEFAULT_DIMS",
+    "FALLBACK_IMAGE_SIZES",
     "InputHint",
+    "fallback_shapes",
     "load_feeds",
     "parse_input_shapes",
     "resolve_shape",
@@ -158,6 +160,36 @@ def resolve_shape(spec: InputSpec, given: tuple[int, ...] | None = None) -> tupl
             free = spatial[1] if fixed[0] else spatial[0]
             shape[free] = 32 * math.ceil(height * _TEXT_LINE_ASPECT / 32)
     return tuple(shape)
+
+
+FALLBACK_IMAGE_SIZES: tuple[tuple[int, int], ...] = ((48, 320), (32, 320), (64, 64))
+"""Height x width tried, in order, for images with free spatial dims when the defaults fail to
+run (PP-OCRv4's recognizer needs height 48) or give constant outputs."""
+
+
+def fallback_shapes(
+    specs: list[InputSpec], shapes: Mapping[str, tuple[int, ...]] = {}
+) -> list[dict[str, tuple[int, ...]]]:
+    """Other shapes to synthesize with when the defaults fail: FALLBACK_IMAGE_SIZES in the free
+    spatial dims of every rank-4 input not given in `shapes` (empty when there is none)."""
+    found: list[dict[str, tuple[int, ...]]] = []
+    for height, width in FALLBACK_IMAGE_SIZES:
+        alternative = dict(shapes)
+        for spec in specs:
+            declared = spec.dims if spec.dims is not None else spec.shape
+            if spec.name in shapes or len(declared) != 4 or not spec.dtype.is_floating_point:
+                continue
+            axes = (1, 2) if _channels_last(declared) else (2, 3)
+            if all(_fixed(declared[a]) for a in axes):
+                continue
+            shape = list(resolve_shape(spec))
+            for axis, size in zip(axes, (height, width), strict=True):
+                if not _fixed(declared[axis]):
+                    shape[axis] = size
+            alternative[spec.name] = tuple(shape)
+        if alternative != dict(shapes) and alternative not in found:
+            found.append(alternative)
+    return found
 
 
 def _value_range(spec: InputSpec, hint: InputHint | None) -> tuple[float, float] | None:

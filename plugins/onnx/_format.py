@@ -42,8 +42,6 @@ _STRING_FIELDS = frozenset({2, 3, 4})
 _MAX_IR_VERSION = 64
 
 
-
-
 def looks_like_model_proto(head: bytes) -> bool:
     """Whether `head` plausibly starts a serialized ONNX ModelProto.
 

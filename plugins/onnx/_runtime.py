@@ -25,11 +25,13 @@ def run(model: Model, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # failures surface as exceptions; the log would add stderr lines
+    run_options = ort.RunOptions()
+    run_options.log_severity_level = 4
     try:
         session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
         names = [o.name for o in session.get_outputs()]
-        results = session.run(names, dict(inputs))
+        results = session.run(names, dict(inputs), run_options)
     except (ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.InvalidArgument) as exc:
         raise UnsupportedError(f"onnxruntime cannot run the model: {str(exc).splitlines()[0]}") from exc
     except onnx.checker.ValidationError as exc:  # pragma: no cover - defensive

@@ -99,3 +99,26 @@ def test_check_runs_a_reflect_pad_on_a_long_enough_signal(tmp_path: Path, capsys
     assert main(["check", str(path), "--json", "--input-shape", "input:1,1"]) == 5
     doc = json.loads(capsys.readouterr().out)
     assert doc["exit_code"] == 5 and "onnxruntime cannot run the model" in doc["error"]
+
+
+def _needs_height_48(path: Path) -> Path:
+    """An image model that only runs when its height is 48 (a Reshape to [1, 3, 48, -1])."""
+    inits = [numpy_helper.from_array(np.array([1, 3, 48, -1], np.int64), "rows")]
+    inits.append(numpy_helper.from_array(np.full((1, 3, 48, 1), 0.5, np.float32), "scale"))
+    nodes = [
+        helper.make_node("Reshape", ["x", "rows"], ["r"]),
+        helper.make_node("Mul", ["r", "scale"], ["s"]),
+        helper.make_node("ReduceMean", ["s"], ["y"], keepdims=0),
+    ]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "?", "?"])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])]
+    return _save(path, nodes, inputs, outputs, inits)
+
+
+def test_check_falls_back_to_text_line_sizes(tmp_path: Path) -> None:
+    path = _needs_height_48(tmp_path / "rec.onnx")
+    report = check(path, options=nnrconv.nnc.CodingOptions(lossless=True))
+    assert report.exact and "x [1, 3, 48, 320] float32 (the default shapes failed to run)" in report.inputs
+    # Shapes the user gives are not replaced: the runtime's refusal is the answer.
+    with pytest.raises(nnrconv.core.UnsupportedError, match="onnxruntime cannot run the model.*--input-shape"):
+        check(path, input_shapes={"x": (1, 3, 64, 64)})
