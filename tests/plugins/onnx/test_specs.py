@@ -120,5 +120,5 @@ def test_check_falls_back_to_text_line_sizes(tmp_path: Path) -> None:
     report = check(path, options=nnrconv.nnc.CodingOptions(lossless=True))
     assert report.exact and "x [1, 3, 48, 320] float32 (the default shapes failed to run)" in report.inputs
     # Shapes the user gives are not replaced: the runtime's refusal is the answer.
-    with pytest.raises(nnrconv.core.UnsupportedError, match="onnxruntime cannot run the model.*--input-shape"):
+    with pytest.raises(nnrconv.core.UnsupportedError, match=r"onnxruntime cannot run the model.*--input-shape"):
         check(path, input_shapes={"x": (1, 3, 64, 64)})
