@@ -115,6 +115,13 @@ def _cheapest_window(wanted: list[_Want], qp_density: int) -> tuple[int, tuple[i
     """The MPS QP whose window costs least (ties: the first in ascending order, deterministic)."""
     _, (lo, hi) = choose_mps_qp([0], qp_density)
     below, above = -lo, hi  # the window spans mps - below .. mps + above
+    groups: dict[tuple[int, bool, bool, bool, int], _Want] = {}
+    for want in wanted:  # tensors that cost alike are counted together: models of thousands plan fast
+        plan = want.plan
+        key = (want.qp, plan.exact, plan.snr_db is not None, plan.peak == 0.0, want.finest)
+        seen = groups.get(key)
+        groups[key] = want if seen is None else dataclasses.replace(seen, count=seen.count + want.count)
+    wanted = list(groups.values())
     candidates: set[int] = set()
     for want in wanted:
         for low_end in (want.qp, want.qp - SNR_SEARCH_MARGIN):
