@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -122,3 +123,21 @@ def test_check_falls_back_to_text_line_sizes(tmp_path: Path) -> None:
     # Shapes the user gives are not replaced: the runtime's refusal is the answer.
     with pytest.raises(nnrconv.core.UnsupportedError, match=r"onnxruntime cannot run the model.*--input-shape"):
         check(path, input_shapes={"x": (1, 3, 64, 64)})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "shape"),
+    [
+        ("ch_ppocr_mobile_v2.0_cls_infer.onnx", "x [1, 3, 224, 224]"),
+        ("ch_PP-OCRv4_rec_infer.onnx", "x [1, 3, 48, 320]"),  # 224x224 does not run
+    ],
+)
+def test_real_ocr_models_get_inputs_that_run(name: str, shape: str) -> None:
+    found = importlib.util.find_spec("rapidocr_onnxruntime")  # importing it needs OpenCV
+    if found is None or found.origin is None:
+        pytest.skip("rapidocr-onnxruntime is not installed (scripts/setup installs it)")
+    path = Path(found.origin).parent / "models" / name
+    report = check(path, options=nnrconv.nnc.CodingOptions(qp=-38))
+    assert shape in report.inputs and not report.warnings
+    assert all(o.degenerate is None and o.cosine is not None and o.cosine > 0.9 for o in report.outputs)
