@@ -542,7 +542,9 @@ def _disk_size(path: Path) -> int:
     return path.stat().st_size
 
 
-def inspect(path: str | os.PathLike[str], *, original: str | os.PathLike[str] | None = None) -> list[nnc.UnitInfo]:
+def inspect(
+    path: str | os.PathLike[str], *, original: str | os.PathLike[str] | None = None
+) -> list[nnc.UnitInfo]:
     """One record per NNR unit of a bitstream file.
 
     With `original` (the model that was coded, any format) each data unit also gets its weight

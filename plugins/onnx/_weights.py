@@ -291,7 +291,8 @@ def set_payload(proto: onnx.TensorProto, array: np.ndarray, key: str) -> None:
     array = np.asarray(array)
     if array.size != expected:
         raise ValueError(
-            f"tensor {key!r}: {array.size} values for dims {list(proto.dims)} of {dtype.name} (expected {expected})"
+            f"tensor {key!r}: {array.size} values for dims {list(proto.dims)} of {dtype.name} "
+            f"(expected {expected})"
         )
     clear_payload(proto)
     if expected == 0:

@@ -334,7 +334,7 @@ def test_hdsp_flag_is_the_first_bin_and_decodes(with_history):
 
 
 def test_in_place_dequantization_reuses_the_levels_buffer():
-    levels = np.array([[0, 1, -2], [7, -(2**31), 2**31 - 1]], np.int32)
+    levels = np.array([[0, 1, -2], [7, -2**31, 2**31 - 1]], np.int32)
     expected = cabac.dequantize(levels, -38)
     work = levels.copy()
     got = cabac.dequantize(work, -38, in_place=True)

@@ -82,10 +82,9 @@ def test_lossless_is_bit_exact_and_codes_grids() -> None:
     data = nnc.encode_model(list(tensors.items()), b"", 0, options=LOSSLESS)
     decoded = nnc.decode_model(data).tensors
     for name, array in tensors.items():
-        assert (
-            decoded[name].tobytes()
-            == np.ascontiguousarray(array.reshape(array.shape or (1,))).astype(decoded[name].dtype).tobytes()
-        ), name
+        assert decoded[name].tobytes() == np.ascontiguousarray(array.reshape(array.shape or (1,))).astype(
+            decoded[name].dtype
+        ).tobytes(), name
     kinds = {i.tensor: i.payload_type for i in nnc.inspect_units(data) if i.tensor}
     assert kinds["int8_model.weight"] == kinds["fp16_grid"] == kinds["zeros"] == "NNR_PT_FLOAT"
     assert kinds["big.weight"] == kinds["weird"] == "NNR_PT_RAW_FLOAT"

@@ -198,3 +198,4 @@ def mixed_model(path: Path, *, raw: bool) -> tuple[Path, dict[str, np.ndarray]]:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
     return _save(model, path), {"x": _rng(6).standard_normal((2, 4)).astype(np.float32)}
+

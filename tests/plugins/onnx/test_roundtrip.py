@@ -37,12 +37,8 @@ def _external(path: Path) -> tuple[Path, dict[str, np.ndarray]]:
     source, inputs = _models.torch_model("cnn", path.with_name("plain.onnx"))
     model = onnx.load(str(source))
     onnx.save_model(
-        model,
-        str(path),
-        save_as_external_data=True,
-        all_tensors_to_one_file=True,
-        location="weights.bin",
-        size_threshold=0,
+        model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+        location="weights.bin", size_threshold=0,
     )
     return path, inputs
 
