@@ -25,6 +25,8 @@ _NODE_NAME = re.compile(rb"[A-Za-z0-9._][A-Za-z0-9_.\-/>]*")
 _OP_NAME = re.compile(rb"[A-Za-z_][A-Za-z0-9_>]*")
 
 
+
+
 def _string_field(head: bytes, pos: int, tag: int, pattern: re.Pattern[bytes]) -> tuple[bool, int] | None:
     """Check a length-delimited field `tag` at `pos` whose (visible) text fits `pattern`.
 
