@@ -136,11 +136,6 @@ def _coding(header: NduHeader, profile: int, codebook: tuple[int, int] = (0, 0))
     )
 
 
-def _grid_levels(values: np.ndarray, qp: int, qp_density: int) -> np.ndarray:
-    step = cabac.step_size(qp, qp_density)
-    return np.ascontiguousarray(np.rint(values.astype(np.float64).reshape(values.shape or (1,)) / step), np.int32)
-
-
 def _levels_and_qp(
     name: str, array: np.ndarray, plan: TensorPlan, settings: PayloadSettings
 ) -> tuple[np.ndarray, int | None]:
@@ -156,9 +151,10 @@ def _levels_and_qp(
             qp -= k
         if qp < lo:
             raise OutsideWindow(f"its grid QP {qp} is outside {lo}..{hi}")
-        if not _on_grid(array, qp, qpd):
+        levels = _exact_levels(array, qp, qpd)
+        if levels is None:
             raise OutsideWindow(f"values are not on the grid of QP {qp}")
-        return _grid_levels(array, qp, qpd), qp
+        return levels, qp
     weights = np.ascontiguousarray(array.reshape(array.shape or (1,)), dtype=np.float32)
     if plan.snr_db is None:
         quantized = quantize_weights(weights, min(hi, max(lo, qp)), plan.dq_flag, options)
@@ -171,15 +167,16 @@ def _levels_and_qp(
     return quantized.levels, quantized.qp
 
 
-def _on_grid(array: np.ndarray, qp: int, qp_density: int) -> bool:
-    """Whether the values reconstruct bit-exactly from int32 levels at this QP."""
+def _exact_levels(array: np.ndarray, qp: int, qp_density: int) -> np.ndarray | None:
+    """The int32 levels that reconstruct the values bit-exactly at this QP, or None."""
     step = cabac.step_size(qp, qp_density)
     with np.errstate(over="ignore", invalid="ignore"):
         scaled = np.rint(array.astype(np.float64).reshape(array.shape or (1,)) / step)
-    if not bool(np.all(np.abs(scaled) <= LEVEL_LIMIT)):
-        return False
+    if not bool(np.all(np.abs(scaled) <= LEVEL_LIMIT)):  # also false for NaN
+        return None
     levels = np.ascontiguousarray(scaled, np.int32)
-    return np.array_equal(cabac.dequantize(levels, qp, qp_density).astype(array.dtype).reshape(array.shape), array)
+    same = np.array_equal(cabac.dequantize(levels, qp, qp_density).astype(array.dtype).reshape(array.shape), array)
+    return levels if same else None
 
 
 def _difference_levels(

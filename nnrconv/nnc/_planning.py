@@ -11,9 +11,8 @@ NOTE: the window is placed where it costs least, counted in bits over the whole 
 whose QP lies inside costs nothing; one that wants a coarser step than the window's coarsest is
 coded at that QP when its levels still fit (a finer step: more bits, never less accurate; an
 exact grid moves by whole octaves), one octave costing a bit per element; any other travels
-exactly as raw float32, costing about 32 bits per element. Models
-whose QPs all fit the window keep the window NNCodec's choice gives (the midpoint), so their
-bytes do not change.
+exactly as raw float32, costing about 32 bits per element. Models whose QPs all fit the window
+keep the window NNCodec's choice gives (the midpoint), so their bytes do not change.
 """
 
 from __future__ import annotations
