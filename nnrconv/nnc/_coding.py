@@ -216,12 +216,14 @@ def plan_tensor(array: np.ndarray, options: CodingOptions) -> TensorPlan | None:
     if options.qp is not None:
         qp = options.qp if _is_weight(array) else options.qp - 2 * (1 << options.qp_density)
         qp = max(QP_MIN, min(QP_MAX, qp))
-        if not _step_holds(peak, qp, options.qp_density):
+        if not _step_holds(peak, qp, options.qp_density, dtype):
             return exact_plan(array, options, peak)
         return TensorPlan(PayloadType.NNR_PT_FLOAT, fmt, qp, options.dq, peak=peak)
     target = options.snr_db + (0.0 if _is_weight(array) else NONWEIGHT_SNR_BONUS_DB)
     qp = _estimate_qp(array, target, options)
-    if qp is not None and (not _step_holds(peak, qp, options.qp_density) or _zeroes_most(array, qp, options)):
+    if qp is not None and (
+        not _step_holds(peak, qp, options.qp_density, dtype) or _zeroes_most(array, peak, qp, options)
+    ):
         return exact_plan(array, options, peak)
     return TensorPlan(PayloadType.NNR_PT_FLOAT, fmt, qp, options.dq, snr_db=target, peak=peak)
 
@@ -249,18 +251,26 @@ LEVEL_LIMIT = float(1 << 30)
 """Largest level magnitude a plan allows: int32 with room for the trellis' ±1 choices."""
 
 
-def _step_holds(peak: float, qp: int, qp_density: int) -> bool:
+def _step_holds(peak: float, qp: int, qp_density: int, dtype: np.dtype) -> bool:
     """Whether Δ(qp) holds values up to `peak`: levels within LEVEL_LIMIT and every reconstruction
-    (a level or two beyond the peak, with DQ) finite in float32."""
+    (a level or two beyond the peak, with DQ) finite in float32 and in the tensor's own type."""
     step = cabac.step_size(qp, qp_density)
-    return peak / step <= LEVEL_LIMIT and peak + 2.0 * step <= _FLOAT32_MAX
+    largest = min(_FLOAT32_MAX, float(np.finfo(dtype).max))
+    return peak / step <= LEVEL_LIMIT and peak + 2.0 * step <= largest
 
 
-def _zeroes_most(array: np.ndarray, qp: int, options: CodingOptions) -> bool:
-    """Whether the step rounds more than half of the non-zero values to zero.
+_SENTINEL_RATIO = float(1 << 20)
+"""A peak this many times the median magnitude is a sentinel, not a weight (trained weights stay
+far below: a Laplacian's peak over a million draws is about 20 times its median)."""
 
-    That happens when a few extreme values (attention-mask sentinels next to ordinary numbers)
-    set the tensor's power: the SNR target is then met while everything else is lost.
+
+def _zeroes_most(array: np.ndarray, peak: float, qp: int, options: CodingOptions) -> bool:
+    """Whether sentinels set the step: the peak is over _SENTINEL_RATIO times the median non-zero
+    magnitude and the step rounds more than half of the non-zero values to zero.
+
+    That happens when a few extreme values (attention-mask sentinels such as -3.4e38 next to
+    ordinary numbers) set the tensor's power: the SNR target is met while everything else is lost.
+    Heavy-tailed weights at a low SNR target also zero most values, but they are coded as asked.
     """
     flat = array.reshape(-1)
     sample = flat if flat.size <= 4096 else flat[:: flat.size // 4096]
@@ -268,7 +278,8 @@ def _zeroes_most(array: np.ndarray, qp: int, options: CodingOptions) -> bool:
     magnitudes = magnitudes[magnitudes != 0]
     if magnitudes.size == 0:
         return False
-    return float(np.median(magnitudes)) < 0.5 * cabac.step_size(qp, options.qp_density)
+    median = float(np.median(magnitudes))
+    return peak > _SENTINEL_RATIO * median and median < 0.5 * cabac.step_size(qp, options.qp_density)
 
 
 def _usable_qps(qp_density: int) -> tuple[int, int]:
@@ -441,7 +452,8 @@ def _on_grid(values: np.ndarray, step: float, qp: int, qp_density: int) -> bool:
         if chunk.dtype == np.float32:
             same = np.array_equal(recon.view(np.uint32), np.ascontiguousarray(chunk).view(np.uint32))
         else:
-            converted = recon.astype(chunk.dtype)
+            with np.errstate(over="ignore"):  # past float16's range: inf, which differs anyway
+                converted = recon.astype(chunk.dtype)
             same = np.array_equal(converted, chunk) and not bool(np.any(np.signbit(chunk) & (chunk == 0)))
         if not same:
             return False

@@ -164,6 +164,11 @@ def _levels_and_qp(
             raise OutsideWindow(f"no QP in {lo}..{hi} meets its {plan.snr_db:g} dB target")
     if not lo <= quantized.qp <= hi:
         raise OutsideWindow(f"QP {quantized.qp} does not fit the offset field around {settings.mps_qp}")
+    if array.dtype == np.float16 and quantized.levels.size:
+        # A coarser step than planned may reconstruct past float16's range, which decodes as inf.
+        largest = float(np.abs(quantized.levels).max()) * cabac.step_size(quantized.qp, qpd)
+        if largest > float(np.finfo(np.float16).max):
+            raise OutsideWindow(f"QP {quantized.qp} reconstructs {largest:g}, beyond float16")
     return quantized.levels, quantized.qp
 
 

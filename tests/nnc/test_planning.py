@@ -171,3 +171,13 @@ def test_nncodec_decodes_the_fallbacks(mode: str) -> None:
     theirs = decompress(data)
     for name, _ in tensors:
         assert np.asarray(theirs[name]).astype(np.float32).tobytes() == ours[name].tobytes(), name
+
+
+def test_heavy_tailed_weights_at_a_low_target_are_still_coded() -> None:
+    """Only sentinels send a tensor raw: heavy tails at a coarse step are coded as asked."""
+    weights = (np.random.default_rng(3).standard_cauchy((64, 64)) * 0.01).astype(np.float32)
+    plan = _coding.plan_tensor(weights, nnc.CodingOptions(snr_db=3))
+    assert plan is not None and plan.payload_type == nnc.PayloadType.NNR_PT_FLOAT and not plan.exact
+    mixed = CASES["few_extremes"][0]
+    plan = _coding.plan_tensor(mixed, nnc.CodingOptions(snr_db=3))
+    assert plan is not None and plan.payload_type == nnc.PayloadType.NNR_PT_RAW_FLOAT
