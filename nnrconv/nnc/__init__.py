@@ -47,6 +47,7 @@ from nnrconv.nnc._framing import (
 )
 from nnrconv.nnc._incremental import BaseModel, BaseTensor, read_base
 from nnrconv.nnc._inspect import UnitInfo, inspect_units
+from nnrconv.nnc._integrity import seal_parts, strip_record
 from nnrconv.nnc._mps import (
     DecompositionPerformanceEntry,
     LayerParameterSet,
@@ -126,6 +127,8 @@ __all__ = [
     "looks_like_nnr",
     "read_base",
     "read_units",
+    "seal_parts",
+    "strip_record",
     "write_units",
 ]
 
