@@ -319,6 +319,14 @@ def inspect(path: str, as_json: bool, original: str | None) -> None:
     ndus = sum(1 for u in units if u.tensor is not None)
     total = sum(u.size for u in units)
     click.echo(f"total: {len(units)} units, {ndus} data units, {parameters:,} parameters, {total:,} bytes")
+    click.echo(_integrity_line(units))
+
+
+def _integrity_line(units: Sequence[nnc.UnitInfo]) -> str:
+    record = next((u for u in units if u.integrity == "record"), None)
+    if record is None:
+        return "integrity: unverified (no integrity record: damage cannot be detected)"
+    return f"integrity: verified (every unit matches the CRC-32 and SHA-256 of the record in unit {record.index})"
 
 
 def _count(shape: Sequence[int]) -> int:
