@@ -166,10 +166,19 @@ def _input_format(path: Path, name: str | None) -> str:
         if nnc.looks_like_nnr(head):
             return NNR_FORMAT
         if path.suffix.lower() in _NNR_SUFFIXES:
-            raise FormatError(f"{path}: not an NNR bitstream (no NNR start unit at byte offset 0)")
+            raise _no_start_unit(path)
     elif path.is_dir() and path.suffix.lower() in _NNR_SUFFIXES:
         raise FormatError(f"{path}: is a folder, not an NNR bitstream")
     return get_registry().for_input(path).name
+
+
+def _no_start_unit(path: Path) -> NNRConvError:
+    """A file that should be NNR but does not open with a start unit: damaged when named so (exit 4)."""
+    if path.suffix.lower() in _NNR_SUFFIXES:
+        error = BitstreamError("no NNR start unit: the bitstream is damaged (or not NNR)", unit_index=0, byte_offset=0)
+        error.args = (f"{path}: {error}",)
+        return error
+    return FormatError(f"{path}: not an NNR bitstream (no NNR start unit at byte offset 0)")
 
 
 def _output_format(path: Path, name: str | None) -> str:
@@ -556,7 +565,7 @@ def inspect(
         raise FormatError(f"{path}: is a folder, not an NNR bitstream")
     data = _read_bitstream(path)
     if not nnc.looks_like_nnr(data[:4]):
-        raise FormatError(f"{path}: not an NNR bitstream (no NNR start unit at byte offset 0)")
+        raise _no_start_unit(path)
     infos = nnc.inspect_units(data, source=str(path))
     if original is None:
         return infos

@@ -303,10 +303,13 @@ def _find_record(view: memoryview, frames: list[Frame], *, parts: bool) -> Integ
         return record
     where = bytes(view[:_HEAD_SEARCH]).find(MAGIC)
     if where >= 0:
+        index = next((i for i, (o, n) in enumerate(frames) if o <= where < o + n), len(frames))
+        offset = frames[index][0] if index < len(frames) else sum(n for _, n in frames)
         raise BitstreamError(
-            "an integrity record's signature is here, but no intact record starts at unit 2: the unit "
-            "framing before it is damaged",
-            byte_offset=where,
+            f"the unit framing is damaged: the integrity record's signature, at byte offset {where}, is not "
+            "where unit 2 starts",
+            unit_index=index,
+            byte_offset=offset,
         )
     if len(frames) > RECORD_INDEX and _looks_like_record_header(view, frames[RECORD_INDEX]):
         frame = frames[RECORD_INDEX]
