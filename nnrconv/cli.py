@@ -31,6 +31,7 @@ from typing import TextIO
 import click
 
 from nnrconv import _api, nnc
+from nnrconv._cli_limits import max_memory_option
 from nnrconv.core import NNRConvError, get_plugin_manager
 
 __all__ = ["cli", "main"]
@@ -226,6 +227,7 @@ def _make_options(
     "from NNR, restore the model from an update and this base.",
 )
 @_coding_options
+@max_memory_option
 def convert(
     source: str,
     target: str,
@@ -289,6 +291,7 @@ def formats(as_json: bool) -> None:
 @click.option(
     "--original", metavar="MODEL", type=click.Path(path_type=str), help="Show each tensor's SNR against MODEL."
 )
+@max_memory_option
 def inspect(path: str, as_json: bool, original: str | None) -> None:
     """Show the units of an NNR bitstream: offsets, sizes, payload type, QP, step, bits/parameter, tensor."""
     units = _api.inspect(path, original=original)
@@ -298,7 +301,7 @@ def inspect(path: str, as_json: bool, original: str | None) -> None:
         return
     click.echo(
         f"{'#':>4} {'unit':<8} {'offset':>10} {'size':>10}  {'payload':<16} {'shape':<18} "
-        f"{'QP':>5} {'step':>10} {'bits/p':>7}{' SNR dB' if original else ''}  tensor / details"
+        f"{'QP':>5} {'step':>10} {'bits/p':>7} {'decoded':>9}{' SNR dB' if original else ''}  tensor / details"
     )
     parameters = 0
     for unit in units:
@@ -309,16 +312,20 @@ def inspect(path: str, as_json: bool, original: str | None) -> None:
         qp = "" if unit.qp is None else str(unit.qp)
         step = "" if unit.step is None else f"{unit.step:.4g}"
         bits = "" if unit.bits_per_parameter is None else f"{unit.bits_per_parameter:.2f}"
+        decoded = "" if unit.decoded_bytes is None else _human(unit.decoded_bytes)
         snr = ""
         if original:
             snr = " " + (f"{'':>6}" if unit.snr_db is None else f"{_db(unit.snr_db):>6}")
         click.echo(
             f"{unit.index:>4} {unit.unit_type:<8} {unit.byte_offset:>10} {unit.size:>10}  "
-            f"{unit.payload_type or '':<16} {shape:<18} {qp:>5} {step:>10} {bits:>7}{snr}  {detail}"
+            f"{unit.payload_type or '':<16} {shape:<18} {qp:>5} {step:>10} {bits:>7} {decoded:>9}{snr}  {detail}"
         )
     ndus = sum(1 for u in units if u.tensor is not None)
     total = sum(u.size for u in units)
-    click.echo(f"total: {len(units)} units, {ndus} data units, {parameters:,} parameters, {total:,} bytes")
+    decoded = _human(sum(u.decoded_bytes or 0 for u in units))
+    click.echo(
+        f"total: {len(units)} units, {ndus} data units, {parameters:,} parameters, {total:,} bytes, decoded {decoded}"
+    )
     click.echo(_integrity_line(units))
 
 
@@ -377,6 +384,7 @@ _plugin_commands_added = False
 @click.option("--rtol", type=float, help="Relative tolerance (combined with --atol as |a-b| <= atol + rtol*|a|).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON document.")
 @_coding_options
+@max_memory_option
 def check(
     path: str,
     from_format: str | None,

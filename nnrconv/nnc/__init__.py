@@ -13,6 +13,7 @@ Typical use::
 from contextlib import suppress as _suppress
 
 from nnrconv.nnc._bitio import BitReader, BitWriter
+from nnrconv.nnc._budget import default_max_memory, memory_budget, parse_size
 from nnrconv.nnc._coding import DEFAULT_SNR_DB, CodingOptions, snr_db
 from nnrconv.nnc._container import (
     MAX_TOPOLOGY_SIZE,
@@ -114,6 +115,7 @@ __all__ = [
     "advance_context",
     "can_carry",
     "decode_model",
+    "default_max_memory",
     "decode_parts",
     "decode_reference_list",
     "deflate_topology",
@@ -125,6 +127,8 @@ __all__ = [
     "inflate_topology",
     "inspect_units",
     "looks_like_nnr",
+    "memory_budget",
+    "parse_size",
     "read_base",
     "read_units",
     "seal_parts",

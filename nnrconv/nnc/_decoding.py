@@ -9,12 +9,14 @@ import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 
 from nnrconv.core._errors import BaseMismatchError, BitstreamError, UnsupportedError
 from nnrconv.nnc import cabac
-from nnrconv.nnc._container import _RAW_FLOAT, Progress, _flatten, inflate_topology
+from nnrconv.nnc._budget import check_declared_sizes, current_budget, format_size
+from nnrconv.nnc._container import _RAW_FLOAT, MAX_TOPOLOGY_SIZE, Progress, _flatten, inflate_topology
 from nnrconv.nnc._enums import (
     DecompressedDataFormat,
     PayloadType,
@@ -251,7 +253,7 @@ def _topology_bytes(tpl: TopologyUnit | None, parsed: ParsedUnit | None, source:
         return tpl.topology_data
     if tpl.topology_compression_format == TopologyCompressionFormat.NNR_DFL:
         try:
-            return inflate_topology(tpl.topology_data)
+            return inflate_topology(tpl.topology_data, limit=min(MAX_TOPOLOGY_SIZE, current_budget()))
         except BitstreamError as exc:
             located = exc.located(unit_index=parsed.index, byte_offset=parsed.byte_offset)
             raise with_source(located, source) from None
@@ -356,6 +358,7 @@ def decode_model(
             f"{source} is an incremental update of a base model (its data units name parent nodes); "
             "decode it with its base (--base BASE.nnr)"
         )
+    _check_budget(jobs_list, jobs)
     tensors = _decode_ndus(jobs_list, jobs, progress)
     if base is not None and mps.mps_parent_signalling_enabled_flag:
         # tensors the update leaves out are unchanged
@@ -440,6 +443,12 @@ def _thread_shares(jobs: list[tuple[CompressedDataUnit, _NduSite, tuple[str, ...
     return [max(1, min(count, round(count * size / total))) for size in sizes]
 
 
+def _check_budget(jobs: list[tuple[CompressedDataUnit, _NduSite, tuple[str, ...]]], workers: int | None) -> None:
+    count = workers or os.cpu_count() or 1
+    located = [(ndu.header, partial(site.bitstream_error, tensor=names[0])) for ndu, site, names in jobs]
+    check_declared_sizes(located, min(count, len(jobs)))
+
+
 def _decode_ndus(
     jobs: list[tuple[CompressedDataUnit, _NduSite, tuple[str, ...]]],
     workers: int | None,
@@ -454,14 +463,21 @@ def _decode_ndus(
             seen.add(name)
     count = workers or os.cpu_count() or 1
     tensors: dict[str, np.ndarray] = {}
-    with ThreadPoolExecutor(max(1, min(count, len(jobs)))) as pool:
-        shares = _thread_shares(jobs, count)
-        results = pool.map(_decode_one, jobs, shares) if count > 1 and len(jobs) > 1 else map(_decode_one, jobs, shares)
-        for decoded in results:
-            tensors.update(decoded)
-            if progress is not None:
-                for name, array in decoded:
-                    progress(name, array.nbytes)
+    try:
+        with ThreadPoolExecutor(max(1, min(count, len(jobs)))) as pool:
+            shares = _thread_shares(jobs, count)
+            parallel = count > 1 and len(jobs) > 1
+            results = pool.map(_decode_one, jobs, shares) if parallel else map(_decode_one, jobs, shares)
+            for decoded in results:
+                tensors.update(decoded)
+                if progress is not None:
+                    for name, array in decoded:
+                        progress(name, array.nbytes)
+    except MemoryError:
+        raise BitstreamError(
+            f"the machine could not provide the memory the data units declare, though it is within the budget "
+            f"of {format_size(current_budget())}: give a smaller --max-memory to be refused up front"
+        ) from None
     return tensors
 
 
@@ -528,4 +544,5 @@ def decode_parts(
         if names != (key,):
             raise site.bitstream_error(f"the NDU carries {', '.join(map(repr, names))}, not {key!r}", key)
         jobs_list.append((parsed.unit, site, names))
+    _check_budget(jobs_list, jobs)
     return _decode_ndus(jobs_list, jobs)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 
 from nnrconv.core._errors import BitstreamError
 from nnrconv.nnc import cabac
+from nnrconv.nnc._budget import declared_bytes
 from nnrconv.nnc._container import _flatten
 from nnrconv.nnc._decoding import _topology_bytes
 from nnrconv.nnc._enums import (
@@ -56,6 +57,7 @@ class UnitInfo:
         dq_flag: NDU: dependent quantization.
         scan_order: NDU: the scan order.
         snr_db: NDU: weight SNR against an original model, filled in by `nnrconv.inspect`.
+        decoded_bytes: NDU: the memory its decoded tensor(s) take, as the header declares them.
         integrity: "verified" (the stream's integrity record covers the unit and it matched),
             "unverified" (the stream carries no integrity record) or "record" (the record itself).
     """
@@ -75,6 +77,7 @@ class UnitInfo:
     dq_flag: bool | None = None
     scan_order: int | None = None
     snr_db: float | None = None
+    decoded_bytes: int | None = None
     integrity: str | None = None
 
 
@@ -134,6 +137,7 @@ def _info(
             bits_per_parameter=8 * parsed.size / count if count else None,
             dq_flag=header.dq_flag,
             scan_order=header.scan_order,
+            decoded_bytes=declared_bytes(header)[0],
         )
     if isinstance(unit, TopologyUnit):
         return UnitInfo(

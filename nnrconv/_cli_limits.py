@@ -1,0 +1,42 @@
+# Copyright nnrconv contributors
+# SPDX-License-Identifier: Apache-2.0
+"""`--max-memory SIZE` for the commands that decode (convert, inspect, check)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from nnrconv import nnc
+from nnrconv.nnc._budget import format_size
+
+
+class _Size(click.ParamType):
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        try:
+            return nnc.parse_size(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def max_memory_option(command: Callable[..., None]) -> Callable[..., None]:
+    """Add `--max-memory` to a command and decode within that budget while it runs."""
+
+    @functools.wraps(command)
+    def run(*args: Any, max_memory: int | None, **kwargs: Any) -> None:
+        with nnc.memory_budget(max_memory):
+            command(*args, **kwargs)
+
+    default = format_size(nnc.default_max_memory())
+    return click.option(
+        "--max-memory",
+        type=_Size(),
+        metavar="SIZE",
+        help=f"Refuse (exit 4) a bitstream whose declared tensors need more memory than SIZE (5G, 800M, bytes) "
+        f"to decode, before allocating (default: half of physical memory, here {default}).",
+    )(run)
