@@ -31,7 +31,7 @@ from typing import TextIO
 import click
 
 from nnrconv import _api, nnc
-from nnrconv._cli_limits import max_memory_option
+from nnrconv._cli_integrity import max_memory_option, salvage_warnings
 from nnrconv.core import NNRConvError, get_plugin_manager
 
 __all__ = ["cli", "main"]
@@ -224,7 +224,13 @@ def _make_options(
     type=click.Path(path_type=str),
     metavar="BASE.nnr",
     help="Incremental update: into NNR, code only the differences to this base model; "
-    "from NNR, restore the model from an update and this base.",
+    "from NNR, restore the model from an update and this base. With --salvage: fills lost tensors.",
+)
+@click.option(
+    "--salvage",
+    is_flag=True,
+    help="Decode what survives of a damaged .nnr: lost data units cost only their tensors (from --base, "
+    "else zeros), each named on stderr.",
 )
 @_coding_options
 @max_memory_option
@@ -236,6 +242,7 @@ def convert(
     force: bool,
     quiet: bool,
     base: str | None,
+    salvage: bool,
     **coding: object,
 ) -> None:
     """Convert SOURCE to TARGET; formats follow from the paths (`.nnr` is an NNR bitstream).
@@ -244,7 +251,7 @@ def convert(
     bit-identical tensors. With --base BASE.nnr the NNR file is an incremental update of BASE.
     """
     options = _make_options(**coding)  # type: ignore[arg-type]
-    with _TerminalProgress.for_stderr(enabled=not quiet) as progress:
+    with salvage_warnings(), _TerminalProgress.for_stderr(enabled=not quiet) as progress:
         result = _api.convert(
             source,
             target,
@@ -255,6 +262,7 @@ def convert(
             jobs=coding["jobs"],  # type: ignore[arg-type]
             progress=progress,
             base=base,
+            salvage=salvage,
         )
     if not quiet:
         ratio = result.target_bytes / result.source_bytes if result.source_bytes else 0.0

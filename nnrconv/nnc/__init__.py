@@ -48,7 +48,7 @@ from nnrconv.nnc._framing import (
 )
 from nnrconv.nnc._incremental import BaseModel, BaseTensor, read_base
 from nnrconv.nnc._inspect import UnitInfo, inspect_units
-from nnrconv.nnc._integrity import seal_parts, strip_record
+from nnrconv.nnc._integrity import no_start_unit, seal_parts, strip_record
 from nnrconv.nnc._mps import (
     DecompositionPerformanceEntry,
     LayerParameterSet,
@@ -67,6 +67,7 @@ from nnrconv.nnc._ndu import (
     decode_reference_list,
     encode_reference_list,
 )
+from nnrconv.nnc._salvage import LostUnit, Salvaged, decode_salvaged, salvage_stream
 from nnrconv.nnc._units import NnrUnit, NnrUnitHeader, QuantizationUnit, StartUnit, TopologyUnit, UnitContext
 
 __all__ = [
@@ -90,6 +91,7 @@ __all__ = [
     "DecompressedDataFormat",
     "EntryPoint",
     "LayerParameterSet",
+    "LostUnit",
     "ModelParameterSet",
     "NduHeader",
     "NnrUnit",
@@ -103,6 +105,7 @@ __all__ = [
     "PruningPerformanceEntry",
     "QuantizationMethod",
     "QuantizationUnit",
+    "Salvaged",
     "SparsificationPerformanceEntry",
     "StartUnit",
     "TopologyCompressionFormat",
@@ -117,6 +120,7 @@ __all__ = [
     "decode_model",
     "default_max_memory",
     "decode_parts",
+    "decode_salvaged",
     "decode_reference_list",
     "deflate_topology",
     "encode_model",
@@ -127,10 +131,12 @@ __all__ = [
     "inflate_topology",
     "inspect_units",
     "looks_like_nnr",
+    "no_start_unit",
     "memory_budget",
     "parse_size",
     "read_base",
     "read_units",
+    "salvage_stream",
     "seal_parts",
     "strip_record",
     "write_units",

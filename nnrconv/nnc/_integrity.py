@@ -38,12 +38,13 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from nnrconv.core._errors import BitstreamError
+from nnrconv.core._errors import BitstreamError, FormatError, NNRConvError
 from nnrconv.nnc._enums import NnrUnitType
 
 __all__ = [
     "MAGIC",
     "IntegrityRecord",
+    "no_start_unit",
     "StreamCheck",
     "check_parts",
     "check_stream",
@@ -484,3 +485,13 @@ def strip_record(data: bytes | bytearray | memoryview) -> bytes:
         return bytes(view)
     offset, size = frames[RECORD_INDEX]
     return bytes(view[:offset]) + bytes(view[offset + size :])
+
+
+def no_start_unit(source: str, *, named_nnr: bool) -> NNRConvError:
+    """The error for a file without NNR start unit: damage when its name says NNR (exit 4), else
+    simply another format (exit 3)."""
+    if named_nnr:
+        error = BitstreamError("no NNR start unit: the bitstream is damaged (or not NNR)", unit_index=0, byte_offset=0)
+        error.args = (f"{source}: {error}",)
+        return error
+    return FormatError(f"{source}: not an NNR bitstream (no NNR start unit at byte offset 0)")

@@ -1,11 +1,13 @@
 # Copyright nnrconv contributors
 # SPDX-License-Identifier: Apache-2.0
-"""`--max-memory SIZE` for the commands that decode (convert, inspect, check)."""
+"""`--max-memory SIZE` for the commands that decode (convert, inspect, check); salvage warnings."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -40,3 +42,20 @@ def max_memory_option(command: Callable[..., None]) -> Callable[..., None]:
         help=f"Refuse (exit 4) a bitstream whose declared tensors need more memory than SIZE (5G, 800M, bytes) "
         f"to decode, before allocating (default: half of physical memory, here {default}).",
     )(run)
+
+
+@contextlib.contextmanager
+def salvage_warnings(*, quiet: bool = False) -> Iterator[None]:
+    """Print each `SalvageWarning` raised inside the block as one `nnrconv: warning:` line on stderr."""
+    from nnrconv._salvage import SalvageWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SalvageWarning)
+        try:
+            yield
+        finally:
+            for item in caught:
+                if issubclass(item.category, SalvageWarning):
+                    click.echo(f"nnrconv: warning: {item.message}", err=True)
+                elif not quiet:
+                    warnings.showwarning(item.message, item.category, item.filename, item.lineno)
