@@ -15,11 +15,12 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from nnrconv import nnc
+from nnrconv import _salvage, nnc
 from nnrconv._files import check_output, staged_output
 from nnrconv.core import (
     ArrayTensor,
@@ -166,7 +167,7 @@ def _input_format(path: Path, name: str | None) -> str:
         if nnc.looks_like_nnr(head):
             return NNR_FORMAT
         if path.suffix.lower() in _NNR_SUFFIXES:
-            raise FormatError(f"{path}: not an NNR bitstream (no NNR start unit at byte offset 0)")
+            raise nnc.no_start_unit(str(path), named_nnr=path.suffix.lower() in _NNR_SUFFIXES)
     elif path.is_dir() and path.suffix.lower() in _NNR_SUFFIXES:
         raise FormatError(f"{path}: is a folder, not an NNR bitstream")
     return get_registry().for_input(path).name
@@ -321,18 +322,20 @@ def decode(
     jobs: int | None = None,
     progress: nnc.Progress | None = None,
     base: nnc.BaseModel | None = None,
+    salvage: bool = False,
 ) -> Model:
     """Rebuild a model from an NNR bitstream, through the plugin owning its topology format.
 
     `jobs` threads decode the data units (default: the number of cores). An incremental update
-    needs its `base` (`nnc.read_base` of the model it updates).
+    needs its `base` (`nnc.read_base` of the model it updates). `salvage`: see `_salvage.decode`.
 
     Raises:
         BaseMismatchError: an update without base, a base given with a bitstream that is no
             update, or a base that does not fit the update.
     """
-    decoded = nnc.decode_model(data, source=source, jobs=jobs, progress=progress, base=base)
-    if base is not None and not decoded.mps.mps_parent_signalling_enabled_flag:
+    decode_model = _salvage.decode if salvage else partial(nnc.decode_model, progress=progress)
+    decoded = decode_model(data, source=source, jobs=jobs, base=base)
+    if base is not None and not salvage and not decoded.mps.mps_parent_signalling_enabled_flag:
         raise BaseMismatchError(
             f"{source} is not an incremental update (no parent signalling); decode it without a base"
         )
@@ -352,7 +355,8 @@ def decode(
         # The topology and the data units disagree; when units are missing (a stream cut at a
         # unit boundary) the place to look is the end of the stream.
         located = err.located(unit_index=decoded.unit_count, byte_offset=len(data))
-        located.args = (f"{source}: {located}",)
+        lost = "; it was lost (see the warnings): give --base BASE.nnr to fill it" if salvage and err.tensor else ""
+        located.args = (f"{source}: {located}{lost}",)
         raise located from err
     return _keep_coded(model, decoded.parameter_sets, decoded.coded)
 
@@ -431,6 +435,7 @@ def convert(
     jobs: int | None = None,
     progress: nnc.Progress | None = None,
     base: str | os.PathLike[str] | None = None,
+    salvage: bool = False,
 ) -> ConversionResult:
     """Convert a model file: native → NNR, NNR → native, or native → native of the same format.
 
@@ -442,6 +447,8 @@ def convert(
     `base` (an NNR file) makes the conversion incremental: native → NNR writes an update of the
     base (only the differences are coded); NNR → native restores a model from an update and its
     base.
+
+    `salvage` (NNR input only): decode what survives of a damaged bitstream, `base` filling losses.
 
     Raises:
         BaseMismatchError: the base does not fit the model or update, or an update is decoded
@@ -463,8 +470,11 @@ def convert(
         base_path = Path(base)
         _require_input(base_path)
         base_model = nnc.read_base(_read_bitstream(base_path), source=str(base_path), jobs=threads)
+    if salvage and src_name != NNR_FORMAT:
+        raise UnsupportedError(f"{source}: --salvage applies to NNR bitstreams (.nnr), not to {src_name} files")
     if src_name == NNR_FORMAT:
-        model = decode(_read_bitstream(source), source=str(source), jobs=threads, progress=progress, base=base_model)
+        data, name = _read_bitstream(source), str(source)
+        model = decode(data, source=name, jobs=threads, progress=progress, base=base_model, salvage=salvage)
     else:
         model = load(source, src_name)
     if not model.source_format and dst_name != NNR_FORMAT and not _plugin(dst_name).accepts_foreign_tensors:
@@ -556,7 +566,7 @@ def inspect(
         raise FormatError(f"{path}: is a folder, not an NNR bitstream")
     data = _read_bitstream(path)
     if not nnc.looks_like_nnr(data[:4]):
-        raise FormatError(f"{path}: not an NNR bitstream (no NNR start unit at byte offset 0)")
+        raise nnc.no_start_unit(str(path), named_nnr=path.suffix.lower() in _NNR_SUFFIXES)
     infos = nnc.inspect_units(data, source=str(path))
     if original is None:
         return infos

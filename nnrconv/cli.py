@@ -31,6 +31,7 @@ from typing import TextIO
 import click
 
 from nnrconv import _api, nnc
+from nnrconv._cli_integrity import max_memory_option, salvage_warnings
 from nnrconv.core import NNRConvError, get_plugin_manager
 
 __all__ = ["cli", "main"]
@@ -223,9 +224,16 @@ def _make_options(
     type=click.Path(path_type=str),
     metavar="BASE.nnr",
     help="Incremental update: into NNR, code only the differences to this base model; "
-    "from NNR, restore the model from an update and this base.",
+    "from NNR, restore the model from an update and this base. With --salvage: fills lost tensors.",
+)
+@click.option(
+    "--salvage",
+    is_flag=True,
+    help="Decode what survives of a damaged .nnr: lost data units cost only their tensors (from --base, "
+    "else zeros), each named on stderr.",
 )
 @_coding_options
+@max_memory_option
 def convert(
     source: str,
     target: str,
@@ -234,6 +242,7 @@ def convert(
     force: bool,
     quiet: bool,
     base: str | None,
+    salvage: bool,
     **coding: object,
 ) -> None:
     """Convert SOURCE to TARGET; formats follow from the paths (`.nnr` is an NNR bitstream).
@@ -242,7 +251,7 @@ def convert(
     bit-identical tensors. With --base BASE.nnr the NNR file is an incremental update of BASE.
     """
     options = _make_options(**coding)  # type: ignore[arg-type]
-    with _TerminalProgress.for_stderr(enabled=not quiet) as progress:
+    with salvage_warnings(), _TerminalProgress.for_stderr(enabled=not quiet) as progress:
         result = _api.convert(
             source,
             target,
@@ -253,6 +262,7 @@ def convert(
             jobs=coding["jobs"],  # type: ignore[arg-type]
             progress=progress,
             base=base,
+            salvage=salvage,
         )
     if not quiet:
         ratio = result.target_bytes / result.source_bytes if result.source_bytes else 0.0
@@ -289,6 +299,7 @@ def formats(as_json: bool) -> None:
 @click.option(
     "--original", metavar="MODEL", type=click.Path(path_type=str), help="Show each tensor's SNR against MODEL."
 )
+@max_memory_option
 def inspect(path: str, as_json: bool, original: str | None) -> None:
     """Show the units of an NNR bitstream: offsets, sizes, payload type, QP, step, bits/parameter, tensor."""
     units = _api.inspect(path, original=original)
@@ -298,7 +309,7 @@ def inspect(path: str, as_json: bool, original: str | None) -> None:
         return
     click.echo(
         f"{'#':>4} {'unit':<8} {'offset':>10} {'size':>10}  {'payload':<16} {'shape':<18} "
-        f"{'QP':>5} {'step':>10} {'bits/p':>7}{' SNR dB' if original else ''}  tensor / details"
+        f"{'QP':>5} {'step':>10} {'bits/p':>7} {'decoded':>9}{' SNR dB' if original else ''}  tensor / details"
     )
     parameters = 0
     for unit in units:
@@ -309,16 +320,28 @@ def inspect(path: str, as_json: bool, original: str | None) -> None:
         qp = "" if unit.qp is None else str(unit.qp)
         step = "" if unit.step is None else f"{unit.step:.4g}"
         bits = "" if unit.bits_per_parameter is None else f"{unit.bits_per_parameter:.2f}"
+        decoded = "" if unit.decoded_bytes is None else _human(unit.decoded_bytes)
         snr = ""
         if original:
             snr = " " + (f"{'':>6}" if unit.snr_db is None else f"{_db(unit.snr_db):>6}")
         click.echo(
             f"{unit.index:>4} {unit.unit_type:<8} {unit.byte_offset:>10} {unit.size:>10}  "
-            f"{unit.payload_type or '':<16} {shape:<18} {qp:>5} {step:>10} {bits:>7}{snr}  {detail}"
+            f"{unit.payload_type or '':<16} {shape:<18} {qp:>5} {step:>10} {bits:>7} {decoded:>9}{snr}  {detail}"
         )
     ndus = sum(1 for u in units if u.tensor is not None)
     total = sum(u.size for u in units)
-    click.echo(f"total: {len(units)} units, {ndus} data units, {parameters:,} parameters, {total:,} bytes")
+    decoded = _human(sum(u.decoded_bytes or 0 for u in units))
+    click.echo(
+        f"total: {len(units)} units, {ndus} data units, {parameters:,} parameters, {total:,} bytes, decoded {decoded}"
+    )
+    click.echo(_integrity_line(units))
+
+
+def _integrity_line(units: Sequence[nnc.UnitInfo]) -> str:
+    record = next((u for u in units if u.integrity == "record"), None)
+    if record is None:
+        return "integrity: unverified (no integrity record: damage cannot be detected)"
+    return f"integrity: verified (every unit matches the CRC-32 and SHA-256 of the record in unit {record.index})"
 
 
 def _count(shape: Sequence[int]) -> int:
@@ -382,6 +405,7 @@ _plugin_commands_added = False
 @click.option("--worst", type=click.IntRange(min=0), metavar="N", help="Weights listed, lowest SNR first (text: 10).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (errors too).")
 @_coding_options
+@max_memory_option
 def check(
     path: str,
     from_format: str | None,

@@ -49,7 +49,8 @@ def test_inspect_lists_units_with_offsets(nnr, capsys):
     assert lines[1].split()[:3] == ["0", "NNR_STR", "0"]
     assert any("NNR_TPL" in line and "ONNX" in line for line in lines)
     assert "conv1.weight" in out and "16x3x3x3" in out
-    assert lines[-1].startswith("total: ") and "10 data units" in lines[-1]  # 9 float, 1 int64
+    assert lines[-2].startswith("total: ") and "10 data units" in lines[-2]  # 9 float, 1 int64
+    assert lines[-1].startswith("integrity: verified")
     code, out, _ = run(capsys, "inspect", "--json", nnr)
     units = [json.loads(line) for line in out.splitlines()]
     assert [u["unit_type"] for u in units].count("NNR_NDU") == 10
@@ -111,7 +112,7 @@ def _unknown(d: Path) -> Path:
         (_missing, "no such file"),
         (_empty, "empty"),
         (_directory, "folder"),
-        (_random_bytes, "not an NNR"),
+        (_random_bytes, "unit 0, byte offset 0: no NNR start unit"),
         (_unknown, "unknown format"),
     ],
     ids=["missing", "empty", "directory", "random-bytes", "unknown-format"],
@@ -120,7 +121,7 @@ def test_bad_inputs_fail_in_one_line_without_output(tmp_path, capsys, make_input
     source = make_input(tmp_path)
     target = tmp_path / "out.onnx"
     got, out, err = run(capsys, source, target)
-    assert got == 3 and out == ""
+    assert got == (4 if make_input is _random_bytes else 3) and out == ""  # named .nnr: a damaged bitstream
     assert err.count("\n") == 1 and err.startswith("nnrconv: error: ") and message in err
     assert "Traceback" not in err and not target.exists()
 

@@ -13,6 +13,7 @@ Typical use::
 from contextlib import suppress as _suppress
 
 from nnrconv.nnc._bitio import BitReader, BitWriter
+from nnrconv.nnc._budget import default_max_memory, memory_budget, parse_size
 from nnrconv.nnc._coding import DEFAULT_SNR_DB, CodingOptions, snr_db
 from nnrconv.nnc._container import (
     MAX_TOPOLOGY_SIZE,
@@ -47,6 +48,7 @@ from nnrconv.nnc._framing import (
 )
 from nnrconv.nnc._incremental import BaseModel, BaseTensor, read_base
 from nnrconv.nnc._inspect import UnitInfo, inspect_units
+from nnrconv.nnc._integrity import no_start_unit, seal_parts, strip_record
 from nnrconv.nnc._mps import (
     DecompositionPerformanceEntry,
     LayerParameterSet,
@@ -65,6 +67,7 @@ from nnrconv.nnc._ndu import (
     decode_reference_list,
     encode_reference_list,
 )
+from nnrconv.nnc._salvage import LostUnit, Salvaged, decode_salvaged, salvage_stream
 from nnrconv.nnc._units import NnrUnit, NnrUnitHeader, QuantizationUnit, StartUnit, TopologyUnit, UnitContext
 
 __all__ = [
@@ -88,6 +91,7 @@ __all__ = [
     "DecompressedDataFormat",
     "EntryPoint",
     "LayerParameterSet",
+    "LostUnit",
     "ModelParameterSet",
     "NduHeader",
     "NnrUnit",
@@ -101,6 +105,7 @@ __all__ = [
     "PruningPerformanceEntry",
     "QuantizationMethod",
     "QuantizationUnit",
+    "Salvaged",
     "SparsificationPerformanceEntry",
     "StartUnit",
     "TopologyCompressionFormat",
@@ -113,7 +118,9 @@ __all__ = [
     "advance_context",
     "can_carry",
     "decode_model",
+    "default_max_memory",
     "decode_parts",
+    "decode_salvaged",
     "decode_reference_list",
     "deflate_topology",
     "encode_model",
@@ -124,8 +131,14 @@ __all__ = [
     "inflate_topology",
     "inspect_units",
     "looks_like_nnr",
+    "no_start_unit",
+    "memory_budget",
+    "parse_size",
     "read_base",
     "read_units",
+    "salvage_stream",
+    "seal_parts",
+    "strip_record",
     "write_units",
 ]
 

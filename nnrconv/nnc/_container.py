@@ -31,6 +31,7 @@ from nnrconv.nnc._framing import (
     encode_unit,
     read_units,
 )
+from nnrconv.nnc._integrity import check_parts, seal_stream, split_record
 from nnrconv.nnc._mps import ModelParameterSet
 from nnrconv.nnc._units import StartUnit, TopologyUnit, UnitContext
 
@@ -142,13 +143,20 @@ def assemble_model(
     This moves data units between NNR containers (`.nnr` and NNR inside a native container)
     without decoding or re-quantizing them.
 
+    An integrity record in the parameter sets (from `encode_parts`) is checked against the NDUs
+    first, so that damage is not sealed into the new stream; the stream gets a record of its own.
+
     Raises:
-        BitstreamError: the parameter sets do not parse or hold something other than STR/MPS.
+        BitstreamError: the parameter sets do not parse or hold something other than STR/MPS,
+            or an NDU is not one the parameter sets' integrity record covers.
     """
+    ndus = list(ndus)
+    plain, _ = split_record(parameter_sets)
+    check_parts(parameter_sets, {f"#{i}": ndu for i, ndu in enumerate(ndus)}, complete=False)
     ctx = UnitContext()
-    for _, parsed in _flatten(read_units(parameter_sets, "<parameter sets>")):
+    for _, parsed in _flatten(read_units(plain, "<parameter sets>")):
         if not isinstance(parsed.unit, (StartUnit, ModelParameterSet)):
             raise BitstreamError("parameter sets may hold only the start unit and the model parameter set")
         ctx = advance_context(ctx, parsed.unit)
     tpl = encode_unit(_topology_unit(topology, topology_storage_format, compress_topology), ctx)
-    return bytes(parameter_sets) + tpl + b"".join(ndus)
+    return seal_stream(plain, [tpl, *ndus])

@@ -9,12 +9,14 @@ import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 
 from nnrconv.core._errors import BaseMismatchError, BitstreamError, UnsupportedError
 from nnrconv.nnc import cabac
-from nnrconv.nnc._container import _RAW_FLOAT, Progress, _flatten, inflate_topology
+from nnrconv.nnc._budget import check_declared_sizes, current_budget, format_size
+from nnrconv.nnc._container import _RAW_FLOAT, MAX_TOPOLOGY_SIZE, Progress, _flatten, inflate_topology
 from nnrconv.nnc._enums import (
     DecompressedDataFormat,
     PayloadType,
@@ -31,6 +33,7 @@ from nnrconv.nnc._framing import (
     with_source,
 )
 from nnrconv.nnc._incremental import BaseModel, check_parent
+from nnrconv.nnc._integrity import StreamCheck, check_parts, check_stream, seal_parts
 from nnrconv.nnc._mps import LayerParameterSet, ModelParameterSet
 from nnrconv.nnc._ndu import CompressedDataUnit, NduHeader, NodeId, decode_reference_list
 from nnrconv.nnc._payloads import decode_levels_payload
@@ -62,7 +65,10 @@ class DecodedModel:
         parameter_sets: the start unit and model parameter set as they are in the stream, and
         coded: each tensor's complete NDU bytes, when every NDU can be decoded from those
             parameter sets alone (one tensor named by string per NDU, no LPS, QNT or aggregate);
-            both None otherwise. They let a unit move to another NNR container unchanged.
+            both None otherwise. They let a unit move to another NNR container unchanged (the
+            parameter sets then carry an integrity record covering these NDUs).
+        verified: the stream carried an integrity record and every unit matched it (False:
+            "unverified", a stream without record, e.g. NNCodec's).
     """
 
     tensors: dict[str, np.ndarray]
@@ -74,6 +80,7 @@ class DecodedModel:
     unit_count: int = 0
     parameter_sets: bytes | None = None
     coded: dict[str, bytes] | None = None
+    verified: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +253,7 @@ def _topology_bytes(tpl: TopologyUnit | None, parsed: ParsedUnit | None, source:
         return tpl.topology_data
     if tpl.topology_compression_format == TopologyCompressionFormat.NNR_DFL:
         try:
-            return inflate_topology(tpl.topology_data)
+            return inflate_topology(tpl.topology_data, limit=min(MAX_TOPOLOGY_SIZE, current_budget()))
         except BitstreamError as exc:
             located = exc.located(unit_index=parsed.index, byte_offset=parsed.byte_offset)
             raise with_source(located, source) from None
@@ -278,25 +285,34 @@ def decode_model(
             their decoded difference to the base tensor, and base tensors the update leaves out
             are returned unchanged.
 
+    A stream with an integrity record is verified before anything is parsed (`_integrity`).
+
     Raises:
-        BitstreamError: corrupt or truncated data, a payload whose length does not match its
-            dimensions, or a tensor sent twice; the message names the file, unit, offset and tensor.
+        BitstreamError: corrupt or truncated data (any unit failing its integrity check), a
+            payload whose length does not match its dimensions, or a tensor sent twice; the
+            message names the file, unit, offset and tensor.
         UnsupportedError: valid syntax nnrconv cannot decode yet (entropy-coded NDUs, a second MPS
             or TPL unit, ...); named likewise.
         BaseMismatchError: an update without `base`, or one that does not fit `base`.
     """
-    units = read_units(data, source)
+    view = _byte_view(data)
+    try:
+        check = check_stream(view)
+    except BitstreamError as exc:
+        raise with_source(exc, source) from None
+    units = read_units(view, source)
     ctx = UnitContext()
     mps: ModelParameterSet | None = None
     tpl: tuple[TopologyUnit, ParsedUnit] | None = None
     lps: LayerParameterSet | None = None
     ndus: list[tuple[CompressedDataUnit, _NduSite]] = []
-    view = memoryview(data)
     head = bytearray()
     movable = not any(isinstance(u.unit, AggregateUnit) for u in units)
     spans: list[tuple[int, int]] = []
     for top_index, parsed in _flatten(units):
         unit = parsed.unit
+        if top_index == check.record_index:
+            continue  # the integrity record, already verified
         if isinstance(unit, (StartUnit, ModelParameterSet)):
             head += view[parsed.byte_offset : parsed.byte_offset + parsed.size]
         elif isinstance(unit, (LayerParameterSet, QuantizationUnit)):
@@ -342,6 +358,7 @@ def decode_model(
             f"{source} is an incremental update of a base model (its data units name parent nodes); "
             "decode it with its base (--base BASE.nnr)"
         )
+    _check_budget(jobs_list, jobs)
     tensors = _decode_ndus(jobs_list, jobs, progress)
     if base is not None and mps.mps_parent_signalling_enabled_flag:
         # tensors the update leaves out are unchanged
@@ -350,8 +367,10 @@ def decode_model(
         tensors = merged
         movable = False  # the units only make sense with their base
     coded = None
+    parameter_sets = None
     if movable:
         coded = {names[0]: bytes(view[o : o + n]) for (_, _, names), (o, n) in zip(jobs_list, spans, strict=True)}
+        parameter_sets = _parts_parameter_sets(bytes(head), view, spans, check)
     return DecodedModel(
         tensors=tensors,
         topology=topology,
@@ -362,9 +381,28 @@ def decode_model(
         general_profile_idc=ctx.general_profile_idc,
         mps=mps,
         unit_count=len(units),
-        parameter_sets=bytes(head) if movable else None,
+        parameter_sets=parameter_sets,
         coded=coded,
+        verified=check.verified,
     )
+
+
+def _byte_view(data: bytes | bytearray | memoryview) -> memoryview:
+    view = memoryview(data)
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
+def _parts_parameter_sets(head: bytes, view: memoryview, spans: list[tuple[int, int]], check: StreamCheck) -> bytes:
+    """The start unit and MPS with a parts integrity record, for moving the NDUs to a container.
+
+    A verified stream's CRCs and digest are reused (the digest covers the same units); an
+    unverified one (NNCodec's) is sealed as decoded, so what nnrconv writes from it is checked.
+    """
+    if not check.verified or check.crcs is None:
+        return seal_parts(head, [view[o : o + n] for o, n in spans])
+    head_crcs = [check.crcs[o] for o, _ in check.frames[:2]]
+    ndu_crcs = [check.crcs[o] for o, _ in spans]
+    return seal_parts(head, [], crcs=[*head_crcs, *ndu_crcs], digest=check.digest)
 
 
 def decode_with_levels(
@@ -405,6 +443,12 @@ def _thread_shares(jobs: list[tuple[CompressedDataUnit, _NduSite, tuple[str, ...
     return [max(1, min(count, round(count * size / total))) for size in sizes]
 
 
+def _check_budget(jobs: list[tuple[CompressedDataUnit, _NduSite, tuple[str, ...]]], workers: int | None) -> None:
+    count = workers or os.cpu_count() or 1
+    located = [(ndu.header, partial(site.bitstream_error, tensor=names[0])) for ndu, site, names in jobs]
+    check_declared_sizes(located, min(count, len(jobs)))
+
+
 def _decode_ndus(
     jobs: list[tuple[CompressedDataUnit, _NduSite, tuple[str, ...]]],
     workers: int | None,
@@ -419,14 +463,21 @@ def _decode_ndus(
             seen.add(name)
     count = workers or os.cpu_count() or 1
     tensors: dict[str, np.ndarray] = {}
-    with ThreadPoolExecutor(max(1, min(count, len(jobs)))) as pool:
-        shares = _thread_shares(jobs, count)
-        results = pool.map(_decode_one, jobs, shares) if count > 1 and len(jobs) > 1 else map(_decode_one, jobs, shares)
-        for decoded in results:
-            tensors.update(decoded)
-            if progress is not None:
-                for name, array in decoded:
-                    progress(name, array.nbytes)
+    try:
+        with ThreadPoolExecutor(max(1, min(count, len(jobs)))) as pool:
+            shares = _thread_shares(jobs, count)
+            parallel = count > 1 and len(jobs) > 1
+            results = pool.map(_decode_one, jobs, shares) if parallel else map(_decode_one, jobs, shares)
+            for decoded in results:
+                tensors.update(decoded)
+                if progress is not None:
+                    for name, array in decoded:
+                        progress(name, array.nbytes)
+    except MemoryError:
+        raise BitstreamError(
+            f"the machine could not provide the memory the data units declare, though it is within the budget "
+            f"of {format_size(current_budget())}: give a smaller --max-memory to be refused up front"
+        ) from None
     return tensors
 
 
@@ -446,16 +497,25 @@ def decode_parts(
         jobs: threads decoding in parallel (default: the number of cores).
         max_elements: refuse any tensor declaring more elements, before allocating it.
 
+    Parameter sets with an integrity record (`encode_parts` output) are verified with the NDUs
+    first: every NDU must match the record, and all it covers must be present.
+
     Raises:
-        BitstreamError: corrupt parameter sets or NDU, or an NDU naming another tensor; the
-            message names the tensor.
+        BitstreamError: corrupt parameter sets or NDU (integrity check failed), missing NDUs, or
+            an NDU naming another tensor; the message names the tensor.
     """
     source = "<parameter sets>"
+    try:
+        check_parts(parameter_set_bytes, ndus)
+    except BitstreamError as exc:
+        raise with_source(exc, "<data unit>" if exc.tensor else source) from None
     units = read_units(parameter_set_bytes, source)
     ctx = UnitContext()
     lps: LayerParameterSet | None = None
     has_mps = False
     for _, parsed in _flatten(units):
+        if isinstance(parsed.unit, TopologyUnit):
+            continue  # the integrity record (check_parts refuses any other topology unit here)
         if isinstance(parsed.unit, CompressedDataUnit):
             raise BitstreamError("the parameter sets contain a compressed data unit", unit_index=parsed.index)
         has_mps = has_mps or isinstance(parsed.unit, ModelParameterSet)
@@ -484,4 +544,5 @@ def decode_parts(
         if names != (key,):
             raise site.bitstream_error(f"the NDU carries {', '.join(map(repr, names))}, not {key!r}", key)
         jobs_list.append((parsed.unit, site, names))
+    _check_budget(jobs_list, jobs)
     return _decode_ndus(jobs_list, jobs)

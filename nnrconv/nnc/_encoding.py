@@ -23,6 +23,7 @@ from nnrconv.nnc._framing import (
     unit_size_field,
 )
 from nnrconv.nnc._incremental import BaseModel
+from nnrconv.nnc._integrity import seal_parts, seal_stream
 from nnrconv.nnc._mps import ModelParameterSet
 from nnrconv.nnc._ndu import CompressedDataUnit, NduHeader, NodeId
 from nnrconv.nnc._payloads import OutsideWindow, PayloadSettings, UpdateParent, encode_payload
@@ -49,7 +50,10 @@ def encode_model(
     options: CodingOptions | None = None,
     progress: Progress | None = None,
 ) -> bytes:
-    """Code a model as an NNR bitstream: STR, MPS, TPL, then one NDU per tensor, in tensor order.
+    """Code a model as an NNR bitstream: STR, MPS, integrity record, TPL, then one NDU per tensor.
+
+    The integrity record (a CRC-32 per unit and a SHA-256 of the data, see `_integrity`) lets
+    decoders detect any damage; NDUs follow in tensor order.
 
     Args:
         tensors: (name, array) pairs, in the order the NDUs are written.
@@ -69,7 +73,7 @@ def encode_model(
             NUL, or its NDU would exceed 2**31 - 1 bytes; the message names the tensor.
         ValueError: two tensors share a name, or `general_profile_idc` is not 0 or 1.
     """
-    parameter_sets, ndus = _encode(
+    parameter_sets, head, ndus = _encode(
         tensors,
         options or CodingOptions(),
         general_profile_idc,
@@ -78,7 +82,7 @@ def encode_model(
         compress_topology,
         progress,
     )
-    return parameter_sets + b"".join(ndus.values())
+    return seal_stream(parameter_sets, [*head, *ndus.values()])
 
 
 def encode_update(
@@ -102,7 +106,7 @@ def encode_update(
         BaseMismatchError: a tensor is missing from the base, or its shape differs.
         As `encode_model` otherwise.
     """
-    parameter_sets, ndus = _encode(
+    parameter_sets, head, ndus = _encode(
         tensors,
         options or CodingOptions(),
         1,
@@ -112,7 +116,7 @@ def encode_update(
         progress,
         base,
     )
-    return parameter_sets + b"".join(ndus.values())
+    return seal_stream(parameter_sets, [*head, *ndus.values()])
 
 
 def encode_parts(
@@ -125,15 +129,16 @@ def encode_parts(
     """Code tensors for embedding in a native container (integration mode 2).
 
     Returns:
-        (parameter_set_bytes, ndus): the start unit and model parameter set, and per tensor name
-        one complete NDU unit (size field included), each decodable with `decode_parts` given the
-        parameter sets alone.
+        (parameter_set_bytes, ndus): the start unit, model parameter set and an integrity record
+        covering them and every NDU, and per tensor name one complete NDU unit (size field
+        included), each decodable with `decode_parts` given the parameter sets alone.
 
     Raises:
         As `encode_model`.
     """
     items = tensors.items() if isinstance(tensors, Mapping) else tensors
-    return _encode(items, options or CodingOptions(), general_profile_idc, None, 0, False, progress)
+    parameter_sets, _, ndus = _encode(items, options or CodingOptions(), general_profile_idc, None, 0, False, progress)
+    return seal_parts(parameter_sets, ndus.values()), ndus
 
 
 def _encode(
@@ -145,7 +150,8 @@ def _encode(
     compress: bool,
     progress: Progress | None = None,
     base: BaseModel | None = None,
-) -> tuple[bytes, dict[str, bytes]]:
+) -> tuple[bytes, list[bytes], dict[str, bytes]]:
+    """(start unit + MPS, [topology unit] or [], tensor name -> NDU); integrity is sealed by the callers."""
     if profile not in (0, 1):
         raise ValueError(f"general_profile_idc must be 0 or 1, got {profile!r}")
     named: list[tuple[str, np.ndarray, TensorPlan]] = []
@@ -208,7 +214,8 @@ def _encode(
             coded.append(unit)
             if progress is not None:
                 progress(name, array.nbytes)
-    return b"".join(head), {name: unit for (name, _, _), unit in zip(named, coded, strict=True) if unit}
+    ndus = {name: unit for (name, _, _), unit in zip(named, coded, strict=True) if unit}
+    return b"".join(head[:2]), head[2:], ndus
 
 
 def _thread_shares(sizes: list[int], count: int) -> list[int]:

@@ -5,10 +5,11 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from nnrconv.core._errors import BitstreamError
 from nnrconv.nnc import cabac
+from nnrconv.nnc._budget import declared_bytes
 from nnrconv.nnc._container import _flatten
 from nnrconv.nnc._decoding import _topology_bytes
 from nnrconv.nnc._enums import (
@@ -20,7 +21,9 @@ from nnrconv.nnc._framing import (
     ParsedUnit,
     advance_context,
     read_units,
+    with_source,
 )
+from nnrconv.nnc._integrity import check_stream
 from nnrconv.nnc._mps import LayerParameterSet
 from nnrconv.nnc._ndu import CompressedDataUnit, decode_reference_list
 from nnrconv.nnc._units import TopologyUnit, UnitContext
@@ -54,6 +57,9 @@ class UnitInfo:
         dq_flag: NDU: dependent quantization.
         scan_order: NDU: the scan order.
         snr_db: NDU: weight SNR against an original model, filled in by `nnrconv.inspect`.
+        decoded_bytes: NDU: the memory its decoded tensor(s) take, as the header declares them.
+        integrity: "verified" (the stream's integrity record covers the unit and it matched),
+            "unverified" (the stream carries no integrity record) or "record" (the record itself).
     """
 
     index: int
@@ -71,6 +77,8 @@ class UnitInfo:
     dq_flag: bool | None = None
     scan_order: int | None = None
     snr_db: float | None = None
+    decoded_bytes: int | None = None
+    integrity: str | None = None
 
 
 def _storage_name(code: int) -> str:
@@ -129,6 +137,7 @@ def _info(
             bits_per_parameter=8 * parsed.size / count if count else None,
             dq_flag=header.dq_flag,
             scan_order=header.scan_order,
+            decoded_bytes=declared_bytes(header)[0],
         )
     if isinstance(unit, TopologyUnit):
         return UnitInfo(
@@ -145,11 +154,18 @@ def _info(
 def inspect_units(data: bytes | bytearray | memoryview, source: str = "<bytes>") -> list[UnitInfo]:
     """One record per unit (aggregate members follow their aggregate), for `nnrconv inspect`.
 
+    A stream with an integrity record is verified first (each record then says "verified").
+
     Raises:
         BitstreamError: as `read_units`.
         UnsupportedError: as `read_units`.
     """
-    units = read_units(data, source)
+    view = memoryview(data).cast("B")
+    try:
+        check = check_stream(view)
+    except BitstreamError as exc:
+        raise with_source(exc, source) from None
+    units = read_units(view, source)
     reflist = None
     for _, parsed in _flatten(units):
         unit = parsed.unit
@@ -173,4 +189,14 @@ def inspect_units(data: bytes | bytearray | memoryview, source: str = "<bytes>")
 
     for parsed in units:
         visit(parsed, parsed.index, None)
-    return infos
+    status = "verified" if check.verified else "unverified"
+    return [
+        replace(
+            info,
+            integrity="record" if info.index == check.record_index else status,
+            topology_storage_format="integrity record"
+            if info.index == check.record_index
+            else info.topology_storage_format,
+        )
+        for info in infos
+    ]

@@ -117,19 +117,26 @@ def write_embedded(model: Model, path: Path, parameter_sets: bytes, ndus: Mappin
 def _embedded_files(
     model: Model, document: NnefDocument, parameter_sets: bytes, ndus: Mapping[str, bytes]
 ) -> Iterator[tuple[str, bytes]]:
+    from nnrconv import nnc
+
     yield GRAPH_FILE, document.graph_text
     if document.quant_text is not None:
         yield QUANT_FILE, document.quant_text
-    yield PARAMETER_SETS_FILE, bytes(parameter_sets)
+    headers: dict[str, DatHeader] = {}
     for label, record in document.records.items():
         ndu = ndus.get(label)
-        header = None
         if ndu is not None and record.opaque is None and label in model.tensors:
             header = embed_header(header_for(record, model.tensors[label]), len(ndu))
-        if header is None or ndu is None:
+            if header is not None:
+                headers[label] = header
+    # The integrity record must cover exactly the units embedded (some variables stay plain).
+    yield PARAMETER_SETS_FILE, nnc.seal_parts(parameter_sets, [ndus[label] for label in headers])
+    for label, record in document.records.items():
+        header = headers.get(label)
+        if header is None:
             yield record.decl.relative_path, dat_bytes(record, model.tensors)
         else:
-            yield record.decl.relative_path, header.pack() + bytes(ndu)
+            yield record.decl.relative_path, header.pack() + bytes(ndus[label])
 
 
 # -- reading -----------------------------------------------------------------------------------

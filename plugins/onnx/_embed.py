@@ -276,7 +276,7 @@ def _restore_container(
             tensor_id = _tensor_id(node)
             tensor = onnx.TensorProto()
             tensor.ParseFromString(attrs["template"])
-        except (KeyError, DecodeError, UnicodeDecodeError) as exc:
+        except (KeyError, TypeError, DecodeError, UnicodeDecodeError) as exc:  # TypeError: an attribute's type
             raise FormatError(
                 f"{source}: decode node for {list(node.output)} has a missing or corrupt attribute"
             ) from exc
@@ -286,11 +286,16 @@ def _restore_container(
         coded_name = node.input[0]
         if "initializer_index" in attrs:
             coded_names.add(coded_name)
-            initializers.append((attrs["initializer_index"], tensor))
-            if "input_index" in attrs:
-                value = onnx.ValueInfoProto()
-                value.ParseFromString(attrs["input_template"])
-                inputs.append((attrs["input_index"], value))
+            try:
+                initializers.append((int(attrs["initializer_index"]), tensor))
+                if "input_index" in attrs:
+                    value = onnx.ValueInfoProto()
+                    value.ParseFromString(attrs["input_template"])
+                    inputs.append((int(attrs["input_index"]), value))
+            except (KeyError, TypeError, ValueError, DecodeError) as exc:
+                raise FormatError(
+                    f"{source}: decode node for {list(node.output)} has a missing or corrupt attribute"
+                ) from exc
             continue
         constant = next(
             (n for n in container.node if n.op_type == "Constant" and n.output and n.output[0] == coded_name), None

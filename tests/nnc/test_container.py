@@ -32,6 +32,7 @@ from nnrconv.nnc import (
     read_units,
     write_units,
 )
+from nnrconv.nnc._integrity import strip_record
 
 ONNX = TopologyStorageFormat.NNR_TPL_ONNX
 LOSSLESS = nnc.CodingOptions(lossless=True)
@@ -95,7 +96,7 @@ def test_byte_order_and_layout_of_inputs() -> None:
 
 def test_empty_model_is_nncodec_bytes() -> None:
     data = encode_model([], b"", TopologyStorageFormat.NNR_TPL_UNREC)
-    assert data == bytes.fromhex("00040201 0008068100400080 00060e000000")
+    assert strip_record(data) == bytes.fromhex("00040201 0008068100400080 00060e000000")
     model = decode_model(data)
     assert model.tensors == {} and model.topology == b""
     assert encode_model([], b"", 0, general_profile_idc=0)[:4] == bytes.fromhex("00040200")
@@ -103,7 +104,7 @@ def test_empty_model_is_nncodec_bytes() -> None:
 
 def test_first_ndu_matches_nncodec_layout() -> None:
     weights = np.random.default_rng(1).standard_normal((2, 3)).astype(np.float32)  # on no QP grid: raw
-    data = encode_model([("layer.weight", weights)], b"", 0, options=LOSSLESS)
+    data = strip_record(encode_model([("layer.weight", weights)], b"", 0, options=LOSSLESS))
     ndu = data[18:]
     # header as in fact sheet §1.12 but payload type RAW_FLOAT (0x11) and dq_flag absent
     assert ndu[2:4] == bytes.fromhex("16 11")
@@ -115,12 +116,12 @@ def test_first_ndu_matches_nncodec_layout() -> None:
 def test_topology_is_deflated_only_when_smaller() -> None:
     compressible = b"a" * 1000
     units = read_units(encode_model([], compressible, ONNX))
-    tpl = units[2].unit
+    tpl = units[3].unit  # after the integrity record
     assert isinstance(tpl, TopologyUnit)
     assert tpl.topology_compression_format == TopologyCompressionFormat.NNR_DFL
     assert zlib.decompress(tpl.topology_data) == compressible
     random_bytes = random.Random(3).randbytes(64)
-    tpl = read_units(encode_model([], random_bytes, ONNX))[2].unit
+    tpl = read_units(encode_model([], random_bytes, ONNX))[3].unit
     assert isinstance(tpl, TopologyUnit)
     assert tpl.topology_compression_format == TopologyCompressionFormat.NNR_PT_RAW
     assert tpl.topology_data == random_bytes
@@ -235,17 +236,21 @@ def test_indexed_names_resolve_through_reflist() -> None:
 def test_inspect_units() -> None:
     data = encode_model(sample_tensors()[:2], b"topology", ONNX)
     infos = inspect_units(data, source="m.nnr")
-    assert [i.unit_type for i in infos] == ["NNR_STR", "NNR_MPS", "NNR_TPL", "NNR_NDU", "NNR_NDU"]
+    assert [i.unit_type for i in infos] == ["NNR_STR", "NNR_MPS", "NNR_TPL", "NNR_TPL", "NNR_NDU", "NNR_NDU"]
     assert [i.byte_offset for i in infos[:3]] == [0, 4, 12]
-    assert infos[2].topology_storage_format == "NNR_TPL_ONNX"
-    assert (infos[3].tensor, infos[3].shape, infos[3].payload_type) == ("conv.weight", (4, 3, 2, 2), "NNR_PT_FLOAT")
-    assert infos[3].qp is not None and infos[3].step == cabac.step_size(infos[3].qp)
-    assert infos[3].bits_per_parameter == 8 * infos[3].size / 48
-    assert infos[3].dq_flag is True and infos[3].scan_order == 0
+    assert infos[2].topology_storage_format == "integrity record"
+    assert infos[3].topology_storage_format == "NNR_TPL_ONNX"
+    ndu = infos[4]
+    assert (ndu.tensor, ndu.shape, ndu.payload_type) == ("conv.weight", (4, 3, 2, 2), "NNR_PT_FLOAT")
+    assert ndu.qp is not None and ndu.step == cabac.step_size(ndu.qp)
+    assert ndu.bits_per_parameter == 8 * ndu.size / 48
+    assert ndu.dq_flag is True and ndu.scan_order == 0
+    assert [i.integrity for i in infos] == ["verified", "verified", "record", "verified", "verified", "verified"]
     assert sum(i.size for i in infos) == len(data)
     assert nnc.UnitInfo.__module__ == "nnrconv.nnc"
     reserved = write_units([StartUnit(), ModelParameterSet(), TopologyUnit(99, 0, b"?")])
     assert inspect_units(reserved)[2].topology_storage_format == "reserved (99)"
+    assert {i.integrity for i in inspect_units(reserved)} == {"unverified"}
 
 
 def test_looks_like_nnr() -> None:
@@ -299,14 +304,17 @@ def small_stream() -> tuple[bytes, set[int]]:
 
 
 def test_every_truncation_raises_bitstream_error() -> None:
-    data, boundaries = small_stream()
+    data, _ = small_stream()
     for cut in range(len(data)):
         prefix = data[:cut]
-        if cut in boundaries and cut >= 12:  # STR + MPS at least: a shorter but valid stream
+        if cut == 12:  # STR + MPS: a shorter but valid stream, which carries no record
             decode_model(prefix)
             continue
-        with pytest.raises(BitstreamError):
+        with pytest.raises(BitstreamError):  # the integrity record counts the units: any cut shows
             decode_model(prefix)
+    unverified = strip_record(data)
+    for parsed in read_units(unverified)[1:]:  # without record, a cut at a unit boundary goes unnoticed
+        decode_model(unverified[: parsed.byte_offset + parsed.size])
 
 
 def test_random_bytes_raise_bitstream_error() -> None:

@@ -15,6 +15,7 @@ import nnrconv
 from nnrconv import nnc
 from nnrconv.cli import main
 from nnrconv.core import BitstreamError, CodedTensor, FormatError, NNRConvError, get_registry
+from nnrconv.nnc._integrity import strip_record
 from nnrconv_nnef import _embed
 from nnrconv_nnef._dat import HEADER_SIZE, DatHeader
 from tests.plugins.nnef import _models
@@ -111,9 +112,11 @@ def test_layout_of_the_embedded_files(tmp_path):
     decoded = nnrconv.load(nnr)
     original, files = model_files(source), model_files(embedded)
     assert files["graph.nnef"] == original["graph.nnef"] and files["graph.quant"] == original["graph.quant"]
-    # graph.nnr: the parameter sets, i.e. the first units of an NNR bitstream.
+    # graph.nnr: the parameter sets, i.e. the first units of an NNR bitstream, with an integrity record.
     parameter_sets = files["graph.nnr"]
-    assert nnc.looks_like_nnr(parameter_sets[:4]) and nnr.read_bytes().startswith(parameter_sets)
+    assert nnc.looks_like_nnr(parameter_sets[:4])
+    assert strip_record(nnr.read_bytes()).startswith(strip_record(parameter_sets))
+    assert b"nnrconv-integrity/1 parts " in parameter_sets
     assert set(files) == set(original) | {"graph.nnr"}
     for label, tensor in decoded.tensors.items():
         relative = label.lstrip("/") + ".dat"

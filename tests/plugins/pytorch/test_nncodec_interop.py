@@ -82,21 +82,26 @@ def test_state_dict_nnr_decodes_whole_in_nncodec(tmp_path: Path, weights: Path) 
     assert sum(t.dtype.name == "INT64" for t in ours) == 49
     assert all(ours.tensors[k].shape == () for k in ours.tensors if k.endswith("num_batches_tracked"))
     infos = nnc.inspect_units(data)
-    (tpl,) = [i for i in infos if i.unit_type == "NNR_TPL" and i.member is None]
-    assert [i.unit_type for i in infos[: tpl.index]] == ["NNR_STR", "NNR_MPS"]
+    (record, tpl) = [i for i in infos if i.unit_type == "NNR_TPL" and i.member is None]
+    assert record.integrity == "record" and {i.integrity for i in infos} == {"record", "verified"}
+    assert [i.unit_type for i in infos[: record.index]] == ["NNR_STR", "NNR_MPS"] and tpl.index == record.index + 1
     assert all(i.unit_type == "NNR_NDU" for i in infos[tpl.index + 1 :])
     topology = nnc.decode_model(data).topology
     assert topology.startswith(b"nnrconv-pytorch state_dict 1\n") and b"\0" not in topology
     topology.decode("utf-8")
     assert topology in data  # stored raw (not deflated), so NNCodec reads it as a string
-    # The whole file, exactly as written.
+    # The whole file, exactly as written (its integrity record included).
     _assert_same_as_nncodec(ours, ref.decompress(data))
     # The same units carried inside a PyTorch archive (mode 2) decode in NNCodec alike.
     nnrconv.convert(nnr, embedded)
     units = coded_units(nnrconv.load(embedded))
     assert units is not None
     parameter_sets, ndus = units
-    assert parameter_sets + b"".join(ndus.values()) == data[: tpl.byte_offset] + data[tpl.byte_offset + tpl.size :]
+    plain = nnc.strip_record(data)
+    tpl_offset = tpl.byte_offset - record.size
+    without_tpl = plain[:tpl_offset] + plain[tpl_offset + tpl.size :]
+    assert nnc.strip_record(parameter_sets) + b"".join(ndus.values()) == without_tpl
+    # With the parts integrity record that travels in the archive.
     _assert_same_as_nncodec(nnrconv.load(embedded), ref.decompress(parameter_sets + b"".join(ndus.values())))
     # And the embedded archive converts back to the very same .nnr.
     again = tmp_path / "again.nnr"
