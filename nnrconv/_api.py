@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from nnrconv import nnc
-from nnrconv._files import check_output, staged_output
+from nnrconv._files import OwnOutput, check_output, staged_output
 from nnrconv.core import (
     ArrayTensor,
     BaseMismatchError,
@@ -178,6 +178,11 @@ def _output_format(path: Path, name: str | None) -> str:
     if path.suffix.lower() in _NNR_SUFFIXES:
         return NNR_FORMAT
     return get_registry().for_output(path).name
+
+
+def _own_output(name: str) -> OwnOutput | None:
+    """How the output format recognises a folder it may replace (NNR writes files only)."""
+    return None if name == NNR_FORMAT else get_registry().get(name).is_own_output
 
 
 def _plugin(name: str) -> FormatPlugin:
@@ -380,13 +385,14 @@ def save(
     With `base`, the NNR output is an incremental update of that base model.
     """
     path = Path(path)
-    check_output(path, inputs=tuple(inputs), force=force)
     name = _output_format(path, format)
+    own = _own_output(name)
+    check_output(path, inputs=tuple(inputs), force=force, is_own_output=own)
     if base is not None and name != NNR_FORMAT:
         raise UnsupportedError(f"{path}: an incremental update (base model) can only be written as an .nnr bitstream")
     if name == NNR_FORMAT:
         data = encode(model, options=options, progress=progress, base=base)
-        with staged_output(path, force=force) as staged:
+        with staged_output(path, force=force, is_own_output=own) as staged:
             staged.write_bytes(data)
         return
     fmt = _plugin(name)
@@ -396,10 +402,10 @@ def save(
         raise UnsupportedError(f"{path}: cannot write {origin} as {fmt.name}{hint}")
     if fmt.matches_embedded(path):
         parameter_sets, ndus = _embedded_units(model, options, progress)
-        with staged_output(path, force=force) as staged:
+        with staged_output(path, force=force, is_own_output=own) as staged:
             fmt.save_embedded(model, staged, parameter_sets, ndus)
         return
-    with staged_output(path, force=force) as staged:
+    with staged_output(path, force=force, is_own_output=own) as staged:
         fmt.save(model, staged)
 
 
@@ -450,9 +456,10 @@ def convert(
     source, target = Path(source), Path(target)
     started = time.perf_counter()
     _require_input(source)
-    check_output(target, inputs=(source,), force=force)
+    inputs = (source,) if base is None else (source, Path(base))
     src_name = _input_format(source, from_format)
     dst_name = _output_format(target, to_format)
+    check_output(target, inputs=inputs, force=force, is_own_output=_own_output(dst_name))
     if src_name == NNR_FORMAT and dst_name == NNR_FORMAT:
         raise UnsupportedError(f"{target}: input and output are both NNR bitstreams; nothing to convert")
     threads = jobs if jobs is not None else (options.jobs if options else None)
@@ -476,7 +483,7 @@ def convert(
     if _needs_translation(model, dst_name):
         with tempfile.TemporaryDirectory(prefix="nnrconv-") as workdir:
             model = _translate(model, source, src_name, dst_name, Path(workdir))
-            save(model, target, dst_name, force=force, inputs=(source,), options=options, progress=progress)
+            save(model, target, dst_name, force=force, inputs=inputs, options=options, progress=progress)
     else:
         update_base = base_model if dst_name == NNR_FORMAT else None
         save(
@@ -484,7 +491,7 @@ def convert(
             target,
             dst_name,
             force=force,
-            inputs=(source,),
+            inputs=inputs,
             options=options,
             progress=progress,
             base=update_base,
