@@ -160,9 +160,15 @@ def random_inputs(specs: list[InputSpec], seed: int) -> dict[str, np.ndarray]:
 
 def _load_inputs(path: Path, specs: list[InputSpec]) -> dict[str, np.ndarray]:
     try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if not head:
+            raise FormatError(f"{path}: the inputs file is empty (expected an .npz archive)")
+        if not zipfile.is_zipfile(path):
+            raise FormatError(f"{path}: the inputs file is not an .npz archive (no zip directory)")
         with np.load(path, allow_pickle=False) as archive:
             given = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise FormatError(f"{path}: cannot read inputs (expected an .npz archive): {exc}") from exc
     wanted = {s.name for s in specs}
     missing, extra = wanted - set(given), set(given) - wanted
@@ -170,6 +176,17 @@ def _load_inputs(path: Path, specs: list[InputSpec]) -> dict[str, np.ndarray]:
         raise FormatError(
             f"{path}: inputs do not match the model: missing {sorted(missing)}, unexpected {sorted(extra)}"
         )
+    for spec in specs:
+        array = given[spec.name]
+        if array.ndim != len(spec.shape):
+            raise FormatError(
+                f"{path}: input {spec.name!r} has shape {list(array.shape)}; the model expects "
+                f"{len(spec.shape)} dimensions (like {list(spec.shape)})"
+            )
+        if spec.dtype.is_numpy_native and array.dtype != spec.dtype.storage_dtype:
+            raise FormatError(
+                f"{path}: input {spec.name!r} has element type {array.dtype}; the model expects {spec.dtype.name}"
+            )
     return given
 
 

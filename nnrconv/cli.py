@@ -448,9 +448,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except click.Abort:
-        click.echo("nnrconv: aborted", err=True)
-        return 1
+    except click.Abort as exc:
+        # click turns Ctrl-C (and an EOFError from anywhere) into Abort; say what it was.
+        cause = exc.__cause__
+        if cause is not None and not isinstance(cause, KeyboardInterrupt):
+            if debug:
+                raise cause from None
+            return _internal_error(cause)
+        click.echo("nnrconv: interrupted" if cause is not None else "nnrconv: aborted", err=True)
+        return EXIT_INTERRUPTED if cause is not None else 1
     except KeyboardInterrupt:
         click.echo("nnrconv: interrupted", err=True)
         return EXIT_INTERRUPTED
@@ -459,9 +465,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if debug:
             raise
-        click.echo(f"nnrconv: internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)", err=True)
-        return EXIT_INTERNAL
+        return _internal_error(exc)
     return 0
+
+
+def _internal_error(exc: BaseException) -> int:
+    click.echo(f"nnrconv: internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)", err=True)
+    return EXIT_INTERNAL
 
 
 if __name__ == "__main__":  # pragma: no cover
