@@ -437,6 +437,8 @@ def convert(
     jobs: int | None = None,
     progress: nnc.Progress | None = None,
     base: str | os.PathLike[str] | None = None,
+    verify_key: str | os.PathLike[str] | None = None,
+    signature: str | os.PathLike[str] | None = None,
 ) -> ConversionResult:
     """Convert a model file: native → NNR, NNR → native, or native → native of the same format.
 
@@ -445,6 +447,9 @@ def convert(
     Without `options`, tensors read already coded (from NNR) keep their data units unchanged.
     `jobs` sets the decoding threads (default: `options.jobs`, else all cores).
 
+    With `verify_key` (an EC public key, PEM) the source, and the base if given, must carry a
+    valid signature (`signature`, default SOURCE.sig; BASE.sig) before anything is read.
+
     `base` (an NNR file) makes the conversion incremental: native → NNR writes an update of the
     base (only the differences are coded); NNR → native restores a model from an update and its
     base.
@@ -452,11 +457,17 @@ def convert(
     Raises:
         BaseMismatchError: the base does not fit the model or update, or an update is decoded
             without base.
+        SignatureError: with `verify_key`, an input is unsigned or its signature is invalid.
     """
     source, target = Path(source), Path(target)
     started = time.perf_counter()
     _require_input(source)
     inputs = (source,) if base is None else (source, Path(base))
+    if verify_key is not None:
+        from nnrconv._signing import verify
+
+        for path, sig in zip(inputs, (signature, None), strict=False):
+            verify(path, verify_key, signature=sig)
     src_name = _input_format(source, from_format)
     dst_name = _output_format(target, to_format)
     check_output(target, inputs=inputs, force=force, is_own_output=_own_output(dst_name))

@@ -10,8 +10,11 @@ Exit codes:
     4  corrupt or truncated NNR bitstream
     5  valid input that nnrconv cannot convert (unsupported)
     6  the format's framework is not installed
-    7  output refused (exists without --force, equals the input, folder missing)
+    7  output refused (exists without --force, equals, holds or lies in the input, a folder
+       --force may not replace, folder missing)
     8  a plugin broke the plugin contract
+    9  convert --verify-key: the input is unsigned, or its signature is invalid
+       (`nnrconv verify` answers 0 valid, 1 invalid or unsigned)
     70 internal error (a bug: please report it with the output of --debug)
     130 interrupted
 """
@@ -31,6 +34,7 @@ from typing import TextIO
 import click
 
 from nnrconv import _api, nnc
+from nnrconv._cli_signing import sign_command, verify_command
 from nnrconv.core import NNRConvError, get_plugin_manager
 
 __all__ = ["cli", "main"]
@@ -225,6 +229,15 @@ def _make_options(
     help="Incremental update: into NNR, code only the differences to this base model; "
     "from NNR, restore the model from an update and this base.",
 )
+@click.option(
+    "--verify-key",
+    type=click.Path(path_type=str),
+    metavar="PUBLIC.pem",
+    help="Refuse SOURCE (exit 9) unless its signature verifies with this public key (see `nnrconv verify`).",
+)
+@click.option(
+    "--signature", type=click.Path(path_type=str), metavar="SIG", help="SOURCE's signature (default SOURCE.sig)."
+)
 @_coding_options
 def convert(
     source: str,
@@ -234,6 +247,8 @@ def convert(
     force: bool,
     quiet: bool,
     base: str | None,
+    verify_key: str | None,
+    signature: str | None,
     **coding: object,
 ) -> None:
     """Convert SOURCE to TARGET; formats follow from the paths (`.nnr` is an NNR bitstream).
@@ -242,6 +257,8 @@ def convert(
     bit-identical tensors. With --base BASE.nnr the NNR file is an incremental update of BASE.
     """
     options = _make_options(**coding)  # type: ignore[arg-type]
+    if signature is not None and verify_key is None:
+        raise click.UsageError("--signature names the signature to check; give --verify-key too")
     with _TerminalProgress.for_stderr(enabled=not quiet) as progress:
         result = _api.convert(
             source,
@@ -253,6 +270,8 @@ def convert(
             jobs=coding["jobs"],  # type: ignore[arg-type]
             progress=progress,
             base=base,
+            verify_key=verify_key,
+            signature=signature,
         )
     if not quiet:
         ratio = result.target_bytes / result.source_bytes if result.source_bytes else 0.0
@@ -356,6 +375,9 @@ def diff(first: str, second: str, show_all: bool) -> None:
     if not comparison.identical:
         sys.exit(1)
 
+
+cli.add_command(sign_command)
+cli.add_command(verify_command)
 
 _plugin_commands_added = False
 

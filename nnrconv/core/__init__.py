@@ -13,6 +13,7 @@ from nnrconv.core._errors import (
     NNRConvError,
     OutputError,
     PluginError,
+    SignatureError,
     UnsupportedError,
 )
 from nnrconv.core._format import FormatPlugin, InputSpec
@@ -44,6 +45,7 @@ __all__ = [
     "Node",
     "OutputError",
     "PluginError",
+    "SignatureError",
     "Tensor",
     "TensorRole",
     "UnsupportedError",
