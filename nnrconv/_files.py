@@ -51,6 +51,7 @@ _STAGING = re.compile(
     r"^\.(?P<name>.+)\.(?P<host>[0-9a-f]{6})-(?P<boot>[0-9a-f]{6})-(?P<pid>\d+)-(?P<start>\d+)"
     r"\.[a-z0-9_]+" + re.escape(_SUFFIX) + r"$"
 )
+_NAME_KEPT = 120  # characters of the output's name kept in its staging folder's name
 _OUT = "out"  # staging/out/: everything the writer produces
 _PREVIOUS = "previous"  # staging/previous/NAME: the old output while it is being replaced
 
@@ -113,8 +114,8 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
     """Clean up after runs that were killed while writing into `folder`; return what was handled.
 
     Only entries named as our staging folders, that are real folders (never a link) and whose
-    owner is dead, are touched. An old output that a kill left moved aside is put back when
-    nothing took its place; everything else in them is deleted.
+    owner is dead, are touched. An old output that a kill left moved aside (in `previous/`,
+    under its own name) is put back when nothing took its place; everything else is deleted.
     """
     handled = []
     try:
@@ -126,11 +127,10 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
         path = Path(entry.path)
         if match is None or not _is_real_dir(path) or not _owner_is_dead(match):
             continue
-        previous = path / _PREVIOUS / match["name"]
-        target = folder / match["name"]
         with contextlib.suppress(OSError):
-            if os.path.lexists(previous) and not os.path.lexists(target):
-                os.rename(previous, target)
+            for previous in os.scandir(path / _PREVIOUS):
+                if not os.path.lexists(folder / previous.name):
+                    os.rename(previous.path, folder / previous.name)
         shutil.rmtree(path, ignore_errors=True)
         handled.append(path)
     return handled
@@ -232,7 +232,9 @@ def staged_output(target: Path, *, force: bool = False, is_own_output: OwnOutput
     parent = target.parent
     remove_stale_temporaries(parent)
     try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.{_owner_tag()}.", suffix=_SUFFIX, dir=parent))
+        # The name is cut so that the staging folder's name stays within NAME_MAX (255 bytes).
+        prefix = f".{target.name[:_NAME_KEPT]}.{_owner_tag()}."
+        staging = Path(tempfile.mkdtemp(prefix=prefix, suffix=_SUFFIX, dir=parent))
         (staging / _OUT).mkdir()
         (staging / _PREVIOUS).mkdir()
     except OSError as exc:

@@ -322,3 +322,10 @@ def test_kill_9_during_a_conversion_leaves_old_or_new_and_a_rerun_cleans_up(big_
     assert out == b"" and err == b""
     assert leftovers(tmp_path) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.nnr"]
+
+
+def test_long_output_names_still_stage(tmp_path):
+    target = tmp_path / ("m" * 200 + ".nnr")
+    with staged_output(target) as staged:
+        staged.write_bytes(b"new")
+    assert target.read_bytes() == b"new" and leftovers(tmp_path) == []

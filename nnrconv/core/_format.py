@@ -32,6 +32,11 @@ from nnrconv.core._tensor import Tensor
 __all__ = ["FormatPlugin", "InputSpec"]
 
 
+def _raise(error: OSError) -> None:
+    """os.walk's error hook: a folder that cannot be listed may hold anything, so stop."""
+    raise error
+
+
 @dataclass(frozen=True, slots=True)
 class InputSpec:
     """One model input as a runner needs it: name, element type and a concrete shape."""
@@ -157,7 +162,7 @@ class FormatPlugin:
         try:
             if not stat.S_ISDIR(os.lstat(path).st_mode):
                 return False
-            for root, folders, files in os.walk(path, followlinks=False):
+            for root, folders, files in os.walk(path, onerror=_raise, followlinks=False):
                 relative_root = Path(root).relative_to(path)
                 for name in [*folders, *files]:
                     entry = Path(root, name)
