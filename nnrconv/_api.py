@@ -181,8 +181,9 @@ def _output_format(path: Path, name: str | None) -> str:
 
 
 def _own_output(name: str) -> OwnOutput | None:
-    """How the output format recognises a folder it may replace (NNR writes files only)."""
-    return None if name == NNR_FORMAT else get_registry().get(name).is_own_output
+    """How the output format recognises a folder it may replace; None when it writes files only."""
+    fmt = None if name == NNR_FORMAT else get_registry().get(name)
+    return fmt.is_own_output if fmt is not None and fmt.directory else None
 
 
 def _plugin(name: str) -> FormatPlugin:

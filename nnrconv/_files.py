@@ -44,7 +44,8 @@ from nnrconv.core import OutputError
 __all__ = ["OwnOutput", "check_output", "remove_stale_temporaries", "staged_output"]
 
 OwnOutput = Callable[[Path], bool]
-"""Whether an existing folder is a model of the target format that nnrconv could have written."""
+"""Whether an existing folder is a model of the target format that nnrconv could have written
+(None where the output format writes files only)."""
 
 _SUFFIX = ".nnrconv-tmp"
 _STAGING = re.compile(
@@ -172,7 +173,7 @@ def _refuse_replacing(dest: Path, new_kind: str | None, is_own_output: OwnOutput
         raise OutputError(f"{dest}: is a file, and this output is a folder; --force does not replace one by the other")
     if kind != "folder":
         return
-    if new_kind == "file":
+    if new_kind == "file" or (new_kind is None and is_own_output is None):
         raise OutputError(f"{dest}: is a folder, and this output is a file; --force does not replace one by the other")
     if is_own_output is None or not is_own_output(dest):
         raise OutputError(

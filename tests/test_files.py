@@ -59,7 +59,7 @@ def test_force_never_wipes_an_unrelated_folder(tmp_path, capsys):
     before = snapshot(models)
     code, _, err = run(capsys, EXAMPLE, models, "--to", "nnr", "--force")
     assert code == 7, err
-    assert "is a folder" in err and len(err.strip().splitlines()) == 1
+    assert "is a folder, and this output is a file" in err and len(err.strip().splitlines()) == 1
     assert snapshot(models) == before
     assert leftovers(tmp_path) == []
 
