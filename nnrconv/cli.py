@@ -16,7 +16,7 @@ Exit codes:
     9  convert --verify-key: the input is unsigned, or its signature is invalid
        (`nnrconv verify` answers 0 valid, 1 invalid or unsigned)
     70 internal error (a bug: please report it with the output of --debug)
-    130 interrupted
+    130 interrupted (Ctrl-C); 143 terminated (SIGTERM)
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from typing import TextIO
 import click
 
 from nnrconv import _api, nnc
+from nnrconv._cli_signals import interruption, terminate_as_interrupt
 from nnrconv._cli_signing import sign_command, verify_command
 from nnrconv.core import NNRConvError, get_plugin_manager
 
@@ -41,7 +42,6 @@ __all__ = ["cli", "main"]
 
 _GROUP_FLAGS = frozenset({"--debug", "--version", "--help", "-h"})
 EXIT_INTERNAL = 70
-EXIT_INTERRUPTED = 130
 
 
 class _DefaultToConvert(click.Group):
@@ -459,7 +459,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in args or bool(os.environ.get("NNRCONV_DEBUG"))
     try:
         _add_plugin_commands()
-        cli.main(args=args, prog_name="nnrconv", standalone_mode=False)
+        with terminate_as_interrupt():
+            cli.main(args=args, prog_name="nnrconv", standalone_mode=False)
     except NNRConvError as err:
         if debug:
             raise
@@ -477,11 +478,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if debug:
                 raise cause from None
             return _internal_error(cause)
-        click.echo("nnrconv: interrupted" if cause is not None else "nnrconv: aborted", err=True)
-        return EXIT_INTERRUPTED if cause is not None else 1
-    except KeyboardInterrupt:
-        click.echo("nnrconv: interrupted", err=True)
-        return EXIT_INTERRUPTED
+        line, code = interruption(cause) if cause is not None else ("nnrconv: aborted", 1)
+        click.echo(line, err=True)
+        return code
+    except KeyboardInterrupt as exc:
+        line, code = interruption(exc)
+        click.echo(line, err=True)
+        return code
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
     except Exception as exc:
