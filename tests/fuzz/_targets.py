@@ -5,13 +5,16 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 from nnrconv import nnc
 from nnrconv.core import BaseMismatchError, NNRConvError
+from nnrconv.nnc import cabac
 
-# Per-tensor element cap handed to the decoder, as a memory budget would (16 MB of float32).
-MAX_ELEMENTS = 1 << 22
+# Per-tensor element cap handed to the decoder, as a memory budget would (16 MB of float32);
+# NNRCONV_FUZZ_MAX_ELEMENTS=0 fuzzes with the decoder's own default instead.
+MAX_ELEMENTS = int(os.environ.get("NNRCONV_FUZZ_MAX_ELEMENTS", 1 << 22)) or cabac.DEFAULT_MAX_ELEMENTS
 _CORPUS = Path(__file__).parent / "corpus"
 
 
