@@ -128,13 +128,18 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
         path = Path(entry.path)
         if match is None or not _is_real_dir(path) or not _owner_is_dead(match):
             continue
-        with contextlib.suppress(OSError):
-            for previous in os.scandir(path / _PREVIOUS):
-                if not os.path.lexists(folder / previous.name):
-                    os.rename(previous.path, folder / previous.name)
+        _restore_previous(path, folder)
         shutil.rmtree(path, ignore_errors=True)
         handled.append(path)
     return handled
+
+
+def _restore_previous(staging: Path, folder: Path) -> None:
+    """Put back an old output that was moved aside into `staging` when nothing took its place."""
+    with contextlib.suppress(OSError):
+        for previous in os.scandir(staging / _PREVIOUS):
+            if not os.path.lexists(folder / previous.name):
+                os.rename(previous.path, folder / previous.name)
 
 
 def _inside(inner: Path, outer: Path) -> bool:
@@ -257,6 +262,7 @@ def staged_output(target: Path, *, force: bool = False, is_own_output: OwnOutput
             except OSError as exc:
                 raise OutputError(f"{dest}: cannot put the output in place: {exc.strerror or exc}") from exc
     finally:
+        _restore_previous(staging, parent)  # interrupted between moving the old one aside and installing
         shutil.rmtree(staging, ignore_errors=True)
 
 

@@ -329,3 +329,25 @@ def test_long_output_names_still_stage(tmp_path):
     with staged_output(target) as staged:
         staged.write_bytes(b"new")
     assert target.read_bytes() == b"new" and leftovers(tmp_path) == []
+
+
+def test_an_interrupt_between_the_two_renames_puts_the_old_folder_back(tmp_path, monkeypatch):
+    monkeypatch.setattr(_files, "_exchange", lambda a, b: False)
+    target = tmp_path / "model.nnef"
+    target.mkdir()
+    (target / "graph.nnef").write_text("old")
+    real_rename = os.rename
+    calls = []
+
+    def rename_then_interrupt(a, b):
+        real_rename(a, b)
+        calls.append(a)
+        if len(calls) == 1:  # Ctrl-C right after the old folder was moved aside
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(_files.os, "rename", rename_then_interrupt)
+    with pytest.raises(KeyboardInterrupt), staged_output(target, force=True, is_own_output=lambda _: True) as staged:
+        staged.mkdir()
+        (staged / "graph.nnef").write_text("new")
+    monkeypatch.setattr(_files.os, "rename", real_rename)
+    assert snapshot(target) == {"graph.nnef": b"old"} and leftovers(tmp_path) == []
