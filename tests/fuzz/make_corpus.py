@@ -57,6 +57,11 @@ def seeds() -> dict[str, bytes]:
         "no_topology.nnr": nnc.encode_model(_integers(), b"", UNREC, options=opts(lossless=True, jobs=1)),
         "rd_lambda.nnr": nnc.encode_model(_tensors(5), topology, ONNX, options=opts(qp=-28, lambda_scale=1.0, jobs=1)),
         "profile0.nnr": nnc.encode_model(_tensors(6), b"", UNREC, general_profile_idc=0, options=opts(jobs=1)),
+        # A few bytes declaring a large tensor (all rows skipped): mutations grow its dimensions
+        # towards the element cap and the memory budget.
+        "zeros_declared_1m.nnr": nnc.encode_model(
+            [("zeros", np.zeros((1024, 1024), np.float32))], b"", UNREC, options=opts(qp=-30, jobs=1)
+        ),
     }
     made["units_aggregate.nnr"] = _unit_zoo()
     made.update(_nncodec_seeds())
