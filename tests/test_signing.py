@@ -27,9 +27,7 @@ def _key_pair(folder: Path, name: str, curve: ec.EllipticCurve | None = None) ->
     key = ec.generate_private_key(curve or ec.SECP256R1())
     private, public = folder / f"{name}.pem", folder / f"{name}.pub.pem"
     private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     public.write_bytes(
         key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
