@@ -42,19 +42,21 @@ def big_onnx(tmp_path_factory):
 
 
 def _wait_until_reading(child: subprocess.Popen, path: Path, timeout: float = 60.0) -> None:
-    """Wait until the child has the input open or mapped: start-up (imports) is over."""
-    wanted = str(path.resolve())
+    """Wait until the child has read or mapped the input: start-up (imports) is over."""
+    wanted, size = str(path.resolve()), path.stat().st_size
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and child.poll() is None:
         proc = Path(f"/proc/{child.pid}")
         try:
-            opened = {str(fd.readlink()) for fd in (proc / "fd").iterdir()}
-            mapped = (proc / "maps").read_text()
-        except OSError:
-            opened, mapped = set(), ""
-        if wanted in opened or wanted in mapped:
+            read = int(
+                next(line for line in (proc / "io").read_text().splitlines() if line.startswith("rchar")).split()[1]
+            )
+            mapped = wanted in (proc / "maps").read_text()
+        except (OSError, StopIteration, ValueError):
+            read, mapped = 0, False
+        if read >= size or mapped:
             return
-        time.sleep(0.02)
+        time.sleep(0.01)
     pytest.fail("the conversion never started reading its input")
 
 
