@@ -4,6 +4,10 @@
 
 import sys
 
-from nnrconv.cli import main
+try:
+    from nnrconv.cli import main
+except KeyboardInterrupt:  # Ctrl-C while still starting up
+    sys.stderr.write("nnrconv: interrupted\n")
+    sys.exit(130)
 
 sys.exit(main())

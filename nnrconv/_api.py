@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from nnrconv import _salvage, nnc
-from nnrconv._files import check_output, staged_output
+from nnrconv._files import OwnOutput, check_output, staged_output
 from nnrconv.core import (
     ArrayTensor,
     BaseMismatchError,
@@ -179,6 +179,12 @@ def _output_format(path: Path, name: str | None) -> str:
     if path.suffix.lower() in _NNR_SUFFIXES:
         return NNR_FORMAT
     return get_registry().for_output(path).name
+
+
+def _own_output(name: str) -> OwnOutput | None:
+    """How the output format recognises a folder it may replace; None when it writes files only."""
+    fmt = None if name == NNR_FORMAT else get_registry().get(name)
+    return fmt.is_own_output if fmt is not None and fmt.directory else None
 
 
 def _plugin(name: str) -> FormatPlugin:
@@ -384,13 +390,14 @@ def save(
     With `base`, the NNR output is an incremental update of that base model.
     """
     path = Path(path)
-    check_output(path, inputs=tuple(inputs), force=force)
     name = _output_format(path, format)
+    own = _own_output(name)
+    check_output(path, inputs=tuple(inputs), force=force, is_own_output=own)
     if base is not None and name != NNR_FORMAT:
         raise UnsupportedError(f"{path}: an incremental update (base model) can only be written as an .nnr bitstream")
     if name == NNR_FORMAT:
         data = encode(model, options=options, progress=progress, base=base)
-        with staged_output(path, force=force) as staged:
+        with staged_output(path, force=force, is_own_output=own) as staged:
             staged.write_bytes(data)
         return
     fmt = _plugin(name)
@@ -400,10 +407,10 @@ def save(
         raise UnsupportedError(f"{path}: cannot write {origin} as {fmt.name}{hint}")
     if fmt.matches_embedded(path):
         parameter_sets, ndus = _embedded_units(model, options, progress)
-        with staged_output(path, force=force) as staged:
+        with staged_output(path, force=force, is_own_output=own) as staged:
             fmt.save_embedded(model, staged, parameter_sets, ndus)
         return
-    with staged_output(path, force=force) as staged:
+    with staged_output(path, force=force, is_own_output=own) as staged:
         fmt.save(model, staged)
 
 
@@ -436,6 +443,8 @@ def convert(
     progress: nnc.Progress | None = None,
     base: str | os.PathLike[str] | None = None,
     salvage: bool = False,
+    verify_key: str | os.PathLike[str] | None = None,
+    signature: str | os.PathLike[str] | None = None,
 ) -> ConversionResult:
     """Convert a model file: native → NNR, NNR → native, or native → native of the same format.
 
@@ -443,6 +452,9 @@ def convert(
     tensor at the default weight SNR; pass `nnc.CodingOptions(lossless=True)` for bit-exactness).
     Without `options`, tensors read already coded (from NNR) keep their data units unchanged.
     `jobs` sets the decoding threads (default: `options.jobs`, else all cores).
+
+    With `verify_key` (an EC public key, PEM) the source, and the base if given, must carry a
+    valid signature (`signature`, default SOURCE.sig; BASE.sig) before anything is read.
 
     `base` (an NNR file) makes the conversion incremental: native → NNR writes an update of the
     base (only the differences are coded); NNR → native restores a model from an update and its
@@ -453,13 +465,20 @@ def convert(
     Raises:
         BaseMismatchError: the base does not fit the model or update, or an update is decoded
             without base.
+        SignatureError: with `verify_key`, an input is unsigned or its signature is invalid.
     """
     source, target = Path(source), Path(target)
     started = time.perf_counter()
     _require_input(source)
-    check_output(target, inputs=(source,), force=force)
+    inputs = (source,) if base is None else (source, Path(base))
+    if verify_key is not None:
+        from nnrconv._signing import verify
+
+        for path, sig in zip(inputs, (signature, None), strict=False):
+            verify(path, verify_key, signature=sig)
     src_name = _input_format(source, from_format)
     dst_name = _output_format(target, to_format)
+    check_output(target, inputs=inputs, force=force, is_own_output=_own_output(dst_name))
     if src_name == NNR_FORMAT and dst_name == NNR_FORMAT:
         raise UnsupportedError(f"{target}: input and output are both NNR bitstreams; nothing to convert")
     threads = jobs if jobs is not None else (options.jobs if options else None)
@@ -486,7 +505,7 @@ def convert(
     if _needs_translation(model, dst_name):
         with tempfile.TemporaryDirectory(prefix="nnrconv-") as workdir:
             model = _translate(model, source, src_name, dst_name, Path(workdir))
-            save(model, target, dst_name, force=force, inputs=(source,), options=options, progress=progress)
+            save(model, target, dst_name, force=force, inputs=inputs, options=options, progress=progress)
     else:
         update_base = base_model if dst_name == NNR_FORMAT else None
         save(
@@ -494,7 +513,7 @@ def convert(
             target,
             dst_name,
             force=force,
-            inputs=(source,),
+            inputs=inputs,
             options=options,
             progress=progress,
             base=update_base,

@@ -10,10 +10,13 @@ Exit codes:
     4  corrupt or truncated NNR bitstream
     5  valid input that nnrconv cannot convert (unsupported)
     6  the format's framework is not installed
-    7  output refused (exists without --force, equals the input, folder missing)
+    7  output refused (exists without --force, equals, holds or lies in the input, a folder
+       --force may not replace, folder missing)
     8  a plugin broke the plugin contract
+    9  convert --verify-key: the input is unsigned, or its signature is invalid
+       (`nnrconv verify` answers 0 valid, 1 invalid or unsigned)
     70 internal error (a bug: please report it with the output of --debug)
-    130 interrupted
+    130 interrupted (Ctrl-C); 143 terminated (SIGTERM)
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from typing import TextIO
 
@@ -32,13 +35,14 @@ import click
 
 from nnrconv import _api, nnc
 from nnrconv._cli_integrity import max_memory_option, salvage_warnings
+from nnrconv._cli_signals import interruption, terminate_as_interrupt
+from nnrconv._cli_signing import sign_command, verify_command
 from nnrconv.core import NNRConvError, get_plugin_manager
 
 __all__ = ["cli", "main"]
 
 _GROUP_FLAGS = frozenset({"--debug", "--version", "--help", "-h"})
 EXIT_INTERNAL = 70
-EXIT_INTERRUPTED = 130
 
 
 class _DefaultToConvert(click.Group):
@@ -232,6 +236,15 @@ def _make_options(
     help="Decode what survives of a damaged .nnr: lost data units cost only their tensors (from --base, "
     "else zeros), each named on stderr.",
 )
+@click.option(
+    "--verify-key",
+    type=click.Path(path_type=str),
+    metavar="PUBLIC.pem",
+    help="Refuse SOURCE (exit 9) unless its signature verifies with this public key (see `nnrconv verify`).",
+)
+@click.option(
+    "--signature", type=click.Path(path_type=str), metavar="SIG", help="SOURCE's signature (default SOURCE.sig)."
+)
 @_coding_options
 @max_memory_option
 def convert(
@@ -243,6 +256,8 @@ def convert(
     quiet: bool,
     base: str | None,
     salvage: bool,
+    verify_key: str | None,
+    signature: str | None,
     **coding: object,
 ) -> None:
     """Convert SOURCE to TARGET; formats follow from the paths (`.nnr` is an NNR bitstream).
@@ -251,6 +266,8 @@ def convert(
     bit-identical tensors. With --base BASE.nnr the NNR file is an incremental update of BASE.
     """
     options = _make_options(**coding)  # type: ignore[arg-type]
+    if signature is not None and verify_key is None:
+        raise click.UsageError("--signature names the signature to check; give --verify-key too")
     with salvage_warnings(), _TerminalProgress.for_stderr(enabled=not quiet) as progress:
         result = _api.convert(
             source,
@@ -263,6 +280,8 @@ def convert(
             progress=progress,
             base=base,
             salvage=salvage,
+            verify_key=verify_key,
+            signature=signature,
         )
     if not quiet:
         ratio = result.target_bytes / result.source_bytes if result.source_bytes else 0.0
@@ -380,6 +399,9 @@ def diff(first: str, second: str, show_all: bool) -> None:
         sys.exit(1)
 
 
+cli.add_command(sign_command)
+cli.add_command(verify_command)
+
 _plugin_commands_added = False
 
 
@@ -467,7 +489,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         _add_plugin_commands()
-        cli.main(args=args, prog_name="nnrconv", standalone_mode=False)
+        with terminate_as_interrupt():
+            cli.main(args=args, prog_name="nnrconv", standalone_mode=False)
     except NNRConvError as err:
         if debug:
             raise
@@ -479,19 +502,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             return fail(exc.format_message(), exc.exit_code)
         exc.show()
         return exc.exit_code
-    except click.Abort:
-        return fail("aborted", 1, "")
-    except KeyboardInterrupt:
-        return fail("interrupted", EXIT_INTERRUPTED, "")
+    except click.Abort as exc:
+        # click turns Ctrl-C (and an EOFError from anywhere) into Abort; say what it was.
+        cause = exc.__cause__
+        if cause is not None and not isinstance(cause, KeyboardInterrupt):
+            if debug:
+                raise cause from None
+            return _internal_error(cause, fail)
+        if cause is None:
+            return fail("aborted", 1, "")
+        line, code = interruption(cause)
+        return fail(line.removeprefix("nnrconv: "), code, "")
+    except KeyboardInterrupt as exc:
+        line, code = interruption(exc)
+        return fail(line.removeprefix("nnrconv: "), code, "")
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
     except Exception as exc:
         if debug:
             raise
-        return fail(
-            f"{type(exc).__name__}: {exc} (rerun with --debug and report it)", EXIT_INTERNAL, "internal error: "
-        )
+        return _internal_error(exc, fail)
     return 0
+
+
+def _internal_error(exc: BaseException, fail: Callable[[str, int, str], int]) -> int:
+    return fail(f"{type(exc).__name__}: {exc} (rerun with --debug and report it)", EXIT_INTERNAL, "internal error: ")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,6 +13,7 @@ from nnrconv.core._errors import (
     NNRConvError,
     OutputError,
     PluginError,
+    SignatureError,
     UnsupportedError,
     UsageError,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "Node",
     "OutputError",
     "PluginError",
+    "SignatureError",
     "Tensor",
     "TensorRole",
     "UnsupportedError",

@@ -17,6 +17,7 @@ __all__ = [
     "NNRConvError",
     "OutputError",
     "PluginError",
+    "SignatureError",
     "UnsupportedError",
     "UsageError",
 ]
@@ -118,3 +119,10 @@ class PluginError(NNRConvError):
     """A plugin broke the plugin contract; the message names the plugin, the hook and the rule."""
 
     exit_code = 8
+
+
+class SignatureError(NNRConvError):
+    """A model's signature is missing, malformed, made with another key, or no longer matches
+    the content (`nnrconv verify` exits 1 on it; `convert --verify-key` exits 9)."""
+
+    exit_code = 9

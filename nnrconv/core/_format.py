@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import fnmatch
 import importlib.util
+import os
+import stat
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,11 @@ from nnrconv.core._model import Model
 from nnrconv.core._tensor import Tensor
 
 __all__ = ["FormatPlugin", "InputSpec"]
+
+
+def _raise(error: OSError) -> None:
+    """os.walk's error hook: a folder that cannot be listed may hold anything, so stop."""
+    raise error
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +151,44 @@ class FormatPlugin:
         The default trusts the file name; override to look at magic bytes or folder layout.
         """
         return self.matches_name(path)
+
+    def is_own_output(self, path: Path) -> bool:
+        """Whether the existing folder `path` is a model of this format that `save` could have written.
+
+        `--force` replaces an existing folder only when this says yes, so answer True only when
+        every entry in it is one your writer makes: a folder holding anything else is the
+        user's, and would be lost. Files are never asked about (they are replaced atomically).
+        The default is False: a format that does not say how to recognise its own folders never
+        has one replaced. `folder_holds_only` does the walking for a fixed layout.
+        """
+        return False
+
+    @staticmethod
+    def folder_holds_only(path: Path, required: Collection[str], allowed: Collection[str]) -> bool:
+        """Whether a folder has every `required` file and nothing but `allowed` files and folders.
+
+        Entries are matched by their path relative to `path`, with `/` separators, against
+        fnmatch patterns (case-sensitive; `*` also matches `/`). Sub-folders are allowed when
+        they hold only allowed files; a symbolic link or any other special entry anywhere means no.
+        """
+        found: set[str] = set()
+        try:
+            if not stat.S_ISDIR(os.lstat(path).st_mode):
+                return False
+            for root, folders, files in os.walk(path, onerror=_raise, followlinks=False):
+                relative_root = Path(root).relative_to(path)
+                for name in [*folders, *files]:
+                    entry = Path(root, name)
+                    mode = os.lstat(entry).st_mode
+                    relative = (relative_root / name).as_posix()
+                    if stat.S_ISDIR(mode):
+                        continue
+                    if not stat.S_ISREG(mode) or not any(fnmatch.fnmatchcase(relative, p) for p in allowed):
+                        return False
+                    found.add(relative)
+        except OSError:
+            return False
+        return all(name in found for name in required)
 
     # -- model I/O ----------------------------------------------------------------------
     def load(self, path: Path) -> Model:

@@ -129,7 +129,8 @@ def _coding(header: NduHeader, profile: int, codebook: tuple[int, int] = (0, 0))
         dq_flag=header.dq_flag,
         scan_order=header.scan_order,
         cabac_unary_length_minus1=_CABAC_UNARY_LENGTH_MINUS1 if unary is None else unary,
-        general_profile_idc=profile,
+        # Profile values other than 1 read as profile 0 everywhere (UnitContext.is_profile_1).
+        general_profile_idc=1 if profile == 1 else 0,
         parent_node_id_present_flag=header.parent_node_id is not None,
         codebook_size=codebook[0],
         codebook_zero_offset=codebook[1],

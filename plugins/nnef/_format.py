@@ -61,6 +61,10 @@ class NnefFormat(FormatPlugin):
             return False
         return _tgz_has_graph(path)
 
+    def is_own_output(self, path: Path) -> bool:
+        """A folder of `graph.nnef` with only `graph.quant`, `graph.nnr` and `.dat` files beside it."""
+        return self.folder_holds_only(path, ("graph.nnef",), ("graph.nnef", "graph.quant", "graph.nnr", "*.dat"))
+
     def load(self, path: Path) -> Model:
         """Read a model folder or `.tgz`; each variable becomes a lazy tensor keyed by its label.
 

@@ -83,6 +83,9 @@ def _saved_model_folder(path: Path) -> Path | None:
     return None
 
 
+_SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
+
+
 class TensorFlowFormat(FormatPlugin):
     """TensorFlow frozen graphs (`.pb`) and SavedModel folders, NNR topology storage format 4."""
 
@@ -102,6 +105,20 @@ class TensorFlowFormat(FormatPlugin):
         if path.name == SAVED_MODEL_FILE and head.startswith(b"\x08\x01\x12"):
             return True
         return looks_like_graph_def(head)
+
+    def is_own_output(self, path: Path) -> bool:
+        """A SavedModel folder of the standard layout and nothing else (saved_model.pb(txt),
+        fingerprint.pb, keras_metadata.pb, the `variables/` checkpoint, `assets/`, `assets.extra/`)."""
+        allowed = (
+            *_SAVED_MODEL_FILES,
+            "fingerprint.pb",
+            "keras_metadata.pb",
+            "variables/variables.index",
+            "variables/variables.data-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9]",
+            "assets/*",
+            "assets.extra/*",
+        )
+        return any(self.folder_holds_only(path, (graph,), allowed) for graph in _SAVED_MODEL_FILES)
 
     def load(self, path: Path) -> Model:
         """Read a SavedModel folder (or its saved_model.pb) or a frozen graph; tensors stay lazy.
