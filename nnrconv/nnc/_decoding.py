@@ -487,6 +487,7 @@ def decode_parts(
     *,
     jobs: int | None = None,
     max_elements: int = cabac.DEFAULT_MAX_ELEMENTS,
+    complete: bool = True,
 ) -> dict[str, np.ndarray]:
     """Decode NDUs written by `encode_parts`, each on its own, given the parameter sets.
 
@@ -496,9 +497,11 @@ def decode_parts(
         ndus: tensor name -> one complete NDU unit; the NDU must name that tensor.
         jobs: threads decoding in parallel (default: the number of cores).
         max_elements: refuse any tensor declaring more elements, before allocating it.
+        complete: `ndus` are all the units of the model (the default); False decodes a subset
+            (one tensor on demand), each unit still checked against the record.
 
     Parameter sets with an integrity record (`encode_parts` output) are verified with the NDUs
-    first: every NDU must match the record, and all it covers must be present.
+    first: every NDU must match the record, and with `complete` all it covers must be present.
 
     Raises:
         BitstreamError: corrupt parameter sets or NDU (integrity check failed), missing NDUs, or
@@ -506,7 +509,7 @@ def decode_parts(
     """
     source = "<parameter sets>"
     try:
-        check_parts(parameter_set_bytes, ndus)
+        check_parts(parameter_set_bytes, ndus, complete=complete)
     except BitstreamError as exc:
         raise with_source(exc, "<data unit>" if exc.tensor else source) from None
     units = read_units(parameter_set_bytes, source)

@@ -145,20 +145,23 @@ def test_encode_parts_and_decode_parts() -> None:
     parameter_sets, ndus = nnc.encode_parts(tensors, options)
     assert list(ndus) == list(tensors)
     assert nnc.looks_like_nnr(parameter_sets[:4])
-    whole = nnc.decode_model(parameter_sets + b"".join(ndus.values())).tensors
+    whole = nnc.decode_model(nnc.strip_record(parameter_sets + b"".join(ndus.values()))).tensors
     for name in ["tiny.weight", "i64", "half"]:  # each NDU decodes on its own
-        (got,) = nnc.decode_parts(parameter_sets, {name: ndus[name]}).values()
+        (got,) = nnc.decode_parts(parameter_sets, {name: ndus[name]}, complete=False).values()
         assert got.tobytes() == whole[name].tobytes()
     assert all(v.tobytes() == whole[k].tobytes() for k, v in nnc.decode_parts(parameter_sets, ndus).items())
     with pytest.raises(BitstreamError, match="carries 'bias', not 'i8'"):
-        nnc.decode_parts(parameter_sets, {"i8": ndus["bias"]})
-    with pytest.raises(BitstreamError, match="follow the NDU"):
-        nnc.decode_parts(parameter_sets, {"bias": ndus["bias"] + b"\0"})
+        nnc.decode_parts(parameter_sets, {"i8": ndus["bias"]}, complete=False)
+    with pytest.raises(BitstreamError, match="integrity check"):
+        nnc.decode_parts(parameter_sets, {"bias": ndus["bias"] + b"\0"}, complete=False)
+    with pytest.raises(BitstreamError, match="follow the NDU"):  # the decoder's own check, without record
+        nnc.decode_parts(nnc.strip_record(parameter_sets), {"bias": ndus["bias"] + b"\0"})
 
 
 def _one_float_stream(shape=(20, 30)) -> bytes:
     w = np.random.default_rng(0).normal(0, 0.1, shape).astype(np.float32)
-    return nnc.encode_model([("w", w)], b"", 0, options=nnc.CodingOptions(qp=-36))
+    # Without the integrity record, so that the decoder's own unit checks are what is tested.
+    return nnc.strip_record(nnc.encode_model([("w", w)], b"", 0, options=nnc.CodingOptions(qp=-36)))
 
 
 def test_trailing_and_truncated_payloads_are_located() -> None:
