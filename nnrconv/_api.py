@@ -21,6 +21,7 @@ import numpy as np
 
 from nnrconv import nnc
 from nnrconv._files import check_output, staged_output
+from nnrconv._outputs import name_tells_format, output_format
 from nnrconv.core import (
     ArrayTensor,
     BaseMismatchError,
@@ -172,12 +173,8 @@ def _input_format(path: Path, name: str | None) -> str:
     return get_registry().for_input(path).name
 
 
-def _output_format(path: Path, name: str | None) -> str:
-    if name is not None:
-        return NNR_FORMAT if name.lower() == NNR_FORMAT else get_registry().get(name).name
-    if path.suffix.lower() in _NNR_SUFFIXES:
-        return NNR_FORMAT
-    return get_registry().for_output(path).name
+def _output_format(path: Path, name: str | None, model_format: str | None = None) -> str:
+    return output_format(path, name, model_format)
 
 
 def _plugin(name: str) -> FormatPlugin:
@@ -381,7 +378,7 @@ def save(
     """
     path = Path(path)
     check_output(path, inputs=tuple(inputs), force=force)
-    name = _output_format(path, format)
+    name = _output_format(path, format, model.source_format)
     if base is not None and name != NNR_FORMAT:
         raise UnsupportedError(f"{path}: an incremental update (base model) can only be written as an .nnr bitstream")
     if name == NNR_FORMAT:
@@ -452,7 +449,8 @@ def convert(
     _require_input(source)
     check_output(target, inputs=(source,), force=force)
     src_name = _input_format(source, from_format)
-    dst_name = _output_format(target, to_format)
+    # None: the name tells no format, so the model decides once read (see `_outputs`).
+    dst_name = _output_format(target, to_format) if to_format or name_tells_format(target) else None
     if src_name == NNR_FORMAT and dst_name == NNR_FORMAT:
         raise UnsupportedError(f"{target}: input and output are both NNR bitstreams; nothing to convert")
     threads = jobs if jobs is not None else (options.jobs if options else None)
@@ -467,6 +465,7 @@ def convert(
         model = decode(_read_bitstream(source), source=str(source), jobs=threads, progress=progress, base=base_model)
     else:
         model = load(source, src_name)
+    dst_name = dst_name or _output_format(target, None, model.source_format)
     if not model.source_format and dst_name != NNR_FORMAT and not _plugin(dst_name).accepts_foreign_tensors:
         weights_only = ", ".join(f.name for f in get_registry() if f.accepts_foreign_tensors) or "none installed"
         raise UnsupportedError(
