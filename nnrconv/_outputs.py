@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nnrconv.core import FormatError, get_registry
+from nnrconv.core import get_registry
 
 __all__ = ["NNR_FORMAT", "NNR_SUFFIXES", "name_tells_format", "output_format"]
 

@@ -46,7 +46,9 @@ class PyTorchFormat(FormatPlugin):
     requires: ClassVar[tuple[str, ...]] = ("torch",)
     install: ClassVar[str] = "pip install 'nnrconv[pytorch]'"
     saves_any_model: ClassVar[bool] = True
-    embedded_patterns: ClassVar[tuple[str, ...]] = ("*.nnr.pt2", "*.nnr.pt", "*.nnr.pth", "*.nnr.jit", "*.nnr.torchscript")
+    embedded_patterns: ClassVar[tuple[str, ...]] = (
+        "*.nnr.pt2", "*.nnr.pt", "*.nnr.pth", "*.nnr.jit", "*.nnr.torchscript",
+    )
 
     def sniff(self, path: Path, head: bytes) -> bool:
         """A torch zip archive, a legacy torch.save pickle or safetensors; or a file named like one."""
