@@ -1,0 +1,145 @@
+# Copyright nnrconv contributors
+# SPDX-License-Identifier: Apache-2.0
+"""The TensorFlow family beyond graphs and SavedModels: Keras files and TFLite flatbuffers.
+
+NOTE: NNR has one topology code for TensorFlow (4), so one format owns it and every kind of
+TensorFlow model travels under it; the NNRTF container's `:kind` entry tells them apart
+(`graphdef`, `savedmodel`, `keras`, `tflite`; see the plugin README). This module recognises the
+new kinds by content and sends each call to the module of its kind. It imports no framework:
+`sniff` runs at detection, before anything says TensorFlow is needed; the other functions import
+`_keras` (Keras, TensorFlow) or `_tflite` when called, after the format has quieted TensorFlow.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from types import ModuleType
+
+from nnrconv.core import Model, Tensor, UnsupportedError
+
+__all__ = [
+    "KERAS",
+    "KINDS",
+    "TFLITE",
+    "file_kind",
+    "from_container",
+    "kind_of",
+    "module_for",
+    "native_name",
+    "refuse_other_kind",
+    "sniff",
+]
+
+KERAS = "keras"
+TFLITE = "tflite"
+KINDS = (KERAS, TFLITE)
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_KERAS_MEMBERS = {"config.json", "metadata.json"}
+
+
+def _is_keras_zip(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return set(archive.namelist()) >= _KERAS_MEMBERS
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
+
+
+def file_kind(path: Path, head: bytes) -> str | None:
+    """ "keras" (Keras 3 zip), "h5" (HDF5, a legacy Keras file), "tflite", or None, by content."""
+    if not path.is_file():
+        return None
+    if head[4:8] == b"TFL3":
+        return TFLITE
+    if head.startswith(HDF5_MAGIC):
+        return "h5"
+    if head.startswith(b"PK\x03\x04") and _is_keras_zip(path):
+        return KERAS
+    return None
+
+
+def sniff(path: Path, head: bytes) -> bool:
+    return file_kind(path, head) is not None
+
+
+def kind_of(model: Model) -> str | None:
+    """KERAS or TFLITE for a model of those kinds, else None (a GraphDef or SavedModel)."""
+    kind = getattr(model.native, "kind", None)
+    return kind if kind in KINDS else None
+
+
+def module_for(kind: str) -> ModuleType:
+    if kind == KERAS:
+        from nnrconv_tensorflow import _keras
+
+        return _keras
+    from nnrconv_tensorflow import _tflite
+
+    return _tflite
+
+
+def load(path: Path, head: bytes) -> Model | None:
+    """The model of a Keras or TFLite file, or None for the other kinds."""
+    kind = file_kind(path, head)
+    if kind is None:
+        return None
+    if kind == TFLITE:
+        from nnrconv_tensorflow import _tflite
+
+        return _tflite.parse(path.read_bytes(), str(path))
+    from nnrconv_tensorflow import _keras
+
+    return _keras.read(path, kind)
+
+
+def native_name(model: Model) -> str | None:
+    kind = kind_of(model)
+    if kind == TFLITE:
+        return "model.tflite"
+    if kind == KERAS:
+        return "model.h5" if model.metadata.get("keras.file") == "h5" else "model.keras"
+    return None
+
+
+def save(model: Model, path: Path) -> None:
+    """Write a Keras model as `.keras` or `.h5` (by name, else as read), a TFLite model as is.
+
+    Raises:
+        UnsupportedError: the name asks for another kind of TensorFlow model.
+    """
+    kind = kind_of(model)
+    name = path.name.lower()
+    if kind == TFLITE:
+        if name.endswith((".pb", ".keras", ".h5", ".hdf5")):
+            raise UnsupportedError(f"{path}: this is a TFLite model; give a name such as model.tflite")
+        from nnrconv_tensorflow import _tflite
+
+        path.write_bytes(_tflite.serialize(model))
+        return
+    from nnrconv_tensorflow import _keras
+
+    if name.endswith((".pb", ".tflite")):
+        raise UnsupportedError(f"{path}: this is a Keras model; give a name such as model.keras or model.h5")
+    _keras.write(model, path, _keras.file_kind_of(path))
+
+
+def refuse_other_kind(model: Model, path: Path) -> None:
+    """A GraphDef or SavedModel aimed at a Keras or TFLite name: converting kinds is not done.
+
+    Raises:
+        UnsupportedError: the name asks for a Keras or TFLite file.
+    """
+    if kind_of(model) is None and path.name.lower().endswith((".keras", ".h5", ".hdf5", ".tflite")):
+        kind = model.metadata.get("tensorflow.kind", "graph")
+        raise UnsupportedError(f"{path}: this is a TensorFlow {kind}; nnrconv does not convert it to Keras or TFLite")
+
+
+def from_container(kind: bytes, entries: Mapping[str, bytes], tensors: Mapping[str, Tensor]) -> Model | None:
+    """Rebuild a Keras or TFLite model from its NNRTF container, or None for the other kinds."""
+    if kind == KERAS.encode():
+        return module_for(KERAS).from_container(entries, tensors)
+    if kind == TFLITE.encode():
+        return module_for(TFLITE).from_container(entries, tensors)
+    return None

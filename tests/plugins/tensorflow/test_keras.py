@@ -1,0 +1,113 @@
+# Copyright nnrconv contributors
+# SPDX-License-Identifier: Apache-2.0
+"""Keras `.keras` and legacy `.h5` full models: read, NNR round trips, safe mode, `check`."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nnrconv
+from nnrconv import nnc, testing
+from nnrconv._check import check
+from nnrconv.cli import main
+from nnrconv.core import TensorRole, get_registry
+from nnrconv_tensorflow import _container
+from tests.plugins.tensorflow import _family_models
+from tests.plugins.tensorflow._helpers import LOSSLESS
+
+KINDS = ("keras", "h5")
+
+
+def _outputs(path: Path) -> np.ndarray:
+    import keras
+
+    model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    return np.asarray(model(_family_models.keras_input(), training=False))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_read_variables_with_roles(keras_files: dict[str, Path], kind: str) -> None:
+    import keras
+
+    path = keras_files[kind]
+    assert get_registry().for_input(path).name == "tensorflow"
+    model = nnrconv.load(path)
+    reference = keras.saving.load_model(path, compile=False)
+    assert list(model.tensors) == [v.path for v in reference.weights]
+    for tensor, variable in zip(model, reference.weights, strict=True):
+        assert np.array_equal(tensor.numpy(), variable.numpy()), tensor.name
+    assert model.metadata["tensorflow.kind"] == "keras" and model.metadata["keras.file"] == kind
+    roles = {t.name: t.role for t in model}
+    assert roles["conv2d/kernel"] is TensorRole.WEIGHT and roles["conv2d/bias"] is TensorRole.BIAS
+    assert roles["batch_normalization/moving_variance"] is TensorRole.BN_VAR
+    assert any(k.endswith("recurrent_kernel") for k in roles)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_lossless_round_trip_gives_identical_weights_and_outputs(
+    keras_files: dict[str, Path], kind: str, tmp_path: Path
+) -> None:
+    back = testing.assert_lossless_round_trip(keras_files[kind], tmp_path)
+    assert np.array_equal(_outputs(back), _outputs(keras_files[kind]))
+    if kind == "keras":
+        assert zipfile.is_zipfile(back)
+    else:
+        assert back.read_bytes()[:8] == b"\x89HDF\r\n\x1a\n"
+
+
+def test_topology_is_a_keras_container(keras_files: dict[str, Path], tmp_path: Path) -> None:
+    nnr = tmp_path / "m.nnr"
+    nnrconv.convert(keras_files["keras"], nnr, options=LOSSLESS)
+    decoded = nnc.decode_model(nnr.read_bytes())
+    assert decoded.topology_storage_format == 4
+    entries = _container.unpack(decoded.topology)
+    assert entries[":kind"] == b"keras" and entries[":file"] == b"keras"
+    assert {":config", ":weights"} <= set(entries)
+    assert len(decoded.tensors) == len(nnrconv.load(keras_files["keras"]).tensors)
+
+
+def test_file_kind_follows_the_output_name(keras_files: dict[str, Path], tmp_path: Path) -> None:
+    nnr = tmp_path / "m.nnr"
+    nnrconv.convert(keras_files["keras"], nnr, options=LOSSLESS)
+    as_h5 = tmp_path / "back.h5"
+    nnrconv.convert(nnr, as_h5)
+    assert as_h5.read_bytes()[:4] == b"\x89HDF"
+    assert np.array_equal(_outputs(as_h5), _outputs(keras_files["keras"]))
+    plain = tmp_path / "restored"  # no suffix: the kind the model was read from
+    assert main([str(nnr), str(plain), "-q"]) == 0
+    assert zipfile.is_zipfile(plain)
+    testing.assert_models_identical(nnrconv.load(keras_files["keras"]), nnrconv.load(plain))
+
+
+def test_default_lossy_check_stays_close(keras_files: dict[str, Path]) -> None:
+    report = check(keras_files["keras"], atol=1e-2, rtol=1e-2)
+    assert report.format == "tensorflow" and report.passed, [(o.name, o.max_abs) for o in report.outputs]
+    assert report.outputs and all(o.snr_db > 30 for o in report.outputs)
+    exact = check(keras_files["h5"], options=LOSSLESS)
+    assert exact.exact and all(o.max_abs == 0 for o in exact.outputs)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_lambda_with_code_is_refused(kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = _family_models.lambda_model(tmp_path)[kind]
+    target = tmp_path / "out.nnr"
+    assert main([str(source), str(target)]) == 5
+    err = capsys.readouterr().err.strip()
+    assert "unsafe deserialization" in err and len(err.splitlines()) == 1
+    assert not target.exists()
+
+
+def test_weights_only_h5_is_no_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "only.weights.h5"
+    _family_models.keras_model().save_weights(source)
+    assert main([str(source), str(tmp_path / "w.nnr")]) == 3
+    assert "not a Keras model" in capsys.readouterr().err
+
+
+def test_keras_model_is_not_written_as_tflite(keras_files: dict[str, Path], tmp_path: Path) -> None:
+    code = main([str(keras_files["keras"]), str(tmp_path / "m.tflite")])
+    assert code == 5 and not (tmp_path / "m.tflite").exists()
