@@ -10,19 +10,21 @@ import numpy as np
 
 
 def keras_model():  # type: ignore[no-untyped-def]
-    """Conv + batch norm (non-trivial statistics) + GRU + LSTM + Dense, seeded."""
+    """Layers named explicitly, so variable paths do not depend on what Keras built before.
+
+    Conv + batch norm (non-trivial statistics) + GRU + LSTM + Dense, seeded."""
     import keras
 
     keras.utils.set_random_seed(3)
     layers = keras.layers
     image = keras.Input((6, 6, 3), name="image")
-    x = layers.Conv2D(4, 3)(image)
-    x = layers.BatchNormalization()(x)
+    x = layers.Conv2D(4, 3, name="conv")(image)
+    x = layers.BatchNormalization(name="bn")(x)
     x = layers.ReLU()(x)
     x = layers.Reshape((16, 4))(x)
-    x = layers.GRU(5, return_sequences=True)(x)
-    x = layers.LSTM(6)(x)
-    model = keras.Model(image, layers.Dense(3)(x), name="family_cnn")
+    x = layers.GRU(5, return_sequences=True, name="gru")(x)
+    x = layers.LSTM(6, name="lstm")(x)
+    model = keras.Model(image, layers.Dense(3, name="dense")(x), name="family_cnn")
     bn = model.layers[2]
     rng = np.random.default_rng(1)
     bn.moving_mean.assign(rng.standard_normal(4).astype(np.float32))

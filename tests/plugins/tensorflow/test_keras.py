@@ -42,9 +42,9 @@ def test_read_variables_with_roles(keras_files: dict[str, Path], kind: str) -> N
         assert np.array_equal(tensor.numpy(), variable.numpy()), tensor.name
     assert model.metadata["tensorflow.kind"] == "keras" and model.metadata["keras.file"] == kind
     roles = {t.name: t.role for t in model}
-    assert roles["conv2d/kernel"] is TensorRole.WEIGHT and roles["conv2d/bias"] is TensorRole.BIAS
-    assert roles["batch_normalization/moving_variance"] is TensorRole.BN_VAR
-    assert any(k.endswith("recurrent_kernel") for k in roles)
+    assert roles["conv/kernel"] is TensorRole.WEIGHT and roles["conv/bias"] is TensorRole.BIAS
+    assert roles["bn/moving_variance"] is TensorRole.BN_VAR
+    assert roles["gru/gru_cell/recurrent_kernel"] is TensorRole.WEIGHT
 
 
 @pytest.mark.parametrize("kind", KINDS)
