@@ -89,8 +89,10 @@ def load(path: Path, head: bytes) -> Model | None:
         from nnrconv_tensorflow import _tflite
 
         return _tflite.parse(path.read_bytes(), str(path))
-    from nnrconv_tensorflow import _keras
+    from nnrconv_tensorflow import _keras, _keras_embed
 
+    if _keras_embed.is_embedded(path, kind):
+        return _keras_embed.load_embedded(path, kind)
     return _keras.read(path, kind)
 
 
@@ -123,6 +125,25 @@ def save(model: Model, path: Path) -> None:
     if name.endswith((".pb", ".tflite")):
         raise UnsupportedError(f"{path}: this is a Keras model; give a name such as model.keras or model.h5")
     _keras.write(model, path, _keras.file_kind_of(path))
+
+
+def save_embedded(model: Model, path: Path, parameter_sets: bytes, ndus: Mapping[str, bytes]) -> None:
+    """Write a Keras model as `*.nnr.keras` / `*.nnr.h5` (see `_keras_embed`).
+
+    Raises:
+        UnsupportedError: a TFLite model (its buffers are read in place by type; no layout holds
+            units), or a Keras model aimed at another kind's embedded name.
+    """
+    name = path.name.lower()
+    if kind_of(model) != KERAS or not name.endswith((".keras", ".h5", ".hdf5")):
+        what = {KERAS: "Keras", TFLITE: "TFLite"}.get(kind_of(model) or "", model.metadata.get("tensorflow.kind", ""))
+        raise UnsupportedError(
+            f"{path}: a {what} model cannot hold NNR units under this name; "
+            "Keras models embed as *.nnr.keras or *.nnr.h5, TFLite models travel as .nnr"
+        )
+    from nnrconv_tensorflow import _keras_embed
+
+    _keras_embed.save_embedded(model, path, parameter_sets, ndus)
 
 
 def refuse_other_kind(model: Model, path: Path) -> None:

@@ -101,7 +101,9 @@ class TensorFlowFormat(FormatPlugin):
     requires: ClassVar[tuple[str, ...]] = ("tensorflow",)
     install: ClassVar[str] = "pip install 'nnrconv[tensorflow]'"
     directory: ClassVar[bool] = True
-    embedded_patterns: ClassVar[tuple[str, ...]] = ("*.nnr.pb", "*.nnr_savedmodel", "*.nnr_saved_model")
+    embedded_patterns: ClassVar[tuple[str, ...]] = (
+        "*.nnr.pb", "*.nnr_savedmodel", "*.nnr_saved_model", "*.nnr.keras", "*.nnr.h5", "*.nnr.hdf5",
+    )
 
     def sniff(self, path: Path, head: bytes) -> bool:
         """A folder holding saved_model.pb, a saved_model.pb file, or a file starting a GraphDef."""
@@ -182,9 +184,11 @@ class TensorFlowFormat(FormatPlugin):
         _graphdef.write(model, path)
 
     def save_embedded(self, model: Model, path: Path, parameter_sets: bytes, ndus: Mapping[str, bytes]) -> None:
-        """Write a frozen graph (`*.nnr.pb`) or a SavedModel folder (`*.nnr_savedmodel`) holding NNR units.
+        """Write a frozen graph (`*.nnr.pb`), a SavedModel folder (`*.nnr_savedmodel`) or a Keras
+        file (`*.nnr.keras`, `*.nnr.h5`) holding NNR units.
 
-        The layouts are described in `nnrconv_tensorflow._embed`; `load` reads them back.
+        The layouts are described in `nnrconv_tensorflow._embed` and `._keras_embed`; `load`
+        reads them back. TFLite models have no embedded form.
 
         Raises:
             UnsupportedError: the model is not a TensorFlow model, or its kind does not fit the
@@ -192,6 +196,10 @@ class TensorFlowFormat(FormatPlugin):
             FormatError: a unit names no constant or checkpoint entry, or the output cannot be written.
         """
         native = self._native(model)
+        if _family.kind_of(model) is not None or path.name.lower().endswith((".keras", ".h5", ".hdf5")):
+            _quiet()
+            _family.save_embedded(model, path, parameter_sets, ndus)
+            return
         frozen = path.name.lower().endswith(".pb")
         if native.kind == "savedmodel" and frozen:
             raise UnsupportedError(

@@ -111,3 +111,65 @@ def test_weights_only_h5_is_no_model(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_keras_model_is_not_written_as_tflite(keras_files: dict[str, Path], tmp_path: Path) -> None:
     code = main([str(keras_files["keras"]), str(tmp_path / "m.tflite")])
     assert code == 5 and not (tmp_path / "m.tflite").exists()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_embedded_keras_round_trip(keras_files: dict[str, Path], kind: str, tmp_path: Path) -> None:
+    import h5py
+
+    source = keras_files[kind]
+    nnr = tmp_path / "m.nnr"
+    nnrconv.convert(source, nnr, options=LOSSLESS)
+    embedded = tmp_path / f"m.nnr.{kind}"
+    nnrconv.convert(nnr, embedded)  # the units move unchanged
+    again = tmp_path / "again.nnr"
+    nnrconv.convert(embedded, again)
+    assert again.read_bytes() == nnr.read_bytes()
+    plain = tmp_path / f"plain.{kind}"
+    nnrconv.convert(embedded, plain)
+    testing.assert_models_identical(nnrconv.load(source), nnrconv.load(plain))
+    assert np.array_equal(_outputs(plain), _outputs(source))
+    if kind == "h5":
+        with h5py.File(embedded, "r") as weights:
+            assert "nnr_parameter_sets" in weights
+    else:
+        with zipfile.ZipFile(embedded) as archive:
+            assert {"config.json", "metadata.json", "model.weights.h5"} <= set(archive.namelist())
+
+
+def test_embedded_keras_default_coding_is_smaller(tmp_path: Path) -> None:
+    import keras
+
+    keras.utils.set_random_seed(9)
+    mlp = keras.Sequential([keras.Input((64,)), keras.layers.Dense(256, name="d1"), keras.layers.Dense(128, name="d2")])
+    source = tmp_path / "mlp.keras"
+    mlp.save(source)
+    embedded = tmp_path / "m.nnr.keras"
+    nnrconv.convert(source, embedded)
+    assert embedded.stat().st_size < 0.6 * source.stat().st_size  # 50 k float32 weights, coded at 50 dB
+    restored = nnrconv.load(embedded)
+    original = nnrconv.load(source)
+    for key, tensor in original.tensors.items():
+        np.testing.assert_allclose(restored.tensors[key].numpy(), tensor.numpy(), atol=1e-2)
+
+
+def test_corrupt_embedded_unit_is_one_line(keras_files: dict[str, Path], tmp_path: Path) -> None:
+    import h5py
+
+    embedded = tmp_path / "m.nnr.h5"
+    nnrconv.convert(keras_files["h5"], embedded, options=LOSSLESS)
+    with h5py.File(embedded, "r+") as weights:
+        name = next(n for n in _dataset_names(weights) if "nnr_key" in weights[n].attrs)
+        data = weights[name][()]
+        data[len(data) // 2 :] ^= 0x5A
+        weights[name][...] = data
+    code = main([str(embedded), str(tmp_path / "x.h5")])
+    assert code == 4 and not (tmp_path / "x.h5").exists()
+
+
+def _dataset_names(group) -> list[str]:  # type: ignore[no-untyped-def]
+    import h5py
+
+    names: list[str] = []
+    group.visititems(lambda name, item: names.append(name) if isinstance(item, h5py.Dataset) else None)
+    return names
