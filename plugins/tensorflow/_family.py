@@ -12,6 +12,7 @@ new kinds by content and sends each call to the module of its kind. It imports n
 
 from __future__ import annotations
 
+import fnmatch
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -112,19 +113,32 @@ def save(model: Model, path: Path) -> None:
         UnsupportedError: the name asks for another kind of TensorFlow model.
     """
     kind = kind_of(model)
-    name = path.name.lower()
     if kind == TFLITE:
-        if name.endswith((".pb", ".keras", ".h5", ".hdf5")):
+        if _names_other_kind(path, TFLITE):
             raise UnsupportedError(f"{path}: this is a TFLite model; give a name such as model.tflite")
         from nnrconv_tensorflow import _tflite
 
         path.write_bytes(_tflite.serialize(model))
         return
+    if _names_other_kind(path, KERAS):
+        raise UnsupportedError(f"{path}: this is a Keras model; give a name such as model.keras or model.h5")
     from nnrconv_tensorflow import _keras
 
-    if name.endswith((".pb", ".tflite")):
-        raise UnsupportedError(f"{path}: this is a Keras model; give a name such as model.keras or model.h5")
     _keras.write(model, path, _keras.file_kind_of(path))
+
+
+# The output names of each kind of the family; a name of another kind is refused, not ignored.
+_KIND_NAMES = {
+    "graph": ("*.pb",),
+    "savedmodel": ("*savedmodel*", "*saved_model*"),
+    KERAS: ("*.keras", "*.h5", "*.hdf5"),
+    TFLITE: ("*.tflite",),
+}
+
+
+def _names_other_kind(path: Path, kind: str) -> bool:
+    name = path.name.lower()
+    return any(fnmatch.fnmatchcase(name, p) for k, ps in _KIND_NAMES.items() if k != kind for p in ps)
 
 
 def save_embedded(model: Model, path: Path, parameter_sets: bytes, ndus: Mapping[str, bytes]) -> None:

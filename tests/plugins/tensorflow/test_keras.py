@@ -173,3 +173,9 @@ def _dataset_names(group) -> list[str]:  # type: ignore[no-untyped-def]
     names: list[str] = []
     group.visititems(lambda name, item: names.append(name) if isinstance(item, h5py.Dataset) else None)
     return names
+
+
+@pytest.mark.parametrize("name", ["m_savedmodel", "m.pb"])
+def test_keras_model_is_not_written_under_a_graph_name(keras_files: dict[str, Path], name: str, tmp_path: Path) -> None:
+    assert main([str(keras_files["h5"]), str(tmp_path / name)]) == 5
+    assert not (tmp_path / name).exists()
