@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,7 +70,7 @@ KERAS = "keras"
 # File kind -> the suffixes keras.saving writes it under.
 FILE_KINDS = {"keras": (".keras",), "h5": (".h5", ".hdf5")}
 
-# Variable name (last path part) -> role; the layer classes Keras ships name them so.
+# Variable name -> role, for the layer classes Keras ships; batch-norm roles only on BatchNormalization.
 _ROLES = {
     "kernel": TensorRole.WEIGHT,
     "recurrent_kernel": TensorRole.WEIGHT,
@@ -77,6 +78,8 @@ _ROLES = {
     "pointwise_kernel": TensorRole.WEIGHT,
     "embeddings": TensorRole.WEIGHT,
     "bias": TensorRole.BIAS,
+}
+_BN_ROLES = {
     "gamma": TensorRole.BN_GAMMA,
     "beta": TensorRole.BN_BETA,
     "moving_mean": TensorRole.BN_MEAN,
@@ -84,14 +87,32 @@ _ROLES = {
 }
 
 
+def _roles(model: Any) -> dict[int, TensorRole]:
+    """id(variable) -> role, from the layer owning each variable (its class and the variable's name)."""
+    roles: dict[int, TensorRole] = {}
+    try:
+        layers = list(model._flatten_layers(include_self=False))  # every layer, nested cells included
+    except AttributeError:  # a Keras without the (private) walk: roles stay OTHER
+        return roles
+    for layer in layers:
+        table = {**_ROLES, **_BN_ROLES} if isinstance(layer, keras.layers.BatchNormalization) else _ROLES
+        for variable in [*layer._trainable_variables, *layer._non_trainable_variables]:
+            role = table.get(variable.name)
+            if role is not None:
+                roles.setdefault(id(variable), role)
+    return roles
+
+
 @dataclass(slots=True)
 class KerasNative:
-    """A Keras model object, the keys of its variables in `model.weights` order, its file kind."""
+    """A Keras model object, the keys of its variables in `model.weights` order, its file kind,
+    and the asset files of its `.keras` zip (layer state kept outside variables)."""
 
     model: Any
     keys: list[str]
     file_kind: str
     kind: str = KERAS
+    assets: tuple[str, ...] = ()
     loaded: dict[str, Tensor] = field(default_factory=dict)
 
 
@@ -138,6 +159,7 @@ def _keys(variables: list[Any]) -> list[str]:
 
 def _model(native: KerasNative, source: str) -> Model:
     tensors: dict[str, Tensor] = {}
+    roles = _roles(native.model)
     for key, variable in zip(native.keys, native.model.weights, strict=True):
         array = np.asarray(variable.numpy())
         try:
@@ -146,7 +168,7 @@ def _model(native: KerasNative, source: str) -> Model:
             raise UnsupportedError(
                 f"{source}: variable {key!r} has type {array.dtype}, which nnrconv cannot hold"
             ) from exc
-        role = _ROLES.get(key.split("#")[0].rsplit("/", 1)[-1], TensorRole.OTHER)
+        role = roles.get(id(variable), TensorRole.OTHER)
         tensors[key] = ArrayTensor(key, array, dtype=dtype, role=role)
     graph = Graph(name=native.model.name)
     for layer in native.model.layers:
@@ -174,7 +196,14 @@ def read(path: Path, file_kind: str) -> Model:
         model = keras.saving.load_model(named, compile=False, safe_mode=True)
     if not isinstance(model, keras.Model):
         raise FormatError(f"{path}: holds a {type(model).__name__}, not a Keras model")
-    return _model(KerasNative(model, _keys(model.weights), file_kind), str(path))
+    return _model(KerasNative(model, _keys(model.weights), file_kind, assets=_assets(path, file_kind)), str(path))
+
+
+def _assets(path: Path, file_kind: str) -> tuple[str, ...]:
+    if file_kind != "keras":
+        return ()
+    with zipfile.ZipFile(path) as archive:
+        return tuple(i.filename for i in archive.infolist() if i.filename.startswith("assets/") and not i.is_dir())
 
 
 @contextlib.contextmanager
@@ -235,6 +264,11 @@ def _npy(array: np.ndarray) -> bytes:
 def to_container(model: Model, carried: set[str]) -> bytes:
     """The NNRTF container of a Keras model: its config, variable manifest and uncarried values."""
     native: KerasNative = model.native
+    if native.assets:
+        raise UnsupportedError(
+            f"the Keras model keeps layer state in asset files ({native.assets[0]!r}, ...), which nnrconv "
+            "does not carry in NNR yet; embed it instead (*.nnr.keras keeps the assets)"
+        )
     config = json.dumps(keras.saving.serialize_keras_object(native.model), separators=(",", ":"))
     entries: dict[str, bytes] = {
         ":kind": KERAS.encode(),

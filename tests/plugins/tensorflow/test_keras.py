@@ -179,3 +179,29 @@ def _dataset_names(group) -> list[str]:  # type: ignore[no-untyped-def]
 def test_keras_model_is_not_written_under_a_graph_name(keras_files: dict[str, Path], name: str, tmp_path: Path) -> None:
     assert main([str(keras_files["h5"]), str(tmp_path / name)]) == 5
     assert not (tmp_path / name).exists()
+
+
+def test_asset_state_is_refused_in_nnr_not_lost(keras_files: dict[str, Path]) -> None:
+    from nnrconv.core import UnsupportedError
+
+    model = nnrconv.load(keras_files["keras"])
+    model.native.assets = ("assets/string_lookup/vocabulary.txt",)  # as a lookup layer's vocabulary file
+    with pytest.raises(UnsupportedError, match="asset files"):
+        nnrconv.encode(model)
+
+
+def test_layer_norm_is_not_batch_norm() -> None:
+    import keras
+
+    from nnrconv_tensorflow import _keras
+
+    layers = [keras.Input((4,)), keras.layers.LayerNormalization(name="ln"), keras.layers.Dense(2, name="fc")]
+    model = keras.Sequential(layers)
+    native = _keras.KerasNative(model, _keras._keys(model.weights), "keras")
+    roles = {k.split("/", 1)[-1]: t.role for k, t in _keras._model(native, "m").tensors.items()}
+    assert roles == {
+        "ln/gamma": TensorRole.OTHER,
+        "ln/beta": TensorRole.OTHER,
+        "fc/kernel": TensorRole.WEIGHT,
+        "fc/bias": TensorRole.BIAS,
+    }
