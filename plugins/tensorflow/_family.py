@@ -13,12 +13,13 @@ new kinds by content and sends each call to the module of its kind. It imports n
 from __future__ import annotations
 
 import fnmatch
+import mmap
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 
-from nnrconv.core import Model, Tensor, UnsupportedError
+from nnrconv.core import FormatError, Model, Tensor, UnsupportedError
 
 __all__ = [
     "KERAS",
@@ -89,12 +90,25 @@ def load(path: Path, head: bytes) -> Model | None:
     if kind == TFLITE:
         from nnrconv_tensorflow import _tflite
 
-        return _tflite.parse(path.read_bytes(), str(path))
+        return _tflite.parse(_mapped(path), str(path))
     from nnrconv_tensorflow import _keras, _keras_embed
 
     if _keras_embed.is_embedded(path, kind):
         return _keras_embed.load_embedded(path, kind)
     return _keras.read(path, kind)
+
+
+def _mapped(path: Path) -> mmap.mmap:
+    """The file memory-mapped read-only: tensors are views of it, so a large model is not copied.
+
+    Raises:
+        FormatError: the file cannot be read.
+    """
+    try:
+        with open(path, "rb") as f:
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError) as exc:
+        raise FormatError(f"{path}: cannot read: {exc}") from exc
 
 
 def native_name(model: Model) -> str | None:

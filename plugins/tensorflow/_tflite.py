@@ -29,6 +29,7 @@ require unique names.
 from __future__ import annotations
 
 import json
+import mmap
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -95,9 +96,9 @@ class Slot:
 
 @dataclass(slots=True)
 class TfliteNative:
-    """The file's bytes and the byte range of each tensor in it."""
+    """The file's bytes (or its read-only memory map) and the byte range of each tensor in it."""
 
-    data: bytes
+    data: bytes | mmap.mmap
     slots: dict[str, Slot]
     kind: str = TFLITE
     loaded: dict[str, Tensor] = field(default_factory=dict)
@@ -132,7 +133,7 @@ def _unique(name: str, taken: set[str]) -> str:
     return key
 
 
-def parse(data: bytes, source: str) -> Model:
+def parse(data: bytes | mmap.mmap, source: str) -> Model:
     """The model of a TFLite file: its constant tensors (lazy views of `data`) and operator graph.
 
     Raises:
@@ -157,7 +158,7 @@ def _op_codes(model) -> list[int]:  # type: ignore[no-untyped-def]
     return codes
 
 
-def _parse(fb, data: bytes, source: str) -> Model:  # type: ignore[no-untyped-def]
+def _parse(fb, data: bytes | mmap.mmap, source: str) -> Model:  # type: ignore[no-untyped-def]
     slots: dict[str, Slot] = {}
     claimed: set[int] = set()
     taken: set[str] = set()
@@ -195,7 +196,7 @@ def _parse(fb, data: bytes, source: str) -> Model:  # type: ignore[no-untyped-de
             for position, role in _WEIGHT_INPUTS.get(code, {}).items():
                 if position < len(inputs) and inputs[position] in slots:
                     roles.setdefault(inputs[position], role)
-    native = TfliteNative(bytes(data), slots)
+    native = TfliteNative(data, slots)
     return _model(native, roles)
 
 

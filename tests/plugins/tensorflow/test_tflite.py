@@ -105,3 +105,16 @@ def test_bad_cut_list_is_a_bitstream_error(tflite_files: dict[str, Path]) -> Non
 def test_tflite_is_not_written_as_keras(tflite_files: dict[str, Path], tmp_path: Path) -> None:
     assert main([str(tflite_files["float"]), str(tmp_path / "m.keras")]) == 5
     assert not (tmp_path / "m.keras").exists()
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.7])
+def test_truncated_tflite_is_one_line_exit_3(
+    tflite_files: dict[str, Path], keep: float, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tflite_files["float"].read_bytes()
+    source = tmp_path / "cut.tflite"
+    source.write_bytes(data[: int(len(data) * keep)])
+    assert main([str(source), str(tmp_path / "cut.nnr")]) == 3
+    err = capsys.readouterr().err.strip()
+    assert "cut.tflite" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "cut.nnr").exists()
