@@ -22,6 +22,7 @@ import numpy as np
 
 from nnrconv import _salvage, nnc
 from nnrconv._files import OwnOutput, check_output, staged_output
+from nnrconv._outputs import name_tells_format, output_format
 from nnrconv.core import (
     ArrayTensor,
     BaseMismatchError,
@@ -173,12 +174,8 @@ def _input_format(path: Path, name: str | None) -> str:
     return get_registry().for_input(path).name
 
 
-def _output_format(path: Path, name: str | None) -> str:
-    if name is not None:
-        return NNR_FORMAT if name.lower() == NNR_FORMAT else get_registry().get(name).name
-    if path.suffix.lower() in _NNR_SUFFIXES:
-        return NNR_FORMAT
-    return get_registry().for_output(path).name
+def _output_format(path: Path, name: str | None, model_format: str | None = None) -> str:
+    return output_format(path, name, model_format)
 
 
 def _own_output(name: str) -> OwnOutput | None:
@@ -390,7 +387,7 @@ def save(
     With `base`, the NNR output is an incremental update of that base model.
     """
     path = Path(path)
-    name = _output_format(path, format)
+    name = _output_format(path, format, model.source_format)
     own = _own_output(name)
     check_output(path, inputs=tuple(inputs), force=force, is_own_output=own)
     if base is not None and name != NNR_FORMAT:
@@ -477,8 +474,10 @@ def convert(
         for path, sig in zip(inputs, (signature, None), strict=False):
             verify(path, verify_key, signature=sig)
     src_name = _input_format(source, from_format)
-    dst_name = _output_format(target, to_format)
-    check_output(target, inputs=inputs, force=force, is_own_output=_own_output(dst_name))
+    # None: the name tells no format, so the model decides once read (see `_outputs`).
+    dst_name = _output_format(target, to_format) if to_format or name_tells_format(target) else None
+    if dst_name is not None or not target.is_dir():  # else `save` checks, once the model names the format
+        check_output(target, inputs=inputs, force=force, is_own_output=_own_output(dst_name) if dst_name else None)
     if src_name == NNR_FORMAT and dst_name == NNR_FORMAT:
         raise UnsupportedError(f"{target}: input and output are both NNR bitstreams; nothing to convert")
     threads = jobs if jobs is not None else (options.jobs if options else None)
@@ -496,6 +495,7 @@ def convert(
         model = decode(data, source=name, jobs=threads, progress=progress, base=base_model, salvage=salvage)
     else:
         model = load(source, src_name)
+    dst_name = dst_name or _output_format(target, None, model.source_format)
     if not model.source_format and dst_name != NNR_FORMAT and not _plugin(dst_name).accepts_foreign_tensors:
         weights_only = ", ".join(f.name for f in get_registry() if f.accepts_foreign_tensors) or "none installed"
         raise UnsupportedError(

@@ -3,11 +3,12 @@
 """The NNEF format plugin: NNEF model folders and `.tgz` archives in and out of NNR (topology format 1).
 
 It also converts models between formats through nnef-tools (`convert_model`): ONNX, TensorFlow
-and TFLite to NNEF, and NNEF to ONNX. For TFLite it registers a read-only `tflite` format.
+and TFLite to NNEF, and NNEF to ONNX. TFLite files are read by the TensorFlow format (topology
+code 4, kind `tflite`); the hook sees them as `tensorflow` and takes nnef-tools' TFLite route.
 
 This module is what the ``nnrconv`` entry point loads, so it must import without ``nnef`` or
-``nnef_tools`` installed: only `nnrconv_nnef._format` and `nnrconv_nnef._tflite` are imported
-here, and they defer every framework import to the methods that need it; so does the hook.
+``nnef_tools`` installed: only `nnrconv_nnef._format` is imported
+here, and it defers every framework import to the methods that need it; so does the hook.
 """
 
 from __future__ import annotations
@@ -18,16 +19,14 @@ from typing import Any
 
 from nnrconv.core import hookimpl
 from nnrconv_nnef._format import NnefFormat
-from nnrconv_nnef._tflite import TfliteFormat
 
-__all__ = ["NnefFormat", "TfliteFormat", "convert_model", "register_formats"]
+__all__ = ["NnefFormat", "convert_model", "register_formats"]
 
 
 @hookimpl
 def register_formats(register: Callable[[Any], None]) -> None:
-    """Register the NNEF format and the read-only TFLite source format."""
+    """Register the NNEF format."""
     register(NnefFormat())
-    register(TfliteFormat())
 
 
 @hookimpl

@@ -64,6 +64,8 @@ def convert_model(source: Path, source_format: str, target_format: str, workdir:
         UnsupportedError: operators nnef-tools cannot convert (all of them, in one message), or
             any other failure inside nnef-tools.
     """
+    if source_format == "tensorflow":
+        source_format = _tensorflow_kind(source)
     pair = (source_format, target_format)
     route = _ROUTES.get(pair)
     if route is None:
@@ -75,6 +77,26 @@ def convert_model(source: Path, source_format: str, target_format: str, workdir:
         )
     out = Path(tempfile.mkdtemp(prefix="nnef-tools-", dir=workdir))
     return route(source, _label(source, workdir, source_format), out)
+
+
+def _tensorflow_kind(source: Path) -> str:
+    """The TensorFlow format reads TFLite and Keras files too; nnef-tools converts TFLite on its own route.
+
+    Raises:
+        UnsupportedError: a Keras file, which nnef-tools does not read.
+    """
+    if source.is_dir():
+        return "tensorflow"
+    with open(source, "rb") as f:
+        head = f.read(8)
+    if head[4:8] == b"TFL3":
+        return "tflite"
+    if head.startswith((b"PK\x03\x04", b"\x89HDF")):
+        raise UnsupportedError(
+            f"{source}: nnef-tools does not read Keras files; export the model as a SavedModel "
+            "(model.export) and convert that"
+        )
+    return "tensorflow"
 
 
 def _label(source: Path, workdir: Path, source_format: str) -> str:

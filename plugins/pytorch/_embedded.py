@@ -90,6 +90,10 @@ def _plain_records(model: Model, skip: Mapping[str, bytes], source: str) -> tupl
         raise UnsupportedError(
             f"{Path(source).name}: a state dict has no graph to write as a torch.export program; use .nnr.pt"
         )
+    if Path(source).suffix.lower() in _torchio.SCRIPT_SUFFIXES:
+        raise UnsupportedError(
+            f"{Path(source).name}: a state dict has no graph to write as a TorchScript module; use .nnr.pt"
+        )
     state = OrderedDict((key, _torchio.to_torch(tensor)) for key, tensor in model.tensors.items())
     buffer = io.BytesIO()
     torch.save(state, buffer)

@@ -20,7 +20,9 @@ from nnrconv.core import FormatPlugin, InputSpec, Model, Tensor
 from nnrconv_pytorch._archive import archive_kind
 from nnrconv_pytorch._safetensors import looks_like_safetensors
 
-__all__ = ["PyTorchFormat"]
+__all__ = ["SCRIPT_PATTERNS", "PyTorchFormat"]
+
+SCRIPT_PATTERNS = ("*.jit", "*.torchscript")  # as _torchio.SCRIPT_SUFFIXES
 
 _LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
 
@@ -37,12 +39,16 @@ class PyTorchFormat(FormatPlugin):
 
     name: ClassVar[str] = "pytorch"
     description: ClassVar[str] = "PyTorch: torch.export .pt2, TorchScript, state_dict .pt/.pth, safetensors"
-    patterns: ClassVar[tuple[str, ...]] = ("*.pt2", "*.pt", "*.pth", "*.safetensors")
+    # `.jit` and `.torchscript` are the names TorchScript exports commonly get (TorchServe,
+    # Ultralytics); they are written as TorchScript archives only.
+    patterns: ClassVar[tuple[str, ...]] = ("*.pt2", "*.pt", "*.pth", "*.safetensors", *SCRIPT_PATTERNS)
     topology_code: ClassVar[int | None] = 3
     requires: ClassVar[tuple[str, ...]] = ("torch",)
     install: ClassVar[str] = "pip install 'nnrconv[pytorch]'"
     saves_any_model: ClassVar[bool] = True
-    embedded_patterns: ClassVar[tuple[str, ...]] = ("*.nnr.pt2", "*.nnr.pt", "*.nnr.pth")
+    embedded_patterns: ClassVar[tuple[str, ...]] = (
+        "*.nnr.pt2", "*.nnr.pt", "*.nnr.pth", "*.nnr.jit", "*.nnr.torchscript",
+    )
 
     def sniff(self, path: Path, head: bytes) -> bool:
         """A torch zip archive, a legacy torch.save pickle or safetensors; or a file named like one."""

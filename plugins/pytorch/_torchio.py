@@ -48,6 +48,8 @@ from nnrconv_pytorch._archive import Record, Slot
 __all__ = ["Native", "from_topology", "load", "save", "to_numpy", "topology_bytes"]
 
 FORMAT = "pytorch"
+# Names that ask for a TorchScript archive (a state dict is not written under them).
+SCRIPT_SUFFIXES = (".jit", ".torchscript")
 
 _DTYPES: dict[torch.dtype, tuple[DType, torch.dtype | None]] = {
     torch.float32: (DType.FLOAT, None),
@@ -549,5 +551,7 @@ def save(model: Model, path: Path) -> None:
         return
     if suffix == ".pt2":
         raise UnsupportedError(f"{path.name}: a state dict has no graph to write as a torch.export program; use .pt")
+    if suffix in SCRIPT_SUFFIXES:
+        raise UnsupportedError(f"{path.name}: a state dict has no graph to write as a TorchScript module; use .pt")
     state = OrderedDict((key, to_torch(tensor)) for key, tensor in model.tensors.items())
     torch.save(state, path)

@@ -17,6 +17,7 @@ from typing import ClassVar
 import numpy as np
 
 from nnrconv.core import FormatPlugin, InputSpec, Model, Tensor, UnsupportedError, read_varint
+from nnrconv_tensorflow import _family
 
 __all__ = ["TensorFlowFormat", "looks_like_graph_def"]
 
@@ -86,17 +87,27 @@ def _saved_model_folder(path: Path) -> Path | None:
 _SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 
 
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(8)
+
+
 class TensorFlowFormat(FormatPlugin):
-    """TensorFlow frozen graphs (`.pb`) and SavedModel folders, NNR topology storage format 4."""
+    """The TensorFlow family, NNR topology storage format 4: frozen graphs (`.pb`), SavedModel
+    folders, Keras files (`.keras`, legacy `.h5`) and TFLite flatbuffers (`.tflite`)."""
 
     name: ClassVar[str] = "tensorflow"
-    description: ClassVar[str] = "TensorFlow frozen GraphDef (.pb) or SavedModel folder"
-    patterns: ClassVar[tuple[str, ...]] = ("*.pb", "*savedmodel*", "*saved_model*")
+    description: ClassVar[str] = "TensorFlow: frozen GraphDef (.pb), SavedModel folder, Keras (.keras, .h5), TFLite"
+    patterns: ClassVar[tuple[str, ...]] = (
+        "*.pb", "*savedmodel*", "*saved_model*", "*.keras", "*.h5", "*.hdf5", "*.tflite",
+    )
     topology_code: ClassVar[int | None] = 4
     requires: ClassVar[tuple[str, ...]] = ("tensorflow",)
     install: ClassVar[str] = "pip install 'nnrconv[tensorflow]'"
     directory: ClassVar[bool] = True
-    embedded_patterns: ClassVar[tuple[str, ...]] = ("*.nnr.pb", "*.nnr_savedmodel", "*.nnr_saved_model")
+    embedded_patterns: ClassVar[tuple[str, ...]] = (
+        "*.nnr.pb", "*.nnr_savedmodel", "*.nnr_saved_model", "*.nnr.keras", "*.nnr.h5", "*.nnr.hdf5",
+    )
 
     def sniff(self, path: Path, head: bytes) -> bool:
         """A folder holding saved_model.pb, a saved_model.pb file, or a file starting a GraphDef."""
@@ -104,7 +115,7 @@ class TensorFlowFormat(FormatPlugin):
             return _saved_model_folder(path) is not None
         if path.name == SAVED_MODEL_FILE and head.startswith(b"\x08\x01\x12"):
             return True
-        return looks_like_graph_def(head)
+        return looks_like_graph_def(head) or _family.sniff(path, head)
 
     def is_own_output(self, path: Path) -> bool:
         """A SavedModel folder of the standard layout and nothing else (saved_model.pb(txt),
@@ -143,6 +154,9 @@ class TensorFlowFormat(FormatPlugin):
 
             raise FormatError(f"{path}: a folder without {SAVED_MODEL_FILE} is not a TensorFlow SavedModel")
         _quiet()
+        family = _family.load(path, _head(path))
+        if family is not None:
+            return family
         from nnrconv_tensorflow import _embed, _graphdef
 
         graph_def = _graphdef.read_graph_def(path)
@@ -151,7 +165,11 @@ class TensorFlowFormat(FormatPlugin):
         return _graphdef.model_from_graph_def(graph_def, str(path))
 
     def native_name(self, model: Model) -> str:
-        """A SavedModel is a folder (`model_savedmodel`); a frozen graph a file (`model.pb`)."""
+        """A SavedModel is a folder (`model_savedmodel`); a frozen graph a file (`model.pb`); Keras
+        and TFLite models are `model.keras` (or `.h5`, as read) and `model.tflite`."""
+        family = _family.native_name(model)
+        if family is not None:
+            return family
         return "model_savedmodel" if model.metadata.get("tensorflow.kind") == "savedmodel" else "model.pb"
 
     def save(self, model: Model, path: Path) -> None:
@@ -162,6 +180,11 @@ class TensorFlowFormat(FormatPlugin):
             FormatError: a tensor does not fit its slot, or the output cannot be written.
         """
         native = self._native(model)
+        if _family.kind_of(model) is not None:
+            _quiet()
+            _family.save(model, path)
+            return
+        _family.refuse_other_kind(model, path)
         if native.kind == "savedmodel":
             if path.suffix.lower() == ".pb":
                 raise UnsupportedError(
@@ -179,9 +202,11 @@ class TensorFlowFormat(FormatPlugin):
         _graphdef.write(model, path)
 
     def save_embedded(self, model: Model, path: Path, parameter_sets: bytes, ndus: Mapping[str, bytes]) -> None:
-        """Write a frozen graph (`*.nnr.pb`) or a SavedModel folder (`*.nnr_savedmodel`) holding NNR units.
+        """Write a frozen graph (`*.nnr.pb`), a SavedModel folder (`*.nnr_savedmodel`) or a Keras
+        file (`*.nnr.keras`, `*.nnr.h5`) holding NNR units.
 
-        The layouts are described in `nnrconv_tensorflow._embed`; `load` reads them back.
+        The layouts are described in `nnrconv_tensorflow._embed` and `._keras_embed`; `load`
+        reads them back. TFLite models have no embedded form.
 
         Raises:
             UnsupportedError: the model is not a TensorFlow model, or its kind does not fit the
@@ -189,6 +214,10 @@ class TensorFlowFormat(FormatPlugin):
             FormatError: a unit names no constant or checkpoint entry, or the output cannot be written.
         """
         native = self._native(model)
+        if _family.kind_of(model) is not None or path.name.lower().endswith((".keras", ".h5", ".hdf5")):
+            _quiet()
+            _family.save_embedded(model, path, parameter_sets, ndus)
+            return
         frozen = path.name.lower().endswith(".pb")
         if native.kind == "savedmodel" and frozen:
             raise UnsupportedError(
@@ -209,7 +238,8 @@ class TensorFlowFormat(FormatPlugin):
     def _native(model: Model):  # type: ignore[no-untyped-def]
         from nnrconv_tensorflow._model import TFNative
 
-        if model.source_format != "tensorflow" or not isinstance(model.native, TFNative):
+        family = _family.kind_of(model) is not None
+        if model.source_format != "tensorflow" or not (family or isinstance(model.native, TFNative)):
             raise UnsupportedError(
                 f"only models read from TensorFlow can be written as TensorFlow; this one comes from "
                 f"{model.source_format!r}"
@@ -250,6 +280,9 @@ class TensorFlowFormat(FormatPlugin):
         """SavedModel `serving_default` inputs, or a frozen graph's Placeholders; free dims -> 1."""
         self._native(model)
         _quiet()
+        kind = _family.kind_of(model)
+        if kind is not None:
+            return _family.module_for(kind).input_specs(model)
         from nnrconv_tensorflow import _runtime
 
         return _runtime.input_specs(model)
@@ -262,6 +295,9 @@ class TensorFlowFormat(FormatPlugin):
         """
         self._native(model)
         _quiet()
+        kind = _family.kind_of(model)
+        if kind is not None:
+            return _family.module_for(kind).run(model, inputs)
         from nnrconv_tensorflow import _runtime
 
         return _runtime.run(model, inputs)

@@ -8,7 +8,7 @@ import json
 from collections.abc import Mapping
 
 from nnrconv.core import BitstreamError, FormatError, Model, Tensor
-from nnrconv_tensorflow import _container, _graphdef, _savedmodel
+from nnrconv_tensorflow import _container, _family, _graphdef, _savedmodel
 from nnrconv_tensorflow._model import GRAPHDEF, SAVEDMODEL, TFNative
 
 __all__ = ["from_topology", "topology_bytes"]
@@ -17,6 +17,9 @@ SOURCE = "<NNR topology>"
 
 
 def topology_bytes(model: Model, native: TFNative, carried: set[str]) -> bytes:
+    kind = _family.kind_of(model)
+    if kind is not None:
+        return _family.module_for(kind).to_container(model, carried)
     if native.kind == SAVEDMODEL:
         return _savedmodel.to_container(model, carried)
     graph_def = _graphdef.rebuild(model, strip=carried)
@@ -39,6 +42,9 @@ def from_topology(topology: bytes, tensors: Mapping[str, Tensor]) -> Model:
     if _container.is_container(topology):
         entries = _container.unpack(topology)
         kind = entries.get(":kind", b"")
+        family = _family.from_container(kind, entries, tensors)
+        if family is not None:
+            return family
         if kind == SAVEDMODEL.encode():
             return _savedmodel.from_container(entries, tensors)
         if kind != GRAPHDEF.encode() or ":graph" not in entries:

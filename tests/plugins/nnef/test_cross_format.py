@@ -215,15 +215,18 @@ def test_tflite_to_nnef(tf_models, tmp_path: Path, capfd: pytest.CaptureFixture[
     source = tmp_path / "cnn.tflite"
     source.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
     capfd.readouterr()
-    assert get_registry().for_input(source).name == "tflite"
+    assert get_registry().for_input(source).name == "tensorflow"  # the TensorFlow family reads TFLite
     target = tmp_path / "cnn.nnef"
     result = nnrconv.convert(source, target)
-    assert (result.source_format, result.target_format) == ("tflite", "nnef")
+    assert (result.source_format, result.target_format) == ("tensorflow", "nnef")
     x, reference = _keras_reference(tf_models, "cnn")
     specs = get_registry().get("nnef").input_specs(nnrconv.load(target))
     _assert_close({"y": reference}, _run(target, {specs[0].name: x}))
-    with pytest.raises(UnsupportedError, match="no NNR topology code"):
-        nnrconv.convert(source, tmp_path / "cnn.nnr")
+    # A TFLite model now travels in NNR too, and from there to NNEF.
+    nnrconv.convert(source, tmp_path / "cnn.nnr", options=nnc.CodingOptions(lossless=True))
+    again = tmp_path / "again.nnef"
+    nnrconv.convert(tmp_path / "cnn.nnr", again)
+    _assert_close({"y": reference}, _run(again, {specs[0].name: x}))
 
 
 def test_savedmodel_carried_in_nnr_converts_to_nnef(tmp_path):

@@ -33,7 +33,7 @@ def test_registered_through_entry_point() -> None:
     assert isinstance(fmt, PyTorchFormat)
     assert (fmt.topology_code, fmt.requires) == (3, ("torch",))
     assert set(fmt.capabilities()) == {"load", "save", "topology_bytes", "from_topology", "save_embedded", "run"}
-    assert fmt.embedded_patterns == ("*.nnr.pt2", "*.nnr.pt", "*.nnr.pth")
+    assert fmt.embedded_patterns == ("*.nnr.pt2", "*.nnr.pt", "*.nnr.pth", "*.nnr.jit", "*.nnr.torchscript")
 
 
 @pytest.mark.parametrize("command", [["--help"], ["formats"]])

@@ -24,3 +24,19 @@ def tf_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     built["mlp_tfsave"] = _models.saved_model("mlp", root / "mlp_tfsave", export=False)
     built["dtypes.pb"] = _models.dtypes_graph(root / "dtypes.pb")
     return built
+
+
+@pytest.fixture(scope="session")
+def keras_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """"keras" -> family.keras, "h5" -> family.h5 (the same generated model)."""
+    from tests.plugins.tensorflow import _family_models
+
+    return _family_models.save_keras(tmp_path_factory.mktemp("keras"))
+
+
+@pytest.fixture(scope="session")
+def tflite_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """"float" -> cnn.tflite, "int8" -> cnn_int8.tflite (full-integer quantized)."""
+    from tests.plugins.tensorflow import _family_models
+
+    return _family_models.save_tflite(tmp_path_factory.mktemp("tflite"))

@@ -32,7 +32,9 @@ def test_registered_through_entry_point() -> None:
     assert isinstance(fmt, TensorFlowFormat)
     assert (fmt.topology_code, fmt.requires, fmt.directory) == (4, ("tensorflow",), True)
     assert set(fmt.capabilities()) == {"load", "save", "topology_bytes", "from_topology", "save_embedded", "run"}
-    assert fmt.embedded_patterns == ("*.nnr.pb", "*.nnr_savedmodel", "*.nnr_saved_model")
+    assert fmt.embedded_patterns == (
+        "*.nnr.pb", "*.nnr_savedmodel", "*.nnr_saved_model", "*.nnr.keras", "*.nnr.h5", "*.nnr.hdf5",
+    )
 
 
 def test_plugin_module_does_not_import_tensorflow() -> None:
