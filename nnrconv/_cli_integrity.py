@@ -49,13 +49,16 @@ def salvage_warnings(*, quiet: bool = False) -> Iterator[None]:
     """Print each `SalvageWarning` raised inside the block as one `nnrconv: warning:` line on stderr."""
     from nnrconv._salvage import SalvageWarning
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", SalvageWarning)
-        try:
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", SalvageWarning)
             yield
-        finally:
-            for item in caught:
-                if issubclass(item.category, SalvageWarning):
-                    click.echo(f"nnrconv: warning: {item.message}", err=True)
-                elif not quiet:
-                    warnings.showwarning(item.message, item.category, item.filename, item.lineno)
+    finally:
+        # Replayed once the recording has ended: inside it, showwarning would record each
+        # warning again into the list being read, without end.
+        for item in caught:
+            if issubclass(item.category, SalvageWarning):
+                click.echo(f"nnrconv: warning: {item.message}", err=True)
+            elif not quiet:
+                warnings.showwarning(item.message, item.category, item.filename, item.lineno)

@@ -229,3 +229,16 @@ def test_progress_line_is_drawn_per_tensor_and_erased():
 def test_pipes_get_no_progress_line(tmp_path, capsys):
     code, out, err = run(capsys, "convert", "--lossless", EXAMPLE, tmp_path / "m.nnr")
     assert code == 0 and err == "" and "\r" not in out and out.count("\n") == 1
+
+
+def test_warnings_other_than_salvage_pass_through_once() -> None:
+    """A framework's warning raised during a conversion is shown once (it was recorded without end)."""
+    import warnings
+
+    from nnrconv._cli_integrity import salvage_warnings
+
+    with warnings.catch_warnings(record=True) as outer:
+        warnings.simplefilter("always")
+        with salvage_warnings():
+            warnings.warn("from a framework", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in outer] == ["from a framework"]
