@@ -13,7 +13,7 @@ import dataclasses
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -431,6 +431,7 @@ def convert(
     jobs: int | None = None,
     progress: nnc.Progress | None = None,
     base: str | os.PathLike[str] | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> ConversionResult:
     """Convert a model file: native → NNR, NNR → native, or native → native of the same format.
 
@@ -475,9 +476,11 @@ def convert(
         )
     if _needs_translation(model, dst_name):
         with tempfile.TemporaryDirectory(prefix="nnrconv-") as workdir:
-            model = _translate(model, source, src_name, dst_name, Path(workdir))
+            model = _translate(model, source, src_name, dst_name, Path(workdir), input_shapes)
             save(model, target, dst_name, force=force, inputs=(source,), options=options, progress=progress)
     else:
+        if input_shapes:
+            raise UnsupportedError(f"{target}: input shapes apply only to conversion into another format")
         update_base = base_model if dst_name == NNR_FORMAT else None
         save(
             model,
@@ -509,7 +512,14 @@ def _needs_translation(model: Model, dst_name: str) -> bool:
     return not _plugin(dst_name).accepts_foreign_tensors
 
 
-def _translate(model: Model, source: Path, src_name: str, dst_name: str, workdir: Path) -> Model:
+def _translate(
+    model: Model,
+    source: Path,
+    src_name: str,
+    dst_name: str,
+    workdir: Path,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+) -> Model:
     """Convert `model` to another format through a plugin's `convert_model` hook.
 
     Converters work on files; a model decoded from NNR is first written natively into
@@ -522,7 +532,9 @@ def _translate(model: Model, source: Path, src_name: str, dst_name: str, workdir
             native = workdir / fmt.native_name(model)
             fmt.save(model, native)
         hook = get_plugin_manager().hook.convert_model
-        result = hook(source=native, source_format=fmt.name, target_format=dst_name, workdir=workdir)
+        result = hook(
+            source=native, source_format=fmt.name, target_format=dst_name, workdir=workdir, input_shapes=input_shapes
+        )
     except NNRConvError as err:
         # Speak of the user's file, not of the private copy made of it.
         err.args = (str(err).replace(str(native), f"{source} (decoded as {fmt.name})"),)

@@ -31,6 +31,7 @@ from typing import TextIO
 import click
 
 from nnrconv import _api, nnc
+from nnrconv._cli_shapes import INPUT_SHAPE
 from nnrconv.core import NNRConvError, get_plugin_manager
 
 __all__ = ["cli", "main"]
@@ -225,6 +226,14 @@ def _make_options(
     help="Incremental update: into NNR, code only the differences to this base model; "
     "from NNR, restore the model from an update and this base.",
 )
+@click.option(
+    "--input-shape",
+    "input_shapes",
+    type=INPUT_SHAPE,
+    multiple=True,
+    help="NAME:D1,D2,... fixes a free input shape when converting to a static-shape format (ONNX -> NNEF); "
+    "repeatable. Other free dimensions become 1.",
+)
 @_coding_options
 def convert(
     source: str,
@@ -234,6 +243,7 @@ def convert(
     force: bool,
     quiet: bool,
     base: str | None,
+    input_shapes: tuple[tuple[str, tuple[int, ...]], ...],
     **coding: object,
 ) -> None:
     """Convert SOURCE to TARGET; formats follow from the paths (`.nnr` is an NNR bitstream).
@@ -253,6 +263,7 @@ def convert(
             jobs=coding["jobs"],  # type: ignore[arg-type]
             progress=progress,
             base=base,
+            input_shapes=dict(input_shapes) or None,
         )
     if not quiet:
         ratio = result.target_bytes / result.source_bytes if result.source_bytes else 0.0
