@@ -14,12 +14,13 @@ import os
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from nnrconv import nnc
+from nnrconv._compare import Comparison, TensorDifference, compare
 from nnrconv._files import check_output, staged_output
 from nnrconv.core import (
     ArrayTensor,
@@ -85,32 +86,6 @@ class ConversionResult:
     tensors: int
     parameters: int
     seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class TensorDifference:
-    """How one tensor differs between two models (`compare`)."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-    max_abs: float
-    bit_identical: bool
-
-
-@dataclass(slots=True)
-class Comparison:
-    differences: list[TensorDifference] = field(default_factory=list)
-    only_in_first: list[str] = field(default_factory=list)
-    only_in_second: list[str] = field(default_factory=list)
-
-    @property
-    def identical(self) -> bool:
-        return not self.only_in_first and not self.only_in_second and all(d.bit_identical for d in self.differences)
-
-    @property
-    def max_abs(self) -> float:
-        return max((d.max_abs for d in self.differences), default=0.0)
 
 
 def formats() -> list[FormatInfo]:
@@ -589,27 +564,3 @@ def _snr_db(a: np.ndarray, b: np.ndarray) -> float | None:
     if a.size != b.size or a.dtype.kind not in "fiu" or b.dtype.kind not in "fiu":
         return None
     return nnc.snr_db(a, b)
-
-
-def compare(first: Model, second: Model) -> Comparison:
-    """Tensor-by-tensor differences between two models (names matched exactly)."""
-    result = Comparison()
-    for name, a in first.tensors.items():
-        b = second.tensors.get(name)
-        if b is None:
-            result.only_in_first.append(name)
-            continue
-        result.differences.append(_difference(name, a.numpy(), b.numpy(), a.dtype.name))
-    result.only_in_second = [n for n in second.tensors if n not in first.tensors]
-    return result
-
-
-def _difference(name: str, a: np.ndarray, b: np.ndarray, dtype: str) -> TensorDifference:
-    identical = a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
-    if a.shape != b.shape:
-        max_abs = float("inf")
-    elif a.dtype.kind in "fiub" and b.dtype.kind in "fiub" and a.size:
-        max_abs = float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))))
-    else:
-        max_abs = 0.0 if identical else float("inf")
-    return TensorDifference(name, tuple(a.shape), dtype, max_abs, identical)
