@@ -122,7 +122,8 @@ def cross_format(model: RealModel, workdir: Path) -> tuple[Path, float]:
     feed = inputs_of(model)
     assert feed is not None
     target = workdir / f"{model.path.stem}.{model.cross}"
-    nnrconv.convert(model.path, target, input_shapes={name: value.shape for name, value in feed.items()})
+    shapes = {name: value.shape for name, value in feed.items()} if model.format == "onnx" else None
+    nnrconv.convert(model.path, target, input_shapes=shapes)
     reference, converted = run(model.path, feed), run(target, renamed_inputs(target, feed))
     assert len(reference) == len(converted)
     worst = 0.0
