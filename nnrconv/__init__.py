@@ -50,6 +50,6 @@ __all__ = [
 
 for _name in __all__:
     _obj = globals()[_name]
-    if getattr(_obj, "__module__", "") in ("nnrconv._api", "nnrconv._signing"):
+    if getattr(_obj, "__module__", "") in ("nnrconv._api", "nnrconv._signing", "nnrconv._compare"):
         _obj.__module__ = __name__
 del _name, _obj

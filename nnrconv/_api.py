@@ -13,14 +13,15 @@ import dataclasses
 import os
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from nnrconv import _salvage, nnc
+from nnrconv._compare import Comparison, TensorDifference, compare
 from nnrconv._files import OwnOutput, check_output, staged_output
 from nnrconv._outputs import name_tells_format, output_format
 from nnrconv.core import (
@@ -87,32 +88,6 @@ class ConversionResult:
     tensors: int
     parameters: int
     seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class TensorDifference:
-    """How one tensor differs between two models (`compare`)."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-    max_abs: float
-    bit_identical: bool
-
-
-@dataclass(slots=True)
-class Comparison:
-    differences: list[TensorDifference] = field(default_factory=list)
-    only_in_first: list[str] = field(default_factory=list)
-    only_in_second: list[str] = field(default_factory=list)
-
-    @property
-    def identical(self) -> bool:
-        return not self.only_in_first and not self.only_in_second and all(d.bit_identical for d in self.differences)
-
-    @property
-    def max_abs(self) -> float:
-        return max((d.max_abs for d in self.differences), default=0.0)
 
 
 def formats() -> list[FormatInfo]:
@@ -442,6 +417,7 @@ def convert(
     salvage: bool = False,
     verify_key: str | os.PathLike[str] | None = None,
     signature: str | os.PathLike[str] | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> ConversionResult:
     """Convert a model file: native → NNR, NNR → native, or native → native of the same format.
 
@@ -504,9 +480,11 @@ def convert(
         )
     if _needs_translation(model, dst_name):
         with tempfile.TemporaryDirectory(prefix="nnrconv-") as workdir:
-            model = _translate(model, source, src_name, dst_name, Path(workdir))
+            model = _translate(model, source, src_name, dst_name, Path(workdir), input_shapes)
             save(model, target, dst_name, force=force, inputs=inputs, options=options, progress=progress)
     else:
+        if input_shapes:
+            raise UnsupportedError(f"{target}: input shapes apply only to conversion into another format")
         update_base = base_model if dst_name == NNR_FORMAT else None
         save(
             model,
@@ -538,7 +516,14 @@ def _needs_translation(model: Model, dst_name: str) -> bool:
     return not _plugin(dst_name).accepts_foreign_tensors
 
 
-def _translate(model: Model, source: Path, src_name: str, dst_name: str, workdir: Path) -> Model:
+def _translate(
+    model: Model,
+    source: Path,
+    src_name: str,
+    dst_name: str,
+    workdir: Path,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+) -> Model:
     """Convert `model` to another format through a plugin's `convert_model` hook.
 
     Converters work on files; a model decoded from NNR is first written natively into
@@ -551,7 +536,9 @@ def _translate(model: Model, source: Path, src_name: str, dst_name: str, workdir
             native = workdir / fmt.native_name(model)
             fmt.save(model, native)
         hook = get_plugin_manager().hook.convert_model
-        result = hook(source=native, source_format=fmt.name, target_format=dst_name, workdir=workdir)
+        result = hook(
+            source=native, source_format=fmt.name, target_format=dst_name, workdir=workdir, input_shapes=input_shapes
+        )
     except NNRConvError as err:
         # Speak of the user's file, not of the private copy made of it.
         err.args = (str(err).replace(str(native), f"{source} (decoded as {fmt.name})"),)
@@ -606,27 +593,3 @@ def _snr_db(a: np.ndarray, b: np.ndarray) -> float | None:
     if a.size != b.size or a.dtype.kind not in "fiu" or b.dtype.kind not in "fiu":
         return None
     return nnc.snr_db(a, b)
-
-
-def compare(first: Model, second: Model) -> Comparison:
-    """Tensor-by-tensor differences between two models (names matched exactly)."""
-    result = Comparison()
-    for name, a in first.tensors.items():
-        b = second.tensors.get(name)
-        if b is None:
-            result.only_in_first.append(name)
-            continue
-        result.differences.append(_difference(name, a.numpy(), b.numpy(), a.dtype.name))
-    result.only_in_second = [n for n in second.tensors if n not in first.tensors]
-    return result
-
-
-def _difference(name: str, a: np.ndarray, b: np.ndarray, dtype: str) -> TensorDifference:
-    identical = a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
-    if a.shape != b.shape:
-        max_abs = float("inf")
-    elif a.dtype.kind in "fiub" and b.dtype.kind in "fiub" and a.size:
-        max_abs = float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))))
-    else:
-        max_abs = 0.0 if identical else float("inf")
-    return TensorDifference(name, tuple(a.shape), dtype, max_abs, identical)

@@ -35,8 +35,10 @@ import click
 
 from nnrconv import _api, nnc
 from nnrconv._cli_integrity import max_memory_option, salvage_warnings
+from nnrconv._cli_shapes import INPUT_SHAPE
 from nnrconv._cli_signals import interruption, terminate_as_interrupt
 from nnrconv._cli_signing import sign_command, verify_command
+from nnrconv._compare import render as render_comparison
 from nnrconv.core import NNRConvError, get_plugin_manager
 
 __all__ = ["cli", "main"]
@@ -245,6 +247,14 @@ def _make_options(
 @click.option(
     "--signature", type=click.Path(path_type=str), metavar="SIG", help="SOURCE's signature (default SOURCE.sig)."
 )
+@click.option(
+    "--input-shape",
+    "input_shapes",
+    type=INPUT_SHAPE,
+    multiple=True,
+    help="NAME:D1,D2,... fixes a free input shape when converting to a static-shape format (ONNX -> NNEF); "
+    "repeatable. Other free dimensions become 1.",
+)
 @_coding_options
 @max_memory_option
 def convert(
@@ -258,6 +268,7 @@ def convert(
     salvage: bool,
     verify_key: str | None,
     signature: str | None,
+    input_shapes: tuple[tuple[str, tuple[int, ...]], ...],
     **coding: object,
 ) -> None:
     """Convert SOURCE to TARGET; formats follow from the paths (`.nnr` is an NNR bitstream).
@@ -282,6 +293,7 @@ def convert(
             salvage=salvage,
             verify_key=verify_key,
             signature=signature,
+            input_shapes=dict(input_shapes) or None,
         )
     if not quiet:
         ratio = result.target_bytes / result.source_bytes if result.source_bytes else 0.0
@@ -380,21 +392,14 @@ def _unit_dict(unit: object) -> dict:
 @click.argument("second", type=click.Path(path_type=str))
 @click.option("--all", "show_all", is_flag=True, help="List identical tensors too.")
 def diff(first: str, second: str, show_all: bool) -> None:
-    """Compare the tensors of two models (any formats, NNR included); exit 1 if they differ."""
+    """Compare the tensors of two models (any formats, NNR included); exit 1 if they differ.
+
+    Tensors pair by name, then (renamed by a converter) by content: same type and shape, values
+    closest. Columns: max |a-b|, relative error max|a-b|/max|a|, SNR in dB.
+    """
     comparison = _api.compare(_api.load(first), _api.load(second))
-    for d in comparison.differences:
-        if show_all or not d.bit_identical:
-            state = "identical" if d.bit_identical else f"max |diff| {d.max_abs:.6g}"
-            click.echo(f"{d.name}: {d.dtype} {list(d.shape)} {state}")
-    for name in comparison.only_in_first:
-        click.echo(f"{name}: only in {first}")
-    for name in comparison.only_in_second:
-        click.echo(f"{name}: only in {second}")
-    same = sum(d.bit_identical for d in comparison.differences)
-    click.echo(
-        f"{len(comparison.differences)} tensors compared, {same} bit-identical, "
-        f"largest difference {comparison.max_abs:.6g}"
-    )
+    for line in render_comparison(comparison, first, second, show_all):
+        click.echo(line)
     if not comparison.identical:
         sys.exit(1)
 

@@ -9,7 +9,7 @@ any subset of the arguments.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,13 @@ def register_formats(register: Callable[[Any], None]) -> None:
 
 
 @hookspec(firstresult=True)
-def convert_model(source: Path, source_format: str, target_format: str, workdir: Path) -> Path | None:
+def convert_model(
+    source: Path,
+    source_format: str,
+    target_format: str,
+    workdir: Path,
+    input_shapes: Mapping[str, Sequence[int]] | None,
+) -> Path | None:
     """Convert the model file `source` of `source_format` into `target_format`, or return None.
 
     Called when a model is written in another format than its own and the target cannot simply
@@ -43,7 +49,8 @@ def convert_model(source: Path, source_format: str, target_format: str, workdir:
     the target format's plugin then loads it. Return None for pairs the plugin does not
     convert; the first non-None answer wins. Raise `UnsupportedError` listing everything the
     model uses that cannot be converted (every unsupported operator with its shapes, in one
-    message) rather than stopping at the first.
+    message) rather than stopping at the first. `input_shapes` (input name -> dims, or None)
+    fixes the shapes of inputs whose dimensions are free, for targets with static shapes.
     """
 
 

@@ -13,7 +13,7 @@ here, and it defers every framework import to the methods that need it; so does 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,14 @@ def register_formats(register: Callable[[Any], None]) -> None:
 
 
 @hookimpl
-def convert_model(source: Path, source_format: str, target_format: str, workdir: Path) -> Path | None:
+def convert_model(
+    source: Path,
+    source_format: str,
+    target_format: str,
+    workdir: Path,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+) -> Path | None:
     """Convert ONNX, TensorFlow or TFLite to NNEF, or NNEF to ONNX, with nnef-tools; None for other pairs."""
     from nnrconv_nnef import _convert
 
-    return _convert.convert_model(source, source_format, target_format, workdir)
+    return _convert.convert_model(source, source_format, target_format, workdir, input_shapes)

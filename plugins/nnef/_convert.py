@@ -14,8 +14,12 @@ NOTE: choices that keep outputs equal to the source's (within 1e-5), in the pipe
   transposes inside the graph, so the NNEF model takes the same arrays as the source.
 - ``--keep-io-names``: the NNEF graph's inputs and outputs keep the source's names. nnef-tools
   names all other tensors (and so the variable labels) after their operations.
-- Free input dimensions (ONNX ``dim_param``, TensorFlow ``-1``) are fixed to 1, since NNEF
-  shapes are static. This is nnrconv's rule for runners too.
+- Free input dimensions (ONNX ``dim_param``, TensorFlow ``-1``) are fixed, since NNEF shapes
+  are static: ONNX inputs to the shapes the caller gives (``--input-shape``), every other free
+  dimension to 1 (nnrconv's rule for runners too).
+- ONNX is simplified first (`_simplify`): operators NNEF lacks are replaced by their ONNX
+  function bodies, and onnxslim folds static shape computations. nnef-tools' Reduce* transforms
+  also take opset-13+ ``axes`` inputs (`_reduce_axes_inputs`).
 - TensorFlow graphs are prepared before nnef-tools reads them. Control inputs and dangling
   ``NoOp`` nodes (a frozen Keras graph has one) are dropped. Constant sub-graphs, including
   ``Shape`` of the now static inputs, are folded with nnef-tools' ``--fold-constants`` code,
@@ -34,18 +38,18 @@ import os
 import sys
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from nnrconv.core import FormatError, FrameworkMissingError, NNRConvError, UnsupportedError
-from nnrconv_nnef import _opcheck
+from nnrconv_nnef import _opcheck, _simplify
 
 __all__ = ["PAIRS", "convert_model"]
 
 # Framework modules each pair needs besides nnef_tools.
 _NEEDS = {
-    ("onnx", "nnef"): ("onnx",),
+    ("onnx", "nnef"): ("onnx", "onnxslim"),
     ("nnef", "onnx"): ("onnx", "nnef"),
     ("tensorflow", "nnef"): ("tensorflow",),
     ("tflite", "nnef"): ("flatbuffers",),
@@ -55,7 +59,13 @@ _INSTALL = "pip install 'nnrconv[nnef]'"
 _MESSAGE_LIMIT = 2000
 
 
-def convert_model(source: Path, source_format: str, target_format: str, workdir: Path) -> Path | None:
+def convert_model(
+    source: Path,
+    source_format: str,
+    target_format: str,
+    workdir: Path,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+) -> Path | None:
     """Convert `source` with nnef-tools and return the result inside `workdir`, or None for other pairs.
 
     Raises:
@@ -76,7 +86,12 @@ def convert_model(source: Path, source_format: str, target_format: str, workdir:
             f"converting {source_format} to {target_format} needs {', '.join(missing)}; install it with: {_INSTALL}"
         )
     out = Path(tempfile.mkdtemp(prefix="nnef-tools-", dir=workdir))
-    return route(source, _label(source, workdir, source_format), out)
+    label = _label(source, workdir, source_format)
+    if pair == ("onnx", "nnef"):
+        return _onnx_to_nnef(source, label, out, input_shapes)
+    if input_shapes:
+        raise UnsupportedError(f"{label}: input shapes can be given for ONNX sources only")
+    return route(source, label, out)
 
 
 def _tensorflow_kind(source: Path) -> str:
@@ -164,7 +179,7 @@ def _convert_graph(graph: Any, converter: Any) -> Any:
 
 
 # -- ONNX → NNEF -----------------------------------------------------------------------------
-def _onnx_to_nnef(source: Path, label: str, out: Path) -> Path:
+def _onnx_to_nnef(source: Path, label: str, out: Path, input_shapes: Mapping[str, Sequence[int]] | None = None) -> Path:
     import onnx
     from nnef_tools.conversion import onnx_to_nnef
     from nnef_tools.io.onnx import Reader
@@ -173,29 +188,73 @@ def _onnx_to_nnef(source: Path, label: str, out: Path) -> Path:
         model = onnx.load(str(source))
     except Exception as exc:
         raise FormatError(f"{label}: cannot read the ONNX model: {_one_line(str(exc))}") from exc
-    shapes = _fix_onnx_inputs(model)
-    _opcheck.raise_unsupported(_opcheck.onnx_unsupported(model, onnx_to_nnef._Transforms), label, "NNEF")
-    with _nnef_tools(label, "NNEF"):
-        graph = _required_fixes(Reader(simplify=False)(str(source), input_shapes=shapes or None), "onnx")
-        converter = onnx_to_nnef.Converter(keep_io_names=True)
-        return _write_nnef(_convert_graph(graph, converter), converter, out)
+    _fix_onnx_inputs(model, input_shapes or {}, label)
+    supported = set(onnx_to_nnef._Transforms)
+    model = _simplify.simplify(model, supported)
+    _opcheck.raise_unsupported(_opcheck.onnx_unsupported(model, supported), label, "NNEF")
+    with tempfile.TemporaryDirectory(dir=out.parent) as staging:
+        simplified = Path(staging) / "simplified.onnx"
+        onnx.save(model, str(simplified))
+        with _nnef_tools(label, "NNEF"):
+            graph = _required_fixes(Reader(simplify=False)(str(simplified)), "onnx")
+            converter = onnx_to_nnef.Converter(keep_io_names=True, custom_transforms=_reduce_axes_inputs())
+            return _write_nnef(_convert_graph(graph, converter), converter, out)
 
 
-def _fix_onnx_inputs(model: Any) -> dict[str, tuple[int, ...]]:
-    """Set the free dimensions of the graph inputs to 1, in place; the new shapes of those inputs."""
+def _reduce_axes_inputs() -> dict[str, Any]:
+    """nnef-tools' Reduce* transforms, also reading `axes` from the second input (opset 13+ form).
+
+    nnef-tools reads Squeeze/Unsqueeze axes from an input, but its Reduce* transforms only know
+    the attribute; a tf2onnx export at opset 15 (`ReduceSum(x, axes)`) would fail. The same
+    transforms get a default taken from the (constant) input, or every axis when there is none,
+    and squeeze `keepdims=0` outputs on positive axes (negative ones make NNEF invalid).
+    """
+    import copy
+
+    from nnef_tools.conversion import onnx_to_nnef
+
+    transforms = {}
+    for op in ("ReduceMin", "ReduceMax", "ReduceMean", "ReduceSum", "ReduceL1", "ReduceL2"):
+        transform = copy.copy(onnx_to_nnef._Transforms[op])
+        transform.defaults = {
+            **transform.defaults,
+            "axes": "!ensure_positive(as_const(I[1]), I[0].rank) if len(I) > 1 and I[1] is not None"
+            " else list(range(I[0].rank))",
+        }
+        transform.outputs = "!squeeze_output(O[0], ensure_positive(axes, I[0].rank), keepdims)"
+        transforms[op] = transform
+    return transforms
+
+
+def _fix_onnx_inputs(model: Any, given: Mapping[str, Sequence[int]], label: str) -> None:
+    """Fix the graph inputs' shapes in place: `given` ones as given, other free dimensions to 1.
+
+    Raises:
+        UnsupportedError: a given name is no graph input, or its rank or a static dimension differs.
+    """
     constants = {init.name for init in model.graph.initializer}
-    fixed = {}
-    for value in model.graph.input:
-        if value.name in constants or not value.type.tensor_type.HasField("shape"):
+    inputs = {v.name: v for v in model.graph.input if v.name not in constants}
+    unknown = sorted(set(given) - set(inputs))
+    if unknown:
+        raise UnsupportedError(
+            f"{label}: no graph input named {', '.join(map(repr, unknown))}; inputs: {sorted(inputs)}"
+        )
+    for name, value in inputs.items():
+        if not value.type.tensor_type.HasField("shape"):
             continue
         dims = value.type.tensor_type.shape.dim
-        if all(d.HasField("dim_value") for d in dims):
-            continue
-        for d in dims:
-            if not d.HasField("dim_value"):
-                d.dim_value = 1
-        fixed[value.name] = tuple(d.dim_value for d in dims)
-    return fixed
+        wanted = given.get(name)
+        if wanted is not None and len(wanted) != len(dims):
+            raise UnsupportedError(
+                f"{label}: input {name!r} has {len(dims)} dimensions, the shape given has {len(wanted)}"
+            )
+        for index, d in enumerate(dims):
+            static = d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+            size = wanted[index] if wanted is not None else (static or 1)
+            if static is not None and size != static:
+                raise UnsupportedError(f"{label}: input {name!r} has dimension {index} fixed to {static}, not {size}")
+            d.Clear()
+            d.dim_value = size
 
 
 # -- NNEF → ONNX -----------------------------------------------------------------------------

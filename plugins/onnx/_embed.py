@@ -2,20 +2,30 @@
 # SPDX-License-Identifier: Apache-2.0
 """NNR inside ONNX (integration mode 2): weights become NNR data units decoded by graph nodes.
 
-Layout of a `.nnr.onnx` file (a valid ONNX model):
-- Each coded weight `W` becomes a UINT8 tensor `W.nnr` whose bytes are one complete NNR_NDU
-  unit, consumed by a node `NnrDecode(W.nnr) -> W` of domain `org.mpeg.nnr` (declared in
-  `opset_import`, version 1). A graph initializer's UINT8 tensor is an initializer of the same
-  graph and its decode node comes first in the graph; a `Constant` keeps its place, now holding
-  the UINT8 tensor, and its decode node follows it.
-- The decode node's attributes: `template` (the original TensorProto without payload,
-  serialized: name, type, dims, doc string); `tensor_id` (the NDU's topology element id) when it
-  differs from the node's output name; for initializers `initializer_index` (its position), and
-  when the initializer was also a graph input, `input_index` and `input_template` (that entry,
-  serialized), so that the plain model comes back exactly.
-- The NNR start unit and model parameter set that the data units need travel base64-encoded in
-  `metadata_props` under `org.mpeg.nnr.parameter_sets`.
-Everything else in the graph is untouched.
+Layout of a `.nnr.onnx` file (a valid ONNX model; domain `org.mpeg.nnr`, version 2, declared
+in `opset_import`). Each coded weight `W` becomes ONE node `NnrDecode() -> W` of that domain,
+with no inputs, whose attribute `nnr` is a UINT8 tensor holding one complete NNR_NDU unit:
+- A `Constant` keeps its place and everything it had (name, doc string, attributes in order);
+  only its op type and domain change, its `value` attribute holds the tensor without payload,
+  serialized (a STRING: onnx.checker refuses a tensor attribute without data), and `nnr` follows.
+- A graph initializer leaves the initializer list; its node comes first in the graph with
+  `value` (the initializer without payload and without its name, which is the node's output,
+  serialized) and `nnr_index` (its position among the initializers); when it was also a graph
+  input, `nnr_input_index` and `nnr_input` (that entry, serialized).
+Optional attributes say what an exact restore needs beyond that, only when needed:
+`nnr_tensor_id` (the NDU's topology element id, when it is not the output name), `nnr_flags`
+(bit 0: the Constant's tensor was named like its output, a name dropped from `value`; bits 1-3:
+the payload field, 0 = raw_data, else 1 + index in `_TYPED_FIELDS`; bit 4: the Constant wrote
+its empty domain explicitly), and `nnr_domain` (a Constant's domain when it was not "").
+The NNR start unit and model parameter set travel base64-encoded in `metadata_props` under
+`org.mpeg.nnr.parameter_sets`. Everything else in the graph is untouched, so restoring gives
+the plain model byte for byte.
+
+NOTE: why this layout: each coded weight costs its data unit plus about 40 bytes; no name is
+repeated (the first layout, `_embed_v1`, added a coded tensor `W.nnr`, a second node and a
+serialized template per weight: 90-200 KB on real models with a few hundred Constants). What
+a `.nnr.onnx` still carries beyond the `.nnr` is mostly the graph itself, which an NNR topology
+unit holds deflated and an ONNX file cannot.
 """
 
 from __future__ import annotations
@@ -30,15 +40,32 @@ from google.protobuf.message import DecodeError
 from onnx import helper
 
 from nnrconv.core import FormatError
-from nnrconv_onnx._weights import CONSTANT, INITIALIZER, WeightSite, clear_payload, set_payload, weight_sites
+from nnrconv_onnx import _embed_v1
+from nnrconv_onnx._weights import CONSTANT, WeightSite, clear_payload, payload_field, set_payload, weight_sites
 
-__all__ = ["DOMAIN", "OP_TYPE", "PARAMETER_SETS_KEY", "Embedded", "embed", "extract", "is_embedded", "restore"]
+__all__ = [
+    "DOMAIN",
+    "OP_TYPE",
+    "PARAMETER_SETS_KEY",
+    "Embedded",
+    "embed",
+    "extract",
+    "has_external_data",
+    "is_embedded",
+    "restore",
+]
 
 DOMAIN = "org.mpeg.nnr"
 OP_TYPE = "NnrDecode"
-DOMAIN_VERSION = 1
+DOMAIN_VERSION = 2
 PARAMETER_SETS_KEY = "org.mpeg.nnr.parameter_sets"
-_CODED_SUFFIX = ".nnr"
+_UNIT, _VALUE, _INDEX, _INPUT_INDEX, _INPUT = "nnr", "value", "nnr_index", "nnr_input_index", "nnr_input"
+_TENSOR_ID, _FLAGS, _DOMAIN = "nnr_tensor_id", "nnr_flags", "nnr_domain"
+_NAMED_LIKE_OUTPUT = 1
+_EMPTY_DOMAIN_SET = 16
+_TYPED_FIELDS = ("float_data", "int32_data", "int64_data", "double_data", "uint64_data")
+# The payload field's code in `nnr_flags` bits 1-3.
+_FIELD_CODES = {"raw_data": 0, **{name: index + 1 for index, name in enumerate(_TYPED_FIELDS)}}
 
 
 def is_embedded(proto: onnx.ModelProto) -> bool:
@@ -46,36 +73,8 @@ def is_embedded(proto: onnx.ModelProto) -> bool:
     return any(op.domain == DOMAIN for op in proto.opset_import)
 
 
-def _positions(container: onnx.GraphProto, name: str) -> tuple[int, int]:
-    init = next((i for i, t in enumerate(container.initializer) if t.name == name), -1)
-    inp = next((i for i, v in enumerate(container.input) if v.name == name), -1)
-    return init, inp
-
-
-def _template(tensor: onnx.TensorProto) -> bytes:
-    stripped = onnx.TensorProto()
-    stripped.CopyFrom(tensor)
-    clear_payload(stripped)
-    return stripped.SerializeToString()
-
-
-def _coded_tensor(name: str, ndu: bytes) -> onnx.TensorProto:
-    tensor = onnx.TensorProto(name=name, data_type=onnx.TensorProto.UINT8, dims=[len(ndu)])
-    tensor.raw_data = ndu
-    return tensor
-
-
-def _all_names(proto: onnx.ModelProto) -> set[str]:
-    names: set[str] = set()
-    for site in weight_sites(proto):
-        names.add(site.name)
-    for graph in _graphs(proto.graph):
-        names.update(v.name for v in graph.input)
-        names.update(v.name for v in graph.output)
-        for node in graph.node:
-            names.update(node.input)
-            names.update(node.output)
-    return names
+def _layout_version(proto: onnx.ModelProto) -> int:
+    return next((op.version for op in proto.opset_import if op.domain == DOMAIN), 0)
 
 
 def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
@@ -89,86 +88,107 @@ def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
                     yield from _graphs(sub)
 
 
-def embed(proto: onnx.ModelProto, parameter_sets: bytes, ndus: Mapping[str, bytes]) -> onnx.ModelProto:
+def _unit_tensor(ndu: bytes) -> onnx.TensorProto:
+    tensor = onnx.TensorProto(data_type=onnx.TensorProto.UINT8, dims=[len(ndu)])
+    tensor.raw_data = ndu
+    return tensor
+
+
+def embed(
+    proto: onnx.ModelProto,
+    parameter_sets: bytes,
+    ndus: Mapping[str, bytes],
+    fields: Mapping[str, str] | None = None,
+) -> onnx.ModelProto:
     """A copy of `proto` whose weights named in `ndus` are replaced by their coded data units.
 
     Args:
         proto: the plain model (payloads of the coded weights are dropped).
         parameter_sets: the bytes of the NNR start unit and model parameter set.
         ndus: topology element id (as `weight_sites` keys it) -> complete NNR_NDU unit bytes.
+        fields: tensor id -> the payload field the original file used (`payload_field`), when
+            `proto` no longer holds the payloads; default: read from `proto`.
     """
     out = onnx.ModelProto()
     out.CopyFrom(proto)
-    used = _all_names(out)
-    by_container: dict[int, tuple[onnx.GraphProto | onnx.FunctionProto, list[tuple[WeightSite, str]]]] = {}
+    by_graph: dict[int, tuple[onnx.GraphProto, list[tuple[WeightSite, int]]]] = {}
     for site in weight_sites(out):
-        if site.key in ndus:
-            coded = _fresh(f"{site.name}{_CODED_SUFFIX}", used)
-            by_container.setdefault(id(site.container), (site.container, []))[1].append((site, coded))
+        if site.key not in ndus:
+            continue
+        field = _FIELD_CODES[fields[site.key] if fields and site.key in fields else payload_field(site.proto)]
+        if site.kind == CONSTANT:
+            assert site.node is not None  # a Constant site always has its node
+            _constant_to_decode(site, ndus[site.key], field)
+        else:
+            assert isinstance(site.container, onnx.GraphProto)  # functions have no initializers
+            by_graph.setdefault(id(site.container), (site.container, []))[1].append((site, field))
     # Children before parents: rewriting a graph copies its nodes, subgraphs included, which
     # would detach the subgraph messages that later rewrites hold. The walk is pre-order.
-    for container, plans in reversed(by_container.values()):
-        _embed_container(container, plans, ndus)
+    for graph, sites in reversed(by_graph.values()):
+        _initializers_to_decode(graph, sites, ndus)
     out.opset_import.append(helper.make_opsetid(DOMAIN, DOMAIN_VERSION))
     entry = out.metadata_props.add()
     entry.key, entry.value = PARAMETER_SETS_KEY, base64.b64encode(parameter_sets).decode("ascii")
     return out
 
 
-def _embed_container(
-    container: onnx.GraphProto | onnx.FunctionProto,
-    plans: list[tuple[WeightSite, str]],
-    ndus: Mapping[str, bytes],
+def _constant_to_decode(site: WeightSite, ndu: bytes, field: int) -> None:
+    """Turn the Constant node in place into its decode node (see the module docstring)."""
+    node = site.node
+    assert node is not None
+    output = node.output[0]
+    named = site.proto.name and site.proto.name == output
+    flags = (_NAMED_LIKE_OUTPUT if named else 0) | field << 1
+    template = onnx.TensorProto()
+    template.CopyFrom(site.proto)
+    clear_payload(template)
+    if flags & _NAMED_LIKE_OUTPUT:
+        template.ClearField("name")
+    value = next(a for a in node.attribute if a.name == _VALUE and a.type == onnx.AttributeProto.TENSOR)
+    value.ClearField("t")
+    value.s, value.type = template.SerializeToString(), onnx.AttributeProto.STRING
+    extra: dict[str, object] = {_UNIT: _unit_tensor(ndu)}
+    if site.key != output:
+        extra[_TENSOR_ID] = site.key
+    if node.domain:
+        extra[_DOMAIN] = node.domain
+    elif node.HasField("domain"):
+        flags |= _EMPTY_DOMAIN_SET
+    if flags:
+        extra[_FLAGS] = flags
+    node.op_type, node.domain = OP_TYPE, DOMAIN
+    node.attribute.extend(helper.make_attribute(k, v) for k, v in extra.items())
+
+
+def _initializers_to_decode(
+    graph: onnx.GraphProto, coded: list[tuple[WeightSite, int]], ndus: Mapping[str, bytes]
 ) -> None:
-    """Rewrite one graph (or function): decode nodes of initializers first, Constants in place."""
-    init_names: set[str] = set()
-    leading: list[onnx.NodeProto] = []
-    after_constant: dict[str, onnx.NodeProto] = {}
-    coded_inits: list[onnx.TensorProto] = []
-    for site, coded in plans:
-        # Only what an exact restore needs: the id when it differs from the output name, and
-        # the graph-input entry only for initializers that are also listed as graph inputs.
-        attributes: dict[str, object] = {"template": _template(site.proto)}
+    """Move coded initializers out of `graph.initializer` into decode nodes at the graph's front."""
+    positions = {t.name: i for i, t in reversed(list(enumerate(graph.initializer)))}
+    inputs = {v.name: i for i, v in reversed(list(enumerate(graph.input)))}
+    nodes = []
+    for site, field in coded:
+        template = onnx.TensorProto()
+        template.CopyFrom(site.proto)
+        flags = field << 1
+        clear_payload(template)
+        template.ClearField("name")
+        attributes: dict[str, object] = {_VALUE: template.SerializeToString(), _UNIT: _unit_tensor(ndus[site.key])}
+        attributes[_INDEX] = positions[site.name]
+        if site.name in inputs:
+            attributes[_INPUT_INDEX] = inputs[site.name]
+            attributes[_INPUT] = graph.input[inputs[site.name]].SerializeToString()
         if site.key != site.name:
-            attributes["tensor_id"] = site.key
-        if site.kind == INITIALIZER:
-            graph = site.container
-            assert isinstance(graph, onnx.GraphProto)  # functions have no initializers
-            init_index, input_index = _positions(graph, site.name)
-            attributes["initializer_index"] = init_index
-            if input_index >= 0:
-                attributes["input_index"] = input_index
-                attributes["input_template"] = graph.input[input_index].SerializeToString()
-        node = helper.make_node(OP_TYPE, [coded], [site.name], domain=DOMAIN)
+            attributes[_TENSOR_ID] = site.key
+        if flags:
+            attributes[_FLAGS] = flags
+        node = helper.make_node(OP_TYPE, [], [site.name], domain=DOMAIN)
         node.attribute.extend(helper.make_attribute(k, v) for k, v in attributes.items())
-        if site.kind == CONSTANT:
-            assert site.node is not None  # a Constant site always has its node
-            site.proto.CopyFrom(_coded_tensor(coded, ndus[site.key]))
-            site.node.output[0] = coded
-            after_constant[coded] = node
-        else:
-            init_names.add(site.name)
-            coded_inits.append(_coded_tensor(coded, ndus[site.key]))
-            leading.append(node)
-    nodes = list(leading)
-    for original in container.node:
-        nodes.append(original)
-        follower = after_constant.get(original.output[0]) if original.output else None
-        if follower is not None and original.op_type == "Constant":
-            nodes.append(follower)
-    _replace(container.node, nodes)
-    if isinstance(container, onnx.GraphProto) and init_names:
-        _replace(container.initializer, [t for t in container.initializer if t.name not in init_names] + coded_inits)
-        _replace(container.input, [v for v in container.input if v.name not in init_names])
-
-
-def _fresh(name: str, used: set[str]) -> str:
-    candidate, number = name, 0
-    while candidate in used:
-        number += 1
-        candidate = f"{name}{number}"
-    used.add(candidate)
-    return candidate
+        nodes.append(node)
+    coded_names = {site.name for site, _ in coded}
+    _replace(graph.node, nodes + list(graph.node))
+    _replace(graph.initializer, [t for t in graph.initializer if t.name not in coded_names])
+    _replace(graph.input, [v for v in graph.input if v.name not in coded_names])
 
 
 def _replace(repeated: object, items: list) -> None:
@@ -194,8 +214,24 @@ class Embedded:
     ndus: dict[str, bytes]
 
 
+def _containers(proto: onnx.ModelProto) -> list[onnx.GraphProto | onnx.FunctionProto]:
+    return [*_graphs(proto.graph), *proto.functions]
+
+
+def _attributes(node: onnx.NodeProto) -> dict[str, onnx.AttributeProto]:
+    return {a.name: a for a in node.attribute}
+
+
+def _tensor_id(node: onnx.NodeProto, attributes: Mapping[str, onnx.AttributeProto]) -> str:
+    found = attributes.get(_TENSOR_ID)
+    return found.s.decode("utf-8") if found is not None else node.output[0]
+
+
 def extract(proto: onnx.ModelProto, source: str) -> Embedded:
     """The parameter sets and NDU bytes of an embedded model, without changing it."""
+    if _layout_version(proto) == _embed_v1.DOMAIN_VERSION:
+        old = _embed_v1.extract(proto, source)
+        return Embedded(old.parameter_sets, old.ndus)
     entry = next((p for p in proto.metadata_props if p.key == PARAMETER_SETS_KEY), None)
     if entry is None:
         raise FormatError(f"{source}: declares domain {DOMAIN} but has no {PARAMETER_SETS_KEY} metadata")
@@ -204,42 +240,16 @@ def extract(proto: onnx.ModelProto, source: str) -> Embedded:
     except ValueError as exc:
         raise FormatError(f"{source}: {PARAMETER_SETS_KEY} is not valid base64") from exc
     ndus: dict[str, bytes] = {}
-    for container, node in _decode_nodes(proto):
-        coded = _coded_input(container, node)
-        if coded is None or not node.output:
-            raise FormatError(f"{source}: decode node for {list(node.output)} has no coded input")
-        ndus[_tensor_id(node)] = coded.raw_data
-    return Embedded(parameter_sets, ndus)
-
-
-def _tensor_id(node: onnx.NodeProto) -> str:
-    """The NDU's topology element id: the `tensor_id` attribute, else the node's output name."""
-    for attribute in node.attribute:
-        if attribute.name == "tensor_id":
-            return attribute.s.decode("utf-8")
-    return node.output[0]
-
-
-def _decode_nodes(proto: onnx.ModelProto) -> Iterator[tuple[onnx.GraphProto | onnx.FunctionProto, onnx.NodeProto]]:
-    containers: list[onnx.GraphProto | onnx.FunctionProto] = [*_graphs(proto.graph), *proto.functions]
-    for container in containers:
+    for container in _containers(proto):
         for node in container.node:
-            if _is_decode(node):
-                yield container, node
-
-
-def _coded_input(container: onnx.GraphProto | onnx.FunctionProto, node: onnx.NodeProto) -> onnx.TensorProto | None:
-    name = node.input[0] if node.input else ""
-    if isinstance(container, onnx.GraphProto):
-        for tensor in container.initializer:
-            if tensor.name == name:
-                return tensor
-    for other in container.node:
-        if other.op_type == "Constant" and other.output and other.output[0] == name:
-            for attribute in other.attribute:
-                if attribute.name == "value":
-                    return attribute.t
-    return None
+            if not _is_decode(node):
+                continue
+            attributes = _attributes(node)
+            unit = attributes.get(_UNIT)
+            if unit is None or not node.output or unit.type != onnx.AttributeProto.TENSOR:
+                raise FormatError(f"{source}: decode node for {list(node.output)} has no coded unit")
+            ndus[_tensor_id(node, attributes)] = unit.t.raw_data
+    return Embedded(parameter_sets, ndus)
 
 
 def restore(proto: onnx.ModelProto, arrays: Callable[[str], np.ndarray | None], source: str) -> onnx.ModelProto:
@@ -247,10 +257,11 @@ def restore(proto: onnx.ModelProto, arrays: Callable[[str], np.ndarray | None], 
 
     `arrays` may return None to leave a weight without payload (for topology bytes).
     """
+    if _layout_version(proto) == _embed_v1.DOMAIN_VERSION:
+        return _embed_v1.restore(proto, arrays, source)
     out = onnx.ModelProto()
     out.CopyFrom(proto)
-    containers: list[onnx.GraphProto | onnx.FunctionProto] = [*_graphs(out.graph), *out.functions]
-    for container in reversed(containers):  # children first, as in `embed`
+    for container in reversed(_containers(out)):  # children first: rewriting copies subgraphs
         _restore_container(container, arrays, source)
     kept_opsets = [op for op in out.opset_import if op.domain != DOMAIN]
     del out.opset_import[:]
@@ -261,58 +272,80 @@ def restore(proto: onnx.ModelProto, arrays: Callable[[str], np.ndarray | None], 
     return out
 
 
+def _fill(tensor: onnx.TensorProto, array: np.ndarray | None, tensor_id: str, flags: int) -> None:
+    """Put the payload back, in the field it came from."""
+    if array is not None:
+        field = (flags >> 1) & 0b111
+        set_payload(tensor, array, tensor_id, field=_TYPED_FIELDS[field - 1] if field else "raw_data")
+
+
+def has_external_data(proto: onnx.ModelProto) -> bool:
+    """Whether a coded unit (or an initializer) lives in an external data file."""
+    external = onnx.TensorProto.EXTERNAL
+    if any(t.data_location == external for t in proto.graph.initializer):
+        return True
+    for container in _containers(proto):
+        for node in container.node:
+            unit = _attributes(node).get(_UNIT) if _is_decode(node) else None
+            if unit is not None and unit.t.data_location == external:
+                return True
+    return False
+
+
 def _restore_container(
     container: onnx.GraphProto | onnx.FunctionProto, arrays: Callable[[str], np.ndarray | None], source: str
 ) -> None:
-    decodes = [n for n in container.node if _is_decode(n)]
-    if not decodes:
-        return
-    coded_names: set[str] = set()
-    initializers: list[tuple[int, onnx.TensorProto]] = []
-    inputs: list[tuple[int, onnx.ValueInfoProto]] = []
-    for node in decodes:
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    leading: list[tuple[int, onnx.TensorProto, tuple[int, bytes] | None]] = []
+    kept = []
+    for node in container.node:
+        if not _is_decode(node):
+            kept.append(node)
+            continue
+        attributes = _attributes(node)
         try:
-            tensor_id = _tensor_id(node)
+            tensor_id = _tensor_id(node, attributes)
+            value = attributes[_VALUE]
             tensor = onnx.TensorProto()
-            tensor.ParseFromString(attrs["template"])
-        except (KeyError, TypeError, DecodeError, UnicodeDecodeError) as exc:  # TypeError: an attribute's type
+            tensor.ParseFromString(value.s)
+        except (KeyError, TypeError, UnicodeDecodeError, IndexError, DecodeError) as exc:
             raise FormatError(
                 f"{source}: decode node for {list(node.output)} has a missing or corrupt attribute"
             ) from exc
+        flags = attributes[_FLAGS].i if _FLAGS in attributes else 0
         array = arrays(tensor_id)
-        if array is not None:
-            set_payload(tensor, array, tensor_id)
-        coded_name = node.input[0]
-        if "initializer_index" in attrs:
-            coded_names.add(coded_name)
-            try:
-                initializers.append((int(attrs["initializer_index"]), tensor))
-                if "input_index" in attrs:
-                    value = onnx.ValueInfoProto()
-                    value.ParseFromString(attrs["input_template"])
-                    inputs.append((int(attrs["input_index"]), value))
-            except (KeyError, TypeError, ValueError, DecodeError) as exc:
-                raise FormatError(
-                    f"{source}: decode node for {list(node.output)} has a missing or corrupt attribute"
-                ) from exc
+        if _INDEX in attributes:  # an initializer
+            tensor.name = node.output[0]
+            _fill(tensor, array, tensor_id, flags)
+            entry = (attributes[_INPUT_INDEX].i, attributes[_INPUT].s) if _INPUT_INDEX in attributes else None
+            leading.append((attributes[_INDEX].i, tensor, entry))
             continue
-        constant = next(
-            (n for n in container.node if n.op_type == "Constant" and n.output and n.output[0] == coded_name), None
-        )
-        if constant is None:
-            raise FormatError(
-                f"{source}: decode node for {list(node.output)} reads {coded_name!r}, which nothing provides"
-            )
-        constant.output[0] = node.output[0]
-        next(a for a in constant.attribute if a.name == "value").t.CopyFrom(tensor)
-    _replace(container.node, [n for n in container.node if not _is_decode(n)])
-    if isinstance(container, onnx.GraphProto):
-        restored = [t for t in container.initializer if t.name not in coded_names]
-        for index, tensor in sorted(initializers, key=lambda pair: pair[0]):
-            restored.insert(index, tensor)
-        _replace(container.initializer, restored)
-        graph_inputs = list(container.input)
-        for index, value in sorted(inputs, key=lambda pair: pair[0]):
-            graph_inputs.insert(index, value)
-        _replace(container.input, graph_inputs)
+        if flags & _NAMED_LIKE_OUTPUT:
+            tensor.name = node.output[0]
+        _fill(tensor, array, tensor_id, flags)
+        value.ClearField("s")
+        value.t.CopyFrom(tensor)
+        value.type = onnx.AttributeProto.TENSOR
+        domain = attributes[_DOMAIN].s.decode("utf-8") if _DOMAIN in attributes else ""
+        extras = {_UNIT, _TENSOR_ID, _FLAGS, _DOMAIN}
+        remaining = [a for a in node.attribute if a.name not in extras]
+        del node.attribute[:]
+        node.attribute.extend(remaining)
+        node.op_type, node.domain = "Constant", domain
+        if not domain and not flags & _EMPTY_DOMAIN_SET:
+            node.ClearField("domain")
+        kept.append(node)
+    if not leading:
+        return
+    assert isinstance(container, onnx.GraphProto)  # only graphs hold initializers
+    _replace(container.node, kept)
+    initializers = list(container.initializer)
+    graph_inputs = list(container.input)
+    for index, tensor, _ in sorted(leading, key=lambda item: item[0]):
+        initializers.insert(index, tensor)
+    entries = sorted((entry for _, _, entry in leading if entry is not None), key=lambda item: item[0])
+    for index, serialized in entries:
+        value_info = onnx.ValueInfoProto()
+        value_info.ParseFromString(serialized)
+        graph_inputs.insert(index, value_info)
+    _replace(container.initializer, initializers)
+    _replace(container.input, graph_inputs)

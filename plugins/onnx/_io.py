@@ -19,6 +19,7 @@ from nnrconv_onnx._weights import (
     element_count,
     has_payload,
     is_external,
+    payload_field,
     set_payload,
     tensor_dtype,
     weight_sites,
@@ -82,7 +83,7 @@ def _rebuild(model: Model, strip: Collection[str]) -> onnx.ModelProto:
                 raise FormatError(f"tensor {site.key!r} uses external data but the model holds no data for it")
             continue
         try:
-            set_payload(site.proto, tensor.numpy(), site.key)
+            set_payload(site.proto, tensor.numpy(), site.key, field=payload_field(site.proto))
         except ValueError as exc:
             raise FormatError(str(exc)) from exc
     return proto
@@ -149,13 +150,14 @@ def write_model(model: Model, path: Path, *, threshold: int) -> None:
         UnsupportedError: the model did not come from ONNX.
         FormatError: a tensor does not fit its slot, or the file cannot be written.
     """
+    fields = {site.key: payload_field(site.proto) for site in weight_sites(_native(model))}
     proto = _rebuild(model, strip=set(model.tensors))
     total = proto.ByteSize() + sum(t.nbytes for t in model.tensors.values())
     sites = [s for s in weight_sites(proto) if s.key in model.tensors]
     try:
         if total <= threshold:
-            for site in sites:
-                set_payload(site.proto, model.tensors[site.key].numpy(), site.key)
+            for site in sites:  # in the field the file had it (float_data stays float_data)
+                set_payload(site.proto, model.tensors[site.key].numpy(), site.key, field=fields[site.key])
         else:
             _write_external(sites, model.tensors, path.with_name(path.name + ".data"))
         data = _serialize(proto, f"{path}: the ONNX model")
@@ -202,11 +204,16 @@ def write_embedded(
 
     from nnrconv_onnx._embed import embed
 
-    proto = embed(_rebuild(model, strip=set(ndus)), parameter_sets, ndus)
+    fields = {site.key: payload_field(site.proto) for site in weight_sites(_native(model)) if site.key in ndus}
+    proto = embed(_rebuild(model, strip=set(ndus)), parameter_sets, ndus, fields)
     try:
         if proto.ByteSize() > threshold:
-            convert_model_to_external_data(
-                proto, all_tensors_to_one_file=True, location=f"{path.name}.data", size_threshold=EXTERNAL_MIN_BYTES
+            convert_model_to_external_data(  # the units are attribute tensors of the decode nodes
+                proto,
+                all_tensors_to_one_file=True,
+                location=f"{path.name}.data",
+                size_threshold=EXTERNAL_MIN_BYTES,
+                convert_attribute=True,
             )
             onnx.save_model(proto, str(path))
         else:
@@ -221,9 +228,9 @@ def load_embedded(proto: onnx.ModelProto, path: Path) -> Model:
 
     from nnrconv import nnc
     from nnrconv.core import CodedTensor
-    from nnrconv_onnx._embed import extract, restore
+    from nnrconv_onnx._embed import extract, has_external_data, restore
 
-    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
+    if has_external_data(proto):
         try:
             load_external_data_for_model(proto, str(path.parent))
         except (OSError, ValueError) as exc:

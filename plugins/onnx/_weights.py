@@ -31,6 +31,7 @@ __all__ = [
     "is_external",
     "node_scope",
     "payload_array",
+    "payload_field",
     "set_payload",
     "tensor_dtype",
     "weight_roles",
@@ -274,10 +275,36 @@ def _exact_cast(array: np.ndarray, dtype: DType, key: str) -> np.ndarray:
     raise ValueError(f"tensor {key!r}: an array of {array.dtype} cannot fill a {dtype.name} tensor")
 
 
-def set_payload(proto: onnx.TensorProto, array: np.ndarray, key: str) -> None:
+def payload_field(proto: onnx.TensorProto) -> str:
+    """The field holding the tensor's numeric payload: "raw_data" (also when there is none) or a
+    typed field ("float_data", "int32_data", ...), so a rewrite can keep the file's layout."""
+    for name in _NUMERIC_TYPED_FIELDS:
+        if len(getattr(proto, name)):
+            return name
+    return "raw_data"
+
+
+_NUMERIC_TYPED_FIELDS = ("float_data", "int32_data", "int64_data", "double_data", "uint64_data")
+
+
+def _to_typed_field(proto: onnx.TensorProto, dtype: DType, field: str) -> None:
+    """Move a raw_data payload into `field`, laid out as onnx.proto says (exact for every type)."""
+    items = np.frombuffer(proto.raw_data, dtype=dtype.storage_dtype)
+    if items.dtype == np.float16:  # int32_data holds float16 as bit patterns
+        items = items.view(np.uint16)
+    elif items.dtype.kind == "c":  # complex numbers as pairs of reals
+        items = items.view(np.float32 if items.dtype.itemsize == 8 else np.float64)
+    elif items.dtype == np.bool_:  # int32_data holds booleans as 0/1
+        items = items.astype(np.int32)
+    proto.ClearField("raw_data")
+    getattr(proto, field).extend(items.tolist())
+
+
+def set_payload(proto: onnx.TensorProto, array: np.ndarray, key: str, field: str = "raw_data") -> None:
     """Replace the payload with `array`, cast exactly to the proto's type and laid out as its dims.
 
-    Numeric data goes to raw_data (little-endian, sub-byte types packed); strings to string_data.
+    Numeric data goes to `field`: raw_data (little-endian, sub-byte types packed) or the typed
+    field the tensor used before (`payload_field`); strings go to string_data.
 
     Raises:
         ValueError: the type is unknown, the values do not fit it exactly, or the element count
@@ -303,3 +330,5 @@ def set_payload(proto: onnx.TensorProto, array: np.ndarray, key: str) -> None:
         proto.string_data.extend(values)
         return
     proto.raw_data = np.ascontiguousarray(_exact_cast(array, dtype, key)).tobytes()
+    if field != "raw_data" and not dtype.is_packed:
+        _to_typed_field(proto, dtype, field)

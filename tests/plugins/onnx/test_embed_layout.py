@@ -47,7 +47,8 @@ def test_embed_is_valid_onnx_and_restores_exactly(builder, tmp_path):
     decode_nodes = [n for n in _all_nodes(embedded.graph) if n.op_type == _embed.OP_TYPE]
     assert len(decode_nodes) == len(ndus) and all(n.domain == _embed.DOMAIN for n in decode_nodes)
     restored = _embed.restore(embedded, arrays.get, "m.nnr.onnx")
-    assert restored.SerializeToString() == _with_raw_payloads(original).SerializeToString()
+    # Byte for byte, payloads in the fields they came in (typed float_data stays float_data).
+    assert restored.SerializeToString() == original.SerializeToString()
 
 
 def _all_nodes(graph: onnx.GraphProto):
@@ -60,18 +61,6 @@ def _all_nodes(graph: onnx.GraphProto):
                 yield from _all_nodes(sub)
 
 
-def _with_raw_payloads(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """What a restore gives: the same model with float weights held as raw_data."""
-    from nnrconv_onnx._weights import set_payload
-
-    out = onnx.ModelProto()
-    out.CopyFrom(proto)
-    for site in weight_sites(out):
-        if site.proto.data_type == onnx.TensorProto.FLOAT:
-            set_payload(site.proto, payload_array(site.proto, DType.FLOAT, site.key), site.key)
-    return out
-
-
 def test_initializers_listed_as_graph_inputs_come_back_in_place(tmp_path):
     original = onnx.load(EXAMPLE)
     for tensor in list(original.graph.initializer)[::3]:
@@ -82,4 +71,30 @@ def test_initializers_listed_as_graph_inputs_come_back_in_place(tmp_path):
     coded_inputs = {v.name for v in original.graph.input} & set(ndus)
     assert coded_inputs and not coded_inputs & {v.name for v in embedded.graph.input}
     restored = _embed.restore(embedded, arrays.get, "x")
-    assert restored.SerializeToString() == _with_raw_payloads(original).SerializeToString()
+    assert restored.SerializeToString() == original.SerializeToString()
+
+
+def test_files_of_the_first_layout_still_load(tmp_path):
+    from nnrconv_onnx import _embed_v1
+
+    original = onnx.load(EXAMPLE)
+    ndus, arrays = _fake_ndus(original)
+    old = _embed_v1.embed(original, b"\x01", ndus)
+    assert any(op.domain == _embed.DOMAIN and op.version == 1 for op in old.opset_import)
+    assert _embed.is_embedded(old) and _embed.extract(old, "old.nnr.onnx").ndus == ndus
+    restored = _embed.restore(old, arrays.get, "old.nnr.onnx")
+    assert [t.name for t in restored.graph.initializer] == [t.name for t in original.graph.initializer]
+
+
+def test_each_coded_weight_costs_one_node_and_no_repeated_name(tmp_path):
+    path, _ = _models.constants_model(tmp_path / "m.onnx")
+    original = onnx.load(path)
+    ndus, _ = _fake_ndus(original)
+    embedded = _embed.embed(original, b"", ndus)
+    assert len(list(_all_nodes(embedded.graph))) == len(list(_all_nodes(original.graph)))
+    # Beyond the units themselves and the parameter-set metadata: at most ~64 bytes per weight.
+    extra = embedded.ByteSize() - original.ByteSize()
+    payloads = sum(len(u) for u in ndus.values()) - sum(
+        len(s.proto.raw_data) + 4 * len(s.proto.float_data) for s in weight_sites(original) if s.key in ndus
+    )
+    assert extra - payloads <= 64 * len(ndus) + 64

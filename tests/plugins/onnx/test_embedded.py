@@ -87,7 +87,8 @@ def test_corrupt_unit_inside_onnx_names_the_tensor(tmp_path):
     embedded = tmp_path / "m.nnr.onnx"
     nnrconv.convert(EXAMPLE, embedded)
     proto = onnx.load(embedded)
-    coded = next(t for t in proto.graph.initializer if t.name == "conv2.weight.nnr")
+    node = next(n for n in proto.graph.node if n.op_type == _embed.OP_TYPE and n.output[0] == "conv2.weight")
+    coded = next(a.t for a in node.attribute if a.name == "nnr")
     coded.raw_data = coded.raw_data[:-5]
     onnx.save(proto, embedded)
     with pytest.raises(nnrconv.NNRConvError, match=r"conv2\.weight"):
