@@ -21,6 +21,7 @@ import numpy as np
 
 from nnrconv import nnc
 from nnrconv._files import check_output, staged_output
+from nnrconv._updates import BasePaths, base_paths, read_base_files
 from nnrconv.core import (
     ArrayTensor,
     BaseMismatchError,
@@ -430,7 +431,8 @@ def convert(
     options: nnc.CodingOptions | None = None,
     jobs: int | None = None,
     progress: nnc.Progress | None = None,
-    base: str | os.PathLike[str] | None = None,
+    base: BasePaths | None = None,
+    parent_ref: nnc.ParentRef = "sha256",
 ) -> ConversionResult:
     """Convert a model file: native → NNR, NNR → native, or native → native of the same format.
 
@@ -439,9 +441,11 @@ def convert(
     Without `options`, tensors read already coded (from NNR) keep their data units unchanged.
     `jobs` sets the decoding threads (default: `options.jobs`, else all cores).
 
-    `base` (an NNR file) makes the conversion incremental: native → NNR writes an update of the
-    base (only the differences are coded); NNR → native restores a model from an update and its
-    base.
+    `base` (an NNR file, or a chain: the full model then its updates in order) makes the
+    conversion incremental: native → NNR writes an update of the model the base decodes to (only
+    the differences are coded, parents named as `parent_ref` says: "sha256" binds the update to
+    that exact base, "id" names parents by node id only); NNR → native restores a model from an
+    update and its base.
 
     Raises:
         BaseMismatchError: the base does not fit the model or update, or an update is decoded
@@ -450,7 +454,8 @@ def convert(
     source, target = Path(source), Path(target)
     started = time.perf_counter()
     _require_input(source)
-    check_output(target, inputs=(source,), force=force)
+    inputs = (source, *base_paths(base))
+    check_output(target, inputs=inputs, force=force)
     src_name = _input_format(source, from_format)
     dst_name = _output_format(target, to_format)
     if src_name == NNR_FORMAT and dst_name == NNR_FORMAT:
@@ -460,9 +465,7 @@ def convert(
     if base is not None:
         if NNR_FORMAT not in (src_name, dst_name):
             raise UnsupportedError("a base model applies to NNR input (an update) or NNR output; neither is NNR")
-        base_path = Path(base)
-        _require_input(base_path)
-        base_model = nnc.read_base(_read_bitstream(base_path), source=str(base_path), jobs=threads)
+        base_model = read_base_files(base, jobs=threads, parent_ref=parent_ref)
     if src_name == NNR_FORMAT:
         model = decode(_read_bitstream(source), source=str(source), jobs=threads, progress=progress, base=base_model)
     else:
@@ -476,7 +479,7 @@ def convert(
     if _needs_translation(model, dst_name):
         with tempfile.TemporaryDirectory(prefix="nnrconv-") as workdir:
             model = _translate(model, source, src_name, dst_name, Path(workdir))
-            save(model, target, dst_name, force=force, inputs=(source,), options=options, progress=progress)
+            save(model, target, dst_name, force=force, inputs=inputs, options=options, progress=progress)
     else:
         update_base = base_model if dst_name == NNR_FORMAT else None
         save(
@@ -484,7 +487,7 @@ def convert(
             target,
             dst_name,
             force=force,
-            inputs=(source,),
+            inputs=inputs,
             options=options,
             progress=progress,
             base=update_base,

@@ -221,9 +221,18 @@ def _make_options(
 @click.option(
     "--base",
     type=click.Path(path_type=str),
+    multiple=True,
     metavar="BASE.nnr",
     help="Incremental update: into NNR, code only the differences to this base model; "
-    "from NNR, restore the model from an update and this base.",
+    "from NNR, restore the model from an update and this base. Repeat for a chain, in order: "
+    "the full model, then its updates.",
+)
+@click.option(
+    "--parent-ref",
+    type=click.Choice(["sha256", "id"]),
+    default="sha256",
+    show_default=True,
+    help="How an update names its parents: by payload SHA-256 (bound to that exact base) or by node id only.",
 )
 @_coding_options
 def convert(
@@ -233,13 +242,15 @@ def convert(
     to_format: str | None,
     force: bool,
     quiet: bool,
-    base: str | None,
+    base: tuple[str, ...],
+    parent_ref: str,
     **coding: object,
 ) -> None:
     """Convert SOURCE to TARGET; formats follow from the paths (`.nnr` is an NNR bitstream).
 
     Coding into NNR is lossy by default (each tensor at the --snr target); use --lossless for
-    bit-identical tensors. With --base BASE.nnr the NNR file is an incremental update of BASE.
+    bit-identical tensors. With --base BASE.nnr the NNR file is an incremental update of BASE
+    (--base BASE.nnr --base U1.nnr: of the model that chain decodes to).
     """
     options = _make_options(**coding)  # type: ignore[arg-type]
     with _TerminalProgress.for_stderr(enabled=not quiet) as progress:
@@ -252,7 +263,8 @@ def convert(
             options=options,
             jobs=coding["jobs"],  # type: ignore[arg-type]
             progress=progress,
-            base=base,
+            base=base or None,
+            parent_ref=parent_ref,  # type: ignore[arg-type]
         )
     if not quiet:
         ratio = result.target_bytes / result.source_bytes if result.source_bytes else 0.0
@@ -306,6 +318,8 @@ def inspect(path: str, as_json: bool, original: str | None) -> None:
         if unit.shape:
             parameters += _count(unit.shape)
         detail = unit.tensor if unit.tensor is not None else (unit.topology_storage_format or "")
+        if unit.parent is not None:
+            detail += f"  (node {unit.node}, parent {unit.parent})"
         qp = "" if unit.qp is None else str(unit.qp)
         step = "" if unit.step is None else f"{unit.step:.4g}"
         bits = "" if unit.bits_per_parameter is None else f"{unit.bits_per_parameter:.2f}"

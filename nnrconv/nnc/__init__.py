@@ -45,7 +45,7 @@ from nnrconv.nnc._framing import (
     read_units,
     write_units,
 )
-from nnrconv.nnc._incremental import BaseModel, BaseTensor, read_base
+from nnrconv.nnc._incremental import BaseModel, BaseTensor, ParentRef, read_base, read_chain
 from nnrconv.nnc._inspect import UnitInfo, inspect_units
 from nnrconv.nnc._mps import (
     DecompositionPerformanceEntry,
@@ -96,6 +96,7 @@ __all__ = [
     "NodeId",
     "ParentNodeId",
     "ParentNodeIdType",
+    "ParentRef",
     "ParsedUnit",
     "PayloadType",
     "PruningPerformanceEntry",
@@ -125,6 +126,7 @@ __all__ = [
     "inspect_units",
     "looks_like_nnr",
     "read_base",
+    "read_chain",
     "read_units",
     "write_units",
 ]

@@ -30,7 +30,7 @@ from nnrconv.nnc._framing import (
     read_units,
     with_source,
 )
-from nnrconv.nnc._incremental import BaseModel, check_parent
+from nnrconv.nnc._incremental import BaseModel, check_parent, verify_parents
 from nnrconv.nnc._mps import LayerParameterSet, ModelParameterSet
 from nnrconv.nnc._ndu import CompressedDataUnit, NduHeader, NodeId, decode_reference_list
 from nnrconv.nnc._payloads import decode_levels_payload
@@ -342,6 +342,8 @@ def decode_model(
             f"{source} is an incremental update of a base model (its data units name parent nodes); "
             "decode it with its base (--base BASE.nnr)"
         )
+    if base is not None:  # a base that does not fit is refused before anything is decoded
+        verify_parents(((n.header, names[0]) for n, _, names in jobs_list if n.header.parent_node_id), base, source)
     tensors = _decode_ndus(jobs_list, jobs, progress)
     if base is not None and mps.mps_parent_signalling_enabled_flag:
         # tensors the update leaves out are unchanged

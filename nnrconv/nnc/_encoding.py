@@ -170,7 +170,7 @@ def _encode(
         for name, array, plan in named:
             tensor = base.get(name, tuple(array.shape), "the model")
             lossy_float = plan.payload_type == PayloadType.NNR_PT_FLOAT and not plan.exact
-            parents[name] = tensor.parent(name, base.source) if lossy_float else None
+            parents[name] = tensor.parent(name, base.source, base.parent_ref) if lossy_float else None
     qps = [p.qp for _, _, p in named if p.payload_type == PayloadType.NNR_PT_FLOAT and p.qp is not None]
     margin = [min(qps) - 8] if any(p.snr_db is not None for _, _, p in named) and qps else []
     mps_qp, qp_range = choose_mps_qp(qps + margin, options.qp_density)

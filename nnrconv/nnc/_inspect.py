@@ -22,7 +22,7 @@ from nnrconv.nnc._framing import (
     read_units,
 )
 from nnrconv.nnc._mps import LayerParameterSet
-from nnrconv.nnc._ndu import CompressedDataUnit, decode_reference_list
+from nnrconv.nnc._ndu import CompressedDataUnit, NduHeader, NodeId, decode_reference_list
 from nnrconv.nnc._units import TopologyUnit, UnitContext
 
 # -- inspection --------------------------------------------------------------------------------
@@ -54,6 +54,9 @@ class UnitInfo:
         dq_flag: NDU: dependent quantization.
         scan_order: NDU: the scan order.
         snr_db: NDU: weight SNR against an original model, filled in by `nnrconv.inspect`.
+        node: NDU: its parameter-update-tree node, "device/parameter/depth" (profile 1).
+        parent: update NDU: the parent it names, "device/parameter/depth" (by node id) or
+            "sha256:<first 12 hex digits>" (by payload digest).
     """
 
     index: int
@@ -71,6 +74,8 @@ class UnitInfo:
     dq_flag: bool | None = None
     scan_order: int | None = None
     snr_db: float | None = None
+    node: str | None = None
+    parent: str | None = None
 
 
 def _storage_name(code: int) -> str:
@@ -94,6 +99,23 @@ def _coded_qp(unit: CompressedDataUnit, ctx: UnitContext, lps: LayerParameterSet
         return base + cabac.PayloadDecoder(unit.payload).decode_qp_offset(qpd)
     except BitstreamError:
         return None
+
+
+def _node_label(node: NodeId | None) -> str | None:
+    return None if node is None else f"{node.device_id}/{node.parameter_id}/{node.put_node_depth}"
+
+
+def _parent_label(header: NduHeader) -> str | None:
+    """The parent an update NDU names: its node (one level up) or its payload digest."""
+    parent = header.parent_node_id
+    if parent is None:
+        return None
+    digest = parent.parent_node_payload_sha256 or parent.parent_node_payload_sha512
+    if digest is not None:
+        return f"{parent.parent_node_id_type.name[-6:].lower()}:{digest.hex()[:12]}"
+    if header.node_id is not None:
+        return f"{parent.parent_device_id}/{header.node_id.parameter_id}/{header.node_id.put_node_depth - 1}"
+    return f"{parent.parent_device_id}/{parent.parameter_id}/{(parent.put_node_depth or 0) - 1}"
 
 
 def _info(
@@ -129,6 +151,8 @@ def _info(
             bits_per_parameter=8 * parsed.size / count if count else None,
             dq_flag=header.dq_flag,
             scan_order=header.scan_order,
+            node=_node_label(header.node_id),
+            parent=_parent_label(header),
         )
     if isinstance(unit, TopologyUnit):
         return UnitInfo(
