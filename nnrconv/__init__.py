@@ -26,12 +26,14 @@ from nnrconv._api import (
     load,
     save,
 )
+from nnrconv._merge import MergeResult, merge
 from nnrconv.core import Model, NNRConvError
 
 __all__ = [
     "Comparison",
     "ConversionResult",
     "FormatInfo",
+    "MergeResult",
     "Model",
     "NNRConvError",
     "TensorDifference",
@@ -42,11 +44,12 @@ __all__ = [
     "formats",
     "inspect",
     "load",
+    "merge",
     "save",
 ]
 
 for _name in __all__:
     _obj = globals()[_name]
-    if getattr(_obj, "__module__", "") == "nnrconv._api":
+    if getattr(_obj, "__module__", "") in ("nnrconv._api", "nnrconv._merge"):
         _obj.__module__ = __name__
 del _name, _obj

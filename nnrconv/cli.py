@@ -437,6 +437,16 @@ def _print_check(report) -> None:  # type: ignore[no-untyped-def]
     click.echo("times: " + ", ".join(f"{k} {v:.3f} s" for k, v in report.seconds.items()))
 
 
+def _add_delivery_commands() -> None:
+    """merge and split live in their own modules (they use the coding options above)."""
+    from nnrconv._cli_merge import merge
+
+    cli.add_command(merge)
+
+
+_add_delivery_commands()
+
+
 def _add_plugin_commands() -> None:
     """Let plugins add subcommands, once per process."""
     global _plugin_commands_added
