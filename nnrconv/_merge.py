@@ -3,7 +3,7 @@
 """Updates from many providers (federated averaging): `nnrconv merge BASE UPDATE... OUT`.
 
 Each provider sends an NNR update of the same base. The merged model is the base plus the
-weighted mean of the providers' differences, Σ wᵢ (modelᵢ − base) / Σ wᵢ, per float tensor; it
+weighted mean of the providers' differences, Σ wᵢ (modelᵢ - base) / Σ wᵢ, per float tensor; it
 is coded once, as an update of the same base (or, with `full`, as a complete model in any
 format). Every update is checked against the base before anything is decoded (bound parents:
 the payload digests of the base's data units), so an update of another base is refused.

@@ -36,7 +36,9 @@ def _expected(base, restored, weights):
     out = {}
     for name in SHAPES:
         b = base.tensors[name].values.astype(np.float64)
-        out[name] = (b + sum(w * (r[name].astype(np.float64) - b) for w, r in zip(share, restored))).astype(np.float32)
+        out[name] = (
+            b + sum(w * (r[name].astype(np.float64) - b) for w, r in zip(share, restored, strict=True))
+        ).astype(np.float32)
     return out
 
 
