@@ -21,7 +21,7 @@ import numpy as np
 
 from nnrconv import nnc
 from nnrconv._files import check_output, staged_output
-from nnrconv._updates import BasePaths, base_paths, read_base_files
+from nnrconv._updates import BasePaths, applicable_part, base_paths, read_base_files
 from nnrconv.core import (
     ArrayTensor,
     BaseMismatchError,
@@ -433,6 +433,7 @@ def convert(
     progress: nnc.Progress | None = None,
     base: BasePaths | None = None,
     parent_ref: nnc.ParentRef = "sha256",
+    partial: bool = False,
 ) -> ConversionResult:
     """Convert a model file: native → NNR, NNR → native, or native → native of the same format.
 
@@ -445,7 +446,8 @@ def convert(
     conversion incremental: native → NNR writes an update of the model the base decodes to (only
     the differences are coded, parents named as `parent_ref` says: "sha256" binds the update to
     that exact base, "id" names parents by node id only); NNR → native restores a model from an
-    update and its base.
+    update and its base; with `partial`, an update cut short (in transmission) applies its
+    complete data units and keeps the base for the rest.
 
     Raises:
         BaseMismatchError: the base does not fit the model or update, or an update is decoded
@@ -467,7 +469,12 @@ def convert(
             raise UnsupportedError("a base model applies to NNR input (an update) or NNR output; neither is NNR")
         base_model = read_base_files(base, jobs=threads, parent_ref=parent_ref)
     if src_name == NNR_FORMAT:
-        model = decode(_read_bitstream(source), source=str(source), jobs=threads, progress=progress, base=base_model)
+        data = _read_bitstream(source)
+        if partial:
+            if base_model is None:
+                raise UnsupportedError(f"{source}: --partial applies a cut update to its base; give --base")
+            data = applicable_part(data, str(source))
+        model = decode(data, source=str(source), jobs=threads, progress=progress, base=base_model)
     else:
         model = load(source, src_name)
     if not model.source_format and dst_name != NNR_FORMAT and not _plugin(dst_name).accepts_foreign_tensors:

@@ -234,6 +234,12 @@ def _make_options(
     show_default=True,
     help="How an update names its parents: by payload SHA-256 (bound to that exact base) or by node id only.",
 )
+@click.option(
+    "--partial",
+    is_flag=True,
+    help="With --base: an update cut short applies its complete data units (most important first) "
+    "and keeps the base elsewhere.",
+)
 @_coding_options
 def convert(
     source: str,
@@ -244,6 +250,7 @@ def convert(
     quiet: bool,
     base: tuple[str, ...],
     parent_ref: str,
+    partial: bool,
     **coding: object,
 ) -> None:
     """Convert SOURCE to TARGET; formats follow from the paths (`.nnr` is an NNR bitstream).
@@ -265,7 +272,10 @@ def convert(
             progress=progress,
             base=base or None,
             parent_ref=parent_ref,  # type: ignore[arg-type]
+            partial=partial,
         )
+    if partial and not quiet:
+        _echo_partial(source)
     if not quiet:
         ratio = result.target_bytes / result.source_bytes if result.source_bytes else 0.0
         click.echo(
@@ -274,6 +284,15 @@ def convert(
             f"{result.tensors} tensors, {result.parameters:,} parameters, "
             f"size ratio {ratio:.3f}, {result.seconds:.2f} s"
         )
+
+
+def _echo_partial(source: str) -> None:
+    from nnrconv._updates import received_part
+
+    with open(source, "rb") as f:
+        part = received_part(f.read())
+    ndus = sum(isinstance(p.unit, nnc.CompressedDataUnit) for p in nnc.read_units(part.data, source))
+    click.echo(f"{source}: {ndus} complete data units applied, the base kept elsewhere ({part.dropped} bytes cut)")
 
 
 @cli.command()

@@ -22,7 +22,7 @@ from nnrconv.nnc._framing import (
     encode_unit,
     unit_size_field,
 )
-from nnrconv.nnc._incremental import BaseModel
+from nnrconv.nnc._incremental import BaseModel, importance_order
 from nnrconv.nnc._mps import ModelParameterSet
 from nnrconv.nnc._ndu import CompressedDataUnit, NduHeader, NodeId
 from nnrconv.nnc._payloads import PayloadSettings, UpdateParent, encode_payload
@@ -208,7 +208,10 @@ def _encode(
             coded.append(unit)
             if progress is not None:
                 progress(name, array.nbytes)
-    return b"".join(head), {name: unit for (name, _, _), unit in zip(named, coded, strict=True) if unit}
+    units = {name: unit for (name, _, _), unit in zip(named, coded, strict=True) if unit}
+    if base is not None:  # most important first: a cut update still applies its complete units
+        units = {name: units[name] for name in importance_order([(n, a) for n, a, _ in named if n in units], base)}
+    return b"".join(head), units
 
 
 def _thread_shares(sizes: list[int], count: int) -> list[int]:

@@ -35,7 +35,16 @@ from nnrconv.nnc._enums import ParentNodeIdType
 from nnrconv.nnc._ndu import CompressedDataUnit, NduHeader, NodeId
 from nnrconv.nnc._payloads import UpdateParent
 
-__all__ = ["BaseModel", "BaseTensor", "ParentRef", "check_parent", "read_base", "read_chain", "verify_parents"]
+__all__ = [
+    "BaseModel",
+    "BaseTensor",
+    "ParentRef",
+    "check_parent",
+    "importance_order",
+    "read_base",
+    "read_chain",
+    "verify_parents",
+]
 
 ParentRef = Literal["sha256", "id"]
 """How an update names its parents: by the SHA-256 of the parent NDU's payload (bound to that
@@ -210,6 +219,26 @@ def _apply_link(
 def _node(sent: dict[str, tuple[NodeId | None, bytes]], name: str) -> tuple[NodeId | None, bytes | None]:
     node, digest = sent.get(name, (None, None))
     return node, digest
+
+
+def importance_order(tensors: Sequence[tuple[str, np.ndarray]], base: BaseModel) -> list[str]:
+    """Names of an update's tensors, largest expected output improvement first.
+
+    Without a measured sensitivity, the expected improvement of applying a tensor's update is
+    its difference energy, the sum of (new - base)² over its elements: a receiver that gets only
+    the first units of an update gets most of what the update changes. Ties keep stream order;
+    tensors whose difference cannot be measured (not numeric) go first.
+    """
+
+    def energy(item: tuple[int, tuple[str, np.ndarray]]) -> tuple[float, int]:
+        index, (name, array) = item
+        before = base.tensors.get(name)
+        if before is None or not np.issubdtype(array.dtype, np.number):
+            return (-np.inf, index)
+        diff = array.astype(np.float64).ravel() - before.values.astype(np.float64).ravel()
+        return (-float(np.dot(diff, diff)), index)
+
+    return [name for _, (name, _) in sorted(enumerate(tensors), key=energy)]
 
 
 def verify_parents(updates: Iterable[tuple[NduHeader, str]], base: BaseModel, source: str) -> None:
