@@ -102,7 +102,7 @@ def applicable_part(data: bytes, source: str) -> bytes:
     from nnrconv.nnc._framing import with_source
 
     part = received_part(data)
-    if not part.dropped:
+    if part.data and not part.dropped:
         return part.data
     kinds = {type(p.unit) for p in nnc.read_units(part.data, source)} if part.units else set()
     if nnc.ModelParameterSet not in kinds or not kinds & {nnc.TopologyUnit, nnc.CompressedDataUnit}:

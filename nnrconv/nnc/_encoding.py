@@ -210,7 +210,10 @@ def _encode(
                 progress(name, array.nbytes)
     units = {name: unit for (name, _, _), unit in zip(named, coded, strict=True) if unit}
     if base is not None:  # most important first: a cut update still applies its complete units
-        units = {name: units[name] for name in importance_order([(n, a) for n, a, _ in named if n in units], base)}
+        sizes = {name: len(unit) for name, unit in units.items()}
+        units = {
+            name: units[name] for name in importance_order([(n, a) for n, a, _ in named if n in units], base, sizes)
+        }
     return b"".join(head), units
 
 

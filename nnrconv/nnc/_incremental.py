@@ -221,24 +221,35 @@ def _node(sent: dict[str, tuple[NodeId | None, bytes]], name: str) -> tuple[Node
     return node, digest
 
 
-def importance_order(tensors: Sequence[tuple[str, np.ndarray]], base: BaseModel) -> list[str]:
-    """Names of an update's tensors, largest expected output improvement first.
+def importance_order(
+    tensors: Sequence[tuple[str, np.ndarray]], base: BaseModel, sizes: dict[str, int] | None = None
+) -> list[str]:
+    """Names of an update's tensors, largest expected output improvement (per byte, given the
+    units' `sizes`) first.
 
-    Without a measured sensitivity, the expected improvement of applying a tensor's update is
-    its difference energy, the sum of (new - base)² over its elements: a receiver that gets only
-    the first units of an update gets most of what the update changes. Ties keep stream order;
-    tensors whose difference cannot be measured (not numeric) go first.
+    Without a measured sensitivity, the expected improvement of applying a tensor's update is its
+    relative difference energy, Σ(new - base)² / Σ base²: a layer's output moves by about the
+    relative change of its weights whatever their scale (a batch-norm variance of 100 and a
+    kernel of 0.01 count alike). Ties keep stream order; tensors whose difference cannot be
+    measured (not numeric, or a zero base) go first.
     """
 
-    def energy(item: tuple[int, tuple[str, np.ndarray]]) -> tuple[float, int]:
+    def score(item: tuple[int, tuple[str, np.ndarray]]) -> tuple[float, int]:
         index, (name, array) = item
         before = base.tensors.get(name)
         if before is None or not np.issubdtype(array.dtype, np.number):
             return (-np.inf, index)
-        diff = array.astype(np.float64).ravel() - before.values.astype(np.float64).ravel()
-        return (-float(np.dot(diff, diff)), index)
+        old = before.values.astype(np.float64).ravel()
+        diff = array.astype(np.float64).ravel() - old
+        scale = float(np.dot(old, old))
+        if scale == 0:
+            return (-np.inf, index)
+        gain = float(np.dot(diff, diff)) / scale
+        if sizes is not None:
+            gain /= max(1, sizes.get(name, 1))
+        return (-gain, index)
 
-    return [name for _, (name, _) in sorted(enumerate(tensors), key=energy)]
+    return [name for _, (name, _) in sorted(enumerate(tensors), key=score)]
 
 
 def verify_parents(updates: Iterable[tuple[NduHeader, str]], base: BaseModel, source: str) -> None:
