@@ -27,6 +27,7 @@ from nnrconv._api import (
     save,
 )
 from nnrconv._merge import MergeResult, merge
+from nnrconv._split import SplitResult, split
 from nnrconv.core import Model, NNRConvError
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "MergeResult",
     "Model",
     "NNRConvError",
+    "SplitResult",
     "TensorDifference",
     "compare",
     "convert",
@@ -46,10 +48,11 @@ __all__ = [
     "load",
     "merge",
     "save",
+    "split",
 ]
 
 for _name in __all__:
     _obj = globals()[_name]
-    if getattr(_obj, "__module__", "") in ("nnrconv._api", "nnrconv._merge"):
+    if getattr(_obj, "__module__", "") in ("nnrconv._api", "nnrconv._merge", "nnrconv._split"):
         _obj.__module__ = __name__
 del _name, _obj

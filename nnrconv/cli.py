@@ -459,8 +459,10 @@ def _print_check(report) -> None:  # type: ignore[no-untyped-def]
 def _add_delivery_commands() -> None:
     """merge and split live in their own modules (they use the coding options above)."""
     from nnrconv._cli_merge import merge
+    from nnrconv._cli_split import split
 
     cli.add_command(merge)
+    cli.add_command(split)
 
 
 _add_delivery_commands()

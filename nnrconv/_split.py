@@ -1,0 +1,80 @@
+# Copyright nnrconv contributors
+# SPDX-License-Identifier: Apache-2.0
+"""Split inference: cut a model in two at a set of tensors, each part written in any output
+format (`.onnx`, `.nnr`, `.nnr.onnx`) with the usual coding options.
+
+The cut itself is the format plugin's (`FormatPlugin.split`, ONNX today); the parts are then
+converted like any model, so a head can go to a phone as NNR and a tail stay native.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from nnrconv import nnc
+from nnrconv.core import OutputError
+
+__all__ = ["SplitResult", "split"]
+
+
+@dataclass(frozen=True, slots=True)
+class SplitResult:
+    """What `split` wrote: the two parts' paths and sizes, and the cut tensors."""
+
+    head: Path
+    tail: Path
+    at: tuple[str, ...]
+    head_bytes: int
+    tail_bytes: int
+
+
+def split(
+    source: str | os.PathLike[str],
+    at: Sequence[str],
+    head: str | os.PathLike[str],
+    tail: str | os.PathLike[str],
+    *,
+    from_format: str | None = None,
+    force: bool = False,
+    options: nnc.CodingOptions | None = None,
+    jobs: int | None = None,
+) -> SplitResult:
+    """Cut `source` at the tensors `at` into `head` (inputs -> `at`) and `tail` (`at` -> outputs).
+
+    Both outputs are checked before anything is written; each is converted from the native part
+    as `convert` would (format from its name, `options` for NNR coding).
+
+    Raises:
+        UnsupportedError: the format cannot split, a cut tensor is unknown, or other tensors
+            cross the cut (listed; exit code 5).
+        OutputError: an output exists (without `force`), equals the input, or head equals tail.
+    """
+    from nnrconv._api import NNR_FORMAT, _input_format, _plugin, _require_input, check_output, convert
+
+    source, head, tail = Path(source), Path(head), Path(tail)
+    names = tuple(dict.fromkeys(n.strip() for n in at if n.strip()))
+    if not names:
+        raise ValueError("give at least one tensor to cut at")
+    _require_input(source)
+    if head.resolve() == tail.resolve():
+        raise OutputError(f"{head}: head and tail must be different files")
+    for target in (head, tail):
+        check_output(target, inputs=(source,), force=force)
+    name = _input_format(source, from_format)
+    if name == NNR_FORMAT:
+        from nnrconv.core import UnsupportedError
+
+        raise UnsupportedError(f"{source}: convert the NNR bitstream to its native format first, then split that")
+    fmt = _plugin(name)
+    fmt.ensure_available()
+    suffix = "".join(source.suffixes[-1:]) or ".model"
+    with tempfile.TemporaryDirectory(prefix="nnrconv-split-") as workdir:
+        native_head, native_tail = Path(workdir) / f"head{suffix}", Path(workdir) / f"tail{suffix}"
+        fmt.split(source, names, native_head, native_tail)
+        for native, target in ((native_head, head), (native_tail, tail)):
+            convert(native, target, from_format=name, force=force, options=options, jobs=jobs)
+    return SplitResult(head, tail, names, head.stat().st_size, tail.stat().st_size)
