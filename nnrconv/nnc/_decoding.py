@@ -32,7 +32,7 @@ from nnrconv.nnc._framing import (
 )
 from nnrconv.nnc._incremental import BaseModel, check_parent, verify_parents
 from nnrconv.nnc._mps import LayerParameterSet, ModelParameterSet
-from nnrconv.nnc._ndu import CompressedDataUnit, NduHeader, NodeId, decode_reference_list
+from nnrconv.nnc._ndu import CompressedDataUnit, NduHeader, decode_reference_list
 from nnrconv.nnc._payloads import decode_levels_payload
 from nnrconv.nnc._units import QuantizationUnit, StartUnit, TopologyUnit, UnitContext
 
@@ -367,26 +367,6 @@ def decode_model(
         parameter_sets=bytes(head) if movable else None,
         coded=coded,
     )
-
-
-def decode_with_levels(
-    data: bytes | bytearray | memoryview, *, source: str = "<bytes>", jobs: int | None = None
-) -> tuple[DecodedModel, dict[str, np.ndarray], dict[str, NodeId | None]]:
-    """`decode_model`, plus each DeepCABAC-coded tensor's int32 levels and each NDU's node id
-    (what coding an update of this model needs)."""
-    nodes: dict[str, NodeId | None] = {}
-    for _, parsed in _flatten(read_units(data, source)):
-        unit = parsed.unit
-        if isinstance(unit, CompressedDataUnit) and unit.header.topology_elem_id is not None:
-            if unit.header.parent_node_id is not None:
-                raise BaseMismatchError(
-                    f"{source} is itself an incremental update (its data units name parent nodes); give the "
-                    "full model it was made from as base (chains of updates are not supported yet)"
-                )
-            nodes[unit.header.topology_elem_id] = unit.header.node_id
-    levels: dict[str, np.ndarray] = {}
-    decoded = decode_model(data, source=source, jobs=jobs, _levels_sink=levels)
-    return decoded, levels, nodes
 
 
 def _decode_one(job: tuple[CompressedDataUnit, _NduSite, tuple[str, ...]], threads: int) -> _Decoded:
