@@ -23,7 +23,7 @@ from nnrconv import nnc
 from nnrconv._updates import BasePaths, base_paths, read_base_files
 from nnrconv.core import ArrayTensor, BaseMismatchError, Model, UnsupportedError
 
-__all__ = ["MergeResult", "merge", "merge_models"]
+__all__ = ["FederatedAverage", "MergeResult", "merge"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,48 +60,68 @@ def _normalized(weights: Sequence[float] | None, count: int) -> tuple[float, ...
     return tuple(float(w) / total for w in weights)
 
 
-def merge_models(
-    base: nnc.BaseModel, models: Sequence[Model], weights: Sequence[float] | None = None
-) -> tuple[Model, int]:
-    """The first model with every float tensor the base's data units carry replaced by the
-    base plus the weighted mean of the models' differences to it.
+class FederatedAverage:
+    """The running weighted mean of models' differences to a base, one model at a time.
 
-    Returns:
-        (merged model, number of tensors that changed).
-
-    Raises:
-        BaseMismatchError: the models do not hold the same tensors and shapes.
-        UnsupportedError: a tensor that cannot be averaged (integer, or kept in the topology)
-            differs between models; the message names it.
+    Memory holds the first model (the template the result is written from), one float64
+    accumulator per averaged tensor and the model being added, however many models there are.
     """
-    share = _normalized(weights, len(models))
-    first = models[0]
-    for other in models[1:]:
-        if set(other.tensors) != set(first.tensors):
-            missing = sorted(set(first.tensors) ^ set(other.tensors))
-            raise BaseMismatchError(f"the updates hold different tensors ({', '.join(map(repr, missing[:5]))})")
-    merged: dict[str, ArrayTensor] = {}
-    changed = 0
-    for name, tensor in first.tensors.items():
-        arrays = [m.tensors[name].numpy() for m in models]
-        if any(a.shape != arrays[0].shape for a in arrays):
-            raise BaseMismatchError(f"tensor {name!r} has different shapes in the updates")
-        reference = base.tensors.get(name)
-        if reference is None or not np.issubdtype(arrays[0].dtype, np.floating):
-            if any(not np.array_equal(a, arrays[0]) for a in arrays[1:]):
-                raise UnsupportedError(
-                    f"tensor {name!r} ({arrays[0].dtype}) differs between updates and cannot be averaged"
+
+    def __init__(self, base: nnc.BaseModel) -> None:
+        self.base = base
+        self.template: Model | None = None
+        self.sums: dict[str, np.ndarray] = {}
+        self.fixed: dict[str, np.ndarray] = {}
+        self.weight = 0.0
+
+    def add(self, model: Model, weight: float, source: str) -> None:
+        """Add one model with its (normalized) weight.
+
+        Raises:
+            BaseMismatchError: it holds other tensors or shapes than the models before it.
+            UnsupportedError: a tensor that cannot be averaged (integer, or kept in the
+                topology) differs from the first model's; the message names it.
+        """
+        if self.template is None:
+            self.template = model
+        elif set(model.tensors) != set(self.template.tensors):
+            odd = sorted(set(model.tensors) ^ set(self.template.tensors))
+            raise BaseMismatchError(
+                f"{source} holds other tensors than the first update ({', '.join(map(repr, odd[:5]))})"
+            )
+        for name, tensor in model.tensors.items():
+            array = tensor.numpy()
+            reference = self.base.tensors.get(name)
+            if reference is None or not np.issubdtype(array.dtype, np.floating):
+                first = self.fixed.setdefault(name, array)
+                if first.shape != array.shape or not np.array_equal(first, array):
+                    raise UnsupportedError(
+                        f"tensor {name!r} ({array.dtype}) differs between updates and cannot be averaged ({source})"
+                    )
+                continue
+            start = np.asarray(reference.values, dtype=np.float64)
+            if start.size != array.size:
+                raise BaseMismatchError(
+                    f"tensor {name!r} has {array.size} elements in {source}, {start.size} in the base"
                 )
-            continue
-        start = np.asarray(reference.values, dtype=np.float64).reshape(arrays[0].shape)
-        mean = start + sum(w * (a.astype(np.float64) - start) for w, a in zip(share, arrays, strict=True))
-        out = mean.astype(arrays[0].dtype)
-        if not np.array_equal(out, np.asarray(reference.values).reshape(out.shape).astype(out.dtype)):
-            changed += 1
-        merged[name] = ArrayTensor(name, out, role=tensor.role)
-    for name, tensor in merged.items():
-        first.tensors[name] = tensor
-    return first, changed
+            total = self.sums.setdefault(name, np.zeros(array.shape, np.float64))
+            if total.shape != array.shape:
+                raise BaseMismatchError(f"tensor {name!r} has shape {array.shape} in {source}, {total.shape} before")
+            total += weight * (array.astype(np.float64) - start.reshape(array.shape))
+        self.weight += weight
+
+    def result(self) -> tuple[Model, int]:
+        """The first model with each averaged tensor set to base + mean difference, and how many
+        of them differ from the base."""
+        assert self.template is not None, "add a model first"
+        changed = 0
+        for name, total in self.sums.items():
+            tensor = self.template.tensors[name]
+            start = np.asarray(self.base.tensors[name].values, dtype=np.float64).reshape(total.shape)
+            out = (start + total / self.weight).astype(tensor.numpy().dtype)
+            changed += not np.array_equal(out, start.astype(out.dtype))
+            self.template.tensors[name] = ArrayTensor(name, out, role=tensor.role)
+        return self.template, changed
 
 
 def merge(
@@ -143,14 +163,14 @@ def merge(
     if not full and _output_format(target, None) != NNR_FORMAT:
         raise UnsupportedError(f"{target}: the merged update is an NNR bitstream (.nnr); add --full for a full model")
     base_model = read_base_files(base, jobs=jobs or (options.jobs if options else None), parent_ref=parent_ref)
-    models = []
-    for path in paths:
+    share = _normalized(weights, len(paths))
+    average = FederatedAverage(base_model)
+    for path, weight in zip(paths, share, strict=True):  # one decoded update in memory at a time
         data = _read_bitstream(path)
         if not _is_update(data, str(path)):
             raise BaseMismatchError(f"{path} is a full model, not an update of {base_model.source}")
-        models.append(decode(data, source=str(path), jobs=jobs, base=base_model))
-    share = _normalized(weights, len(models))
-    model, changed = merge_models(base_model, models, share)
+        average.add(decode(data, source=str(path), jobs=jobs, base=base_model), weight, str(path))
+    model, changed = average.result()
     save(
         model,
         target,
