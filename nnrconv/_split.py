@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nnrconv import nnc
-from nnrconv.core import OutputError
+from nnrconv.core import FormatPlugin, OutputError, UnsupportedError
 
 __all__ = ["SplitResult", "split"]
 
@@ -46,14 +46,15 @@ def split(
     """Cut `source` at the tensors `at` into `head` (inputs -> `at`) and `tail` (`at` -> outputs).
 
     Both outputs are checked before anything is written; each is converted from the native part
-    as `convert` would (format from its name, `options` for NNR coding).
+    as `convert` would (format from its name, `options` for NNR coding). An NNR input is first
+    decoded to the native model its topology describes.
 
     Raises:
         UnsupportedError: the format cannot split, a cut tensor is unknown, or other tensors
             cross the cut (listed; exit code 5).
         OutputError: an output exists (without `force`), equals the input, or head equals tail.
     """
-    from nnrconv._api import NNR_FORMAT, _input_format, _plugin, _require_input, check_output, convert
+    from nnrconv._api import NNR_FORMAT, _input_format, _plugin, _require_input, check_output, convert, load, save
 
     source, head, tail = Path(source), Path(head), Path(tail)
     names = tuple(dict.fromkeys(n.strip() for n in at if n.strip()))
@@ -65,16 +66,26 @@ def split(
     for target in (head, tail):
         check_output(target, inputs=(source,), force=force)
     name = _input_format(source, from_format)
-    if name == NNR_FORMAT:
-        from nnrconv.core import UnsupportedError
-
-        raise UnsupportedError(f"{source}: convert the NNR bitstream to its native format first, then split that")
-    fmt = _plugin(name)
-    fmt.ensure_available()
-    suffix = "".join(source.suffixes[-1:]) or ".model"
     with tempfile.TemporaryDirectory(prefix="nnrconv-split-") as workdir:
+        native = source
+        if name == NNR_FORMAT:  # the model the bitstream carries, written natively first
+            model = load(source, name)
+            name = model.source_format
+            if not name:
+                raise UnsupportedError(f"{source}: the bitstream carries no topology, so there is no graph to split")
+            native = Path(workdir) / f"model{_suffix(_plugin(name))}"
+            save(model, native, name)
+        fmt = _plugin(name)
+        fmt.ensure_available()
+        suffix = "".join(native.suffixes[-1:]) or ".model"
         native_head, native_tail = Path(workdir) / f"head{suffix}", Path(workdir) / f"tail{suffix}"
-        fmt.split(source, names, native_head, native_tail)
+        fmt.split(native, names, native_head, native_tail)
         for native, target in ((native_head, head), (native_tail, tail)):
             convert(native, target, from_format=name, force=force, options=options, jobs=jobs)
     return SplitResult(head, tail, names, head.stat().st_size, tail.stat().st_size)
+
+
+def _suffix(fmt: FormatPlugin) -> str:
+    """A file suffix the format recognizes (from its first pattern, e.g. "*.onnx")."""
+    pattern = fmt.patterns[0] if fmt.patterns else "*.model"
+    return pattern[pattern.rfind("*") + 1 :] if "*" in pattern else f".{fmt.name}"

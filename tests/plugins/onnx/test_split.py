@@ -150,3 +150,14 @@ def test_python_api(tmp_path):
     model = _skip_model(tmp_path / "m.onnx")
     result = nnrconv.split(model, ["b", "h"], tmp_path / "h.nnr", tmp_path / "t.onnx")
     assert result.at == ("b", "h") and result.head_bytes > 0 and result.tail_bytes > 0
+
+
+def test_an_nnr_model_is_split_as_the_model_it_carries(tmp_path, capsys):
+    model = _skip_model(tmp_path / "m.onnx")
+    assert run(capsys, "convert", model, tmp_path / "m.nnr", "-q")[0] == 0
+    assert run(capsys, "convert", tmp_path / "m.nnr", tmp_path / "decoded.onnx", "-q")[0] == 0
+    head, tail = tmp_path / "h.onnx", tmp_path / "t.onnx"
+    assert run(capsys, "split", tmp_path / "m.nnr", head, tail, "--at", "b,h", "-q")[0] == 0
+    feeds = {"x": np.random.default_rng(5).standard_normal((1, 3, 8, 8)).astype(np.float32)}
+    whole, parts = _through(tmp_path / "decoded.onnx", head, tail, feeds)
+    np.testing.assert_array_equal(whole[0], parts[0])
