@@ -167,9 +167,14 @@ def _nncodec_chain(links: list[bytes]) -> dict[str, np.ndarray]:
             for name in state["put_node_depth"]:  # the base's NDUs are at depth 0
                 state["put_node_depth"][name] = 0
             restored = dict(rec["parameters"])
-        else:
-            for name, diff in rec["parameters"].items():
-                restored[name] = (restored[name] + diff).astype(np.float32)
+        else:  # a difference for NDUs with a parent; a tensor sent whole replaces the old one
+            with_parent = {
+                p.unit.header.topology_elem_id
+                for p in nnc.read_units(data)
+                if isinstance(p.unit, nnc.CompressedDataUnit) and p.unit.header.parent_node_id is not None
+            }
+            for name, value in rec["parameters"].items():
+                restored[name] = (restored[name] + value).astype(np.float32) if name in with_parent else value
     return restored
 
 
