@@ -8,10 +8,10 @@ Model: the PP-OCR v2.0 text-orientation classifier (`pip install --no-deps
 rapidocr-onnxruntime==1.4.4`), else the bundled examples/tiny_cnn.onnx. Its "fine-tuned" version
 changes each float tensor by seeded Gaussian noise of a per-tensor strength drawn log-uniformly
 between 0.1 % and 10 % of the tensor's spread (fine-tuning moves some layers far more than
-others); non-negative tensors (variances, scales) move by that relative factor instead, so
-they never cross zero. The base is coded with nnrconv's defaults, the update against it
-(`nnrconv convert tuned.onnx u.nnr --base base.nnr`), then cut after 0 %, 10 %, ... 100 % of its
-bytes and applied with `--partial` semantics (complete data units applied, base elsewhere).
+others); non-negative tensors (variances, scales) stay above half their value. The base is
+coded with nnrconv's defaults, the update against it (`nnrconv convert tuned.onnx u.nnr --base
+base.nnr`), then cut after 0 %, 10 %, ... 100 % of its bytes and applied with `--partial`
+semantics (complete data units applied, base elsewhere).
 
 Printed per received fraction, for the update as nnrconv writes it (data units by relative
 difference energy per byte, `nnc.importance_order`) and for the same units by absolute
@@ -55,12 +55,11 @@ def fine_tune(source: Path, target: Path, seed: int) -> None:
         array = tensor.numpy()
         if array.dtype != np.float32 or array.size < 2:
             continue
-        strength = 10 ** rng.uniform(-3, -1)
-        noise = rng.standard_normal(array.shape)
-        if array.min() >= 0:  # variances, scales: relative moves, never through zero
-            moved = (array * np.exp(strength * noise)).astype(np.float32)
-        else:
-            moved = (array + noise * strength * float(array.std() or 1.0)).astype(np.float32)
+        strength = 10 ** rng.uniform(-3, -1) * float(array.std() or 1.0)
+        moved = array + rng.standard_normal(array.shape) * strength
+        if array.min() >= 0:  # variances, scales: never below half their value (nor through zero)
+            moved = np.maximum(moved, array / 2)
+        moved = moved.astype(np.float32)
         model.tensors[name] = ArrayTensor(name, moved, role=tensor.role)
     nnrconv.save(model, target)
 
