@@ -32,15 +32,8 @@ def test_registered_through_entry_point() -> None:
     fmt = get_registry().get("onnx")
     assert isinstance(fmt, OnnxFormat)
     assert (fmt.topology_code, fmt.patterns, fmt.requires) == (2, ("*.onnx",), ("onnx",))
-    assert set(fmt.capabilities()) == {
-        "load",
-        "save",
-        "topology_bytes",
-        "from_topology",
-        "save_embedded",
-        "run",
-        "split",
-    }
+    expected = {"load", "save", "topology_bytes", "from_topology", "save_embedded", "run", "split"}
+    assert set(fmt.capabilities()) == expected
 
 
 def test_plugin_module_does_not_import_frameworks() -> None:
@@ -106,10 +99,7 @@ def test_keys_roles_and_graph(tmp_path: Path) -> None:
                 roles.setdefault(node.op_type, []).append(cnn.tensors[name].role)
     assert roles["Conv"] == [TensorRole.WEIGHT, TensorRole.BIAS] * 2
     assert roles["BatchNormalization"] == [
-        TensorRole.BN_GAMMA,
-        TensorRole.BN_BETA,
-        TensorRole.BN_MEAN,
-        TensorRole.BN_VAR,
+        TensorRole.BN_GAMMA, TensorRole.BN_BETA, TensorRole.BN_MEAN, TensorRole.BN_VAR,
     ]
     assert roles["Gemm"] == [TensorRole.WEIGHT, TensorRole.BIAS]
     assert cnn.metadata["producer"] == "pytorch"
@@ -238,7 +228,6 @@ def test_save_refuses_a_tensor_that_does_not_fit(tmp_path: Path) -> None:
         onnx_format().save(model, tmp_path / "out.onnx")
     model.tensors["b"] = ArrayTensor("b", np.array([1.0, 2.0, 3.0, 4.0]))  # exact: cast is fine
     onnx_format().save(model, tmp_path / "out.onnx")
-    assert (
-        tensor_bytes(onnx_format().load(tmp_path / "out.onnx").tensors["b"])
-        == np.array([1, 2, 3, 4], np.float32).tobytes()
-    )
+    assert tensor_bytes(onnx_format().load(tmp_path / "out.onnx").tensors["b"]) == np.array(
+        [1, 2, 3, 4], np.float32
+    ).tobytes()
