@@ -5,8 +5,8 @@ parameter update tree), the way NNCodec 2.1.3 codes `compress_differences` with 
 `hdsp_tool`.
 
 An update bitstream has `mps_parent_signalling_enabled_flag` = 1. Each lossy float tensor that
-changed travels as an NDU naming its parent (node id of the base tensor's NDU, one level deeper;
-parent_node_id_type ICNN_NDU_ID) and codes the quantized difference to the base tensor, with
+changed travels as an NDU naming its parent (its own node id one level below the parent's, and
+the parent by payload digest or node id) and codes the quantized difference to the base tensor, with
 temporal context adaptation on the base tensor's levels and history-dependent significance
 probability where that codes smaller. A tensor whose difference quantizes to zero is left out;
 other tensors that changed (integers, raw or lossless floats) are sent whole, without parent.
@@ -19,6 +19,9 @@ levels (the next TCA reference, as NNCodec keeps them), accumulated significance
 and payload digest. By default an update names its parents by that digest (parent_node_id_type
 ICNN_NDU_PL_SHA256, ISO/IEC 15938-17:2024): it is bound to the exact decoded base, and a base with
 the same names and shapes but other values is refused before anything is decoded.
+
+An update's data units come most useful first (`importance_order`), so that a receiver of a cut
+update can apply the complete ones and keep the base for the rest.
 """
 
 from __future__ import annotations
