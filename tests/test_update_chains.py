@@ -200,3 +200,28 @@ def test_nncodec_decodes_a_chain(tmp_path, capsys, parent_ref):
     got = _initializers(tmp_path / "r2.onnx")
     for name in SHAPES:
         np.testing.assert_array_equal(got[name], reference[name].reshape(got[name].shape))
+
+
+@pytest.mark.conformance
+def test_a_tensor_sent_whole_is_the_next_node_and_nncodec_follows(tmp_path, capsys):
+    """u1 is lossless (tensors sent whole, no parent); they still sit one level below the base's,
+    so u2's differences name depth 2 and NNCodec's depth bookkeeping agrees."""
+    pytest.importorskip("nncodec")
+    w0 = _weights()
+    w1 = _tuned(w0, 1)
+    w2 = _tuned(w1, 2)
+    for name, weights in (("m0", w0), ("m1", w1), ("m2", w2)):
+        _mlp(tmp_path / f"{name}.onnx", weights)
+    base, u1, u2 = tmp_path / "base.nnr", tmp_path / "u1.nnr", tmp_path / "u2.nnr"
+    assert run(capsys, "convert", tmp_path / "m0.onnx", base, "-q")[0] == 0
+    assert run(capsys, "convert", tmp_path / "m1.onnx", u1, "--base", base, "--lossless", "-q")[0] == 0
+    assert run(capsys, "convert", tmp_path / "m2.onnx", u2, "--base", base, "--base", u1, "-q")[0] == 0
+    u1_units = [p.unit.header for p in nnc.read_units(u1.read_bytes()) if isinstance(p.unit, nnc.CompressedDataUnit)]
+    assert u1_units and all(h.parent_node_id is None and h.node_id.put_node_depth == 1 for h in u1_units)
+    u2_units = [p.unit.header for p in nnc.read_units(u2.read_bytes()) if isinstance(p.unit, nnc.CompressedDataUnit)]
+    assert all(h.node_id.put_node_depth == 2 for h in u2_units if h.parent_node_id is not None)
+    assert run(capsys, "convert", u2, tmp_path / "r2.onnx", "--base", base, "--base", u1, "-q")[0] == 0
+    reference = _nncodec_chain([_without_topology(p.read_bytes()) for p in (base, u1, u2)])
+    got = _initializers(tmp_path / "r2.onnx")
+    for name in SHAPES:
+        np.testing.assert_array_equal(got[name], reference[name].reshape(got[name].shape))

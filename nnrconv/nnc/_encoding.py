@@ -193,9 +193,13 @@ def _encode(
         index, (name, array, plan) = job
         if base is not None:
             parent = parents[name]
-            if parent is None and np.array_equal(array, base.tensors[name].values.reshape(array.shape)):
+            before = base.tensors[name]
+            if parent is None and np.array_equal(array, before.values.reshape(array.shape)):
                 return b""  # unchanged: the decoder keeps the base tensor
-            return b"".join(_tensor_unit(name, array, plan, index, ctx, settings, parent, threads))
+            # sent whole: still the next version of the tensor, one level below it (as NNCodec)
+            node = before.node_id
+            at = index if node is None else NodeId(node.device_id, node.parameter_id, node.put_node_depth + 1)
+            return b"".join(_tensor_unit(name, array, plan, at, ctx, settings, parent, threads))
         return b"".join(_tensor_unit(name, array, plan, index, ctx, settings, threads=threads))
 
     jobs = list(enumerate(named))
@@ -231,7 +235,7 @@ def _tensor_unit(
     name: str,
     array: np.ndarray,
     plan: TensorPlan,
-    index: int,
+    index: int | NodeId,
     ctx: UnitContext,
     settings: PayloadSettings,
     parent: UpdateParent | None = None,
@@ -258,7 +262,7 @@ def _tensor_unit(
     header = NduHeader(
         PayloadType.NNR_PT_RAW_FLOAT,
         topology_elem_id=name,
-        node_id=NodeId(0, index, 0) if ctx.is_profile_1 else None,
+        node_id=(index if isinstance(index, NodeId) else NodeId(0, index, 0)) if ctx.is_profile_1 else None,
         tensor_dimensions=tuple(array.shape) or (1,),
         cabac_unary_length_minus1=_CABAC_UNARY_LENGTH_MINUS1,
     )

@@ -62,8 +62,8 @@ class BaseTensor:
         values: the decoded tensor.
         node_id: the parameter-update-tree node of the last NDU that sent it (None: no node id).
         levels: that NDU's int32 levels when DeepCABAC-coded as NNR_PT_FLOAT (the TCA reference).
-        significance: HDSP history, 1 where any NDU of the chain sent a non-zero level (None:
-            derived from `levels`).
+        significance: HDSP history, 1 where any NDU of the chain sent a non-zero level (or, raw,
+            a non-zero value); None: derived from `levels`.
         payload_sha256: SHA-256 of that NDU's payload (what an update bound to it names).
     """
 
@@ -204,19 +204,26 @@ def _apply_link(
         tensors = {}
         for name, array in decoded.tensors.items():
             node, digest = _node(sent, name)
-            tensors[name] = BaseTensor(array, node, levels.get(name), payload_sha256=digest)
+            level = levels.get(name)
+            tensors[name] = BaseTensor(array, node, level, _significance(None, level, array), digest)
         return BaseModel(tensors, source)
     tensors = dict(previous.tensors)
     for name in sent:
         node, digest = _node(sent, name)
         level = levels.get(name)
         before = previous.tensors.get(name)
-        history = before.history if before is not None else None
-        if level is not None:
-            seen = (level != 0).astype(np.uint8)
-            history = seen if history is None or history.shape != seen.shape else (history | seen)
+        history = _significance(before.history if before is not None else None, level, decoded.tensors[name])
         tensors[name] = BaseTensor(decoded.tensors[name], node, level, history, digest)
     return BaseModel(tensors, f"{previous.source} + {source}", links=previous.links + 1)
+
+
+def _significance(history: np.ndarray | None, levels: np.ndarray | None, values: np.ndarray) -> np.ndarray:
+    """HDSP history after one more decoded NDU, as NNCodec's `HdspTool.add_data_to_hist` keeps it:
+    1 where this or an earlier NDU of the tensor was non-zero (its levels, or a raw tensor's values)."""
+    seen = (np.asarray(levels if levels is not None else values) != 0).astype(np.uint8)
+    if history is None or history.shape != seen.shape:
+        return seen
+    return history | seen
 
 
 def _node(sent: dict[str, tuple[NodeId | None, bytes]], name: str) -> tuple[NodeId | None, bytes | None]:

@@ -183,7 +183,7 @@ def encode_payload(
     array: np.ndarray,
     plan: TensorPlan,
     settings: PayloadSettings,
-    index: int,
+    index: int | NodeId,
     parent: UpdateParent | None = None,
     threads: int = 1,
 ) -> CodedPayload:
@@ -219,7 +219,7 @@ def encode_payload(
         if chosen is not None:
             codebook, levels, qp = chosen
             dq_flag = False
-    node_id = NodeId(0, index, 0) if settings.profile == 1 else None
+    node_id = (index if isinstance(index, NodeId) else NodeId(0, index, 0)) if settings.profile == 1 else None
     parent_node_id = None
     if parent is not None:
         node = parent.node_id
