@@ -29,6 +29,14 @@ def _weights(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
 @click.option(
     "--weights", callback=_weights, metavar="W1,W2,...", help="One weight per update (default: equal weights)."
 )
+@click.option(
+    "--chain",
+    "chain",
+    multiple=True,
+    type=click.Path(path_type=str),
+    metavar="UPDATE.nnr",
+    help="BASE is followed by this update (repeat, in order): the updates were made against that chain.",
+)
 @click.option("--full", is_flag=True, help="Write the merged model itself (any format), not an update of BASE.")
 @click.option("--force", is_flag=True, help="Replace the output if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
@@ -45,6 +53,7 @@ def merge(
     updates: tuple[str, ...],
     target: str,
     weights: list[float] | None,
+    chain: tuple[str, ...],
     full: bool,
     force: bool,
     quiet: bool,
@@ -54,13 +63,14 @@ def merge(
     """Average UPDATEs of BASE (federated averaging) into TARGET, an update of BASE coded once.
 
     TARGET's tensors are BASE plus the weighted mean of the updates' differences to BASE. Every
-    update must be an update of BASE (checked before decoding). With --full TARGET is the merged
-    model itself, in any output format.
+    update must be an update of BASE (checked before decoding). With --chain, BASE is the model
+    that BASE and those updates decode to. With --full TARGET is the merged model itself, in any
+    output format.
     """
     options = _make_options(**coding)  # type: ignore[arg-type]
     try:
         result = merge_updates(
-            base,
+            [base, *chain] if chain else base,
             list(updates),
             target,
             weights=weights,

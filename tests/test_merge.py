@@ -98,3 +98,18 @@ def test_weights_must_fit(providers, capsys):
     assert run(capsys, *args, "--weights", "1")[0] == 2
     assert run(capsys, *args, "--weights", "1,x")[0] == 2
     assert run(capsys, *args, "--weights", "0,0")[0] == 2
+
+
+def test_merge_against_a_chain(providers, capsys):
+    folder, _, _ = providers
+    g1 = folder / "g1.nnr"
+    assert run(capsys, "merge", folder / "base.nnr", folder / "p0.nnr", folder / "p1.nnr", g1, "-q")[0] == 0
+    _mlp(folder / "q.onnx", _tuned(_weights(), 21))
+    q = folder / "q.nnr"
+    assert run(capsys, "convert", folder / "q.onnx", q, "--base", folder / "base.nnr", "--base", g1, "-q")[0] == 0
+    g2 = folder / "g2.nnr"
+    assert run(capsys, "merge", folder / "base.nnr", q, g2, "--chain", g1, "-q")[0] == 0
+    chain = nnc.read_chain([((folder / n).read_bytes(), n) for n in ("base.nnr", "g1.nnr", "g2.nnr")])
+    assert chain.links == 3
+    # without the chain, q does not follow the base
+    assert run(capsys, "merge", folder / "base.nnr", q, folder / "x.nnr")[0] == 3
