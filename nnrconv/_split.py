@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nnrconv import nnc
+from nnrconv._files import staged_output
 from nnrconv.core import FormatPlugin, OutputError, UnsupportedError
 
 __all__ = ["SplitResult", "split"]
@@ -54,7 +55,17 @@ def split(
             cross the cut (listed; exit code 5).
         OutputError: an output exists (without `force`), equals the input, or head equals tail.
     """
-    from nnrconv._api import NNR_FORMAT, _input_format, _plugin, _require_input, check_output, convert, load, save
+    from nnrconv._api import (
+        NNR_FORMAT,
+        _input_format,
+        _output_format,
+        _plugin,
+        _require_input,
+        check_output,
+        convert,
+        load,
+        save,
+    )
 
     source, head, tail = Path(source), Path(head), Path(tail)
     names = tuple(dict.fromkeys(n.strip() for n in at if n.strip()))
@@ -65,6 +76,7 @@ def split(
         raise OutputError(f"{head}: head and tail must be different files")
     for target in (head, tail):
         check_output(target, inputs=(source,), force=force)
+        _output_format(target, None)  # a name that says no format fails before any work
     name = _input_format(source, from_format)
     with tempfile.TemporaryDirectory(prefix="nnrconv-split-") as workdir:
         native = source
@@ -80,8 +92,10 @@ def split(
         suffix = "".join(native.suffixes[-1:]) or ".model"
         native_head, native_tail = Path(workdir) / f"head{suffix}", Path(workdir) / f"tail{suffix}"
         fmt.split(native, names, native_head, native_tail)
-        for native, target in ((native_head, head), (native_tail, tail)):
-            convert(native, target, from_format=name, force=force, options=options, jobs=jobs)
+        # both parts staged beside their targets and moved into place only when both are written
+        with staged_output(head, force=force) as staged_head, staged_output(tail, force=force) as staged_tail:
+            for part, target in ((native_head, staged_head), (native_tail, staged_tail)):
+                convert(part, target, from_format=name, options=options, jobs=jobs)
     return SplitResult(head, tail, names, head.stat().st_size, tail.stat().st_size)
 
 
