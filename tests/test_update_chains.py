@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import io
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 pytest.importorskip("onnx")
 
 from nnrconv import _api, nnc
+from nnrconv.core import BaseMismatchError
 from tests.test_incremental import SHAPES, _initializers, _mlp, _weights, _without_topology, run
 
 
@@ -225,3 +227,36 @@ def test_a_tensor_sent_whole_is_the_next_node_and_nncodec_follows(tmp_path, caps
     got = _initializers(tmp_path / "r2.onnx")
     for name in SHAPES:
         np.testing.assert_array_equal(got[name], reference[name].reshape(got[name].shape))
+
+
+def test_a_sha512_parent_is_matched_too(chain):
+    """Another encoder may name parents by SHA-512 (parent_node_id_type 2): matched the same way."""
+    folder, _ = chain
+    base = nnc.read_base((folder / "base.nnr").read_bytes())
+    data = (folder / "u1.nnr").read_bytes()
+    units = nnc.read_units(data)
+    rewritten = []
+    ctx = nnc.UnitContext()
+    for parsed in units:
+        unit = parsed.unit
+        if isinstance(unit, nnc.CompressedDataUnit) and unit.header.parent_node_id is not None:
+            name = unit.header.topology_elem_id
+            parent = dataclasses.replace(
+                unit.header.parent_node_id,
+                parent_node_id_type=nnc.ParentNodeIdType.ICNN_NDU_PL_SHA512,
+                parent_node_payload_sha256=None,
+                parent_node_payload_sha512=base.tensors[name].payload_sha512,
+            )
+            unit = dataclasses.replace(unit, header=dataclasses.replace(unit.header, parent_node_id=parent))
+        rewritten.append(nnc.encode_unit(unit, ctx))
+        ctx = nnc.advance_context(ctx, unit)
+    again = b"".join(rewritten)
+    expected = nnc.decode_model(data, base=base).tensors
+    got = nnc.decode_model(again, base=base).tensors
+    for name in SHAPES:
+        np.testing.assert_array_equal(got[name], expected[name])
+    other = nnc.BaseModel(
+        {n: dataclasses.replace(t, payload_sha512=bytes(64)) for n, t in base.tensors.items()}, "other.nnr"
+    )
+    with pytest.raises(BaseMismatchError, match="payload SHA-512"):
+        nnc.decode_model(again, base=other)

@@ -65,6 +65,7 @@ class BaseTensor:
         significance: HDSP history, 1 where any NDU of the chain sent a non-zero level (or, raw,
             a non-zero value); None: derived from `levels`.
         payload_sha256: SHA-256 of that NDU's payload (what an update bound to it names).
+        payload_sha512: SHA-512 of the same (what another encoder may name instead).
     """
 
     values: np.ndarray
@@ -72,6 +73,7 @@ class BaseTensor:
     levels: np.ndarray | None = None
     significance: np.ndarray | None = None
     payload_sha256: bytes | None = None
+    payload_sha512: bytes | None = None
 
     @property
     def history(self) -> np.ndarray | None:
@@ -178,14 +180,16 @@ def _apply_link(
     from nnrconv.nnc._framing import read_units
     from nnrconv.nnc._mps import ModelParameterSet
 
-    sent: dict[str, tuple[NodeId | None, bytes]] = {}
+    sent: dict[str, tuple[NodeId | None, bytes, bytes]] = {}
     is_update = False
     for _, parsed in _flatten(read_units(data, source)):
         unit = parsed.unit
         if isinstance(unit, ModelParameterSet):
             is_update = bool(unit.mps_parent_signalling_enabled_flag)
         elif isinstance(unit, CompressedDataUnit) and unit.header.topology_elem_id is not None:
-            sent[unit.header.topology_elem_id] = (unit.header.node_id, hashlib.sha256(unit.payload).digest())
+            payload = unit.payload
+            digests = hashlib.sha256(payload).digest(), hashlib.sha512(payload).digest()
+            sent[unit.header.topology_elem_id] = (unit.header.node_id, *digests)
     if previous is None and is_update:
         raise BaseMismatchError(
             f"{source} is an incremental update (parent signalling); a base, or the first link of a chain, "
@@ -203,17 +207,17 @@ def _apply_link(
             raise BaseMismatchError(f"{source} is a profile 0 bitstream without node ids; a base must be profile 1")
         tensors = {}
         for name, array in decoded.tensors.items():
-            node, digest = _node(sent, name)
+            node, sha256, sha512 = _node(sent, name)
             level = levels.get(name)
-            tensors[name] = BaseTensor(array, node, level, _significance(None, level, array), digest)
+            tensors[name] = BaseTensor(array, node, level, _significance(None, level, array), sha256, sha512)
         return BaseModel(tensors, source)
     tensors = dict(previous.tensors)
     for name in sent:
-        node, digest = _node(sent, name)
+        node, sha256, sha512 = _node(sent, name)
         level = levels.get(name)
         before = previous.tensors.get(name)
         history = _significance(before.history if before is not None else None, level, decoded.tensors[name])
-        tensors[name] = BaseTensor(decoded.tensors[name], node, level, history, digest)
+        tensors[name] = BaseTensor(decoded.tensors[name], node, level, history, sha256, sha512)
     return BaseModel(tensors, f"{previous.source} + {source}", links=previous.links + 1)
 
 
@@ -226,9 +230,10 @@ def _significance(history: np.ndarray | None, levels: np.ndarray | None, values:
     return history | seen
 
 
-def _node(sent: dict[str, tuple[NodeId | None, bytes]], name: str) -> tuple[NodeId | None, bytes | None]:
-    node, digest = sent.get(name, (None, None))
-    return node, digest
+def _node(
+    sent: dict[str, tuple[NodeId | None, bytes, bytes]], name: str
+) -> tuple[NodeId | None, bytes | None, bytes | None]:
+    return sent.get(name, (None, None, None))
 
 
 def importance_order(
@@ -293,17 +298,17 @@ def check_parent(header: NduHeader, name: str, base: BaseModel) -> BaseTensor:
     node = tensor.node_id
     if node is None:
         raise BaseMismatchError(f"tensor {name!r}: the base {base.source} sends it without a node id")
-    if parent.parent_node_id_type == ParentNodeIdType.ICNN_NDU_PL_SHA512:
-        raise BaseMismatchError(
-            f"tensor {name!r}: the update names its parent by a SHA-512 payload hash, which nnrconv cannot match yet"
-        )
-    if parent.parent_node_id_type == ParentNodeIdType.ICNN_NDU_PL_SHA256:
-        wanted = parent.parent_node_payload_sha256 or b""
-        if wanted != tensor.payload_sha256:
-            have = tensor.payload_sha256.hex()[:12] if tensor.payload_sha256 else "none"
+    by_digest = {
+        ParentNodeIdType.ICNN_NDU_PL_SHA256: ("SHA-256", parent.parent_node_payload_sha256, tensor.payload_sha256),
+        ParentNodeIdType.ICNN_NDU_PL_SHA512: ("SHA-512", parent.parent_node_payload_sha512, tensor.payload_sha512),
+    }
+    if parent.parent_node_id_type in by_digest:
+        kind, wanted, have = by_digest[parent.parent_node_id_type]
+        if (wanted or b"") != have:
+            ours = have.hex()[:12] if have else "none"
             raise BaseMismatchError(
-                f"tensor {name!r}: the update was made against another model (its parent's payload SHA-256 is "
-                f"{wanted.hex()[:12]}…, the tensor's in {base.source} is {have}…)"
+                f"tensor {name!r}: the update was made against another model (its parent's payload {kind} is "
+                f"{(wanted or b'').hex()[:12]}…, the tensor's in {base.source} is {ours}…)"
             )
         if header.node_id is None:
             _check_tca(header, name, tensor, base)
