@@ -151,7 +151,7 @@ def merge(
         UnsupportedError: an update output other than `.nnr`, or a tensor that cannot be averaged.
         ValueError: no update, or weights that do not fit.
     """
-    from nnrconv._api import NNR_FORMAT, _output_format, _read_bitstream, _require_input, decode, save
+    from nnrconv._api import NNR_FORMAT, _output_format, _read_bitstream, _require_input, check_output, decode, save
 
     started = time.perf_counter()
     if not updates:
@@ -160,6 +160,7 @@ def merge(
     target = Path(target)
     for path in paths:
         _require_input(path)
+    check_output(target, inputs=(*base_paths(base), *paths), force=force)  # before any decoding
     if not full and _output_format(target, None) != NNR_FORMAT:
         raise UnsupportedError(f"{target}: the merged update is an NNR bitstream (.nnr); add --full for a full model")
     base_model = read_base_files(base, jobs=jobs or (options.jobs if options else None), parent_ref=parent_ref)
