@@ -101,10 +101,15 @@ def split_model(path: Path, at: Sequence[str], head_path: Path, tail_path: Path)
             cross the cut (listed in the message, exit code 5).
         FormatError: the model cannot be read.
     """
+    from onnx.external_data_helper import load_external_data_for_model
+
+    from nnrconv_onnx._io import read_model
+
+    model = read_model(path)
     try:
-        model = onnx.load(str(path))
+        load_external_data_for_model(model, str(path.parent))  # onnx refuses paths leaving the folder
     except Exception as exc:
-        raise FormatError(f"{path}: cannot read the ONNX model: {exc}") from exc
+        raise FormatError(f"{path}: cannot read the model's external data: {exc}") from None
     try:
         crossing = crossing_tensors(model, at)
     except UnsupportedError as exc:
