@@ -26,15 +26,19 @@ from nnrconv._api import (
     load,
     save,
 )
+from nnrconv._merge import MergeResult, merge
 from nnrconv._signing import sign, verify
+from nnrconv._split import SplitResult, split
 from nnrconv.core import Model, NNRConvError
 
 __all__ = [
     "Comparison",
     "ConversionResult",
     "FormatInfo",
+    "MergeResult",
     "Model",
     "NNRConvError",
+    "SplitResult",
     "TensorDifference",
     "compare",
     "convert",
@@ -43,13 +47,15 @@ __all__ = [
     "formats",
     "inspect",
     "load",
+    "merge",
     "save",
     "sign",
+    "split",
     "verify",
 ]
 
 for _name in __all__:
     _obj = globals()[_name]
-    if getattr(_obj, "__module__", "") in ("nnrconv._api", "nnrconv._signing", "nnrconv._compare"):
+    if getattr(_obj, "__module__", "").startswith(("nnrconv._",)):
         _obj.__module__ = __name__
 del _name, _obj

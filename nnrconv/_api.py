@@ -24,6 +24,7 @@ from nnrconv import _salvage, nnc
 from nnrconv._compare import Comparison, TensorDifference, compare
 from nnrconv._files import OwnOutput, check_output, staged_output
 from nnrconv._outputs import name_tells_format, output_format
+from nnrconv._updates import BasePaths, applicable_part, base_paths, read_base_files
 from nnrconv.core import (
     ArrayTensor,
     BaseMismatchError,
@@ -413,7 +414,9 @@ def convert(
     options: nnc.CodingOptions | None = None,
     jobs: int | None = None,
     progress: nnc.Progress | None = None,
-    base: str | os.PathLike[str] | None = None,
+    base: BasePaths | None = None,
+    parent_ref: nnc.ParentRef = "sha256",
+    partial: bool = False,
     salvage: bool = False,
     verify_key: str | os.PathLike[str] | None = None,
     signature: str | os.PathLike[str] | None = None,
@@ -426,12 +429,15 @@ def convert(
     Without `options`, tensors read already coded (from NNR) keep their data units unchanged.
     `jobs` sets the decoding threads (default: `options.jobs`, else all cores).
 
-    With `verify_key` (an EC public key, PEM) the source, and the base if given, must carry a
+    With `verify_key` (an EC public key, PEM) the source, and each base if given, must carry a
     valid signature (`signature`, default SOURCE.sig; BASE.sig) before anything is read.
 
-    `base` (an NNR file) makes the conversion incremental: native → NNR writes an update of the
-    base (only the differences are coded); NNR → native restores a model from an update and its
-    base.
+    `base` (an NNR file, or a chain: the full model then its updates in order) makes the
+    conversion incremental: native → NNR writes an update of the model the base decodes to (only
+    the differences are coded, parents named as `parent_ref` says: "sha256" binds the update to
+    that exact base, "id" names parents by node id only); NNR → native restores a model from an
+    update and its base; with `partial`, an update cut short (in transmission) applies its
+    complete data units and keeps the base for the rest.
 
     `salvage` (NNR input only): decode what survives of a damaged bitstream, `base` filling losses.
 
@@ -443,11 +449,11 @@ def convert(
     source, target = Path(source), Path(target)
     started = time.perf_counter()
     _require_input(source)
-    inputs = (source,) if base is None else (source, Path(base))
+    inputs = (source, *base_paths(base))
     if verify_key is not None:
         from nnrconv._signing import verify
 
-        for path, sig in zip(inputs, (signature, None), strict=False):
+        for path, sig in zip(inputs, (signature, *[None] * (len(inputs) - 1)), strict=True):
             verify(path, verify_key, signature=sig)
     src_name = _input_format(source, from_format)
     # None: the name tells no format, so the model decides once read (see `_outputs`).
@@ -461,14 +467,16 @@ def convert(
     if base is not None:
         if NNR_FORMAT not in (src_name, dst_name):
             raise UnsupportedError("a base model applies to NNR input (an update) or NNR output; neither is NNR")
-        base_path = Path(base)
-        _require_input(base_path)
-        base_model = nnc.read_base(_read_bitstream(base_path), source=str(base_path), jobs=threads)
+        base_model = read_base_files(base, jobs=threads, parent_ref=parent_ref)
     if salvage and src_name != NNR_FORMAT:
         raise UnsupportedError(f"{source}: --salvage applies to NNR bitstreams (.nnr), not to {src_name} files")
     if src_name == NNR_FORMAT:
-        data, name = _read_bitstream(source), str(source)
-        model = decode(data, source=name, jobs=threads, progress=progress, base=base_model, salvage=salvage)
+        data = _read_bitstream(source)
+        if partial:
+            if base_model is None:
+                raise UnsupportedError(f"{source}: --partial applies a cut update to its base; give --base")
+            data = applicable_part(data, str(source))
+        model = decode(data, source=str(source), jobs=threads, progress=progress, base=base_model, salvage=salvage)
     else:
         model = load(source, src_name)
     dst_name = dst_name or _output_format(target, None, model.source_format)

@@ -228,9 +228,24 @@ def _make_options(
 @click.option(
     "--base",
     type=click.Path(path_type=str),
+    multiple=True,
     metavar="BASE.nnr",
     help="Incremental update: into NNR, code only the differences to this base model; "
-    "from NNR, restore the model from an update and this base. With --salvage: fills lost tensors.",
+    "from NNR, restore the model from an update and this base. Repeat for a chain, in order: "
+    "the full model, then its updates. With --salvage: fills lost tensors.",
+)
+@click.option(
+    "--parent-ref",
+    type=click.Choice(["sha256", "id"]),
+    default="sha256",
+    show_default=True,
+    help="How an update names its parents: by payload SHA-256 (bound to that exact base) or by node id only.",
+)
+@click.option(
+    "--partial",
+    is_flag=True,
+    help="With --base: an update cut short applies its complete data units (most important first) "
+    "and keeps the base elsewhere.",
 )
 @click.option(
     "--salvage",
@@ -264,7 +279,9 @@ def convert(
     to_format: str | None,
     force: bool,
     quiet: bool,
-    base: str | None,
+    base: tuple[str, ...],
+    parent_ref: str,
+    partial: bool,
     salvage: bool,
     verify_key: str | None,
     signature: str | None,
@@ -274,7 +291,8 @@ def convert(
     """Convert SOURCE to TARGET; formats follow from the paths (`.nnr` is an NNR bitstream).
 
     Coding into NNR is lossy by default (each tensor at the --snr target); use --lossless for
-    bit-identical tensors. With --base BASE.nnr the NNR file is an incremental update of BASE.
+    bit-identical tensors. With --base BASE.nnr the NNR file is an incremental update of BASE
+    (--base BASE.nnr --base U1.nnr: of the model that chain decodes to).
     """
     options = _make_options(**coding)  # type: ignore[arg-type]
     if signature is not None and verify_key is None:
@@ -289,12 +307,16 @@ def convert(
             options=options,
             jobs=coding["jobs"],  # type: ignore[arg-type]
             progress=progress,
-            base=base,
+            base=base or None,
+            parent_ref=parent_ref,  # type: ignore[arg-type]
+            partial=partial,
             salvage=salvage,
             verify_key=verify_key,
             signature=signature,
             input_shapes=dict(input_shapes) or None,
         )
+    if partial and not quiet:
+        _echo_partial(source)
     if not quiet:
         ratio = result.target_bytes / result.source_bytes if result.source_bytes else 0.0
         click.echo(
@@ -303,6 +325,15 @@ def convert(
             f"{result.tensors} tensors, {result.parameters:,} parameters, "
             f"size ratio {ratio:.3f}, {result.seconds:.2f} s"
         )
+
+
+def _echo_partial(source: str) -> None:
+    from nnrconv._updates import received_part
+
+    with open(source, "rb") as f:
+        part = received_part(f.read())
+    ndus = sum(isinstance(p.unit, nnc.CompressedDataUnit) for p in nnc.read_units(part.data, source))
+    click.echo(f"{source}: {ndus} complete data units applied, the base kept elsewhere ({part.dropped} bytes cut)")
 
 
 @cli.command()
@@ -348,6 +379,8 @@ def inspect(path: str, as_json: bool, original: str | None) -> None:
         if unit.shape:
             parameters += _count(unit.shape)
         detail = unit.tensor if unit.tensor is not None else (unit.topology_storage_format or "")
+        if unit.parent is not None:
+            detail += f"  (node {unit.node}, parent {unit.parent})"
         qp = "" if unit.qp is None else str(unit.qp)
         step = "" if unit.step is None else f"{unit.step:.4g}"
         bits = "" if unit.bits_per_parameter is None else f"{unit.bits_per_parameter:.2f}"
@@ -467,6 +500,18 @@ def check(
 
 def _db(value: float) -> str:
     return "inf" if value == float("inf") else f"{value:.1f}"
+
+
+def _add_delivery_commands() -> None:
+    """merge and split live in their own modules (they use the coding options above)."""
+    from nnrconv._cli_merge import merge
+    from nnrconv._cli_split import split
+
+    cli.add_command(merge)
+    cli.add_command(split)
+
+
+_add_delivery_commands()
 
 
 def _add_plugin_commands() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import io
 import sys
 from pathlib import Path
@@ -111,16 +112,18 @@ def test_update_units_name_their_parents(models, capsys):
     assert mps.mps_parent_signalling_enabled_flag
     ndus = {u.header.topology_elem_id: u.header for u in units if isinstance(u, nnc.CompressedDataUnit)}
     assert set(ndus) == {"fc1.weight", "fc1.bias", "fc2.weight"}  # unchanged tensors send nothing
-    base_nodes = {
-        u.header.topology_elem_id: u.header.node_id
+    base_units = {
+        u.header.topology_elem_id: u
         for u in (p.unit for p in nnc.read_units(base_nnr.read_bytes()))
         if isinstance(u, nnc.CompressedDataUnit)
     }
     for name, header in ndus.items():
-        parent = base_nodes[name]
+        parent = base_units[name].header.node_id
         assert header.node_id == nnc.NodeId(parent.device_id, parent.parameter_id, parent.put_node_depth + 1)
         assert header.parent_node_id.temporal_context_modeling_flag
-        assert header.parent_node_id.parent_device_id == parent.device_id
+        # bound by default: named by the SHA-256 of the base NDU's payload
+        assert header.parent_node_id.parent_node_id_type == nnc.ParentNodeIdType.ICNN_NDU_PL_SHA256
+        assert header.parent_node_id.parent_node_payload_sha256 == hashlib.sha256(base_units[name].payload).digest()
 
 
 def _without_topology(data: bytes) -> bytes:
@@ -219,7 +222,10 @@ def test_tca_and_hdsp_make_the_update_smaller(models):
     """The same update coded without the context tools is larger (sizes in the report)."""
     _, base_nnr, _, tuned = models
     base = nnc.read_base(base_nnr.read_bytes())
-    plain = nnc.BaseModel({n: nnc.BaseTensor(t.values, t.node_id, None) for n, t in base.tensors.items()}, base.source)
+    plain = nnc.BaseModel(
+        {n: nnc.BaseTensor(t.values, t.node_id, payload_sha256=t.payload_sha256) for n, t in base.tensors.items()},
+        base.source,
+    )
     items = list(tuned.items())
     with_tools = nnc.encode_update(items, b"", 0, base)
     without = nnc.encode_update(items, b"", 0, plain)
@@ -299,7 +305,7 @@ def test_an_update_is_no_base(models, capsys):
     folder, base_nnr, finetuned, _ = models
     update = folder / "update.nnr"
     assert run(capsys, "convert", finetuned, update, "--base", base_nnr, "-q")[0] == 0
-    _fails(capsys, folder / "u2.nnr", finetuned, "--base", update, message="itself an incremental update")
+    _fails(capsys, folder / "u2.nnr", finetuned, "--base", update, message="must be the full model")
 
 
 def test_base_with_a_plain_bitstream_fails(models, capsys):

@@ -17,7 +17,7 @@ import fnmatch
 import importlib.util
 import os
 import stat
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -237,6 +237,18 @@ class FormatPlugin:
         """
         raise UnsupportedError(f"format {self.name!r} cannot hold NNR-coded tensors in its container")
 
+    # -- split inference -----------------------------------------------------------------
+    def split(self, path: Path, at: Sequence[str], head: Path, tail: Path) -> None:
+        """Write two native models cut from the one at `path`: `head` computes the tensors `at`
+        from the model's inputs, `tail` the model's outputs from them (and the inputs it still
+        needs). `head` and `tail` do not exist yet and are named like `path`.
+
+        Raises:
+            UnsupportedError: a cut tensor is unknown, or other tensors computed from the inputs
+                cross the cut (the message lists them).
+        """
+        raise UnsupportedError(f"format {self.name!r} cannot split models")
+
     # -- round-trip checks ---------------------------------------------------------------
     def input_specs(self, model: Model) -> list[InputSpec]:
         """The inputs a run of `model` needs, with concrete shapes (free dimensions set to 1)."""
@@ -257,5 +269,5 @@ class FormatPlugin:
 
     def capabilities(self) -> list[str]:
         """Which optional methods this format overrides, for `nnrconv formats`."""
-        names = ("load", "save", "topology_bytes", "from_topology", "save_embedded", "run")
+        names = ("load", "save", "topology_bytes", "from_topology", "save_embedded", "run", "split")
         return [n for n in names if getattr(type(self), n) is not getattr(FormatPlugin, n)]

@@ -46,7 +46,7 @@ from nnrconv.nnc._framing import (
     read_units,
     write_units,
 )
-from nnrconv.nnc._incremental import BaseModel, BaseTensor, read_base
+from nnrconv.nnc._incremental import BaseModel, BaseTensor, ParentRef, read_base, read_chain
 from nnrconv.nnc._inspect import UnitInfo, inspect_units
 from nnrconv.nnc._integrity import no_start_unit, seal_parts, strip_record
 from nnrconv.nnc._mps import (
@@ -100,6 +100,7 @@ __all__ = [
     "NodeId",
     "ParentNodeId",
     "ParentNodeIdType",
+    "ParentRef",
     "ParsedUnit",
     "PayloadType",
     "PruningPerformanceEntry",
@@ -135,6 +136,7 @@ __all__ = [
     "memory_budget",
     "parse_size",
     "read_base",
+    "read_chain",
     "read_units",
     "salvage_stream",
     "seal_parts",

@@ -32,10 +32,10 @@ from nnrconv.nnc._framing import (
     read_units,
     with_source,
 )
-from nnrconv.nnc._incremental import BaseModel, check_parent
+from nnrconv.nnc._incremental import BaseModel, check_parent, verify_parents
 from nnrconv.nnc._integrity import StreamCheck, check_parts, check_stream, seal_parts
 from nnrconv.nnc._mps import LayerParameterSet, ModelParameterSet
-from nnrconv.nnc._ndu import CompressedDataUnit, NduHeader, NodeId, decode_reference_list
+from nnrconv.nnc._ndu import CompressedDataUnit, NduHeader, decode_reference_list
 from nnrconv.nnc._payloads import decode_levels_payload
 from nnrconv.nnc._units import QuantizationUnit, StartUnit, TopologyUnit, UnitContext
 
@@ -359,6 +359,8 @@ def decode_model(
             "decode it with its base (--base BASE.nnr)"
         )
     _check_budget(jobs_list, jobs)
+    if base is not None:  # a base that does not fit is refused before anything is decoded
+        verify_parents(((n.header, names[0]) for n, _, names in jobs_list if n.header.parent_node_id), base, source)
     tensors = _decode_ndus(jobs_list, jobs, progress)
     if base is not None and mps.mps_parent_signalling_enabled_flag:
         # tensors the update leaves out are unchanged
@@ -403,26 +405,6 @@ def _parts_parameter_sets(head: bytes, view: memoryview, spans: list[tuple[int, 
     head_crcs = [check.crcs[o] for o, _ in check.frames[:2]]
     ndu_crcs = [check.crcs[o] for o, _ in spans]
     return seal_parts(head, [], crcs=[*head_crcs, *ndu_crcs], digest=check.digest)
-
-
-def decode_with_levels(
-    data: bytes | bytearray | memoryview, *, source: str = "<bytes>", jobs: int | None = None
-) -> tuple[DecodedModel, dict[str, np.ndarray], dict[str, NodeId | None]]:
-    """`decode_model`, plus each DeepCABAC-coded tensor's int32 levels and each NDU's node id
-    (what coding an update of this model needs)."""
-    nodes: dict[str, NodeId | None] = {}
-    for _, parsed in _flatten(read_units(data, source)):
-        unit = parsed.unit
-        if isinstance(unit, CompressedDataUnit) and unit.header.topology_elem_id is not None:
-            if unit.header.parent_node_id is not None:
-                raise BaseMismatchError(
-                    f"{source} is itself an incremental update (its data units name parent nodes); give the "
-                    "full model it was made from as base (chains of updates are not supported yet)"
-                )
-            nodes[unit.header.topology_elem_id] = unit.header.node_id
-    levels: dict[str, np.ndarray] = {}
-    decoded = decode_model(data, source=source, jobs=jobs, _levels_sink=levels)
-    return decoded, levels, nodes
 
 
 def _decode_one(job: tuple[CompressedDataUnit, _NduSite, tuple[str, ...]], threads: int) -> _Decoded:

@@ -22,7 +22,7 @@ from nnrconv.nnc._framing import (
     encode_unit,
     unit_size_field,
 )
-from nnrconv.nnc._incremental import BaseModel
+from nnrconv.nnc._incremental import BaseModel, importance_order
 from nnrconv.nnc._integrity import seal_parts, seal_stream
 from nnrconv.nnc._mps import ModelParameterSet
 from nnrconv.nnc._ndu import CompressedDataUnit, NduHeader, NodeId
@@ -177,7 +177,7 @@ def _encode(
         for name, array, plan in named:
             tensor = base.get(name, tuple(array.shape), "the model")
             lossy_float = plan.payload_type == PayloadType.NNR_PT_FLOAT and not plan.exact
-            parents[name] = tensor.parent(name, base.source) if lossy_float else None
+            parents[name] = tensor.parent(name, base.source, base.parent_ref) if lossy_float else None
     plans, mps_qp, qp_range = fit_plans([(array.size, plan) for _, array, plan in named], options)
     named = [(name, array, plan) for (name, array, _), plan in zip(named, plans, strict=True)]
     mps = ModelParameterSet(
@@ -199,9 +199,13 @@ def _encode(
         index, (name, array, plan) = job
         if base is not None:
             parent = parents[name]
-            if parent is None and np.array_equal(array, base.tensors[name].values.reshape(array.shape)):
+            before = base.tensors[name]
+            if parent is None and np.array_equal(array, before.values.reshape(array.shape)):
                 return b""  # unchanged: the decoder keeps the base tensor
-            return b"".join(_tensor_unit(name, array, plan, index, ctx, settings, parent, threads))
+            # sent whole: still the next version of the tensor, one level below it (as NNCodec)
+            node = before.node_id
+            at = index if node is None else NodeId(node.device_id, node.parameter_id, node.put_node_depth + 1)
+            return b"".join(_tensor_unit(name, array, plan, at, ctx, settings, parent, threads))
         return b"".join(_tensor_unit(name, array, plan, index, ctx, settings, threads=threads))
 
     jobs = list(enumerate(named))
@@ -215,6 +219,9 @@ def _encode(
             if progress is not None:
                 progress(name, array.nbytes)
     ndus = {name: unit for (name, _, _), unit in zip(named, coded, strict=True) if unit}
+    if base is not None:  # most important first: a cut update still applies its complete units
+        sizes = {name: len(unit) for name, unit in ndus.items()}
+        ndus = {name: ndus[name] for name in importance_order([(n, a) for n, a, _ in named if n in ndus], base, sizes)}
     return b"".join(head[:2]), head[2:], ndus
 
 
@@ -232,7 +239,7 @@ def _tensor_unit(
     name: str,
     array: np.ndarray,
     plan: TensorPlan,
-    index: int,
+    index: int | NodeId,
     ctx: UnitContext,
     settings: PayloadSettings,
     parent: UpdateParent | None = None,
@@ -263,7 +270,7 @@ def _tensor_unit(
     header = NduHeader(
         PayloadType.NNR_PT_RAW_FLOAT,
         topology_elem_id=name,
-        node_id=NodeId(0, index, 0) if ctx.is_profile_1 else None,
+        node_id=(index if isinstance(index, NodeId) else NodeId(0, index, 0)) if ctx.is_profile_1 else None,
         tensor_dimensions=tuple(array.shape) or (1,),
         cabac_unary_length_minus1=_CABAC_UNARY_LENGTH_MINUS1,
     )

@@ -25,7 +25,7 @@ from nnrconv.nnc._framing import (
 )
 from nnrconv.nnc._integrity import check_stream
 from nnrconv.nnc._mps import LayerParameterSet
-from nnrconv.nnc._ndu import CompressedDataUnit, decode_reference_list
+from nnrconv.nnc._ndu import CompressedDataUnit, NduHeader, NodeId, decode_reference_list
 from nnrconv.nnc._units import TopologyUnit, UnitContext
 
 # -- inspection --------------------------------------------------------------------------------
@@ -60,6 +60,9 @@ class UnitInfo:
         decoded_bytes: NDU: the memory its decoded tensor(s) take, as the header declares them.
         integrity: "verified" (the stream's integrity record covers the unit and it matched),
             "unverified" (the stream carries no integrity record) or "record" (the record itself).
+        node: NDU: its parameter-update-tree node, "device/parameter/depth" (profile 1).
+        parent: update NDU: the parent it names, "device/parameter/depth" (by node id) or
+            "sha256:<first 12 hex digits>" (by payload digest).
     """
 
     index: int
@@ -79,6 +82,8 @@ class UnitInfo:
     snr_db: float | None = None
     decoded_bytes: int | None = None
     integrity: str | None = None
+    node: str | None = None
+    parent: str | None = None
 
 
 def _storage_name(code: int) -> str:
@@ -102,6 +107,23 @@ def _coded_qp(unit: CompressedDataUnit, ctx: UnitContext, lps: LayerParameterSet
         return base + cabac.PayloadDecoder(unit.payload).decode_qp_offset(qpd)
     except BitstreamError:
         return None
+
+
+def _node_label(node: NodeId | None) -> str | None:
+    return None if node is None else f"{node.device_id}/{node.parameter_id}/{node.put_node_depth}"
+
+
+def _parent_label(header: NduHeader) -> str | None:
+    """The parent an update NDU names: its node (one level up) or its payload digest."""
+    parent = header.parent_node_id
+    if parent is None:
+        return None
+    digest = parent.parent_node_payload_sha256 or parent.parent_node_payload_sha512
+    if digest is not None:
+        return f"{parent.parent_node_id_type.name[-6:].lower()}:{digest.hex()[:12]}"
+    if header.node_id is not None:
+        return f"{parent.parent_device_id}/{header.node_id.parameter_id}/{header.node_id.put_node_depth - 1}"
+    return f"{parent.parent_device_id}/{parent.parameter_id}/{(parent.put_node_depth or 0) - 1}"
 
 
 def _info(
@@ -138,6 +160,8 @@ def _info(
             dq_flag=header.dq_flag,
             scan_order=header.scan_order,
             decoded_bytes=declared_bytes(header)[0],
+            node=_node_label(header.node_id),
+            parent=_parent_label(header),
         )
     if isinstance(unit, TopologyUnit):
         return UnitInfo(

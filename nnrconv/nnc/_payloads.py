@@ -108,12 +108,16 @@ class UpdateParent:
         node_id: the parent NDU's node; the update's node is one level deeper.
         levels: the parent's int32 levels, for temporal context adaptation (None: no TCA).
         history: uint8 significance history for HDSP (None: no HDSP).
+        payload_sha256: SHA-256 of the parent NDU's payload: the update names its parent by it
+            (parent_node_id_type ICNN_NDU_PL_SHA256), binding it to that exact parent; None names
+            the parent by node id (ICNN_NDU_ID).
     """
 
     values: np.ndarray
     node_id: NodeId
     levels: np.ndarray | None = None
     history: np.ndarray | None = None
+    payload_sha256: bytes | None = None
 
 
 def output_dtype(payload_type: PayloadType, fmt: DecompressedDataFormat | None) -> np.dtype:
@@ -206,7 +210,7 @@ def encode_payload(
     array: np.ndarray,
     plan: TensorPlan,
     settings: PayloadSettings,
-    index: int,
+    index: int | NodeId,
     parent: UpdateParent | None = None,
     threads: int = 1,
 ) -> CodedPayload:
@@ -243,16 +247,23 @@ def encode_payload(
         if chosen is not None:
             codebook, levels, qp = chosen
             dq_flag = False
-    node_id = NodeId(0, index, 0) if settings.profile == 1 else None
+    node_id = (index if isinstance(index, NodeId) else NodeId(0, index, 0)) if settings.profile == 1 else None
     parent_node_id = None
     if parent is not None:
         node = parent.node_id
         node_id = NodeId(node.device_id, node.parameter_id, node.put_node_depth + 1)
-        parent_node_id = ParentNodeId(
-            ParentNodeIdType.ICNN_NDU_ID,
-            temporal_context_modeling_flag=parent.levels is not None,
-            parent_device_id=node.device_id,
-        )
+        tcm = parent.levels is not None
+        if parent.payload_sha256 is not None:
+            parent_node_id = ParentNodeId(
+                ParentNodeIdType.ICNN_NDU_PL_SHA256,
+                temporal_context_modeling_flag=tcm,
+                parent_device_id=None,
+                parent_node_payload_sha256=parent.payload_sha256,
+            )
+        else:
+            parent_node_id = ParentNodeId(
+                ParentNodeIdType.ICNN_NDU_ID, temporal_context_modeling_flag=tcm, parent_device_id=node.device_id
+            )
     header = NduHeader(
         plan.payload_type,
         topology_elem_id=name,

@@ -9,7 +9,7 @@ Every method imports the submodule it needs (`_io`, `_weights`, `_graph`), and t
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -150,6 +150,16 @@ class OnnxFormat(FormatPlugin):
         from nnrconv_onnx import _io
 
         return _io.from_topology(topology, tensors)
+
+    def split(self, path: Path, at: Sequence[str], head: Path, tail: Path) -> None:
+        """Head and tail of the model cut at the tensors `at` (`onnx.utils.Extractor`).
+
+        Raises:
+            UnsupportedError: a cut tensor is unknown or untyped, or other tensors cross the cut.
+        """
+        from nnrconv_onnx import _split
+
+        _split.split_model(path, at, head, tail)
 
     def input_specs(self, model: Model) -> list[InputSpec]:
         """Graph inputs that no initializer feeds: declared dims (named ones as str), index ranges."""

@@ -10,13 +10,13 @@ or `_runtime`, which import torch at their top.
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
-from nnrconv.core import FormatPlugin, InputSpec, Model, Tensor
+from nnrconv.core import FormatPlugin, InputSpec, Model, Tensor, UnsupportedError
 from nnrconv_pytorch._archive import archive_kind
 from nnrconv_pytorch._safetensors import looks_like_safetensors
 
@@ -77,6 +77,22 @@ class PyTorchFormat(FormatPlugin):
         from nnrconv_pytorch import _torchio
 
         return _torchio.load(path)
+
+    def split(self, path: Path, at: Sequence[str], head: Path, tail: Path) -> None:
+        """Head and tail of a ``torch.export`` program (``.pt2``) cut at the FX nodes named `at`,
+        each re-exported with static shapes.
+
+        Raises:
+            UnsupportedError: not a ``.pt2`` program, an unknown node, other nodes crossing the
+                cut, or a part that cannot be re-exported.
+        """
+        from nnrconv_pytorch import _split, _torchio
+
+        model = _torchio.load(path)
+        native = model.native
+        if getattr(native, "kind", None) != "program" or native.module is None:
+            raise UnsupportedError(f"{path}: only torch.export programs (.pt2) can be split, not this PyTorch file")
+        _split.split_program(native.module, at, head, tail, path)
 
     def save(self, model: Model, path: Path) -> None:
         """Write `model` in its own kind (.pt2 or TorchScript archive), or a state dict by suffix.

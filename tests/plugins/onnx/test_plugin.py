@@ -32,7 +32,8 @@ def test_registered_through_entry_point() -> None:
     fmt = get_registry().get("onnx")
     assert isinstance(fmt, OnnxFormat)
     assert (fmt.topology_code, fmt.patterns, fmt.requires) == (2, ("*.onnx",), ("onnx",))
-    assert set(fmt.capabilities()) == {"load", "save", "topology_bytes", "from_topology", "save_embedded", "run"}
+    expected = {"load", "save", "topology_bytes", "from_topology", "save_embedded", "run", "split"}
+    assert set(fmt.capabilities()) == expected
 
 
 def test_plugin_module_does_not_import_frameworks() -> None:
