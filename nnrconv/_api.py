@@ -476,7 +476,10 @@ def convert(
             if base_model is None:
                 raise UnsupportedError(f"{source}: --partial applies a cut update to its base; give --base")
             data = applicable_part(data, str(source))
-        model = decode(data, source=str(source), jobs=threads, progress=progress, base=base_model, salvage=salvage)
+        # A cut update's missing units are checked against its integrity record like lost ones.
+        model = decode(
+            data, source=str(source), jobs=threads, progress=progress, base=base_model, salvage=salvage or partial
+        )
     else:
         model = load(source, src_name)
     dst_name = dst_name or _output_format(target, None, model.source_format)
