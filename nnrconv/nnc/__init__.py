@@ -13,7 +13,7 @@ Typical use::
 from contextlib import suppress as _suppress
 
 from nnrconv.nnc._bitio import BitReader, BitWriter
-from nnrconv.nnc._coding import DEFAULT_SNR_DB, CodingOptions, snr_db
+from nnrconv.nnc._coding import DEFAULT_SNR_DB, CodingOptions, TensorChoice, snr_db
 from nnrconv.nnc._container import (
     MAX_TOPOLOGY_SIZE,
     Progress,
@@ -65,6 +65,7 @@ from nnrconv.nnc._ndu import (
     decode_reference_list,
     encode_reference_list,
 )
+from nnrconv.nnc._rate import TensorRate, tensor_rate
 from nnrconv.nnc._units import NnrUnit, NnrUnitHeader, QuantizationUnit, StartUnit, TopologyUnit, UnitContext
 
 __all__ = [
@@ -103,6 +104,8 @@ __all__ = [
     "QuantizationUnit",
     "SparsificationPerformanceEntry",
     "StartUnit",
+    "TensorChoice",
+    "TensorRate",
     "TopologyCompressionFormat",
     "TopologyStorageFormat",
     "TopologyUnit",
@@ -112,6 +115,7 @@ __all__ = [
     "UnitInfo",
     "advance_context",
     "can_carry",
+    "tensor_rate",
     "decode_model",
     "decode_parts",
     "decode_reference_list",

@@ -11,9 +11,11 @@ exactly on a QP grid (already-quantized models) and carries the rest as raw floa
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,6 +25,7 @@ from nnrconv.nnc._enums import DecompressedDataFormat, PayloadType
 __all__ = [
     "DEFAULT_SNR_DB",
     "CodingOptions",
+    "TensorChoice",
     "TensorPlan",
     "carried_format",
     "choose_mps_qp",
@@ -67,6 +70,37 @@ _FLOAT_FORMATS = {
 
 
 @dataclass(frozen=True, slots=True)
+class TensorChoice:
+    """One tensor's coding, decided by a rate allocator above nnc (`CodingOptions.plan`).
+
+    Fields left at None take the options' own rule. Only lossy float tensors use a choice: integer
+    tensors stay lossless and non-finite ones raw, whatever the plan says.
+
+    Attributes:
+        qp: the tensor's QP (used as given: no non-weight offset is applied).
+        dq: dependent quantization.
+        lambda_scale: rate-distortion quantization for this tensor (see `CodingOptions`).
+        codebook: try NNCodec's codebook mode for this tensor.
+        exact: code the tensor bit-exactly (on its grid when it has one, else raw float32).
+    """
+
+    qp: int | None = None
+    dq: bool | None = None
+    lambda_scale: float | None = None
+    codebook: bool | None = None
+    exact: bool = False
+
+    def __post_init__(self) -> None:
+        if self.qp is not None and not -_QP_LIMIT <= self.qp <= _QP_LIMIT:
+            raise ValueError(f"qp {self.qp!r} is outside -4095..4095")
+        lam = self.lambda_scale
+        if lam is not None and (
+            not math.isfinite(lam) or lam < 0 or 0 < lam < _MIN_LAMBDA_SCALE or lam > _MAX_LAMBDA_SCALE
+        ):
+            raise ValueError(f"lambda_scale {lam!r} is not 0 or in [{_MIN_LAMBDA_SCALE:g}, {_MAX_LAMBDA_SCALE:g}]")
+
+
+@dataclass(frozen=True, slots=True)
 class CodingOptions:
     """How `encode_model` codes tensors.
 
@@ -90,6 +124,8 @@ class CodingOptions:
             gives up some error for fewer estimated CABAC bits, the more so the larger it is.
             With a fixed `qp` that means smaller payloads and a lower SNR at the same step; in
             SNR mode the QP search still meets the target, by choosing a finer step.
+        plan: per tensor name, a `TensorChoice` overriding the mode's rule for that tensor (what
+            a rate allocator decided); tensors not named follow the mode.
 
     Raises:
         ValueError: an option is out of range, or `qp`, `codebook` or `lambda_scale` is given
@@ -106,8 +142,11 @@ class CodingOptions:
     max_elements: int = cabac.DEFAULT_MAX_ELEMENTS
     codebook: bool = False
     lambda_scale: float = 0.0
+    plan: Mapping[str, TensorChoice] | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
+        if self.plan and self.lossless:
+            raise ValueError("plan and lossless are exclusive: a plan quantizes")
         if self.codebook and self.lossless:
             raise ValueError("codebook and lossless are exclusive: codebooks quantize")
         if self.qp is not None and self.lossless:
@@ -203,6 +242,32 @@ def plan_tensor(array: np.ndarray, options: CodingOptions) -> TensorPlan | None:
         return TensorPlan(PayloadType.NNR_PT_FLOAT, fmt, qp, options.dq)
     target = options.snr_db + (0.0 if _is_weight(array) else NONWEIGHT_SNR_BONUS_DB)
     return TensorPlan(PayloadType.NNR_PT_FLOAT, fmt, _estimate_qp(array, target, options), options.dq, snr_db=target)
+
+
+def plan_choice(array: np.ndarray, choice: TensorChoice, options: CodingOptions) -> TensorPlan | None:
+    """`plan_tensor` with a rate allocator's decision applied to a lossy float tensor."""
+    base = plan_tensor(array, options)
+    if base is None or base.payload_type != PayloadType.NNR_PT_FLOAT or base.exact:
+        return base  # integers, raw or already exact: a choice changes nothing
+    if choice.exact:
+        qp = grid_qp(array, options.qp_density)
+        if qp is not None:
+            return TensorPlan(PayloadType.NNR_PT_FLOAT, base.decompressed_format, qp, False, exact=True)
+        return TensorPlan(PayloadType.NNR_PT_RAW_FLOAT) if base.decompressed_format is None else base
+    dq = base.dq_flag if choice.dq is None else choice.dq
+    if choice.qp is None:
+        return TensorPlan(base.payload_type, base.decompressed_format, base.qp, dq, snr_db=base.snr_db)
+    return TensorPlan(PayloadType.NNR_PT_FLOAT, base.decompressed_format, choice.qp, dq)
+
+
+def choice_options(choice: TensorChoice, options: CodingOptions) -> CodingOptions:
+    """The options one tensor is coded with: the choice's λ and codebook over the model's."""
+    changes: dict[str, object] = {}
+    if choice.lambda_scale is not None and choice.lambda_scale != options.lambda_scale:
+        changes["lambda_scale"] = choice.lambda_scale
+    if choice.codebook is not None and choice.codebook != options.codebook:
+        changes["codebook"] = choice.codebook
+    return dataclasses.replace(options, plan=None, **changes) if changes else options  # type: ignore[arg-type]
 
 
 # -- QP choice --------------------------------------------------------------------------------
