@@ -13,9 +13,10 @@ import dataclasses
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -85,6 +86,7 @@ class ConversionResult:
     tensors: int
     parameters: int
     seconds: float
+    allocation: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +235,8 @@ def encode(
         if moved is not None:
             return moved
     options = options or nnc.CodingOptions()
+    if options.target is not None and options.plan is None:
+        options = _rate_plan(model, options).options
     carried = [t for t in model if _carried(t, options)]
     if fmt is None or fmt.weights_only:
         left = [f"{t.name!r} ({t.dtype.name})" for t in model if t not in carried]
@@ -431,6 +435,8 @@ def convert(
     jobs: int | None = None,
     progress: nnc.Progress | None = None,
     base: str | os.PathLike[str] | None = None,
+    calibration: str | os.PathLike[str] | None = None,
+    input_shapes: Mapping[str, tuple[int, ...]] | None = None,
 ) -> ConversionResult:
     """Convert a model file: native → NNR, NNR → native, or native → native of the same format.
 
@@ -442,6 +448,10 @@ def convert(
     `base` (an NNR file) makes the conversion incremental: native → NNR writes an update of the
     base (only the differences are coded); NNR → native restores a model from an update and its
     base.
+
+    A rate target in `options` (`output_snr_db`, `bits_per_param`, `size_bytes`) is met by a
+    per-tensor plan measured on `calibration` (an `.npz` or a folder of them; default: seeded
+    synthetic inputs shaped by `input_shapes`); the result's `allocation` says which was used.
 
     Raises:
         BaseMismatchError: the base does not fit the model or update, or an update is decoded
@@ -473,6 +483,10 @@ def convert(
             f"{source}: the bitstream carries no topology, only {len(model.tensors)} named tensors; "
             f"write them to a weights-only format ({weights_only})"
         )
+    allocation = None
+    if options is not None and options.target is not None and options.plan is None:
+        resolved = _rate_plan(model, options, calibration=calibration, input_shapes=input_shapes)
+        options, allocation = resolved.options, resolved.summary
     if _needs_translation(model, dst_name):
         with tempfile.TemporaryDirectory(prefix="nnrconv-") as workdir:
             model = _translate(model, source, src_name, dst_name, Path(workdir))
@@ -499,7 +513,16 @@ def convert(
         tensors=len(model.tensors),
         parameters=model.parameter_count,
         seconds=time.perf_counter() - started,
+        allocation=allocation,
     )
+
+
+def _rate_plan(model: Model, options: nnc.CodingOptions, **where: Any) -> Any:
+    """`options` with the per-tensor plan meeting their rate target (nnrconv._rate.resolve)."""
+    from nnrconv._rate import resolve
+
+    fmt = _plugin(model.source_format) if model.source_format else None
+    return resolve(model, fmt, options, measure_size=lambda planned: len(encode(model, options=planned)), **where)
 
 
 def _needs_translation(model: Model, dst_name: str) -> bool:

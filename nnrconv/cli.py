@@ -30,7 +30,7 @@ from typing import TextIO
 
 import click
 
-from nnrconv import _api, nnc
+from nnrconv import _api, _cli_rate, nnc
 from nnrconv.core import NNRConvError, get_plugin_manager
 
 __all__ = ["cli", "main"]
@@ -226,6 +226,7 @@ def _make_options(
     "from NNR, restore the model from an update and this base.",
 )
 @_coding_options
+@_cli_rate.rate_options
 def convert(
     source: str,
     target: str,
@@ -234,6 +235,11 @@ def convert(
     force: bool,
     quiet: bool,
     base: str | None,
+    output_snr: float | None,
+    bits_per_param: float | None,
+    size: str | None,
+    calibration: str | None,
+    input_shape: tuple[str, ...],
     **coding: object,
 ) -> None:
     """Convert SOURCE to TARGET; formats follow from the paths (`.nnr` is an NNR bitstream).
@@ -242,6 +248,7 @@ def convert(
     bit-identical tensors. With --base BASE.nnr the NNR file is an incremental update of BASE.
     """
     options = _make_options(**coding)  # type: ignore[arg-type]
+    options, where = _cli_rate.apply_target(options, output_snr, bits_per_param, size, input_shape)
     with _TerminalProgress.for_stderr(enabled=not quiet) as progress:
         result = _api.convert(
             source,
@@ -253,6 +260,8 @@ def convert(
             jobs=coding["jobs"],  # type: ignore[arg-type]
             progress=progress,
             base=base,
+            calibration=calibration,
+            **where,
         )
     if not quiet:
         ratio = result.target_bytes / result.source_bytes if result.source_bytes else 0.0
@@ -262,6 +271,8 @@ def convert(
             f"{result.tensors} tensors, {result.parameters:,} parameters, "
             f"size ratio {ratio:.3f}, {result.seconds:.2f} s"
         )
+        if result.allocation:
+            click.echo(f"allocation: {result.allocation}")
 
 
 @cli.command()
@@ -356,6 +367,8 @@ def diff(first: str, second: str, show_all: bool) -> None:
     if not comparison.identical:
         sys.exit(1)
 
+
+cli.add_command(_cli_rate.sweep)
 
 _plugin_commands_added = False
 

@@ -13,11 +13,15 @@ from nnrconv._rate._allocate import Allocation, Allocator
 from nnrconv._rate._curves import RateCurves, lossy_tensors, make_units
 from nnrconv._rate._feeds import Feeds, calibration_feeds, parse_input_shapes
 from nnrconv._rate._measure import OutputProbe, snr_of
+from nnrconv._rate._resolve import Resolved, prepare, resolve
 
 __all__ = [
     "Allocation",
     "Allocator",
     "Feeds",
+    "Resolved",
+    "prepare",
+    "resolve",
     "OutputProbe",
     "RateCurves",
     "calibration_feeds",

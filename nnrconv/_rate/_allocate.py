@@ -127,7 +127,7 @@ class Allocator:
         if self.probe is None:
             self._sens = np.full((len(self.units), 1), 1.0 / self._signal)
             return
-        names = self.probe.names
+        names = self.probe.keys
         rows = []
         for unit in self.units:
             _, sse = self.curves.unit(unit, center)

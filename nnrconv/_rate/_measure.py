@@ -42,6 +42,29 @@ def _as_logits(values: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(values.astype(np.float64), PROBABILITY_FLOOR))
 
 
+MARGIN_FLOOR = 0.05
+"""Decision margins (top-1 minus top-2 logit) below this count as this: a near-tie, not a zero."""
+
+
+class _Margins:
+    """Decision margins of a probability output: which two classes lead each row, by how much."""
+
+    def __init__(self, probabilities: np.ndarray) -> None:
+        logits = _as_logits(probabilities).reshape(-1, probabilities.shape[-1])
+        order = np.argsort(-logits, axis=-1, kind="stable")[:, :2]
+        self.top = order
+        rows = np.arange(logits.shape[0])
+        self.rows = rows
+        self.margin = logits[rows, order[:, 0]] - logits[rows, order[:, 1]]
+
+    def noise(self, probabilities: np.ndarray) -> tuple[float, int]:
+        """Σ (change of each row's margin / its margin)², and the row count."""
+        logits = _as_logits(probabilities).reshape(-1, probabilities.shape[-1])
+        moved = logits[self.rows, self.top[:, 0]] - logits[self.rows, self.top[:, 1]] - self.margin
+        ratio = moved / np.maximum(self.margin, MARGIN_FLOOR)
+        return float(np.dot(ratio, ratio)), int(ratio.size)
+
+
 def snr_of(noise: Mapping[str, float]) -> float:
     """Output SNR (dB) from per-output relative noise: that of the worst output."""
     worst = max(noise.values(), default=0.0)
@@ -51,7 +74,7 @@ def snr_of(noise: Mapping[str, float]) -> float:
 class OutputProbe:
     """The model's reference outputs on the feeds, and runs with replaced tensors."""
 
-    def __init__(self, fmt: FormatPlugin, model: Model, feeds: Feeds) -> None:
+    def __init__(self, fmt: FormatPlugin, model: Model, feeds: Feeds, *, margins: bool = True) -> None:
         self.fmt, self.model = fmt, model
         self.runs = 0
         joined = batched(feeds)
@@ -73,6 +96,16 @@ class OutputProbe:
         self.probabilities = {n for n in self.names if all(_is_probability(r[n]) for r in self.reference)}
         self._ref = [{n: self._view(n, r[n]) for n in self.names} for r in self.reference]
         self._power = {n: sum(float(np.square(r[n]).sum()) for r in self._ref) for n in self.names}
+        # Classifier-like outputs also report how their decision margins move (key "name:margin"):
+        # near-ties decide whether an answer flips, which the outputs' overall SNR hardly sees.
+        self._margins = (
+            [{n: _Margins(r[n]) for n in sorted(self.probabilities)} for r in self.reference] if margins else []
+        )
+
+    @property
+    def keys(self) -> list[str]:
+        """What `noise` reports: every float output, and ":margin" for classifier-like ones."""
+        return self.names + ([f"{n}:margin" for n in sorted(self.probabilities)] if self._margins else [])
 
     def _view(self, name: str, values: np.ndarray) -> np.ndarray:
         """What is compared: logits for probability outputs, else the values (float64)."""
@@ -108,7 +141,11 @@ class OutputProbe:
             for n in self.names:
                 diff = ref[n] - self._view(n, out[n])
                 noise[n] += float(np.dot(diff.ravel(), diff.ravel()))
-        return {n: noise[n] / self._power[n] for n in self.names}
+        result = {n: noise[n] / self._power[n] for n in self.names}
+        for n in sorted(self.probabilities) if self._margins else ():
+            parts = [m[n].noise(out[n]) for m, out in zip(self._margins, outputs, strict=True)]
+            result[f"{n}:margin"] = sum(p[0] for p in parts) / max(1, sum(p[1] for p in parts))
+        return result
 
     def agreement(self, outputs: list[dict[str, np.ndarray]]) -> float | None:
         """Share of positions whose argmax over the last axis is unchanged (classifier-like

@@ -126,6 +126,10 @@ class CodingOptions:
             SNR mode the QP search still meets the target, by choosing a finer step.
         plan: per tensor name, a `TensorChoice` overriding the mode's rule for that tensor (what
             a rate allocator decided); tensors not named follow the mode.
+        output_snr_db, bits_per_param, size_bytes: a target for the rate allocator above nnc
+            (`nnrconv.convert` turns it into a `plan`): output SNR on calibration inputs, bits per
+            coded float parameter, or bytes of the whole bitstream. At most one; nnc itself
+            codes the plan (and follows the mode for tensors the plan does not name).
 
     Raises:
         ValueError: an option is out of range, or `qp`, `codebook` or `lambda_scale` is given
@@ -143,8 +147,22 @@ class CodingOptions:
     codebook: bool = False
     lambda_scale: float = 0.0
     plan: Mapping[str, TensorChoice] | None = field(default=None, hash=False)
+    output_snr_db: float | None = None
+    bits_per_param: float | None = None
+    size_bytes: int | None = None
 
     def __post_init__(self) -> None:
+        targets = [t for t in (self.output_snr_db, self.bits_per_param, self.size_bytes) if t is not None]
+        if len(targets) > 1:
+            raise ValueError("output_snr_db, bits_per_param and size_bytes are exclusive targets; give one")
+        if targets and (self.lossless or self.qp is not None):
+            raise ValueError("a rate target chooses each tensor's QP; it excludes qp and lossless")
+        if self.output_snr_db is not None and not (math.isfinite(self.output_snr_db) and 0 < self.output_snr_db <= 200):
+            raise ValueError(f"output_snr_db {self.output_snr_db!r} is not in (0, 200]")
+        if self.bits_per_param is not None and not (math.isfinite(self.bits_per_param) and 0 < self.bits_per_param <= 32):
+            raise ValueError(f"bits_per_param {self.bits_per_param!r} is not in (0, 32]")
+        if self.size_bytes is not None and self.size_bytes <= 0:
+            raise ValueError(f"size_bytes {self.size_bytes!r} must be positive")
         if self.plan and self.lossless:
             raise ValueError("plan and lossless are exclusive: a plan quantizes")
         if self.codebook and self.lossless:
@@ -164,6 +182,15 @@ class CodingOptions:
             raise ValueError(f"lambda_scale {lam!r} is not 0 or in [{_MIN_LAMBDA_SCALE:g}, {_MAX_LAMBDA_SCALE:g}]")
         if lam and self.lossless:
             raise ValueError("lambda_scale and lossless are exclusive: rate-distortion decisions quantize")
+
+    @property
+    def target(self) -> tuple[str, float] | None:
+        """The rate target, as ("output_snr_db" | "bits_per_param" | "size_bytes", value)."""
+        for name in ("output_snr_db", "bits_per_param", "size_bytes"):
+            value = getattr(self, name)
+            if value is not None:
+                return name, float(value)
+        return None
 
     @property
     def mode(self) -> str:
