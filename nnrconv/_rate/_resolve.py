@@ -131,7 +131,8 @@ def resolve(
             f"per-tensor allocation, {what}; one global QP {allocation.global_qp} would take {ratio:.2f}x the bytes"
         )
         if kind != "output_snr_db":
-            summary = f"per-tensor allocation, {what}; one global QP {allocation.global_qp}: {_db(allocation.global_snr_db)} dB"
+            fidelity = _db(allocation.global_snr_db)
+            summary = f"per-tensor allocation, {what}; one global QP {allocation.global_qp}: {fidelity} dB"
     else:
         summary = f"one global QP {allocation.global_qp} (no per-tensor plan did better), {what}"
     return Resolved(options, allocation, summary)

@@ -159,7 +159,8 @@ class CodingOptions:
             raise ValueError("a rate target chooses each tensor's QP; it excludes qp and lossless")
         if self.output_snr_db is not None and not (math.isfinite(self.output_snr_db) and 0 < self.output_snr_db <= 200):
             raise ValueError(f"output_snr_db {self.output_snr_db!r} is not in (0, 200]")
-        if self.bits_per_param is not None and not (math.isfinite(self.bits_per_param) and 0 < self.bits_per_param <= 32):
+        bpp = self.bits_per_param
+        if bpp is not None and not (math.isfinite(bpp) and 0 < bpp <= 32):
             raise ValueError(f"bits_per_param {self.bits_per_param!r} is not in (0, 32]")
         if self.size_bytes is not None and self.size_bytes <= 0:
             raise ValueError(f"size_bytes {self.size_bytes!r} must be positive")
