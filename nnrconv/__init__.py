@@ -26,6 +26,7 @@ from nnrconv._api import (
     load,
     save,
 )
+from nnrconv._rate._sweep import SweepResult, sweep
 from nnrconv.core import Model, NNRConvError
 
 __all__ = [
@@ -43,10 +44,12 @@ __all__ = [
     "inspect",
     "load",
     "save",
+    "SweepResult",
+    "sweep",
 ]
 
 for _name in __all__:
     _obj = globals()[_name]
-    if getattr(_obj, "__module__", "") == "nnrconv._api":
+    if getattr(_obj, "__module__", "") in ("nnrconv._api", "nnrconv._rate._sweep"):
         _obj.__module__ = __name__
 del _name, _obj

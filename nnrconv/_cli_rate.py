@@ -129,8 +129,11 @@ def sweep(
     plot: str | None,
 ) -> None:
     """Rate-distortion curves of MODEL: nnrconv's allocation beside one global QP (NNCodec's way)."""
+    from nnrconv._rate._sweep import require_matplotlib, write_outputs
     from nnrconv._rate._sweep import sweep as run_sweep
-    from nnrconv._rate._sweep import write_outputs
+
+    if plot:
+        require_matplotlib()  # before minutes of measuring
 
     result = run_sweep(
         model,

@@ -23,7 +23,7 @@ from nnrconv._rate._measure import snr_of
 from nnrconv._rate._resolve import prepare
 from nnrconv.core import FrameworkMissingError, UnsupportedError
 
-__all__ = ["SweepPoint", "SweepResult", "sweep"]
+__all__ = ["SweepPoint", "SweepResult", "require_matplotlib", "sweep"]
 
 GLOBAL = "global QP"
 ALLOCATION = "nnrconv"
@@ -106,6 +106,22 @@ class SweepResult:
         figure.tight_layout()
         figure.savefig(os.fspath(path), dpi=100)
         plt.close(figure)
+
+
+def require_matplotlib():  # type: ignore[no-untyped-def]
+    """matplotlib's pyplot on the Agg backend.
+
+    Raises:
+        FrameworkMissingError: matplotlib is not installed (the `plot` extra).
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot
+    except ImportError as exc:
+        raise FrameworkMissingError("--plot needs matplotlib; install it with: pip install 'nnrconv[plot]'") from exc
+    return pyplot
 
 
 def sweep(
