@@ -206,7 +206,7 @@ def coarsest(ok: Callable[[float], bool], lo: float, hi: float, steps: int, inte
     return lo
 
 
-def run_case(name: str, scoring: int, use_nncodec: bool) -> dict:
+def run_case(name: str, scoring: int, use_nncodec: bool, center_snr: float = 30.0) -> dict:
     case = make_case(name, scoring)
     model = nnrconv.load(case["file"])
     fmt = _api._plugin(model.source_format)
@@ -232,6 +232,7 @@ def run_case(name: str, scoring: int, use_nncodec: bool) -> dict:
     started = time.perf_counter()
     q = int(coarsest(lambda q: transparent(judge.uniform(int(q))), -60, 0, 8, True))
     row["global_qp"] = q
+    print(f"{name}: global QP {q} ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
     row["global_bpp"] = coded_bits(None, q) / params
     if use_nncodec:
         from tests.nnc import _nncodec_ref as ref
@@ -252,16 +253,18 @@ def run_case(name: str, scoring: int, use_nncodec: bool) -> dict:
             feeds, _ = calibration_feeds(None, specs, shapes={input_name: case["shape"]})
         probe = OutputProbe(fmt, model, feeds)
         allocator = Allocator(units, curves, probe)
-        center, _ = allocator.global_for_snr(30.0)
+        center, _ = allocator.global_for_snr(center_snr)
         allocator.probe_sensitivities(center)
         prepared = time.perf_counter() - mark
-        x = coarsest(lambda x: transparent(allocator.plan_for_noise(10.0**x)), -8.0, 0.0, 12, False)
+        x = coarsest(lambda x, a=allocator: transparent(a.plan_for_noise(10.0**x)), -8.0, 0.0, 12, False)
         qps = allocator.plan_for_noise(10.0**x)
         plan = {n: nnc.TensorChoice(qp=t) for n, t in _plan(qps, curves).items()}
         bits = coded_bits(plan, None)
         # never worse than one global QP: that candidate is the plan with every unit at q
         row[f"{label}_bpp"] = min(bits, coded_bits(None, q)) / params
         row[f"{label}_seconds"] = prepared
+        done = time.perf_counter() - started
+        print(f"{name}: {label} {row[f'{label}_bpp']:.3f} bits ({done:.0f} s)", file=sys.stderr, flush=True)
     row["seconds"] = time.perf_counter() - started
     return row
 
@@ -277,15 +280,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="cls,rec,det")
     parser.add_argument("--scoring", type=int, default=48)
     parser.add_argument("--no-nncodec", action="store_true")
+    parser.add_argument("--center-snr", type=float, default=30.0, help="output SNR (dB) where sensitivities are probed")
     args = parser.parse_args(argv)
     rows = []
     for name in args.models.split(","):
-        row = run_case(name, args.scoring, not args.no_nncodec)
+        row = run_case(name, args.scoring, not args.no_nncodec, args.center_snr)
         rows.append(row)
         print(row, file=sys.stderr, flush=True)
     base = "nncodec_bpp" if not args.no_nncodec else "global_bpp"
     print(
-        "| model | params | NNCodec best QP | bits/param | nnrconv no data | × | nnrconv 16 samples | × | allocation time (s) | --qp time (s) |"
+        "| model | params | NNCodec best QP | bits/param | nnrconv no data | ratio | nnrconv 16 samples | ratio "
+        "| allocation time (s) | --qp time (s) |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
