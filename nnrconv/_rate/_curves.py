@@ -22,7 +22,7 @@ from nnrconv.nnc._coding import plan_tensor
 
 __all__ = ["MAX_UNITS", "NONWEIGHT_OFFSET", "RateCurves", "Unit", "lossy_tensors", "make_units"]
 
-MAX_UNITS = 48
+MAX_UNITS = 96
 """At most this many units: the largest tensors alone, the rest together (one run each to probe)."""
 
 NONWEIGHT_OFFSET = -8
