@@ -27,6 +27,7 @@ from nnrconv._api import (
     save,
 )
 from nnrconv._merge import MergeResult, merge
+from nnrconv._rate._sweep import SweepResult, sweep
 from nnrconv._signing import sign, verify
 from nnrconv._split import SplitResult, split
 from nnrconv.core import Model, NNRConvError
@@ -49,8 +50,10 @@ __all__ = [
     "load",
     "merge",
     "save",
+    "SweepResult",
     "sign",
     "split",
+    "sweep",
     "verify",
 ]
 

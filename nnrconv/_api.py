@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -89,6 +90,7 @@ class ConversionResult:
     tensors: int
     parameters: int
     seconds: float
+    allocation: str | None = None
 
 
 def formats() -> list[FormatInfo]:
@@ -213,6 +215,8 @@ def encode(
         if moved is not None:
             return moved
     options = options or nnc.CodingOptions()
+    if options.target is not None and options.plan is None:
+        options = _rate_plan(model, options).options
     carried = [t for t in model if _carried(t, options)]
     if fmt is None or fmt.weights_only:
         left = [f"{t.name!r} ({t.dtype.name})" for t in model if t not in carried]
@@ -421,6 +425,7 @@ def convert(
     verify_key: str | os.PathLike[str] | None = None,
     signature: str | os.PathLike[str] | None = None,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    calibration: str | os.PathLike[str] | None = None,
 ) -> ConversionResult:
     """Convert a model file: native → NNR, NNR → native, or native → native of the same format.
 
@@ -440,6 +445,10 @@ def convert(
     complete data units and keeps the base for the rest.
 
     `salvage` (NNR input only): decode what survives of a damaged bitstream, `base` filling losses.
+
+    A rate target in `options` (`output_snr_db`, `bits_per_param`, `size_bytes`) is met by a
+    per-tensor plan measured on `calibration` (an `.npz` or a folder of them; default: seeded
+    synthetic inputs shaped by `input_shapes`); the result's `allocation` says which was used.
 
     Raises:
         BaseMismatchError: the base does not fit the model or update, or an update is decoded
@@ -489,13 +498,20 @@ def convert(
             f"{source}: the bitstream carries no topology, only {len(model.tensors)} named tensors; "
             f"write them to a weights-only format ({weights_only})"
         )
+    allocation = None
+    if options is not None and options.target is not None and options.plan is None:
+        resolved = _rate_plan(model, options, calibration=calibration, input_shapes=input_shapes)
+        options, allocation = resolved.options, resolved.summary
     if _needs_translation(model, dst_name):
         with tempfile.TemporaryDirectory(prefix="nnrconv-") as workdir:
             model = _translate(model, source, src_name, dst_name, Path(workdir), input_shapes)
             save(model, target, dst_name, force=force, inputs=inputs, options=options, progress=progress)
     else:
-        if input_shapes:
-            raise UnsupportedError(f"{target}: input shapes apply only to conversion into another format")
+        if input_shapes and allocation is None:
+            raise UnsupportedError(
+                f"{target}: input shapes apply to conversion into another format and to a rate target's "
+                "synthetic calibration inputs"
+            )
         update_base = base_model if dst_name == NNR_FORMAT else None
         save(
             model,
@@ -517,7 +533,16 @@ def convert(
         tensors=len(model.tensors),
         parameters=model.parameter_count,
         seconds=time.perf_counter() - started,
+        allocation=allocation,
     )
+
+
+def _rate_plan(model: Model, options: nnc.CodingOptions, **where: Any) -> Any:
+    """`options` with the per-tensor plan meeting their rate target (nnrconv._rate.resolve)."""
+    from nnrconv._rate import resolve
+
+    fmt = _plugin(model.source_format) if model.source_format else None
+    return resolve(model, fmt, options, measure_size=lambda planned: len(encode(model, options=planned)), **where)
 
 
 def _needs_translation(model: Model, dst_name: str) -> bool:

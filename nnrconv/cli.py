@@ -33,7 +33,7 @@ from typing import TextIO
 
 import click
 
-from nnrconv import _api, nnc
+from nnrconv import _api, _cli_rate, nnc
 from nnrconv._cli_integrity import max_memory_option, salvage_warnings
 from nnrconv._cli_shapes import INPUT_SHAPE
 from nnrconv._cli_signals import interruption, terminate_as_interrupt
@@ -272,6 +272,7 @@ def _make_options(
 )
 @_coding_options
 @max_memory_option
+@_cli_rate.rate_options
 def convert(
     source: str,
     target: str,
@@ -286,6 +287,10 @@ def convert(
     verify_key: str | None,
     signature: str | None,
     input_shapes: tuple[tuple[str, tuple[int, ...]], ...],
+    output_snr: float | None,
+    bits_per_param: float | None,
+    size: str | None,
+    calibration: str | None,
     **coding: object,
 ) -> None:
     """Convert SOURCE to TARGET; formats follow from the paths (`.nnr` is an NNR bitstream).
@@ -295,6 +300,7 @@ def convert(
     (--base BASE.nnr --base U1.nnr: of the model that chain decodes to).
     """
     options = _make_options(**coding)  # type: ignore[arg-type]
+    options = _cli_rate.apply_target(options, output_snr, bits_per_param, size)
     if signature is not None and verify_key is None:
         raise click.UsageError("--signature names the signature to check; give --verify-key too")
     with salvage_warnings(), _TerminalProgress.for_stderr(enabled=not quiet) as progress:
@@ -314,6 +320,7 @@ def convert(
             verify_key=verify_key,
             signature=signature,
             input_shapes=dict(input_shapes) or None,
+            calibration=calibration,
         )
     if partial and not quiet:
         _echo_partial(source)
@@ -325,6 +332,8 @@ def convert(
             f"{result.tensors} tensors, {result.parameters:,} parameters, "
             f"size ratio {ratio:.3f}, {result.seconds:.2f} s"
         )
+        if result.allocation:
+            click.echo(f"allocation: {result.allocation}")
 
 
 def _echo_partial(source: str) -> None:
@@ -439,6 +448,7 @@ def diff(first: str, second: str, show_all: bool) -> None:
 
 cli.add_command(sign_command)
 cli.add_command(verify_command)
+cli.add_command(_cli_rate.sweep)
 
 _plugin_commands_added = False
 

@@ -14,7 +14,7 @@ from contextlib import suppress as _suppress
 
 from nnrconv.nnc._bitio import BitReader, BitWriter
 from nnrconv.nnc._budget import default_max_memory, memory_budget, parse_size
-from nnrconv.nnc._coding import DEFAULT_SNR_DB, CodingOptions, snr_db
+from nnrconv.nnc._coding import DEFAULT_SNR_DB, CodingOptions, TensorChoice, snr_db
 from nnrconv.nnc._container import (
     MAX_TOPOLOGY_SIZE,
     Progress,
@@ -67,6 +67,7 @@ from nnrconv.nnc._ndu import (
     decode_reference_list,
     encode_reference_list,
 )
+from nnrconv.nnc._rate import TensorRate, tensor_rate
 from nnrconv.nnc._salvage import LostUnit, Salvaged, decode_salvaged, salvage_stream
 from nnrconv.nnc._units import NnrUnit, NnrUnitHeader, QuantizationUnit, StartUnit, TopologyUnit, UnitContext
 
@@ -109,6 +110,8 @@ __all__ = [
     "Salvaged",
     "SparsificationPerformanceEntry",
     "StartUnit",
+    "TensorChoice",
+    "TensorRate",
     "TopologyCompressionFormat",
     "TopologyStorageFormat",
     "TopologyUnit",
@@ -118,6 +121,7 @@ __all__ = [
     "UnitInfo",
     "advance_context",
     "can_carry",
+    "tensor_rate",
     "decode_model",
     "default_max_memory",
     "decode_parts",

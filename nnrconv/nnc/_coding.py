@@ -11,9 +11,11 @@ exactly on a QP grid (already-quantized models) and carries the rest as raw floa
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,6 +25,7 @@ from nnrconv.nnc._enums import DecompressedDataFormat, PayloadType
 __all__ = [
     "DEFAULT_SNR_DB",
     "CodingOptions",
+    "TensorChoice",
     "TensorPlan",
     "carried_format",
     "choose_mps_qp",
@@ -70,6 +73,37 @@ _FLOAT_FORMATS = {
 
 
 @dataclass(frozen=True, slots=True)
+class TensorChoice:
+    """One tensor's coding, decided by a rate allocator above nnc (`CodingOptions.plan`).
+
+    Fields left at None take the options' own rule. Only lossy float tensors use a choice: integer
+    tensors stay lossless and non-finite ones raw, whatever the plan says.
+
+    Attributes:
+        qp: the tensor's QP (used as given: no non-weight offset is applied).
+        dq: dependent quantization.
+        lambda_scale: rate-distortion quantization for this tensor (see `CodingOptions`).
+        codebook: try NNCodec's codebook mode for this tensor.
+        exact: code the tensor bit-exactly (on its grid when it has one, else raw float32).
+    """
+
+    qp: int | None = None
+    dq: bool | None = None
+    lambda_scale: float | None = None
+    codebook: bool | None = None
+    exact: bool = False
+
+    def __post_init__(self) -> None:
+        if self.qp is not None and not -_QP_LIMIT <= self.qp <= _QP_LIMIT:
+            raise ValueError(f"qp {self.qp!r} is outside -4095..4095")
+        lam = self.lambda_scale
+        if lam is not None and (
+            not math.isfinite(lam) or lam < 0 or 0 < lam < _MIN_LAMBDA_SCALE or lam > _MAX_LAMBDA_SCALE
+        ):
+            raise ValueError(f"lambda_scale {lam!r} is not 0 or in [{_MIN_LAMBDA_SCALE:g}, {_MAX_LAMBDA_SCALE:g}]")
+
+
+@dataclass(frozen=True, slots=True)
 class CodingOptions:
     """How `encode_model` codes tensors.
 
@@ -94,6 +128,12 @@ class CodingOptions:
             gives up some error for fewer estimated CABAC bits, the more so the larger it is.
             With a fixed `qp` that means smaller payloads and a lower SNR at the same step; in
             SNR mode the QP search still meets the target, by choosing a finer step.
+        plan: per tensor name, a `TensorChoice` overriding the mode's rule for that tensor (what
+            a rate allocator decided); tensors not named follow the mode.
+        output_snr_db, bits_per_param, size_bytes: a target for the rate allocator above nnc
+            (`nnrconv.convert` turns it into a `plan`): output SNR on calibration inputs, bits per
+            coded float parameter, or bytes of the whole bitstream. At most one; nnc itself
+            codes the plan (and follows the mode for tensors the plan does not name).
 
     Raises:
         ValueError: an option is out of range, or `qp`, `codebook` or `lambda_scale` is given
@@ -110,8 +150,26 @@ class CodingOptions:
     max_elements: int = cabac.DEFAULT_MAX_ELEMENTS
     codebook: bool = False
     lambda_scale: float = 0.0
+    plan: Mapping[str, TensorChoice] | None = field(default=None, hash=False)
+    output_snr_db: float | None = None
+    bits_per_param: float | None = None
+    size_bytes: int | None = None
 
     def __post_init__(self) -> None:
+        targets = [t for t in (self.output_snr_db, self.bits_per_param, self.size_bytes) if t is not None]
+        if len(targets) > 1:
+            raise ValueError("output_snr_db, bits_per_param and size_bytes are exclusive targets; give one")
+        if targets and (self.lossless or self.qp is not None):
+            raise ValueError("a rate target chooses each tensor's QP; it excludes qp and lossless")
+        if self.output_snr_db is not None and not (math.isfinite(self.output_snr_db) and 0 < self.output_snr_db <= 200):
+            raise ValueError(f"output_snr_db {self.output_snr_db!r} is not in (0, 200]")
+        bpp = self.bits_per_param
+        if bpp is not None and not (math.isfinite(bpp) and 0 < bpp <= 32):
+            raise ValueError(f"bits_per_param {self.bits_per_param!r} is not in (0, 32]")
+        if self.size_bytes is not None and self.size_bytes <= 0:
+            raise ValueError(f"size_bytes {self.size_bytes!r} must be positive")
+        if self.plan and self.lossless:
+            raise ValueError("plan and lossless are exclusive: a plan quantizes")
         if self.codebook and self.lossless:
             raise ValueError("codebook and lossless are exclusive: codebooks quantize")
         if self.qp is not None and self.lossless:
@@ -129,6 +187,15 @@ class CodingOptions:
             raise ValueError(f"lambda_scale {lam!r} is not 0 or in [{_MIN_LAMBDA_SCALE:g}, {_MAX_LAMBDA_SCALE:g}]")
         if lam and self.lossless:
             raise ValueError("lambda_scale and lossless are exclusive: rate-distortion decisions quantize")
+
+    @property
+    def target(self) -> tuple[str, float] | None:
+        """The rate target, as ("output_snr_db" | "bits_per_param" | "size_bytes", value)."""
+        for name in ("output_snr_db", "bits_per_param", "size_bytes"):
+            value = getattr(self, name)
+            if value is not None:
+                return name, float(value)
+        return None
 
     @property
     def mode(self) -> str:
@@ -301,6 +368,32 @@ def _usable_qps(qp_density: int) -> tuple[int, int]:
 
 QP_MIN, QP_MAX = _usable_qps(_QP_DENSITY)
 """The QPs (at qp_density 2) whose step float32 represents exactly: -588..511."""
+
+
+def plan_choice(array: np.ndarray, choice: TensorChoice, options: CodingOptions) -> TensorPlan | None:
+    """`plan_tensor` with a rate allocator's decision applied to a lossy float tensor."""
+    base = plan_tensor(array, options)
+    if base is None or base.payload_type != PayloadType.NNR_PT_FLOAT or base.exact:
+        return base  # integers, raw or already exact: a choice changes nothing
+    if choice.exact:
+        qp = grid_qp(array, options.qp_density)
+        if qp is not None:
+            return TensorPlan(PayloadType.NNR_PT_FLOAT, base.decompressed_format, qp, False, exact=True)
+        return TensorPlan(PayloadType.NNR_PT_RAW_FLOAT) if base.decompressed_format is None else base
+    dq = base.dq_flag if choice.dq is None else choice.dq
+    if choice.qp is None:
+        return TensorPlan(base.payload_type, base.decompressed_format, base.qp, dq, snr_db=base.snr_db)
+    return TensorPlan(PayloadType.NNR_PT_FLOAT, base.decompressed_format, choice.qp, dq)
+
+
+def choice_options(choice: TensorChoice, options: CodingOptions) -> CodingOptions:
+    """The options one tensor is coded with: the choice's λ and codebook over the model's."""
+    changes: dict[str, object] = {}
+    if choice.lambda_scale is not None and choice.lambda_scale != options.lambda_scale:
+        changes["lambda_scale"] = choice.lambda_scale
+    if choice.codebook is not None and choice.codebook != options.codebook:
+        changes["codebook"] = choice.codebook
+    return dataclasses.replace(options, plan=None, **changes) if changes else options  # type: ignore[arg-type]
 
 
 # -- QP choice --------------------------------------------------------------------------------

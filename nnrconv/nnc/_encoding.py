@@ -11,7 +11,7 @@ import numpy as np
 
 from nnrconv.core._errors import UnsupportedError
 from nnrconv.nnc._bitio import BitWriter
-from nnrconv.nnc._coding import CodingOptions, TensorPlan, plan_tensor
+from nnrconv.nnc._coding import CodingOptions, TensorPlan, choice_options, plan_choice, plan_tensor
 from nnrconv.nnc._container import _CABAC_UNARY_LENGTH_MINUS1, _RAW_FLOAT, Progress, _topology_unit
 from nnrconv.nnc._enums import (
     PayloadType,
@@ -165,7 +165,8 @@ def _encode(
         if "\0" in name:
             raise UnsupportedError(f"tensor {name!r} contains a NUL character, which an NNR st(v) name cannot hold")
         array = np.asarray(array)
-        plan = plan_tensor(array, options)
+        choice = options.plan.get(name) if options.plan else None
+        plan = plan_tensor(array, options) if choice is None else plan_choice(array, choice, options)
         if plan is None:
             raise UnsupportedError(
                 f"tensor {name!r} has dtype {array.dtype}; NNR carries float32, float16/float64 "
@@ -194,9 +195,13 @@ def _encode(
         head.append(encode_unit(unit, ctx))
         ctx = advance_context(ctx, unit)
     settings = PayloadSettings(options, mps_qp, qp_range, profile)
+    chosen = options.plan or {}
 
     def code(job: tuple[int, tuple[str, np.ndarray, TensorPlan]], threads: int) -> bytes:
         index, (name, array, plan) = job
+        if name in chosen and base is None:  # a rate allocator's λ / codebook for this tensor
+            settings_ = PayloadSettings(choice_options(chosen[name], options), mps_qp, qp_range, profile)
+            return b"".join(_tensor_unit(name, array, plan, index, ctx, settings_, threads=threads))
         if base is not None:
             parent = parents[name]
             before = base.tensors[name]
