@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from nnrconv import nnc
+from nnrconv._carriage import carriers
 from nnrconv._files import check_output, staged_output
 from nnrconv.core import (
     ArrayTensor,
@@ -233,9 +234,10 @@ def encode(
         if moved is not None:
             return moved
     options = options or nnc.CodingOptions()
-    carried = [t for t in model if _carried(t, options)]
+    arrays = carriers(model, options, narrow=fmt is not None and fmt.carries_narrow_floats)
+    carried = [t for t in model if t.name in arrays]
     if fmt is None or fmt.weights_only:
-        left = [f"{t.name!r} ({t.dtype.name})" for t in model if t not in carried]
+        left = [f"{t.name!r} ({t.dtype.name})" for t in model if t.name not in arrays]
         if left:
             raise UnsupportedError(
                 f"tensors {', '.join(left[:5])}{' …' if len(left) > 5 else ''} cannot be carried in NNR "
@@ -253,7 +255,7 @@ def encode(
         compress_topology = compress_topology and fmt.deflate_topology(topology)
     if base is not None:
         return nnc.encode_update(
-            ((t.name, t.numpy()) for t in carried),
+            ((name, array()) for name, array in arrays.items()),
             topology,
             code,
             base,
@@ -262,7 +264,7 @@ def encode(
             progress=progress,
         )
     return nnc.encode_model(
-        ((t.name, t.numpy()) for t in carried),
+        ((name, array()) for name, array in arrays.items()),
         topology,
         code,
         compress_topology=compress_topology,

@@ -42,6 +42,7 @@ class PyTorchFormat(FormatPlugin):
     requires: ClassVar[tuple[str, ...]] = ("torch",)
     install: ClassVar[str] = "pip install 'nnrconv[pytorch]'"
     saves_any_model: ClassVar[bool] = True
+    carries_narrow_floats: ClassVar[bool] = True
     embedded_patterns: ClassVar[tuple[str, ...]] = ("*.nnr.pt2", "*.nnr.pt", "*.nnr.pth")
 
     def sniff(self, path: Path, head: bytes) -> bool:

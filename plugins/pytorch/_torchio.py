@@ -41,6 +41,7 @@ from nnrconv.core import (
     TensorRole,
     UnsupportedError,
     ValueInfo,
+    restore_narrow,
 )
 from nnrconv_pytorch import _archive, _safetensors, _topology
 from nnrconv_pytorch._archive import Record, Slot
@@ -459,6 +460,8 @@ def _fit(tensor: Tensor, dtype_name: str | None, shape: list[int] | None) -> np.
 
     The backend may return a wider type than it was given (int32 for int64 or uint16, float32 for
     float16); integers must survive the narrowing exactly, floats are narrowed as coded.
+    bfloat16 returns as float32 values (rounded to nearest even) or, like float8 and float16 sent
+    exactly, as the integers of its bit patterns (`restore_narrow`).
 
     Raises:
         BitstreamError: the type name is unknown, the values do not fit it, or the size misfits.
@@ -466,11 +469,17 @@ def _fit(tensor: Tensor, dtype_name: str | None, shape: list[int] | None) -> np.
     array = np.asarray(tensor.numpy())
     if dtype_name is not None:
         try:
-            target = DType.from_name(dtype_name).storage_dtype
+            dtype = DType.from_name(dtype_name)
         except TypeError:
             raise BitstreamError(
                 f"unknown element type {dtype_name!r} in the PyTorch topology", tensor=tensor.name
             ) from None
+        target = dtype.storage_dtype
+        if dtype.is_floating_point and array.dtype.kind != target.kind:
+            try:  # a narrow float's carrier: bfloat16 values, or float bit patterns as integers
+                array = restore_narrow(array, dtype)
+            except ValueError as exc:
+                raise BitstreamError(str(exc), tensor=tensor.name) from None
         if array.dtype != target:
             narrowed = array.astype(target)
             if array.dtype.kind in "iub" and not np.array_equal(narrowed.astype(array.dtype), array):
