@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from nnrconv import nnc
-from nnrconv._carriage import carriers
+from nnrconv._carriage import carriers, comparable, decoded_snr_db
 from nnrconv._files import check_output, staged_output
 from nnrconv.core import (
     ArrayTensor,
@@ -567,18 +567,10 @@ def inspect(
     result = []
     for info in infos:
         tensor = reference.tensors.get(info.tensor) if info.tensor is not None else None
-        if tensor is not None and info.tensor in decoded and tensor.dtype.is_numpy_native:
-            snr = _snr_db(tensor.numpy(), decoded[info.tensor])
-            info = dataclasses.replace(info, snr_db=snr)
+        if tensor is not None and info.tensor in decoded:
+            info = dataclasses.replace(info, snr_db=decoded_snr_db(tensor, decoded[info.tensor]))
         result.append(info)
     return result
-
-
-def _snr_db(a: np.ndarray, b: np.ndarray) -> float | None:
-    """Weight SNR of a decoded tensor, or None when the two cannot be compared numerically."""
-    if a.size != b.size or a.dtype.kind not in "fiu" or b.dtype.kind not in "fiu":
-        return None
-    return nnc.snr_db(a, b)
 
 
 def compare(first: Model, second: Model) -> Comparison:
@@ -589,7 +581,7 @@ def compare(first: Model, second: Model) -> Comparison:
         if b is None:
             result.only_in_first.append(name)
             continue
-        result.differences.append(_difference(name, a.numpy(), b.numpy(), a.dtype.name))
+        result.differences.append(_difference(name, comparable(a), comparable(b), a.dtype.name))
     result.only_in_second = [n for n in second.tensors if n not in first.tensors]
     return result
 

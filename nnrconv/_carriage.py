@@ -20,9 +20,9 @@ import numpy as np
 
 from nnrconv import nnc
 from nnrconv.core import DType, Model, Tensor
-from nnrconv.core._narrow import BIT_PATTERN_TYPES, bfloat16_values, bit_carrier
+from nnrconv.core._narrow import BIT_PATTERN_TYPES, bfloat16_values, bit_carrier, numeric_view, restore_narrow
 
-__all__ = ["Carrier", "carriers"]
+__all__ = ["Carrier", "carriers", "comparable", "decoded_snr_db"]
 
 Carrier = Callable[[], np.ndarray]
 
@@ -59,3 +59,28 @@ def carriers(model: Model, options: nnc.CodingOptions, narrow: bool) -> dict[str
         if made is not None:
             found[tensor.name] = made
     return found
+
+
+def decoded_snr_db(tensor: Tensor, decoded: np.ndarray) -> float | None:
+    """Weight SNR of a decoded data unit against the original tensor, carriers undone; None when
+    the two cannot be compared numerically (float8, strings, other sizes)."""
+    original = numeric_view(tensor.numpy(), tensor.dtype)
+    if tensor.dtype in BIT_PATTERN_TYPES and decoded.dtype.kind in "iu":
+        try:
+            decoded = restore_narrow(decoded, tensor.dtype)
+        except ValueError:
+            return None
+    restored = numeric_view(decoded, tensor.dtype)
+    if original is None or restored is None or original.size != restored.size:
+        return None
+    if original.dtype.kind not in "fiu" or restored.dtype.kind not in "fiu":
+        return None
+    return nnc.snr_db(original, restored)
+
+
+def comparable(tensor: Tensor) -> np.ndarray:
+    """A tensor's data for `diff`: bfloat16 as its exact float32 values (a bijection, so equality
+    is unchanged), everything else as stored."""
+    array = tensor.numpy()
+    view = numeric_view(array, tensor.dtype)
+    return array if view is None else view

@@ -23,7 +23,14 @@ import numpy as np
 
 from nnrconv.core._dtype import DType
 
-__all__ = ["BIT_PATTERN_TYPES", "bfloat16_bits", "bfloat16_values", "bit_carrier", "restore_narrow"]
+__all__ = [
+    "BIT_PATTERN_TYPES",
+    "bfloat16_bits",
+    "bfloat16_values",
+    "bit_carrier",
+    "numeric_view",
+    "restore_narrow",
+]
 
 _FLOAT8 = frozenset(
     {DType.FLOAT8E4M3FN, DType.FLOAT8E4M3FNUZ, DType.FLOAT8E5M2, DType.FLOAT8E5M2FNUZ, DType.FLOAT8E8M0}
@@ -85,3 +92,11 @@ def restore_narrow(array: np.ndarray, dtype: DType) -> np.ndarray:
     if array.dtype.kind == "f" and dtype is DType.FLOAT16:
         return array.astype(np.float16)
     raise ValueError(f"a decoded {array.dtype} array cannot become {dtype.name}")
+
+
+def numeric_view(array: np.ndarray, dtype: DType) -> np.ndarray | None:
+    """Values to compare numerically (errors, SNR): the array itself for numpy types, float32 for
+    bfloat16 storage; None for types numpy cannot do arithmetic on (float8: compare bits)."""
+    if dtype is DType.BFLOAT16 and array.dtype == np.uint16:
+        return bfloat16_values(array)
+    return array if dtype.is_numpy_native or (dtype is DType.BFLOAT16 and array.dtype.kind == "f") else None

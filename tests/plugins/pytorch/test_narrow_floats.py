@@ -19,6 +19,7 @@ import torch
 
 import nnrconv
 from nnrconv import nnc
+from nnrconv._check import check
 from nnrconv.core import DType
 from nnrconv.core._narrow import bfloat16_bits, bfloat16_values, restore_narrow
 
@@ -131,3 +132,20 @@ def test_nncodec_decodes_the_narrow_float_stream(tmp_path: Path) -> None:
             assert np.array_equal(bits.reshape(-1), original.tensors["layer.weight"].numpy().reshape(-1))
         else:
             assert theirs["layer.weight"].dtype == np.float32
+
+
+def test_check_inspect_and_diff_measure_bfloat16_by_value(tmp_path: Path) -> None:
+    source = _state_dict(tmp_path)
+    report = check(source)
+    weight = next(t for t in report.tensors if t.name == "layer.weight")
+    assert weight.dtype == "BFLOAT16" and 45 < weight.snr_db < 80 and weight.max_abs < 1e-3
+    assert all(t.within_tolerance for t in report.tensors)
+    nnr = tmp_path / "m.nnr"
+    nnrconv.convert(source, nnr)
+    snrs = {i.tensor: i.snr_db for i in nnrconv.inspect(nnr, original=source) if i.tensor}
+    assert 45 < snrs["layer.weight"] < 80 and snrs["fp8.weight"] is None  # float8: bits, no SNR
+    lossless = tmp_path / "exact.nnr"
+    nnrconv.convert(source, lossless, options=LOSSLESS)
+    assert next(i for i in nnrconv.inspect(lossless, original=source) if i.tensor == "layer.weight").snr_db == np.inf
+    difference = {d.name: d for d in nnrconv.compare(nnrconv.load(source), nnrconv.load(nnr)).differences}
+    assert 0 < difference["layer.weight"].max_abs < 1e-3
