@@ -541,6 +541,8 @@ def _disk_size(path: Path) -> int:
     """Size of a file, or of everything under a folder; for ONNX, external data files count too."""
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    if path.name.lower().endswith(".safetensors.index.json"):  # the index names a checkpoint folder
+        return _disk_size(path.parent)
     return path.stat().st_size
 
 

@@ -37,7 +37,7 @@ class PyTorchFormat(FormatPlugin):
 
     name: ClassVar[str] = "pytorch"
     description: ClassVar[str] = "PyTorch: torch.export .pt2, TorchScript, state_dict .pt/.pth, safetensors"
-    patterns: ClassVar[tuple[str, ...]] = ("*.pt2", "*.pt", "*.pth", "*.safetensors")
+    patterns: ClassVar[tuple[str, ...]] = ("*.pt2", "*.pt", "*.pth", "*.safetensors", "*.safetensors.index.json")
     topology_code: ClassVar[int | None] = 3
     requires: ClassVar[tuple[str, ...]] = ("torch",)
     install: ClassVar[str] = "pip install 'nnrconv[pytorch]'"
@@ -46,7 +46,12 @@ class PyTorchFormat(FormatPlugin):
     embedded_patterns: ClassVar[tuple[str, ...]] = ("*.nnr.pt2", "*.nnr.pt", "*.nnr.pth")
 
     def sniff(self, path: Path, head: bytes) -> bool:
-        """A torch zip archive, a legacy torch.save pickle or safetensors; or a file named like one."""
+        """A torch zip archive, a legacy torch.save pickle or safetensors, a Hugging Face checkpoint
+        (its `*.safetensors.index.json` or its folder); or a file named like one."""
+        if path.is_dir():
+            from nnrconv_pytorch._shards import is_checkpoint_folder
+
+            return is_checkpoint_folder(path)
         if head.startswith(b"PK\x03\x04") and path.is_file():
             try:
                 with zipfile.ZipFile(path) as archive:

@@ -43,7 +43,7 @@ from nnrconv.core import (
     ValueInfo,
     restore_narrow,
 )
-from nnrconv_pytorch import _archive, _safetensors, _topology
+from nnrconv_pytorch import _archive, _safetensors, _shards, _topology
 from nnrconv_pytorch._archive import Record, Slot
 
 __all__ = ["Native", "from_topology", "load", "save", "to_numpy", "topology_bytes"]
@@ -86,12 +86,15 @@ class Native:
         records: the zip archive's records (program and script).
         slots: state_dict key -> the record holding exactly its bytes (program and script).
         module: the loaded ExportedProgram or ScriptModule (for running), loaded once.
+        layout: state dicts read from safetensors: shard files, their metadata, the index and
+            the files beside it (`_shards`), written back as they were.
     """
 
     kind: str
     records: list[Record] = field(default_factory=list)
     slots: dict[str, Slot] = field(default_factory=dict)
     module: Any = None
+    layout: _shards.Layout | None = None
 
 
 # -- tensors ---------------------------------------------------------------------------------------
@@ -228,6 +231,10 @@ def load(path: Path) -> Model:
     from nnrconv_pytorch import _embedded
 
     source = str(path)
+    if path.is_dir() or path.name.lower().endswith(_shards.INDEX_SUFFIX):
+        tensors, layout = _shards.read_checkpoint(path)
+        _assign_roles(tensors, roles_from_names(list(tensors)))
+        return _state_dict_model(tensors, layout)
     try:
         with open(path, "rb") as f:
             head = f.read(64)
@@ -236,7 +243,9 @@ def load(path: Path) -> Model:
     if _safetensors.looks_like_safetensors(head):
         tensors = _safetensors.read(path)
         _assign_roles(tensors, roles_from_names(list(tensors)))
-        return _state_dict_model(tensors)
+        metadata = _safetensors.read_metadata(path)
+        layout = _shards.Layout([_shards.Shard(None, metadata, list(tensors))]) if metadata else None
+        return _state_dict_model(tensors, layout)
     if head.startswith(b"PK\x03\x04"):
         try:
             with zipfile.ZipFile(path) as archive:
@@ -315,8 +324,9 @@ def _assign_roles(tensors: Mapping[str, Tensor], roles: Mapping[str, TensorRole]
         tensor.role = roles.get(key, TensorRole.OTHER)
 
 
-def _state_dict_model(tensors: dict[str, Tensor]) -> Model:
-    return Model(Graph(name="state_dict"), tensors, source_format=FORMAT, native=Native("state_dict"))
+def _state_dict_model(tensors: dict[str, Tensor], layout: _shards.Layout | None = None) -> Model:
+    native = Native("state_dict", layout=layout)
+    return Model(Graph(name="state_dict"), tensors, source_format=FORMAT, native=native)
 
 
 def load_archive(data: bytes, source: str) -> Model:
@@ -443,13 +453,16 @@ def topology_bytes(model: Model, carried: Collection[str]) -> bytes:
 def _state_dict_topology(model: Model, carried: Collection[str]) -> bytes:
     kept = [t for k, t in model.tensors.items() if k not in carried]
     plain = all(t.dtype is DType.FLOAT and t.shape != () for k, t in model.tensors.items() if k in carried)
-    if not kept and plain:
+    layout = model.native.layout if isinstance(model.native, Native) else None
+    if not kept and plain and layout is None:
         return b""  # NNCodec's NNR_TPL_PYT: names travel in the NDUs, nothing else is needed
-    manifest = {
+    manifest: dict[str, Any] = {
         "keys": list(model.tensors),
         "shapes": {k: list(t.shape) for k, t in model.tensors.items() if k in carried},
         "dtypes": {k: t.dtype.name for k, t in model.tensors.items() if k in carried},
     }
+    if layout is not None:
+        manifest["layout"] = layout.to_manifest()
     if not kept:
         return _topology.pack_text(manifest)  # readable by NNCodec 2.1.3 (a NUL-free string)
     return _topology.pack("state_dict", manifest, _safetensors.write_bytes(kept))
@@ -536,7 +549,8 @@ def _state_dict_from_topology(parsed: _topology.Topology, tensors: Mapping[str, 
     if extra:
         raise BitstreamError(f"data unit tensor {extra[0]!r} is not in the state dict", tensor=extra[0])
     _assign_roles(result, roles_from_names(list(result)))
-    return _state_dict_model(result)
+    layout = parsed.manifest.get("layout")
+    return _state_dict_model(result, None if layout is None else _shards.layout_from_manifest(layout))
 
 
 # -- saving ----------------------------------------------------------------------------------------
@@ -550,8 +564,13 @@ def save(model: Model, path: Path) -> None:
     """
     native = model.native if isinstance(model.native, Native) else Native("state_dict")
     suffix = path.suffix.lower()
+    if path.name.lower().endswith(_shards.INDEX_SUFFIX):
+        _shards.write_checkpoint(path, model.tensors, native.layout)
+        return
     if suffix == ".safetensors":
-        path.write_bytes(_safetensors.write_bytes(model.tensors.values()))
+        layout = native.layout
+        metadata = layout.shards[0].metadata if layout is not None and layout.shards else None
+        _shards.write_safetensors(path, model.tensors.values(), metadata)
         return
     if native.kind in ("program", "script"):
         path.write_bytes(_archive.write_zip(_filled_records(model, native)))
