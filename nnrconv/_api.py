@@ -9,6 +9,7 @@ backend, and the model inside it is rebuilt by whichever format plugin owns the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import tempfile
@@ -20,8 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from nnrconv import nnc
-from nnrconv._carriage import carriers, comparable, decoded_snr_db
+from nnrconv._carriage import Carrier, carriers, comparable, decoded_snr_db
 from nnrconv._files import check_output, staged_output
+from nnrconv._stream_io import open_nnr, write_nnr
 from nnrconv.core import (
     ArrayTensor,
     BaseMismatchError,
@@ -32,6 +34,7 @@ from nnrconv.core import (
     Graph,
     Model,
     NNRConvError,
+    Tensor,
     UnsupportedError,
     get_plugin_manager,
     get_registry,
@@ -234,6 +237,38 @@ def encode(
         if moved is not None:
             return moved
     options = options or nnc.CodingOptions()
+    arrays, topology, code, compress_topology = encoding_inputs(model, options, compress_topology)
+    if base is not None:
+        return nnc.encode_update(
+            ((name, array()) for name, array in arrays.items()),
+            topology,
+            code,
+            base,
+            compress_topology=compress_topology,
+            options=options,
+            progress=progress,
+        )
+    return nnc.encode_model(
+        ((name, array()) for name, array in arrays.items()),
+        topology,
+        code,
+        compress_topology=compress_topology,
+        options=options,
+        progress=progress,
+    )
+
+
+def encoding_inputs(
+    model: Model, options: nnc.CodingOptions, compress_topology: bool = True
+) -> tuple[dict[str, Carrier], bytes, int, bool]:
+    """What coding `model` needs: each carried tensor's source, the topology bytes, their
+    storage format code and whether to deflate them.
+
+    Raises:
+        UnsupportedError: a model without topology holds tensors NNR cannot carry, or its format
+            has no NNR topology code.
+    """
+    fmt = _plugin(model.source_format) if model.source_format else None
     arrays = carriers(model, options, narrow=fmt is not None and fmt.carries_narrow_floats)
     carried = [t for t in model if t.name in arrays]
     if fmt is None or fmt.weights_only:
@@ -253,24 +288,7 @@ def encode(
         topology = fmt.topology_bytes(model, {t.name for t in carried})
         code = fmt.topology_code
         compress_topology = compress_topology and fmt.deflate_topology(topology)
-    if base is not None:
-        return nnc.encode_update(
-            ((name, array()) for name, array in arrays.items()),
-            topology,
-            code,
-            base,
-            compress_topology=compress_topology,
-            options=options,
-            progress=progress,
-        )
-    return nnc.encode_model(
-        ((name, array()) for name, array in arrays.items()),
-        topology,
-        code,
-        compress_topology=compress_topology,
-        options=options,
-        progress=progress,
-    )
+    return arrays, topology, code, compress_topology
 
 
 def coded_units(model: Model) -> tuple[bytes, dict[str, bytes]] | None:
@@ -338,25 +356,30 @@ def decode(
         raise BaseMismatchError(
             f"{source} is not an incremental update (no parent signalling); decode it without a base"
         )
-    tensors = {name: ArrayTensor(name, array) for name, array in decoded.tensors.items()}
+    tensors: dict[str, Tensor] = {name: ArrayTensor(name, array) for name, array in decoded.tensors.items()}
+    model = model_from_parts(decoded, tensors, source, len(data))
+    return _keep_coded(model, decoded.parameter_sets, decoded.coded)
+
+
+def model_from_parts(decoded: nnc.DecodedModel, tensors: dict[str, Tensor], source: str, length: int) -> Model:
+    """The model a bitstream's topology and tensors make, rebuilt by the plugin owning its topology
+    format (tensors may still be lazy); `length`: the bitstream's size, for error locations."""
     code = decoded.topology_storage_format
     if code == nnc.TopologyStorageFormat.NNR_TPL_UNREC:
-        model = Model(Graph(name="tensors"), tensors, source_format="")
-        return _keep_coded(model, decoded.parameter_sets, decoded.coded)
+        return Model(Graph(name="tensors"), tensors, source_format="")
     fmt = get_registry().for_topology(code)
     if fmt is None:
         label = _topology_label(code)
         raise UnsupportedError(f"{source}: the bitstream's topology format is {label}; no installed plugin rebuilds it")
     fmt.ensure_available()
     try:
-        model = fmt.from_topology(decoded.topology, tensors)
+        return fmt.from_topology(decoded.topology, tensors)
     except BitstreamError as err:
         # The topology and the data units disagree; when units are missing (a stream cut at a
         # unit boundary) the place to look is the end of the stream.
-        located = err.located(unit_index=decoded.unit_count, byte_offset=len(data))
+        located = err.located(unit_index=decoded.unit_count, byte_offset=length)
         located.args = (f"{source}: {located}",)
         raise located from err
-    return _keep_coded(model, decoded.parameter_sets, decoded.coded)
 
 
 def _topology_label(code: int) -> str:
@@ -387,6 +410,10 @@ def save(
     if base is not None and name != NNR_FORMAT:
         raise UnsupportedError(f"{path}: an incremental update (base model) can only be written as an .nnr bitstream")
     if name == NNR_FORMAT:
+        if base is None and (options is not None or coded_units(model) is None):
+            with staged_output(path, force=force) as staged:
+                write_nnr(model, staged, options=options, progress=progress)  # unit by unit
+            return
         data = encode(model, options=options, progress=progress, base=base)
         with staged_output(path, force=force) as staged:
             staged.write_bytes(data)
@@ -465,10 +492,41 @@ def convert(
         base_path = Path(base)
         _require_input(base_path)
         base_model = nnc.read_base(_read_bitstream(base_path), source=str(base_path), jobs=threads)
-    if src_name == NNR_FORMAT:
-        model = decode(_read_bitstream(source), source=str(source), jobs=threads, progress=progress, base=base_model)
-    else:
-        model = load(source, src_name)
+    model: Model | None = None
+    with contextlib.ExitStack() as lazily:
+        if src_name == NNR_FORMAT and base_model is None and not _plugin(dst_name).matches_embedded(target):
+            model = lazily.enter_context(open_nnr(source, jobs=threads, progress=progress))  # decoded as written
+        if src_name == NNR_FORMAT and model is None:
+            model = decode(
+                _read_bitstream(source), source=str(source), jobs=threads, progress=progress, base=base_model
+            )
+        elif src_name != NNR_FORMAT:
+            model = load(source, src_name)
+        _convert_model(model, source, target, src_name, dst_name, force, options, progress, base_model)
+    return ConversionResult(
+        source=source,
+        target=target,
+        source_format=src_name,
+        target_format=dst_name,
+        source_bytes=_disk_size(source),
+        target_bytes=_disk_size(target),
+        tensors=len(model.tensors),
+        parameters=model.parameter_count,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _convert_model(
+    model: Model,
+    source: Path,
+    target: Path,
+    src_name: str,
+    dst_name: str,
+    force: bool,
+    options: nnc.CodingOptions | None,
+    progress: nnc.Progress | None,
+    base_model: nnc.BaseModel | None,
+) -> None:
     if not model.source_format and dst_name != NNR_FORMAT and not _plugin(dst_name).accepts_foreign_tensors:
         weights_only = ", ".join(f.name for f in get_registry() if f.accepts_foreign_tensors) or "none installed"
         raise UnsupportedError(
@@ -491,17 +549,6 @@ def convert(
             progress=progress,
             base=update_base,
         )
-    return ConversionResult(
-        source=source,
-        target=target,
-        source_format=src_name,
-        target_format=dst_name,
-        source_bytes=_disk_size(source),
-        target_bytes=_disk_size(target),
-        tensors=len(model.tensors),
-        parameters=model.parameter_count,
-        seconds=time.perf_counter() - started,
-    )
 
 
 def _needs_translation(model: Model, dst_name: str) -> bool:
@@ -546,9 +593,7 @@ def _disk_size(path: Path) -> int:
     return path.stat().st_size
 
 
-def inspect(
-    path: str | os.PathLike[str], *, original: str | os.PathLike[str] | None = None
-) -> list[nnc.UnitInfo]:
+def inspect(path: str | os.PathLike[str], *, original: str | os.PathLike[str] | None = None) -> list[nnc.UnitInfo]:
     """One record per NNR unit of a bitstream file.
 
     With `original` (the model that was coded, any format) each data unit also gets its weight

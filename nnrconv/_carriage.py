@@ -27,8 +27,26 @@ __all__ = ["Carrier", "carriers", "comparable", "decoded_snr_db"]
 Carrier = Callable[[], np.ndarray]
 
 
+class _Source:
+    """A carrier: the tensor's data, converted; `release()` drops a memory map after each read."""
+
+    __slots__ = ("convert", "tensor")
+
+    def __init__(self, tensor: Tensor, convert: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+        self.tensor, self.convert = tensor, convert
+
+    def __call__(self) -> np.ndarray:
+        array = self.tensor.numpy()
+        return array if self.convert is None else self.convert(array)
+
+    def release(self) -> None:
+        release = getattr(self.tensor, "release", None)
+        if release is not None:
+            release()
+
+
 def _bits(tensor: Tensor) -> Carrier:
-    return lambda: bit_carrier(tensor.numpy())
+    return _Source(tensor, bit_carrier)
 
 
 def carrier(tensor: Tensor, options: nnc.CodingOptions, narrow: bool) -> Carrier | None:
@@ -39,13 +57,16 @@ def carrier(tensor: Tensor, options: nnc.CodingOptions, narrow: bool) -> Carrier
     """
     dtype = tensor.dtype
     if narrow and dtype is DType.BFLOAT16:
-        return _bits(tensor) if options.lossless else (lambda: bfloat16_values(tensor.numpy()))
+        return _bits(tensor) if options.lossless else _Source(tensor, bfloat16_values)
     if narrow and dtype in BIT_PATTERN_TYPES and dtype is not DType.FLOAT16:
         return _bits(tensor)  # float8: exact, as the integers of its bits
     if not dtype.is_numpy_native or not nnc.can_carry(dtype.storage_dtype):
         return None
-    if nnc.can_carry(tensor.numpy(), options):
-        return tensor.numpy
+    source = _Source(tensor)
+    fits = nnc.can_carry(tensor.numpy(), options)
+    source.release()
+    if fits:
+        return source
     if narrow and dtype is DType.FLOAT16:
         return _bits(tensor)  # lossless and off any QP grid: exact as bit patterns
     return None

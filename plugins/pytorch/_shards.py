@@ -73,6 +73,7 @@ class Layout:
     index_metadata: dict[str, Any] | None = None
     files: dict[str, bytes] = field(default_factory=dict)
     left_out: list[str] = field(default_factory=list)
+    index_text: str | None = None
 
     def to_manifest(self) -> dict[str, Any]:
         """The JSON form kept in the PyTorch topology manifest."""
@@ -87,6 +88,7 @@ class Layout:
             "index_metadata": self.index_metadata,
             "shards": [{"file": s.file, "metadata": s.metadata, "keys": s.keys} for s in self.shards],
             "files": files,
+            "index_text": self.index_text,
         }
 
 
@@ -128,11 +130,13 @@ def layout_from_manifest(entry: object) -> Layout:
             raise BitstreamError(f"PyTorch topology layout: file {name!r} is malformed") from None
     index = entry.get("index")
     metadata = entry.get("index_metadata")
+    text = entry.get("index_text")
     return Layout(
         shards,
         None if index is None else _plain_name(index, "index"),
         metadata if isinstance(metadata, dict) else None,
         files,
+        index_text=text if isinstance(text, str) else None,
     )
 
 
@@ -200,6 +204,8 @@ def read_checkpoint(path: Path) -> tuple[dict[str, Tensor], Layout]:
         raise FormatError(f"{index_path}: tensor {missing[0]!r} is in no shard")
     taken = {index_path.name if index_path else "", *files}
     layout = Layout(shards, index_path.name if index_path else None, index_metadata)
+    if index_path is not None:
+        layout.index_text = index_path.read_text(encoding="utf-8")
     _collect_files(folder, taken, layout)
     note = left_out_note(layout)
     if note is not None:
@@ -292,10 +298,22 @@ def write_checkpoint(index_path: Path, tensors: Mapping[str, Tensor], layout: La
         weight_map.update({t.name: shard.file for t in present})
     metadata = dict(layout.index_metadata or {}) if layout is not None else {}
     metadata["total_size"] = total
-    index_path.write_text(json.dumps({"metadata": metadata, "weight_map": weight_map}, indent=2) + "\n")
+    index = {"metadata": metadata, "weight_map": weight_map}
+    original = layout.index_text if layout is not None else None
+    if original is not None and _same_json(original, index):
+        index_path.write_text(original, encoding="utf-8")  # as it was, byte for byte
+    else:
+        index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     for name, data in (layout.files if layout is not None else {}).items():
         if name != index_path.name and name not in weight_map.values():
             (folder / name).write_bytes(data)
+
+
+def _same_json(text: str, value: object) -> bool:
+    try:
+        return json.loads(text) == value
+    except json.JSONDecodeError:
+        return False
 
 
 def left_out_note(layout: Layout | None) -> str | None:

@@ -17,6 +17,7 @@ NOTE on safety: nothing here unpickles arbitrary objects.
 from __future__ import annotations
 
 import io
+import math
 import pickle
 import re
 import zipfile
@@ -32,9 +33,11 @@ import torch
 from nnrconv.core import (
     ArrayTensor,
     BitstreamError,
+    CodedTensor,
     DType,
     FormatError,
     Graph,
+    LazyTensor,
     Model,
     Node,
     Tensor,
@@ -507,6 +510,25 @@ def _fit(tensor: Tensor, dtype_name: str | None, shape: list[int] | None) -> np.
     return array
 
 
+def _fitted(tensor: Tensor, dtype_name: str | None, shape: list[int] | None) -> Tensor:
+    """`_fit` of a decoded tensor, deferred until its data is used (decoding included), so that a
+    lazily decoded model is written tensor by tensor; names and sizes are checked now."""
+    try:
+        dtype = DType.from_name(dtype_name) if dtype_name is not None else tensor.dtype
+    except TypeError:
+        raise BitstreamError(
+            f"unknown element type {dtype_name!r} in the PyTorch topology", tensor=tensor.name
+        ) from None
+    if shape is not None and math.prod(shape) != math.prod(tensor.shape):
+        raise BitstreamError(
+            f"decoded tensor of {math.prod(tensor.shape)} elements does not fit shape {shape}", tensor=tensor.name
+        )
+    if isinstance(tensor, LazyTensor) and not isinstance(tensor, CodedTensor):
+        final = tuple(shape) if shape is not None else tensor.shape
+        return LazyTensor(tensor.name, dtype, final, lambda: _fit(tensor, dtype_name, shape))
+    return ArrayTensor(tensor.name, _fit(tensor, dtype_name, shape), dtype=dtype if dtype_name else None)
+
+
 def from_topology(topology: bytes, tensors: Mapping[str, Tensor]) -> Model:
     """Rebuild a model from `topology_bytes` output (or NNCodec's empty topology) and the NDU tensors."""
     parsed = _topology.unpack(topology)
@@ -540,9 +562,7 @@ def _state_dict_from_topology(parsed: _topology.Topology, tensors: Mapping[str, 
         if key in kept:
             result[key] = kept[key]
         elif key in tensors:
-            array = _fit(tensors[key], dtypes.get(key), shapes.get(key))
-            dtype = DType.from_name(dtypes[key]) if key in dtypes else None
-            result[key] = ArrayTensor(key, array, dtype=dtype)
+            result[key] = _fitted(tensors[key], dtypes.get(key), shapes.get(key))
         else:
             raise BitstreamError(f"the PyTorch topology expects tensor {key!r}, which no data unit carries", tensor=key)
     extra = [k for k in tensors if k not in result]
