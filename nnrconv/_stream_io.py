@@ -14,6 +14,7 @@ safetensors) holds a window of tensors, never the model. Streams that cannot be 
 from __future__ import annotations
 
 import contextlib
+import math
 import mmap
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,6 +106,9 @@ def open_nnr(
             yield None
             return
         prefetcher = Prefetcher(streamed, jobs=jobs, executor=executor)
+        start = getattr(progress, "start", None)
+        if start is not None:  # a progress bar: the bytes to decode
+            start(sum(math.prod(u.shape) * u.dtype.itemsize for u in streamed.units), "decoding")
         tensors: dict[str, Tensor] = {
             u.name: LazyTensor(u.name, DType.from_numpy(u.dtype), u.shape, _Fetch(prefetcher, u.name, progress))
             for u in streamed.units

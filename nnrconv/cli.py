@@ -31,6 +31,7 @@ from typing import TextIO
 import click
 
 from nnrconv import _api, nnc
+from nnrconv._cli_progress import BarProgress
 from nnrconv.core import NNRConvError, get_plugin_manager
 
 __all__ = ["cli", "main"]
@@ -242,7 +243,7 @@ def convert(
     bit-identical tensors. With --base BASE.nnr the NNR file is an incremental update of BASE.
     """
     options = _make_options(**coding)  # type: ignore[arg-type]
-    with _TerminalProgress.for_stderr(enabled=not quiet) as progress:
+    with BarProgress.for_stderr(enabled=not quiet) as progress:
         result = _api.convert(
             source,
             target,

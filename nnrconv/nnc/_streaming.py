@@ -170,6 +170,9 @@ def encode_model_to(
         written += len(head)
         ctx = advance_context(ctx, unit)
     settings = PayloadSettings(options, mps_qp, qp_range, general_profile_idc)
+    start = getattr(progress, "start", None)
+    if start is not None:  # a progress bar: the total gives percentage and time left
+        start(4 * sum(p.size for p in planned), "coding")
     shares = _thread_shares([p.size for p in planned], options.workers)
     budget = 4 * max((p.size for p in planned), default=0)
     own = executor is None
