@@ -17,11 +17,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from nnrconv import nnc
 from nnrconv._carriage import Carrier, carriers, comparable, decoded_snr_db
+from nnrconv._cluster import using_cluster
 from nnrconv._files import check_output, staged_output
 from nnrconv._stream_io import open_nnr, write_nnr
 from nnrconv.core import (
@@ -460,8 +462,15 @@ def convert(
     jobs: int | None = None,
     progress: nnc.Progress | None = None,
     base: str | os.PathLike[str] | None = None,
+    cluster: Any = None,
+    send_tensors: bool = False,
 ) -> ConversionResult:
     """Convert a model file: native → NNR, NNR → native, or native → native of the same format.
+
+    `cluster` (a Dask scheduler address such as ``"tcp://host:8786"``, or a connected
+    `distributed.Client`) runs the per-tensor coding and decoding there, with byte-identical
+    results; its workers read the tensors from the input path, or receive them with
+    `send_tensors` (see `nnrconv._cluster`).
 
     `options` say how tensors are coded into NNR (default `nnc.CodingOptions()`: lossy, each
     tensor at the default weight SNR; pass `nnc.CodingOptions(lossless=True)` for bit-exactness).
@@ -494,6 +503,7 @@ def convert(
         base_model = nnc.read_base(_read_bitstream(base_path), source=str(base_path), jobs=threads)
     model: Model | None = None
     with contextlib.ExitStack() as lazily:
+        lazily.enter_context(using_cluster(cluster, send_tensors=send_tensors))
         if src_name == NNR_FORMAT and base_model is None and not _plugin(dst_name).matches_embedded(target):
             model = lazily.enter_context(open_nnr(source, jobs=threads, progress=progress))  # decoded as written
         if src_name == NNR_FORMAT and model is None:

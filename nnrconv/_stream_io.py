@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from nnrconv import nnc
+from nnrconv._cluster import current
 from nnrconv.core import DType, LazyTensor, Model, Tensor
 from nnrconv.nnc._streaming import Executor, Prefetcher, encode_model_to, open_lazily
 
@@ -44,6 +45,9 @@ def write_nnr(
     """
     from nnrconv import _api
 
+    cluster = current()
+    if executor is None and cluster is not None:
+        executor, send_arrays = cluster.executor, cluster.send_tensors
     options = options or nnc.CodingOptions()
     sources, topology, code, compress = _api.encoding_inputs(model, options)
     with open(path, "wb") as out:
@@ -105,6 +109,9 @@ def open_nnr(
         if streamed is None:
             yield None
             return
+        cluster = current()
+        if executor is None and cluster is not None:
+            executor = cluster.executor
         prefetcher = Prefetcher(streamed, jobs=jobs, executor=executor)
         start = getattr(progress, "start", None)
         if start is not None:  # a progress bar: the bytes to decode

@@ -226,6 +226,12 @@ def _make_options(
     help="Incremental update: into NNR, code only the differences to this base model; "
     "from NNR, restore the model from an update and this base.",
 )
+@click.option(
+    "--cluster",
+    metavar="ADDRESS",
+    help="Code (or decode) the tensors on a Dask distributed cluster, e.g. tcp://host:8786; same bytes.",
+)
+@click.option("--send-tensors", is_flag=True, help="With --cluster: send tensors to the workers (no shared storage).")
 @_coding_options
 def convert(
     source: str,
@@ -235,6 +241,8 @@ def convert(
     force: bool,
     quiet: bool,
     base: str | None,
+    cluster: str | None,
+    send_tensors: bool,
     **coding: object,
 ) -> None:
     """Convert SOURCE to TARGET; formats follow from the paths (`.nnr` is an NNR bitstream).
@@ -254,6 +262,8 @@ def convert(
             jobs=coding["jobs"],  # type: ignore[arg-type]
             progress=progress,
             base=base,
+            cluster=cluster,
+            send_tensors=send_tensors,
         )
     if not quiet:
         ratio = result.target_bytes / result.source_bytes if result.source_bytes else 0.0

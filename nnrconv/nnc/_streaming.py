@@ -174,7 +174,12 @@ def encode_model_to(
     if start is not None:  # a progress bar: the total gives percentage and time left
         start(4 * sum(p.size for p in planned), "coding")
     shares = _thread_shares([p.size for p in planned], options.workers)
+    # The window: tasks in flight (an executor may say how many it runs at once) and the float32
+    # bytes they hold here (none when the executor's workers read their own tensors).
+    workers = getattr(executor, "workers", options.workers)
     budget = 4 * max((p.size for p in planned), default=0)
+    if getattr(executor, "reads_own_tensors", False) and not send_arrays:
+        budget = math.inf
     own = executor is None
     pool: Any = ThreadPoolExecutor(max(1, min(options.workers, len(planned) or 1))) if own else executor
     window: deque[tuple[Any, _Planned]] = deque()
@@ -182,7 +187,7 @@ def encode_model_to(
     try:
         for index, item in enumerate(planned):
             cost = 4 * item.size
-            while window and (len(window) >= options.workers or in_flight + cost > budget):
+            while window and (len(window) >= workers or in_flight + cost > budget):
                 count, done = _write_oldest(out, window, progress)
                 written, in_flight = written + count, in_flight - 4 * done
             source: Source | np.ndarray = _read(item.source) if send_arrays else item.source
@@ -317,7 +322,7 @@ class Prefetcher:
 
     def __init__(self, model: StreamedModel, *, jobs: int | None = None, executor: Executor | None = None) -> None:
         self._model = model
-        self._workers = jobs or os.cpu_count() or 1
+        self._workers = getattr(executor, "workers", None) or jobs or os.cpu_count() or 1
         self._own = executor is None
         self._pool: Any = ThreadPoolExecutor(self._workers) if executor is None else executor
         self._order = {u.name: i for i, u in enumerate(model.units)}
