@@ -41,9 +41,18 @@ BIT_PATTERN_TYPES = frozenset({DType.BFLOAT16, DType.FLOAT16, *_FLOAT8})
 _SIGNED_VIEW = {1: np.dtype(np.int8), 2: np.dtype(np.int16)}
 
 
+_CHUNK = 1 << 20
+"""Elements converted per step: temporaries stay at a few MB whatever the tensor's size."""
+
+
 def bfloat16_values(bits: np.ndarray) -> np.ndarray:
     """The exact float32 values of bfloat16 bit patterns (uint16 storage)."""
-    return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+    bits = np.asarray(bits, dtype=np.uint16)
+    out = np.empty(bits.shape, dtype=np.float32)
+    flat, target = bits.reshape(-1), out.reshape(-1).view(np.uint32)
+    for i in range(0, flat.size, _CHUNK):
+        np.left_shift(flat[i : i + _CHUNK], 16, out=target[i : i + _CHUNK], dtype=np.uint32)
+    return out
 
 
 def bfloat16_bits(values: np.ndarray) -> np.ndarray:
@@ -52,12 +61,17 @@ def bfloat16_bits(values: np.ndarray) -> np.ndarray:
     NaNs stay NaN (quiet, sign kept); values beyond bfloat16's range round to infinity, as in
     IEEE arithmetic and in torch's and ml_dtypes' conversions.
     """
-    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
-    rounded = bits + (np.uint32(0x7FFF) + ((bits >> 16) & np.uint32(1)))  # wraps only for NaN patterns
-    out = (rounded >> 16).astype(np.uint16)
-    nan = np.isnan(bits.view(np.float32))
-    if nan.any():
-        out[nan] = ((bits[nan] >> 16) | np.uint32(0x0040)).astype(np.uint16)
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    out = np.empty(values.shape, dtype=np.uint16)
+    flat, target = values.reshape(-1).view(np.uint32), out.reshape(-1)
+    for i in range(0, flat.size, _CHUNK):
+        bits = flat[i : i + _CHUNK]
+        rounded = bits + (np.uint32(0x7FFF) + ((bits >> 16) & np.uint32(1)))  # wraps only for NaN patterns
+        chunk = (rounded >> 16).astype(np.uint16)
+        nan = np.isnan(bits.view(np.float32))
+        if nan.any():
+            chunk[nan] = ((bits[nan] >> 16) | np.uint32(0x0040)).astype(np.uint16)
+        target[i : i + _CHUNK] = chunk
     return out
 
 

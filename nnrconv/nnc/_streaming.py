@@ -86,14 +86,15 @@ def code_unit(
     ctx: UnitContext,
     settings: PayloadSettings,
     threads: int = 1,
-) -> bytes:
-    """One complete NDU (size field included) of a planned tensor: the unit of distributed work.
+) -> list[bytes]:
+    """One complete NDU of a planned tensor, in parts (size field, header, payload; not joined,
+    which would copy the payload): the unit of distributed work.
 
     `source` is the array itself (sent to the worker) or a source the worker reads (a
     memory-mapped span of a file on storage the worker shares with the caller).
     """
     array = source if isinstance(source, np.ndarray) else _read(source)
-    return b"".join(_tensor_unit(name, array, plan, index, ctx, settings, threads=threads))
+    return _tensor_unit(name, array, plan, index, ctx, settings, threads=threads)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,11 +207,14 @@ def encode_model_to(
 def _write_oldest(out: BinaryIO, window: deque, progress: Progress | None) -> tuple[int, int]:
     """Wait for the oldest unit in flight and write it: (bytes written, its tensor's elements)."""
     future, item = window.popleft()
-    data = future.result()
-    out.write(data)
+    parts = future.result()
+    count = 0
+    for part in parts:
+        out.write(part)
+        count += len(part)
     if progress is not None:
         progress(item.name, 4 * item.size)
-    return len(data), item.size
+    return count, item.size
 
 
 # -- decoding ----------------------------------------------------------------------------------
@@ -329,15 +333,16 @@ class Prefetcher:
         self._budget = max((math.prod(u.shape) * u.dtype.itemsize for u in model.units), default=0)
         self._next = 0
         self._ahead: dict[str, tuple[Future, int]] = {}
+        self._held = 0  # bytes of the tensor last handed out, in use until the next `get`
         self._threads = _decode_shares(model.units, self._workers)
 
     def _fill(self) -> None:
-        in_flight = sum(cost for _, cost in self._ahead.values())
+        in_flight = self._held + sum(cost for _, cost in self._ahead.values())
         units = self._model.units
         while self._next < len(units) and len(self._ahead) < self._workers:
             unit = units[self._next]
             cost = math.prod(unit.shape) * unit.dtype.itemsize
-            if self._ahead and in_flight + cost > self._budget:
+            if (self._ahead or self._held) and in_flight + cost > self._budget:
                 break
             ndu = self._model.ndu_bytes(unit)
             m = self._model
@@ -349,13 +354,15 @@ class Prefetcher:
             self._next += 1
 
     def get(self, name: str) -> np.ndarray:
-        """The decoded tensor `name`."""
+        """The decoded tensor `name` (the caller is done with the one it asked for before)."""
+        self._held = 0
         if name not in self._ahead and self._order.get(name, -1) == self._next:
             self._fill()
         entry = self._ahead.pop(name, None)
         if entry is None:
             return self._model.decode(self._model.units[self._order[name]])
         result = entry[0].result()
+        self._held = entry[1]
         self._fill()
         return result
 
