@@ -35,6 +35,7 @@ import click
 
 from nnrconv import _api, _cli_rate, nnc
 from nnrconv._cli_integrity import max_memory_option, salvage_warnings
+from nnrconv._cli_progress import BarProgress
 from nnrconv._cli_shapes import INPUT_SHAPE
 from nnrconv._cli_signals import interruption, terminate_as_interrupt
 from nnrconv._cli_signing import sign_command, verify_command
@@ -270,6 +271,12 @@ def _make_options(
     help="NAME:D1,D2,... fixes a free input shape when converting to a static-shape format (ONNX -> NNEF); "
     "repeatable. Other free dimensions become 1.",
 )
+@click.option(
+    "--cluster",
+    metavar="ADDRESS",
+    help="Code (or decode) the tensors on a Dask distributed cluster, e.g. tcp://host:8786; same bytes.",
+)
+@click.option("--send-tensors", is_flag=True, help="With --cluster: send tensors to the workers (no shared storage).")
 @_coding_options
 @max_memory_option
 @_cli_rate.rate_options
@@ -291,6 +298,8 @@ def convert(
     bits_per_param: float | None,
     size: str | None,
     calibration: str | None,
+    cluster: str | None,
+    send_tensors: bool,
     **coding: object,
 ) -> None:
     """Convert SOURCE to TARGET; formats follow from the paths (`.nnr` is an NNR bitstream).
@@ -303,7 +312,7 @@ def convert(
     options = _cli_rate.apply_target(options, output_snr, bits_per_param, size)
     if signature is not None and verify_key is None:
         raise click.UsageError("--signature names the signature to check; give --verify-key too")
-    with salvage_warnings(), _TerminalProgress.for_stderr(enabled=not quiet) as progress:
+    with salvage_warnings(), BarProgress.for_stderr(enabled=not quiet) as progress:
         result = _api.convert(
             source,
             target,
@@ -321,6 +330,8 @@ def convert(
             signature=signature,
             input_shapes=dict(input_shapes) or None,
             calibration=calibration,
+            cluster=cluster,
+            send_tensors=send_tensors,
         )
     if partial and not quiet:
         _echo_partial(source)
