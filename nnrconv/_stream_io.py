@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import mmap
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ def write_nnr(
         executor, send_arrays = cluster.executor, cluster.send_tensors
     options = options or nnc.CodingOptions()
     sources, topology, code, compress = _api.encoding_inputs(model, options)
-    with open(path, "wb") as out:
+    with open(path, "w+b") as out:  # read back for the integrity record's digest
         return encode_model_to(
             out,
             list(sources.items()),
@@ -90,9 +91,12 @@ def open_nnr(
     """The model of a bitstream file with lazily decoded tensors, valid inside the block; None
     when the stream must be decoded whole (then use `decode`).
 
+    The stream is verified against its integrity record first and its declared sizes checked
+    against the memory budget (`nnc._streaming.open_lazily`).
+
     Raises:
-        BitstreamError, UnsupportedError: as `decode`, for the units' headers here and for a
-            tensor's payload when it is first used.
+        BitstreamError, UnsupportedError: as `decode`, for the integrity check and the units'
+            headers here, and for a tensor's payload when it is first used.
     """
     from nnrconv import _api
 
@@ -105,13 +109,14 @@ def open_nnr(
     prefetcher = None
     streamed = None
     try:
-        streamed = open_lazily(mapped, source=str(path))
-        if streamed is None:
-            yield None
-            return
         cluster = current()
         if executor is None and cluster is not None:
             executor = cluster.executor
+        workers = getattr(executor, "workers", None) or jobs or os.cpu_count() or 1
+        streamed = open_lazily(mapped, source=str(path), workers=workers)
+        if streamed is None:
+            yield None
+            return
         prefetcher = Prefetcher(streamed, jobs=jobs, executor=executor)
         start = getattr(progress, "start", None)
         if start is not None:  # a progress bar: the bytes to decode

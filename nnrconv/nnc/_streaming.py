@@ -30,21 +30,24 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 
-from nnrconv.core._errors import BitstreamError, UnsupportedError
-from nnrconv.nnc._coding import CodingOptions, TensorPlan, choose_mps_qp, plan_tensor
-from nnrconv.nnc._container import Progress, _topology_unit
+from nnrconv.core._errors import BitstreamError
+from nnrconv.nnc._budget import check_streamed_sizes
+from nnrconv.nnc._coding import CodingOptions, TensorPlan
+from nnrconv.nnc._container import Progress
 from nnrconv.nnc._decoding import DecodedModel, decode_model, decode_parts
-from nnrconv.nnc._encoding import _tensor_unit, _thread_shares
-from nnrconv.nnc._enums import PayloadType, TopologyStorageFormat
-from nnrconv.nnc._framing import advance_context, encode_unit, read_units, with_source
+from nnrconv.nnc._encoding import _tensor_unit, _thread_shares, model_head, plan_named
+from nnrconv.nnc._enums import TopologyStorageFormat
+from nnrconv.nnc._framing import advance_context, read_units, with_source
+from nnrconv.nnc._integrity import RECORD_INDEX, StreamSealer, check_stream
 from nnrconv.nnc._mps import LayerParameterSet, ModelParameterSet
 from nnrconv.nnc._ndu import CompressedDataUnit
 from nnrconv.nnc._payloads import PayloadSettings, output_dtype
-from nnrconv.nnc._units import QuantizationUnit, StartUnit, TopologyUnit, UnitContext
+from nnrconv.nnc._units import QuantizationUnit, StartUnit, UnitContext
 
 __all__ = [
     "Executor",
@@ -109,20 +112,8 @@ def _plan_all(tensors: Sequence[tuple[str, Source]], options: CodingOptions) -> 
     planned: list[_Planned] = []
     seen: set[str] = set()
     for name, source in tensors:
-        if not isinstance(name, str):
-            raise TypeError(f"tensors names must be str, got {name!r}")
-        if name in seen:
-            raise ValueError(f"two tensors are named {name!r}; NDU names must be unique")
-        seen.add(name)
-        if "\0" in name:
-            raise UnsupportedError(f"tensor {name!r} contains a NUL character, which an NNR st(v) name cannot hold")
         array = _read(source)
-        plan = plan_tensor(array, options)
-        if plan is None:
-            raise UnsupportedError(
-                f"tensor {name!r} has dtype {array.dtype}; NNR carries float32, float16/float64 "
-                f"(lossy, or lossless on a QP grid) and integers that fit int32 ({options.mode} mode)"
-            )
+        plan = plan_named(name, array, options, seen)
         planned.append(_Planned(name, source, int(array.size), plan))
         del array
     return planned
@@ -143,6 +134,10 @@ def encode_model_to(
 ) -> int:
     """`encode_model`, written to `out` unit by unit in bounded memory; returns the bytes written.
 
+    The integrity record (unit 2) covers every unit, so its place is reserved and it is written
+    last: `out` must be seekable and readable (a file opened ``w+b``), as the data units are
+    read back, a chunk at a time, for its digest.
+
     Args:
         tensors: (name, source) pairs in NDU order; each source is called once to plan the
             tensor and once to code it, and must give the same array both times.
@@ -157,20 +152,25 @@ def encode_model_to(
     if general_profile_idc not in (0, 1):
         raise ValueError(f"general_profile_idc must be 0 or 1, got {general_profile_idc!r}")
     planned = _plan_all(tensors, options)
-    qps = [p.plan.qp for p in planned if p.plan.payload_type == PayloadType.NNR_PT_FLOAT and p.plan.qp is not None]
-    margin = [min(qps) - 8] if any(p.plan.snr_db is not None for p in planned) and qps else []
-    mps_qp, qp_range = choose_mps_qp(qps + margin, options.qp_density)
-    mps = ModelParameterSet(mps_qp_density=options.qp_density, mps_quantization_parameter=mps_qp)
-    ctx = UnitContext()
-    units: list[StartUnit | ModelParameterSet | TopologyUnit] = [StartUnit(general_profile_idc), mps]
-    units.append(_topology_unit(topology, topology_storage_format, compress_topology))
-    written = 0
-    for unit in units:
-        head = encode_unit(unit, ctx)
-        out.write(head)
-        written += len(head)
-        ctx = advance_context(ctx, unit)
-    settings = PayloadSettings(options, mps_qp, qp_range, general_profile_idc)
+    head = model_head(
+        [(p.size, p.plan) for p in planned],
+        options,
+        general_profile_idc,
+        topology,
+        topology_storage_format,
+        compress_topology,
+    )
+    planned = [replace(p, plan=plan) for p, plan in zip(planned, head.plans, strict=True)]
+    sealer = StreamSealer(len(head.units) + len(planned))
+    start_offset = out.tell()
+    writer = _UnitWriter(out, sealer)
+    for index, unit in enumerate(head.units):
+        if index == RECORD_INDEX:
+            record_at = writer.reserve(sealer.placeholder)
+        writer.write([unit])
+    if len(head.units) == RECORD_INDEX:
+        record_at = writer.reserve(sealer.placeholder)
+    ctx = head.ctx
     start = getattr(progress, "start", None)
     if start is not None:  # a progress bar: the total gives percentage and time left
         start(4 * sum(p.size for p in planned), "coding")
@@ -189,32 +189,67 @@ def encode_model_to(
         for index, item in enumerate(planned):
             cost = 4 * item.size
             while window and (len(window) >= workers or in_flight + cost > budget):
-                count, done = _write_oldest(out, window, progress)
-                written, in_flight = written + count, in_flight - 4 * done
+                in_flight -= 4 * _write_oldest(writer, window, progress)
             source: Source | np.ndarray = _read(item.source) if send_arrays else item.source
+            settings = head.settings_for(item.name)
             window.append(
                 (pool.submit(code_unit, item.name, source, item.plan, index, ctx, settings, shares[index]), item)
             )
             in_flight += cost
         while window:
-            written += _write_oldest(out, window, progress)[0]
+            _write_oldest(writer, window, progress)
     finally:
         if own:
             pool.shutdown(wait=True, cancel_futures=True)
-    return written
+    end = out.tell()
+    record = sealer.record(partial(_read_back, out))
+    out.seek(record_at)
+    out.write(record)
+    out.seek(end)
+    return end - start_offset
 
 
-def _write_oldest(out: BinaryIO, window: deque, progress: Progress | None) -> tuple[int, int]:
-    """Wait for the oldest unit in flight and write it: (bytes written, its tensor's elements)."""
+class _UnitWriter:
+    """Writes units to the output and notes each for the integrity record."""
+
+    def __init__(self, out: BinaryIO, sealer: StreamSealer) -> None:
+        self.out, self.sealer = out, sealer
+
+    def reserve(self, placeholder: bytes) -> int:
+        """Write the record's placeholder (not covered); returns its offset."""
+        offset = self.out.tell()
+        self.out.write(placeholder)
+        return offset
+
+    def write(self, parts: Sequence[bytes]) -> None:
+        offset = self.out.tell()
+        for part in parts:
+            self.out.write(part)
+        self.sealer.add(offset, parts)
+
+
+_READ_CHUNK = 1 << 20
+
+
+def _read_back(out: BinaryIO, offset: int, size: int) -> Iterator[bytes]:
+    """A written unit's bytes, a chunk at a time (the position is restored by the caller)."""
+    out.seek(offset)
+    while size > 0:
+        chunk = out.read(min(size, _READ_CHUNK))
+        if not chunk:
+            raise OSError(f"the output ends before byte {offset + size}: cannot read back a written unit")
+        size -= len(chunk)
+        yield chunk
+
+
+def _write_oldest(writer: _UnitWriter, window: deque, progress: Progress | None) -> int:
+    """Wait for the oldest unit in flight and write it; returns its tensor's elements."""
     future, item = window.popleft()
     parts = future.result()
-    count = 0
-    for part in parts:
-        out.write(part)
-        count += len(part)
+    writer.write(parts)
     if progress is not None:
         progress(item.name, 4 * item.size)
-    return count, item.size
+    return item.size
 
 
 # -- decoding ----------------------------------------------------------------------------------
@@ -251,12 +286,10 @@ class StreamedModel:
     def ndu_bytes(self, unit: LazyUnit) -> bytes:
         """A copy of the unit's bytes; from a memory-mapped file, its pages are then dropped from
         this process (they stay in the page cache), so reading a big file does not grow RSS."""
-        end = unit.byte_offset + unit.size
-        chunk = bytes(self.data[unit.byte_offset : end])
-        if isinstance(self.mapped, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
-            start = unit.byte_offset - unit.byte_offset % mmap.PAGESIZE
-            with contextlib.suppress(OSError, ValueError):
-                self.mapped.madvise(mmap.MADV_DONTNEED, start, end - start)
+        chunk = bytes(self.data[unit.byte_offset : unit.byte_offset + unit.size])
+        drop = _page_dropper(self.mapped)
+        if drop is not None:
+            drop(unit.byte_offset, unit.size)
         return chunk
 
 
@@ -272,23 +305,41 @@ def decode_unit(
         raise with_source(located, source) from None
 
 
-def open_lazily(data: Any, *, source: str = "<bytes>", max_elements: int | None = None) -> StreamedModel | None:
+def open_lazily(
+    data: Any, *, source: str = "<bytes>", max_elements: int | None = None, workers: int = 1
+) -> StreamedModel | None:
     """Parse a bitstream without decoding its tensors; None when it must be decoded whole.
 
     Streams whose NDUs each carry one named tensor under the start unit and MPS (what nnrconv
     and NNCodec write) open lazily; LPS, QNT or aggregate units, index-named tensors or an
     incremental update (parent signalling) need `decode_model`.
+
+    As `decode_model`, a stream with an integrity record is verified first (a memory-mapped
+    file drops each unit's pages once read), and the sizes the data units declare are checked
+    against the memory budget, here for what decoding tensor by tensor holds at once
+    (`check_streamed_sizes`, `workers` decoding ahead).
+
+    Raises:
+        BitstreamError: a unit fails its integrity check, or the declared sizes exceed the
+            budget (named by unit, byte offset and tensor).
     """
     from nnrconv.nnc import cabac
 
     view = memoryview(data)
+    try:
+        check = check_stream(view, _page_dropper(data))
+    except BitstreamError as exc:
+        raise with_source(exc, source) from None
     units = read_units(view, source)
     head = bytearray()
     params = bytearray()
     lazy: list[LazyUnit] = []
     ctx = UnitContext()
+    headers = []
     for parsed in units:
         unit = parsed.unit
+        if parsed.index == check.record_index:
+            continue  # the integrity record, already verified
         span = view[parsed.byte_offset : parsed.byte_offset + parsed.size]
         if isinstance(unit, (LayerParameterSet, QuantizationUnit)) or parsed.members:
             return None
@@ -301,6 +352,7 @@ def open_lazily(data: Any, *, source: str = "<bytes>", max_elements: int | None 
             dims = tuple(header.tensor_dimensions) or (1,)
             dtype = output_dtype(header.nnr_compressed_data_unit_payload_type, header.nnr_decompressed_data_format)
             lazy.append(LazyUnit(header.topology_elem_id, parsed.index, parsed.byte_offset, parsed.size, dims, dtype))
+            headers.append((header, _locate(source, lazy[-1])))
         else:
             head += span
             if isinstance(unit, (StartUnit, ModelParameterSet)):
@@ -308,11 +360,34 @@ def open_lazily(data: Any, *, source: str = "<bytes>", max_elements: int | None 
         ctx = advance_context(ctx, unit)
     if len({u.name for u in lazy}) != len(lazy):
         return None  # a tensor sent twice: decode_model reports it
-    decoded = replace(decode_model(bytes(head), source=source), unit_count=len(units))
+    decoded = replace(decode_model(bytes(head), source=source), unit_count=len(units), verified=check.verified)
     if decoded.topology_storage_format == TopologyStorageFormat.NNR_TPL_REFLIST:
         return None
+    check_streamed_sizes(headers, workers)
     cap = cabac.DEFAULT_MAX_ELEMENTS if max_elements is None else max_elements
     return StreamedModel(decoded, bytes(params), lazy, view, source, cap, data)
+
+
+def _page_dropper(data: Any) -> Callable[[int, int], None] | None:
+    """For a memory-mapped file: drop a span's pages from this process once read (they stay in
+    the page cache), so that verifying or decoding a big file does not grow its memory."""
+    if not isinstance(data, mmap.mmap) or not hasattr(mmap, "MADV_DONTNEED"):
+        return None
+
+    def drop(offset: int, size: int) -> None:
+        start = offset - offset % mmap.PAGESIZE
+        with contextlib.suppress(OSError, ValueError):
+            data.madvise(mmap.MADV_DONTNEED, start, offset + size - start)
+
+    return drop
+
+
+def _locate(source: str, unit: LazyUnit) -> Callable[[str], BitstreamError]:
+    def error(reason: str) -> BitstreamError:
+        located = BitstreamError(reason, unit_index=unit.unit_index, byte_offset=unit.byte_offset, tensor=unit.name)
+        return with_source(located, source)
+
+    return error
 
 
 class Prefetcher:

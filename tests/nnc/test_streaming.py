@@ -1,7 +1,9 @@
 # Copyright nnrconv contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Streaming: `encode_model_to` writes `encode_model`'s bytes; `open_lazily` decodes what
-`decode_model` decodes, tensor by tensor, and names the unit of a corrupt payload."""
+"""Streaming: `encode_model_to` writes `encode_model`'s bytes (integrity record, fitted QP window
+and rate plans included); `open_lazily` verifies the record and the memory budget as
+`decode_model` does, decodes what it decodes, tensor by tensor, and names the unit of a corrupt
+payload."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ import pytest
 
 from nnrconv import nnc
 from nnrconv.core import BitstreamError
+from nnrconv.nnc._coding import TensorChoice
+from nnrconv.nnc._integrity import strip_record
 from nnrconv.nnc._streaming import Prefetcher, encode_model_to, iter_decoded, open_lazily
 
 
@@ -47,8 +51,15 @@ class _Counting:
         nnc.CodingOptions(qp=-36, jobs=1),
         nnc.CodingOptions(lossless=True),
         nnc.CodingOptions(scan_order=2, jobs=2),
+        nnc.CodingOptions(
+            plan={
+                "big.weight": TensorChoice(qp=-30, lambda_scale=0.5),
+                "small.weight": TensorChoice(qp=-40, dq=False, codebook=True),
+                "bias": TensorChoice(exact=True),
+            }
+        ),
     ],
-    ids=["snr", "qp", "lossless", "blocks"],
+    ids=["snr", "qp", "lossless", "blocks", "rate-plan"],
 )
 def test_streamed_bytes_equal_encode_model(options: nnc.CodingOptions) -> None:
     tensors = _tensors()
@@ -58,6 +69,23 @@ def test_streamed_bytes_equal_encode_model(options: nnc.CodingOptions) -> None:
     written = encode_model_to(out, list(sources.items()), b"topology", 2, options=options)
     assert out.getvalue() == expected and written == len(expected)
     assert all(s.reads == 2 and s.releases == 2 for s in sources.values())  # planned, then coded
+    assert nnc.decode_model(out.getvalue()).verified  # the record, patched in last, covers all units
+
+
+def test_a_window_refitted_model_streams_the_same_bytes() -> None:
+    """QPs too far apart for one MPS window (a mask constant next to small weights): fit_plans
+    moves the window and sends a tensor raw; the streamed bytes follow the same decisions."""
+    rng = np.random.default_rng(3)
+    tensors = {
+        "weight": (rng.standard_normal((64, 64)) * 1e-3).astype(np.float32),
+        "mask": np.full((32, 32), -3.4e38, dtype=np.float32),
+        "tiny": (rng.standard_normal((40, 40)) * 1e-30).astype(np.float32),
+    }
+    expected = nnc.encode_model(tensors.items(), b"", 0)
+    out = io.BytesIO(b"prefix")  # written after what the file already holds
+    out.seek(0, io.SEEK_END)
+    written = encode_model_to(out, [(n, (lambda a=a: a)) for n, a in tensors.items()], b"", 0)
+    assert out.getvalue()[6:] == expected and written == len(expected)
 
 
 def test_arrays_sent_to_the_executor_give_the_same_bytes() -> None:
@@ -87,8 +115,41 @@ def test_lazy_decoding_matches_decode_model() -> None:
         prefetcher.close()
 
 
-def test_a_corrupt_payload_is_named_when_its_tensor_is_decoded() -> None:
+def test_a_flipped_bit_is_found_before_any_tensor_is_decoded() -> None:
     data = bytearray(nnc.encode_model(_tensors().items(), b"", 0))
+    unit = next(u for u in nnc.inspect_units(bytes(data)) if u.tensor == "small.weight")
+    data[unit.byte_offset + unit.size - 2] ^= 0x10
+    with pytest.raises(BitstreamError) as caught:
+        open_lazily(memoryview(bytes(data)), source="m.nnr")
+    error = caught.value
+    assert error.unit_index == unit.index and error.byte_offset == unit.byte_offset
+    assert "m.nnr" in str(error) and "integrity check" in str(error)
+    with pytest.raises(BitstreamError) as whole:  # the same message as decoding whole
+        nnc.decode_model(bytes(data), source="m.nnr")
+    assert str(whole.value) == str(error)
+
+
+def test_the_record_is_skipped_and_unverified_streams_still_open() -> None:
+    data = nnc.encode_model(_tensors().items(), b"topology", 2)
+    verified = open_lazily(memoryview(data))
+    plain = open_lazily(memoryview(strip_record(data)))
+    assert verified is not None and plain is not None
+    assert verified.head.verified and not plain.head.verified
+    assert [u.name for u in verified.units] == [u.name for u in plain.units] == list(_tensors())
+    assert verified.head.topology == plain.head.topology == b"topology"
+
+
+def test_declared_sizes_over_the_budget_are_refused_when_opened() -> None:
+    data = nnc.encode_model(_tensors().items(), b"", 0)
+    with nnc.memory_budget(100_000), pytest.raises(BitstreamError) as caught:  # big.weight: 240 KB
+        open_lazily(memoryview(data), source="m.nnr")
+    assert caught.value.tensor == "big.weight" and "--max-memory" in str(caught.value)
+    with nnc.memory_budget("1M"):
+        assert open_lazily(memoryview(data)) is not None
+
+
+def test_a_corrupt_payload_is_named_when_its_tensor_is_decoded() -> None:
+    data = bytearray(strip_record(nnc.encode_model(_tensors().items(), b"", 0)))  # unverified
     unit = next(u for u in nnc.inspect_units(bytes(data)) if u.tensor == "small.weight")
     data[unit.byte_offset + unit.size - 3 : unit.byte_offset + unit.size] = b"\xff\xff\xff"
     streamed = open_lazily(memoryview(bytes(data)), source="m.nnr")
