@@ -164,12 +164,11 @@ def encode_model_to(
     sealer = StreamSealer(len(head.units) + len(planned))
     start_offset = out.tell()
     writer = _UnitWriter(out, sealer)
-    for index, unit in enumerate(head.units):
-        if index == RECORD_INDEX:
-            record_at = writer.reserve(sealer.placeholder)
+    for unit in head.units[:RECORD_INDEX]:  # start unit, MPS
         writer.write([unit])
-    if len(head.units) == RECORD_INDEX:
-        record_at = writer.reserve(sealer.placeholder)
+    record_at = writer.reserve(sealer.placeholder)
+    for unit in head.units[RECORD_INDEX:]:  # the topology unit
+        writer.write([unit])
     ctx = head.ctx
     start = getattr(progress, "start", None)
     if start is not None:  # a progress bar: the total gives percentage and time left
