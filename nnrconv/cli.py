@@ -21,15 +21,11 @@ Exit codes:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
-from typing import TextIO
 
 import click
 
@@ -59,53 +55,6 @@ class _DefaultToConvert(click.Group):
                 args = [*args[:index], "convert", *args[index:]]
             break
         return super().parse_args(ctx, args)
-
-
-class _TerminalProgress:
-    """A one-line live status on a terminal: tensors done, bytes, rate and the current tensor.
-
-    Drawn on stderr only when it is a terminal, so pipes and logs stay clean; at most ten
-    redraws a second, and the line is erased when the work ends (the summary line follows).
-    """
-
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-        self._started = time.perf_counter()
-        self._drawn = 0.0
-        self._tensors = 0
-        self._bytes = 0
-
-    @classmethod
-    @contextlib.contextmanager
-    def for_stderr(cls, *, enabled: bool = True) -> Iterator[_TerminalProgress | None]:
-        stream = sys.stderr
-        if not enabled or not stream.isatty():
-            yield None
-            return
-        progress = cls(stream)
-        try:
-            yield progress
-        finally:
-            progress.close()
-
-    def __call__(self, name: str, nbytes: int) -> None:
-        self._tensors += 1
-        self._bytes += nbytes
-        now = time.perf_counter()
-        if now - self._drawn < 0.1:
-            return
-        self._drawn = now
-        rate = self._bytes / max(now - self._started, 1e-9)
-        line = f"{self._tensors} tensors, {_human(self._bytes)}, {_human(rate)}/s  {name}"
-        width = shutil.get_terminal_size((80, 20)).columns - 1
-        self._stream.write("\r" + line[:width].ljust(width))
-        self._stream.flush()
-
-    def close(self) -> None:
-        if self._drawn:
-            width = shutil.get_terminal_size((80, 20)).columns - 1
-            self._stream.write("\r" + " " * width + "\r")
-            self._stream.flush()
 
 
 def _human(n: float) -> str:
