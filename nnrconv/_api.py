@@ -11,21 +11,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from nnrconv import _salvage, nnc
+from nnrconv._carriage import Carrier, carriers, decoded_snr_db
 from nnrconv._compare import Comparison, TensorDifference, compare
 from nnrconv._files import OwnOutput, check_output, staged_output
-from nnrconv._outputs import name_tells_format, output_format
-from nnrconv._updates import BasePaths, applicable_part, base_paths, read_base_files
+from nnrconv._outputs import output_format
+from nnrconv._stream_io import write_nnr
+from nnrconv._updates import BasePaths
 from nnrconv.core import (
     ArrayTensor,
     BaseMismatchError,
@@ -35,9 +33,8 @@ from nnrconv.core import (
     FormatPlugin,
     Graph,
     Model,
-    NNRConvError,
+    Tensor,
     UnsupportedError,
-    get_plugin_manager,
     get_registry,
 )
 
@@ -184,13 +181,6 @@ def _read_bitstream(path: Path) -> bytes:
         raise FormatError(f"{path}: cannot read: {exc.strerror}") from exc
 
 
-def _carried(tensor: ArrayTensor, options: nnc.CodingOptions) -> bool:
-    """Whether a tensor travels as an NDU under these options (else it stays in the topology)."""
-    if not tensor.dtype.is_numpy_native or not nnc.can_carry(tensor.dtype.storage_dtype):
-        return False
-    return nnc.can_carry(tensor.numpy(), options)
-
-
 def encode(
     model: Model,
     *,
@@ -217,27 +207,10 @@ def encode(
     options = options or nnc.CodingOptions()
     if options.target is not None and options.plan is None:
         options = _rate_plan(model, options).options
-    carried = [t for t in model if _carried(t, options)]
-    if fmt is None or fmt.weights_only:
-        left = [f"{t.name!r} ({t.dtype.name})" for t in model if t not in carried]
-        if left:
-            raise UnsupportedError(
-                f"tensors {', '.join(left[:5])}{' …' if len(left) > 5 else ''} cannot be carried in NNR "
-                f"data units yet, and a model without topology has nowhere else to keep them"
-            )
-        topology, code = b"", int(nnc.TopologyStorageFormat.NNR_TPL_UNREC)
-    elif fmt.topology_code is None:
-        raise UnsupportedError(
-            f"format {fmt.name!r} has no NNR topology code, so NNR cannot carry its topology; "
-            f"convert the model to a format that has one first (onnx, nnef, tensorflow or pytorch)"
-        )
-    else:
-        topology = fmt.topology_bytes(model, {t.name for t in carried})
-        code = fmt.topology_code
-        compress_topology = compress_topology and fmt.deflate_topology(topology)
+    arrays, topology, code, compress_topology = encoding_inputs(model, options, compress_topology)
     if base is not None:
         return nnc.encode_update(
-            ((t.name, t.numpy()) for t in carried),
+            ((name, array()) for name, array in arrays.items()),
             topology,
             code,
             base,
@@ -246,13 +219,42 @@ def encode(
             progress=progress,
         )
     return nnc.encode_model(
-        ((t.name, t.numpy()) for t in carried),
+        ((name, array()) for name, array in arrays.items()),
         topology,
         code,
         compress_topology=compress_topology,
         options=options,
         progress=progress,
     )
+
+
+def encoding_inputs(
+    model: Model, options: nnc.CodingOptions, compress_topology: bool = True
+) -> tuple[dict[str, Carrier], bytes, int, bool]:
+    """What coding `model` needs: each carried tensor's source, the topology bytes, their
+    storage format code and whether to deflate them.
+
+    Raises:
+        UnsupportedError: a model without topology holds tensors NNR cannot carry, or its format
+            has no NNR topology code.
+    """
+    fmt = _plugin(model.source_format) if model.source_format else None
+    arrays = carriers(model, options, narrow=fmt is not None and fmt.carries_narrow_floats)
+    if fmt is None or fmt.weights_only:
+        left = [f"{t.name!r} ({t.dtype.name})" for t in model if t.name not in arrays]
+        if left:
+            raise UnsupportedError(
+                f"tensors {', '.join(left[:5])}{' …' if len(left) > 5 else ''} cannot be carried in NNR "
+                f"data units yet, and a model without topology has nowhere else to keep them"
+            )
+        return arrays, b"", int(nnc.TopologyStorageFormat.NNR_TPL_UNREC), compress_topology
+    if fmt.topology_code is None:
+        raise UnsupportedError(
+            f"format {fmt.name!r} has no NNR topology code, so NNR cannot carry its topology; "
+            f"convert the model to a format that has one first (onnx, nnef, tensorflow or pytorch)"
+        )
+    topology = fmt.topology_bytes(model, set(arrays))
+    return arrays, topology, fmt.topology_code, compress_topology and fmt.deflate_topology(topology)
 
 
 def coded_units(model: Model) -> tuple[bytes, dict[str, bytes]] | None:
@@ -322,26 +324,33 @@ def decode(
         raise BaseMismatchError(
             f"{source} is not an incremental update (no parent signalling); decode it without a base"
         )
-    tensors = {name: ArrayTensor(name, array) for name, array in decoded.tensors.items()}
+    tensors: dict[str, Tensor] = {name: ArrayTensor(name, array) for name, array in decoded.tensors.items()}
+    model = model_from_parts(decoded, tensors, source, len(data), salvage=salvage)
+    return _keep_coded(model, decoded.parameter_sets, decoded.coded)
+
+
+def model_from_parts(
+    decoded: nnc.DecodedModel, tensors: dict[str, Tensor], source: str, length: int, *, salvage: bool = False
+) -> Model:
+    """The model a bitstream's topology and tensors make, rebuilt by the plugin owning its topology
+    format (tensors may still be lazy); `length`: the bitstream's size, for error locations."""
     code = decoded.topology_storage_format
     if code == nnc.TopologyStorageFormat.NNR_TPL_UNREC:
-        model = Model(Graph(name="tensors"), tensors, source_format="")
-        return _keep_coded(model, decoded.parameter_sets, decoded.coded)
+        return Model(Graph(name="tensors"), tensors, source_format="")
     fmt = get_registry().for_topology(code)
     if fmt is None:
         label = _topology_label(code)
         raise UnsupportedError(f"{source}: the bitstream's topology format is {label}; no installed plugin rebuilds it")
     fmt.ensure_available()
     try:
-        model = fmt.from_topology(decoded.topology, tensors)
+        return fmt.from_topology(decoded.topology, tensors)
     except BitstreamError as err:
         # The topology and the data units disagree; when units are missing (a stream cut at a
         # unit boundary) the place to look is the end of the stream.
-        located = err.located(unit_index=decoded.unit_count, byte_offset=len(data))
+        located = err.located(unit_index=decoded.unit_count, byte_offset=length)
         lost = "; it was lost (see the warnings): give --base BASE.nnr to fill it" if salvage and err.tensor else ""
         located.args = (f"{source}: {located}{lost}",)
         raise located from err
-    return _keep_coded(model, decoded.parameter_sets, decoded.coded)
 
 
 def _topology_label(code: int) -> str:
@@ -373,6 +382,13 @@ def save(
     if base is not None and name != NNR_FORMAT:
         raise UnsupportedError(f"{path}: an incremental update (base model) can only be written as an .nnr bitstream")
     if name == NNR_FORMAT:
+        if base is None and (options is not None or coded_units(model) is None):
+            options = options or nnc.CodingOptions()
+            if options.target is not None and options.plan is None:
+                options = _rate_plan(model, options).options
+            with staged_output(path, force=force, is_own_output=own) as staged:
+                write_nnr(model, staged, options=options, progress=progress)  # unit by unit
+            return
         data = encode(model, options=options, progress=progress, base=base)
         with staged_output(path, force=force, is_own_output=own) as staged:
             staged.write_bytes(data)
@@ -404,8 +420,9 @@ def _embedded_units(
     if units is not None:
         return units
     options = options or nnc.CodingOptions()
-    carried = [t for t in model if _carried(t, options)]
-    return nnc.encode_parts(((t.name, t.numpy()) for t in carried), options, progress=progress)
+    fmt = _plugin(model.source_format) if model.source_format else None
+    arrays = carriers(model, options, narrow=fmt is not None and fmt.carries_narrow_floats)
+    return nnc.encode_parts(((name, array()) for name, array in arrays.items()), options, progress=progress)
 
 
 def convert(
@@ -426,8 +443,16 @@ def convert(
     signature: str | os.PathLike[str] | None = None,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     calibration: str | os.PathLike[str] | None = None,
+    cluster: Any = None,
+    send_tensors: bool = False,
 ) -> ConversionResult:
     """Convert a model file: native → NNR, NNR → native, or native → native of the same format.
+
+    `cluster` (a Dask scheduler address such as ``"tcp://host:8786"``, or a connected
+    `distributed.Client`) runs the per-tensor coding and decoding there, with byte-identical
+    results; its workers read the tensors from the input path, or receive them with
+    `send_tensors` (see `nnrconv._cluster`). An NNR input without base, salvage or partial is
+    decoded as it is written (`nnrconv._stream_io.open_nnr`).
 
     `options` say how tensors are coded into NNR (default `nnc.CodingOptions()`: lossy, each
     tensor at the default weight SNR; pass `nnc.CodingOptions(lossless=True)` for bit-exactness).
@@ -455,85 +480,27 @@ def convert(
             without base.
         SignatureError: with `verify_key`, an input is unsigned or its signature is invalid.
     """
-    source, target = Path(source), Path(target)
-    started = time.perf_counter()
-    _require_input(source)
-    inputs = (source, *base_paths(base))
-    if verify_key is not None:
-        from nnrconv._signing import verify
+    from nnrconv._convert import convert_files
 
-        for path, sig in zip(inputs, (signature, *[None] * (len(inputs) - 1)), strict=True):
-            verify(path, verify_key, signature=sig)
-    src_name = _input_format(source, from_format)
-    # None: the name tells no format, so the model decides once read (see `_outputs`).
-    dst_name = _output_format(target, to_format) if to_format or name_tells_format(target) else None
-    if dst_name is not None or not target.is_dir():  # else `save` checks, once the model names the format
-        check_output(target, inputs=inputs, force=force, is_own_output=_own_output(dst_name) if dst_name else None)
-    if src_name == NNR_FORMAT and dst_name == NNR_FORMAT:
-        raise UnsupportedError(f"{target}: input and output are both NNR bitstreams; nothing to convert")
-    threads = jobs if jobs is not None else (options.jobs if options else None)
-    base_model = None
-    if base is not None:
-        if NNR_FORMAT not in (src_name, dst_name):
-            raise UnsupportedError("a base model applies to NNR input (an update) or NNR output; neither is NNR")
-        base_model = read_base_files(base, jobs=threads, parent_ref=parent_ref)
-    if salvage and src_name != NNR_FORMAT:
-        raise UnsupportedError(f"{source}: --salvage applies to NNR bitstreams (.nnr), not to {src_name} files")
-    if src_name == NNR_FORMAT:
-        data = _read_bitstream(source)
-        if partial:
-            if base_model is None:
-                raise UnsupportedError(f"{source}: --partial applies a cut update to its base; give --base")
-            data = applicable_part(data, str(source))
-        # A cut update's missing units are checked against its integrity record like lost ones.
-        model = decode(
-            data, source=str(source), jobs=threads, progress=progress, base=base_model, salvage=salvage or partial
-        )
-    else:
-        model = load(source, src_name)
-    dst_name = dst_name or _output_format(target, None, model.source_format)
-    if not model.source_format and dst_name != NNR_FORMAT and not _plugin(dst_name).accepts_foreign_tensors:
-        weights_only = ", ".join(f.name for f in get_registry() if f.accepts_foreign_tensors) or "none installed"
-        raise UnsupportedError(
-            f"{source}: the bitstream carries no topology, only {len(model.tensors)} named tensors; "
-            f"write them to a weights-only format ({weights_only})"
-        )
-    allocation = None
-    if options is not None and options.target is not None and options.plan is None:
-        resolved = _rate_plan(model, options, calibration=calibration, input_shapes=input_shapes)
-        options, allocation = resolved.options, resolved.summary
-    if _needs_translation(model, dst_name):
-        with tempfile.TemporaryDirectory(prefix="nnrconv-") as workdir:
-            model = _translate(model, source, src_name, dst_name, Path(workdir), input_shapes)
-            save(model, target, dst_name, force=force, inputs=inputs, options=options, progress=progress)
-    else:
-        if input_shapes and allocation is None:
-            raise UnsupportedError(
-                f"{target}: input shapes apply to conversion into another format and to a rate target's "
-                "synthetic calibration inputs"
-            )
-        update_base = base_model if dst_name == NNR_FORMAT else None
-        save(
-            model,
-            target,
-            dst_name,
-            force=force,
-            inputs=inputs,
-            options=options,
-            progress=progress,
-            base=update_base,
-        )
-    return ConversionResult(
-        source=source,
-        target=target,
-        source_format=src_name,
-        target_format=dst_name,
-        source_bytes=_disk_size(source),
-        target_bytes=_disk_size(target),
-        tensors=len(model.tensors),
-        parameters=model.parameter_count,
-        seconds=time.perf_counter() - started,
-        allocation=allocation,
+    return convert_files(
+        Path(source),
+        Path(target),
+        from_format=from_format,
+        to_format=to_format,
+        force=force,
+        options=options,
+        jobs=jobs,
+        progress=progress,
+        base=base,
+        parent_ref=parent_ref,
+        partial=partial,
+        salvage=salvage,
+        verify_key=verify_key,
+        signature=signature,
+        input_shapes=input_shapes,
+        calibration=calibration,
+        cluster=cluster,
+        send_tensors=send_tensors,
     )
 
 
@@ -545,52 +512,12 @@ def _rate_plan(model: Model, options: nnc.CodingOptions, **where: Any) -> Any:
     return resolve(model, fmt, options, measure_size=lambda planned: len(encode(model, options=planned)), **where)
 
 
-def _needs_translation(model: Model, dst_name: str) -> bool:
-    """A model of one format written as another that cannot simply take its tensors."""
-    if dst_name == NNR_FORMAT or not model.source_format or model.source_format == dst_name:
-        return False
-    return not _plugin(dst_name).accepts_foreign_tensors
-
-
-def _translate(
-    model: Model,
-    source: Path,
-    src_name: str,
-    dst_name: str,
-    workdir: Path,
-    input_shapes: Mapping[str, Sequence[int]] | None = None,
-) -> Model:
-    """Convert `model` to another format through a plugin's `convert_model` hook.
-
-    Converters work on files; a model decoded from NNR is first written natively into
-    `workdir`. The returned model may map files inside `workdir`, which must outlive its use.
-    """
-    fmt = _plugin(model.source_format)
-    native = source
-    try:
-        if src_name == NNR_FORMAT:
-            native = workdir / fmt.native_name(model)
-            fmt.save(model, native)
-        hook = get_plugin_manager().hook.convert_model
-        result = hook(
-            source=native, source_format=fmt.name, target_format=dst_name, workdir=workdir, input_shapes=input_shapes
-        )
-    except NNRConvError as err:
-        # Speak of the user's file, not of the private copy made of it.
-        err.args = (str(err).replace(str(native), f"{source} (decoded as {fmt.name})"),)
-        raise
-    if result is None:
-        raise UnsupportedError(
-            f"{source}: no installed plugin converts {fmt.name} models to {dst_name}; "
-            f"formats convert to and from NNR, and to formats that take plain tensors"
-        )
-    return _plugin(dst_name).load(Path(result))
-
-
 def _disk_size(path: Path) -> int:
     """Size of a file, or of everything under a folder; for ONNX, external data files count too."""
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    if path.name.lower().endswith(".safetensors.index.json"):  # the index names a checkpoint folder
+        return _disk_size(path.parent)
     return path.stat().st_size
 
 
@@ -617,15 +544,7 @@ def inspect(
     result = []
     for info in infos:
         tensor = reference.tensors.get(info.tensor) if info.tensor is not None else None
-        if tensor is not None and info.tensor in decoded and tensor.dtype.is_numpy_native:
-            snr = _snr_db(tensor.numpy(), decoded[info.tensor])
-            info = dataclasses.replace(info, snr_db=snr)
+        if tensor is not None and info.tensor in decoded:
+            info = dataclasses.replace(info, snr_db=decoded_snr_db(tensor, decoded[info.tensor]))
         result.append(info)
     return result
-
-
-def _snr_db(a: np.ndarray, b: np.ndarray) -> float | None:
-    """Weight SNR of a decoded tensor, or None when the two cannot be compared numerically."""
-    if a.size != b.size or a.dtype.kind not in "fiu" or b.dtype.kind not in "fiu":
-        return None
-    return nnc.snr_db(a, b)

@@ -21,6 +21,7 @@ import numpy as np
 from nnrconv import _api, _inputs, nnc
 from nnrconv._check_compare import OutputReport, compare_output, degeneracy
 from nnrconv.core import FormatPlugin, InputSpec, Model, UnsupportedError, UsageError
+from nnrconv.core._narrow import numeric_view
 from nnrconv.nnc import snr_db
 
 __all__ = ["CheckReport", "OutputReport", "TensorReport", "check", "random_inputs"]
@@ -366,7 +367,8 @@ def _tensor_reports(model: Model, restored: Model, atol: float | None, rtol: flo
             raise UnsupportedError(f"tensor {name!r} did not come back from NNR")
         a, b = tensor.numpy(), other.numpy()
         identical = a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
-        numeric = a.dtype.kind in "fiub" and tensor.dtype.is_numpy_native and a.shape == b.shape
+        a, b = numeric_view(a, tensor.dtype), numeric_view(b, other.dtype)  # bfloat16: float32 values
+        numeric = a is not None and b is not None and a.dtype.kind in "fiub" and a.shape == b.shape
         if identical:
             max_abs, snr = 0.0, math.inf
         elif numeric:

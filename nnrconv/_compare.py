@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nnrconv import nnc
+from nnrconv._carriage import comparable
 from nnrconv.core import Model
 
 __all__ = ["MAX_CONTENT_REL_ERROR", "Comparison", "TensorDifference", "compare", "render"]
@@ -83,8 +84,8 @@ def compare(first: Model, second: Model) -> Comparison:
     for name in first.tensors:
         if name in second.tensors:
             pairs[name] = (name, BY_NAME)
-    arrays_a = {name: first.tensors[name].numpy() for name in left}
-    arrays_b = {name: second.tensors[name].numpy() for name in right}
+    arrays_a = {name: comparable(first.tensors[name]) for name in left}
+    arrays_b = {name: comparable(second.tensors[name]) for name in right}
     for a_name, b_name in _pair_by_content(arrays_a, arrays_b):
         pairs[a_name] = (b_name, BY_CONTENT)
     for name, tensor in first.tensors.items():
@@ -92,8 +93,8 @@ def compare(first: Model, second: Model) -> Comparison:
             result.only_in_first.append(name)
             continue
         other, how = pairs[name]
-        a = arrays_a[name] if how == BY_CONTENT else tensor.numpy()
-        b = arrays_b[other] if how == BY_CONTENT else second.tensors[other].numpy()
+        a = arrays_a[name] if how == BY_CONTENT else comparable(tensor)
+        b = arrays_b[other] if how == BY_CONTENT else comparable(second.tensors[other])
         result.differences.append(_difference(name, other, how, a, b, tensor.dtype.name))
     matched = {other for other, _ in pairs.values()}
     result.only_in_second = [n for n in second.tensors if n not in matched]

@@ -21,20 +21,17 @@ Exit codes:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
-from typing import TextIO
 
 import click
 
 from nnrconv import _api, _cli_rate, nnc
 from nnrconv._cli_integrity import max_memory_option, salvage_warnings
+from nnrconv._cli_progress import BarProgress
 from nnrconv._cli_shapes import INPUT_SHAPE
 from nnrconv._cli_signals import interruption, terminate_as_interrupt
 from nnrconv._cli_signing import sign_command, verify_command
@@ -58,53 +55,6 @@ class _DefaultToConvert(click.Group):
                 args = [*args[:index], "convert", *args[index:]]
             break
         return super().parse_args(ctx, args)
-
-
-class _TerminalProgress:
-    """A one-line live status on a terminal: tensors done, bytes, rate and the current tensor.
-
-    Drawn on stderr only when it is a terminal, so pipes and logs stay clean; at most ten
-    redraws a second, and the line is erased when the work ends (the summary line follows).
-    """
-
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-        self._started = time.perf_counter()
-        self._drawn = 0.0
-        self._tensors = 0
-        self._bytes = 0
-
-    @classmethod
-    @contextlib.contextmanager
-    def for_stderr(cls, *, enabled: bool = True) -> Iterator[_TerminalProgress | None]:
-        stream = sys.stderr
-        if not enabled or not stream.isatty():
-            yield None
-            return
-        progress = cls(stream)
-        try:
-            yield progress
-        finally:
-            progress.close()
-
-    def __call__(self, name: str, nbytes: int) -> None:
-        self._tensors += 1
-        self._bytes += nbytes
-        now = time.perf_counter()
-        if now - self._drawn < 0.1:
-            return
-        self._drawn = now
-        rate = self._bytes / max(now - self._started, 1e-9)
-        line = f"{self._tensors} tensors, {_human(self._bytes)}, {_human(rate)}/s  {name}"
-        width = shutil.get_terminal_size((80, 20)).columns - 1
-        self._stream.write("\r" + line[:width].ljust(width))
-        self._stream.flush()
-
-    def close(self) -> None:
-        if self._drawn:
-            width = shutil.get_terminal_size((80, 20)).columns - 1
-            self._stream.write("\r" + " " * width + "\r")
-            self._stream.flush()
 
 
 def _human(n: float) -> str:
@@ -270,6 +220,12 @@ def _make_options(
     help="NAME:D1,D2,... fixes a free input shape when converting to a static-shape format (ONNX -> NNEF); "
     "repeatable. Other free dimensions become 1.",
 )
+@click.option(
+    "--cluster",
+    metavar="ADDRESS",
+    help="Code (or decode) the tensors on a Dask distributed cluster, e.g. tcp://host:8786; same bytes.",
+)
+@click.option("--send-tensors", is_flag=True, help="With --cluster: send tensors to the workers (no shared storage).")
 @_coding_options
 @max_memory_option
 @_cli_rate.rate_options
@@ -291,6 +247,8 @@ def convert(
     bits_per_param: float | None,
     size: str | None,
     calibration: str | None,
+    cluster: str | None,
+    send_tensors: bool,
     **coding: object,
 ) -> None:
     """Convert SOURCE to TARGET; formats follow from the paths (`.nnr` is an NNR bitstream).
@@ -303,7 +261,7 @@ def convert(
     options = _cli_rate.apply_target(options, output_snr, bits_per_param, size)
     if signature is not None and verify_key is None:
         raise click.UsageError("--signature names the signature to check; give --verify-key too")
-    with salvage_warnings(), _TerminalProgress.for_stderr(enabled=not quiet) as progress:
+    with salvage_warnings(), BarProgress.for_stderr(enabled=not quiet) as progress:
         result = _api.convert(
             source,
             target,
@@ -321,6 +279,8 @@ def convert(
             signature=signature,
             input_shapes=dict(input_shapes) or None,
             calibration=calibration,
+            cluster=cluster,
+            send_tensors=send_tensors,
         )
     if partial and not quiet:
         _echo_partial(source)

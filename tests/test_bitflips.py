@@ -6,7 +6,8 @@ Every flip must either be refused with nnrconv's error (a `BitstreamError`, exit
 inside NNR data) or decode to bit-identical tensors; no flip may change a tensor silently. The
 real models are the PP-OCR text-orientation classifier (ONNX, 308 tensors) and the
 EfficientNet-Lite0 state dict (296 tensors), each coded lossy (default) and `--lossless`.
-Decoding runs in process; a sample of flips also goes through the CLI, which must exit 4.
+Decoding runs in process; a sample of flips also goes through the CLI's streaming reader (to
+.onnx and .safetensors), which must exit 4.
 """
 
 from __future__ import annotations
@@ -111,11 +112,20 @@ def test_no_single_bit_flip_changes_a_tensor_silently(
         assert outcomes.get("refused (exit 4)", 0) == flips  # every flip in a .nnr is caught
 
 
-def test_the_cli_exits_4_naming_unit_and_offset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    source = _source("ppocr")
+@pytest.mark.parametrize(("model", "output"), [("ppocr", ".onnx"), ("efficientnet", ".safetensors")])
+def test_the_cli_exits_4_naming_unit_and_offset(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, model: str, output: str
+) -> None:
+    """Through the streaming reader (`open_nnr`): the whole-stream decoder must not be used."""
+    source = _source(model)
     coded = tmp_path / "m.nnr"
     nnrconv.convert(source, coded)
     data = coded.read_bytes()
+
+    def whole(*args: object, **kwargs: object) -> None:
+        raise AssertionError("decoded whole: the streaming path was not taken")
+
+    monkeypatch.setattr(_api, "decode", whole)
     frames, _ = scan_frames(memoryview(data))
     rng = random.Random(SEED)
     for index in [0, 1, 2, 3, *rng.sample(range(4, len(frames)), 6)]:  # STR, MPS, record, TPL, NDUs
@@ -124,9 +134,10 @@ def test_the_cli_exits_4_naming_unit_and_offset(tmp_path: Path, capsys: pytest.C
         damaged[offset + rng.randrange(size)] ^= 1 << rng.randrange(8)
         flipped = tmp_path / f"flipped{index}.nnr"
         flipped.write_bytes(bytes(damaged))
-        code = main(["convert", str(flipped), str(tmp_path / f"out{index}.onnx")])
+        code = main(["convert", str(flipped), str(tmp_path / f"out{index}{output}")])
         err = capsys.readouterr().err.strip()
         assert code == 4, err
         assert len(err.splitlines()) == 1 and str(flipped) in err and "byte offset" in err, err
         assert f"unit {index}," in err or (index == 2 and "integrity record" in err), err
-        assert not (tmp_path / f"out{index}.onnx").exists()
+        assert not (tmp_path / f"out{index}{output}").exists()
+    assert main(["convert", str(coded), str(tmp_path / f"intact{output}")]) == 0  # streamed, verified

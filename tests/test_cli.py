@@ -210,22 +210,6 @@ def test_console_script_runs_as_a_user_would(tmp_path):
     assert result.returncode == 3 and result.stderr.startswith("nnrconv: error:") and result.stdout == ""
 
 
-def test_progress_line_is_drawn_per_tensor_and_erased():
-    import io
-
-    from nnrconv.cli import _TerminalProgress
-
-    stream = io.StringIO()
-    progress = _TerminalProgress(stream)
-    progress("conv1.weight", 1_000_000)
-    progress._drawn = 0.0  # let the next call redraw at once
-    progress("fc.weight", 500_000)
-    progress.close()
-    text = stream.getvalue()
-    assert "2 tensors, 1.5 MB" in text and "fc.weight" in text and "/s" in text
-    assert text.endswith("\r")
-
-
 def test_pipes_get_no_progress_line(tmp_path, capsys):
     code, out, err = run(capsys, "convert", "--lossless", EXAMPLE, tmp_path / "m.nnr")
     assert code == 0 and err == "" and "\r" not in out and out.count("\n") == 1

@@ -20,6 +20,7 @@ from nnrconv.core._errors import (
 from nnrconv.core._format import FormatPlugin, InputSpec
 from nnrconv.core._graph import Attribute, AttributeType, Graph, Node, ValueInfo
 from nnrconv.core._model import Model
+from nnrconv.core._narrow import restore_narrow
 from nnrconv.core._plugins import FormatRegistry, get_plugin_manager, get_registry
 from nnrconv.core._sniff import read_varint
 from nnrconv.core._tensor import ArrayTensor, CodedTensor, LazyTensor, MappedTensor, Tensor, TensorRole
@@ -55,6 +56,7 @@ __all__ = [
     "get_plugin_manager",
     "get_registry",
     "read_varint",
+    "restore_narrow",
     "hookimpl",
 ]
 

@@ -79,6 +79,9 @@ class FormatPlugin:
         weights_only: True for formats that hold named tensors and no graph (npz, safetensors,
             state dicts). They travel through NNR with an empty topology of storage format 0
             (NNR_TPL_UNREC), and they can save the tensors of any model.
+        carries_narrow_floats: True when `from_topology` restores bfloat16, float8 (and float16
+            sent as bit patterns) from their NNR carriers with `nnrconv.core.restore_narrow`;
+            only then do such tensors travel as data units (else they stay in the topology).
     """
 
     name: ClassVar[str]
@@ -91,6 +94,7 @@ class FormatPlugin:
     weights_only: ClassVar[bool] = False
     embedded_patterns: ClassVar[tuple[str, ...]] = ()
     saves_any_model: ClassVar[bool] = False
+    carries_narrow_floats: ClassVar[bool] = False
 
     @property
     def accepts_foreign_tensors(self) -> bool:

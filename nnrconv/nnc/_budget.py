@@ -28,6 +28,7 @@ from nnrconv.nnc._payloads import output_dtype
 __all__ = [
     "DEFAULT_SHARE",
     "check_declared_sizes",
+    "check_streamed_sizes",
     "current_budget",
     "declared_bytes",
     "default_max_memory",
@@ -149,3 +150,34 @@ def check_declared_sizes(
                 f"unit needs {format_size(needed)}, above the memory budget of {format_size(budget)} (--max-memory)"
             )
     return total
+
+
+def check_streamed_sizes(
+    headers: Iterable[tuple[NduHeader, Callable[[str], BitstreamError]]], workers: int, budget: int | None = None
+) -> int:
+    """`check_declared_sizes` for decoding tensor by tensor (`nnc._streaming`): what is held at
+    once is the tensor a writer is using, plus those decoding ahead (within the bytes of the
+    largest tensor, at least one whatever its size). Refuses at the first unit whose tensor and
+    its working memory, with the largest tensor before it, exceed the budget; `workers` does not
+    change that bound (decoding ahead stays within the largest tensor's bytes). Returns the
+    largest need found.
+
+    Raises:
+        BitstreamError: at the first unit that takes the need over the budget.
+    """
+    budget = current_budget() if budget is None else budget
+    largest = 0
+    worst = 0
+    for header, error in headers:
+        decoded, extra = declared_bytes(header)
+        needed = largest + decoded + extra
+        worst = max(worst, needed)
+        if needed > budget:
+            dims = list(header.tensor_dimensions or (1,))
+            raise error(
+                f"tensor_dimensions {dims} declare {format_size(decoded)} of decoded data; decoding it while the "
+                f"largest tensor before it is in use needs {format_size(needed)}, above the memory budget of "
+                f"{format_size(budget)} (--max-memory)"
+            )
+        largest = max(largest, decoded)
+    return worst

@@ -411,8 +411,19 @@ def qp_of_step(step: float, qp_density: int = _QP_DENSITY) -> int:
     return qp
 
 
+_STATS_CHUNK = 1 << 21
+"""Elements per float64 pass in `_power` and `snr_db`: their temporaries stay at a few times
+16 MB whatever the tensor's size (a tensor of one chunk is summed exactly as before)."""
+
+
+def _chunks(array: np.ndarray) -> list[np.ndarray]:
+    flat = array.reshape(-1)
+    return [flat[i : i + _STATS_CHUNK] for i in range(0, flat.size, _STATS_CHUNK)] or [flat]
+
+
 def _power(array: np.ndarray) -> float:
-    return float(np.sum(np.square(array, dtype=np.float64), dtype=np.float64)) / array.size
+    total = sum(float(np.sum(np.square(c, dtype=np.float64), dtype=np.float64)) for c in _chunks(array))
+    return total / array.size
 
 
 def _estimate_qp(array: np.ndarray, snr_db: float, options: CodingOptions) -> int | None:
@@ -432,12 +443,14 @@ def _estimate_qp(array: np.ndarray, snr_db: float, options: CodingOptions) -> in
 
 def snr_db(original: np.ndarray, reconstruction: np.ndarray) -> float:
     """10·log10(Σw² / Σ(w-ŵ)²) in float64; inf when identical."""
-    a = original.astype(np.float64, copy=False).ravel()
-    diff = a - reconstruction.astype(np.float64, copy=False).ravel()
-    noise = float(np.dot(diff, diff))
+    noise = signal = 0.0
+    for o, r in zip(_chunks(original), _chunks(reconstruction), strict=True):
+        a = o.astype(np.float64, copy=False)
+        diff = a - r.astype(np.float64, copy=False)
+        noise += float(np.dot(diff, diff))
+        signal += float(np.dot(a, a))
     if noise == 0.0:
         return math.inf
-    signal = float(np.dot(a, a))
     return -math.inf if signal == 0.0 else 10.0 * math.log10(signal / noise)
 
 
@@ -458,6 +471,34 @@ def quantize_weights(weights: np.ndarray, qp: int, dq_flag: bool, options: Codin
     )
 
 
+SAMPLED_SEARCH_ELEMENTS = 1 << 22
+"""Tensors of at least this many elements (and two or more rows) search their QP on a sample."""
+_SAMPLE_ROWS_ELEMENTS = 1 << 20
+
+
+def levels_snr_db(weights: np.ndarray, levels: np.ndarray, qp: int, qp_density: int) -> float:
+    """`snr_db` of the weights against their dequantized levels, dequantized chunk by chunk."""
+    noise = signal = 0.0
+    for w, q in zip(_chunks(weights), _chunks(levels), strict=True):
+        a = w.astype(np.float64, copy=False)
+        diff = a - cabac.dequantize(np.ascontiguousarray(q), qp, qp_density).astype(np.float64)
+        noise += float(np.dot(diff, diff))
+        signal += float(np.dot(a, a))
+    if noise == 0.0:
+        return math.inf
+    return -math.inf if signal == 0.0 else 10.0 * math.log10(signal / noise)
+
+
+def _row_sample(weights: np.ndarray) -> np.ndarray | None:
+    """Evenly spaced whole rows (about 1 Mi elements) of a big tensor, or None for small ones."""
+    rows, width = cabac.matrix_view(weights.shape)
+    if weights.size < SAMPLED_SEARCH_ELEMENTS or rows < 2:
+        return None
+    take = max(1, min(rows, _SAMPLE_ROWS_ELEMENTS // max(1, width)))
+    picked = np.linspace(0, rows - 1, take).round().astype(np.int64)
+    return np.ascontiguousarray(weights.reshape(rows, width)[np.unique(picked)])
+
+
 def quantize_for_snr(
     weights: np.ndarray, plan: TensorPlan, options: CodingOptions, qp_range: tuple[int, int]
 ) -> tuple[cabac.QuantizedTensor, bool]:
@@ -467,7 +508,31 @@ def quantize_for_snr(
     (float64 originals are compared at their own precision by the caller's array). Returns the
     quantized tensor and whether it meets the target (False: even the finest QP of the range,
     or every QP the levels fit, misses it; the caller then sends the tensor exactly).
+
+    NOTE: a tensor of `SAMPLED_SEARCH_ELEMENTS` or more searches on evenly spaced whole rows
+    (about 1 Mi elements) instead, then quantizes whole once at the QP found, stepping finer only
+    while the whole tensor misses the target. That is deterministic and holds the target, costs
+    one full quantization instead of two or more, and keeps one set of levels in memory; the
+    QP may be one step finer than the whole-tensor search would find.
     """
+    lo = qp_range[0]
+    sample = _row_sample(weights)
+    if sample is not None:
+        qp = _search(sample, plan, options, qp_range)[0].qp
+        while True:  # finer until the whole tensor holds (at the finest allowed QP, take it)
+            quantized = quantize_weights(weights, qp, plan.dq_flag, options)
+            snr = levels_snr_db(weights, quantized.levels, quantized.qp, options.qp_density)
+            met = quantized.qp == qp and snr >= plan.snr_db  # type: ignore[operator]
+            if met or qp <= lo or quantized.qp != qp:  # an overflow does not improve finer
+                return quantized, met
+            del quantized
+            qp -= 1
+    return _search(weights, plan, options, qp_range)
+
+
+def _search(
+    weights: np.ndarray, plan: TensorPlan, options: CodingOptions, qp_range: tuple[int, int]
+) -> tuple[cabac.QuantizedTensor, bool]:
     lo, hi = qp_range
     qpd = options.qp_density
 
@@ -475,7 +540,7 @@ def quantize_for_snr(
         q = quantize_weights(weights, qp, plan.dq_flag, options)
         if q.qp != qp:  # the levels overflowed int32 and the quantizer chose another step
             return q, False
-        ok = snr_db(weights, cabac.dequantize(q.levels, q.qp, qpd)) >= plan.snr_db  # type: ignore[operator]
+        ok = levels_snr_db(weights, q.levels, q.qp, qpd) >= plan.snr_db  # type: ignore[operator]
         return q, ok
 
     qp = min(hi, max(lo, plan.qp if plan.qp is not None else hi))

@@ -4,8 +4,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -34,9 +35,12 @@ from nnrconv.nnc._units import StartUnit, TopologyUnit, UnitContext
 
 
 __all__ = [
+    "ModelHead",
     "encode_model",
     "encode_parts",
     "encode_update",
+    "model_head",
+    "plan_named",
 ]
 
 
@@ -157,61 +161,38 @@ def _encode(
     named: list[tuple[str, np.ndarray, TensorPlan]] = []
     seen: set[str] = set()
     for name, array in tensors:
-        if not isinstance(name, str):
-            raise TypeError(f"tensors names must be str, got {name!r}")
-        if name in seen:
-            raise ValueError(f"two tensors are named {name!r}; NDU names must be unique")
-        seen.add(name)
-        if "\0" in name:
-            raise UnsupportedError(f"tensor {name!r} contains a NUL character, which an NNR st(v) name cannot hold")
         array = np.asarray(array)
-        choice = options.plan.get(name) if options.plan else None
-        plan = plan_tensor(array, options) if choice is None else plan_choice(array, choice, options)
-        if plan is None:
-            raise UnsupportedError(
-                f"tensor {name!r} has dtype {array.dtype}; NNR carries float32, float16/float64 "
-                f"(lossy, or lossless on a QP grid) and integers that fit int32 ({options.mode} mode)"
-            )
-        named.append((name, array, plan))
+        named.append((name, array, plan_named(name, array, options, seen)))
     parents: dict[str, UpdateParent | None] = {}
     if base is not None:
         for name, array, plan in named:
             tensor = base.get(name, tuple(array.shape), "the model")
             lossy_float = plan.payload_type == PayloadType.NNR_PT_FLOAT and not plan.exact
             parents[name] = tensor.parent(name, base.source, base.parent_ref) if lossy_float else None
-    plans, mps_qp, qp_range = fit_plans([(array.size, plan) for _, array, plan in named], options)
-    named = [(name, array, plan) for (name, array, _), plan in zip(named, plans, strict=True)]
-    mps = ModelParameterSet(
-        mps_qp_density=options.qp_density,
-        mps_quantization_parameter=mps_qp,
-        mps_parent_signalling_enabled_flag=base is not None,
+    layout = model_head(
+        [(array.size, plan) for _, array, plan in named],
+        options,
+        profile,
+        topology,
+        storage_format,
+        compress,
+        parent_signalling=base is not None,
     )
-    ctx = UnitContext()
-    head: list[bytes] = []
-    units: list[StartUnit | ModelParameterSet | TopologyUnit] = [StartUnit(profile), mps]
-    if topology is not None:
-        units.append(_topology_unit(topology, storage_format, compress))
-    for unit in units:
-        head.append(encode_unit(unit, ctx))
-        ctx = advance_context(ctx, unit)
-    settings = PayloadSettings(options, mps_qp, qp_range, profile)
-    chosen = options.plan or {}
+    named = [(name, array, plan) for (name, array, _), plan in zip(named, layout.plans, strict=True)]
+    head, ctx, settings = layout.units, layout.ctx, layout.settings
 
     def code(job: tuple[int, tuple[str, np.ndarray, TensorPlan]], threads: int) -> bytes:
         index, (name, array, plan) = job
-        if name in chosen and base is None:  # a rate allocator's λ / codebook for this tensor
-            settings_ = PayloadSettings(choice_options(chosen[name], options), mps_qp, qp_range, profile)
-            return b"".join(_tensor_unit(name, array, plan, index, ctx, settings_, threads=threads))
-        if base is not None:
-            parent = parents[name]
-            before = base.tensors[name]
-            if parent is None and np.array_equal(array, before.values.reshape(array.shape)):
-                return b""  # unchanged: the decoder keeps the base tensor
-            # sent whole: still the next version of the tensor, one level below it (as NNCodec)
-            node = before.node_id
-            at = index if node is None else NodeId(node.device_id, node.parameter_id, node.put_node_depth + 1)
-            return b"".join(_tensor_unit(name, array, plan, at, ctx, settings, parent, threads))
-        return b"".join(_tensor_unit(name, array, plan, index, ctx, settings, threads=threads))
+        if base is None:  # with a rate allocator's λ / codebook for this tensor where it chose one
+            return b"".join(_tensor_unit(name, array, plan, index, ctx, layout.settings_for(name), threads=threads))
+        parent = parents[name]
+        before = base.tensors[name]
+        if parent is None and np.array_equal(array, before.values.reshape(array.shape)):
+            return b""  # unchanged: the decoder keeps the base tensor
+        # sent whole: still the next version of the tensor, one level below it (as NNCodec)
+        node = before.node_id
+        at = index if node is None else NodeId(node.device_id, node.parameter_id, node.put_node_depth + 1)
+        return b"".join(_tensor_unit(name, array, plan, at, ctx, settings, parent, threads))
 
     jobs = list(enumerate(named))
     shares = _thread_shares([array.size for _, array, _ in named], options.workers)
@@ -228,6 +209,78 @@ def _encode(
         sizes = {name: len(unit) for name, unit in ndus.items()}
         ndus = {name: ndus[name] for name in importance_order([(n, a) for n, a, _ in named if n in ndus], base, sizes)}
     return b"".join(head[:2]), head[2:], ndus
+
+
+def plan_named(name: object, array: np.ndarray, options: CodingOptions, seen: set[str]) -> TensorPlan:
+    """A tensor's plan (its rate plan's choice when `options.plan` has one), its name checked
+    against the names `seen` so far (which it joins).
+
+    Raises:
+        TypeError, ValueError, UnsupportedError: as `encode_model` documents.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"tensors names must be str, got {name!r}")
+    if name in seen:
+        raise ValueError(f"two tensors are named {name!r}; NDU names must be unique")
+    seen.add(name)
+    if "\0" in name:
+        raise UnsupportedError(f"tensor {name!r} contains a NUL character, which an NNR st(v) name cannot hold")
+    choice = options.plan.get(name) if options.plan else None
+    plan = plan_tensor(array, options) if choice is None else plan_choice(array, choice, options)
+    if plan is None:
+        raise UnsupportedError(
+            f"tensor {name!r} has dtype {array.dtype}; NNR carries float32, float16/float64 "
+            f"(lossy, or lossless on a QP grid) and integers that fit int32 ({options.mode} mode)"
+        )
+    return plan
+
+
+@dataclass(frozen=True, slots=True)
+class ModelHead:
+    """What every data unit of a model is coded against: the plans fitted into the MPS's QP
+    window, the units before the data units (start unit, MPS, and the topology unit when there
+    is one; no integrity record), the unit context after them and the payload settings."""
+
+    plans: list[TensorPlan]
+    units: list[bytes]
+    ctx: UnitContext
+    settings: PayloadSettings
+
+    def settings_for(self, name: str) -> PayloadSettings:
+        """The settings of one tensor: a rate plan's choice (λ, codebook) where it has one."""
+        options = self.settings.options
+        choice = options.plan.get(name) if options.plan else None
+        return self.settings if choice is None else replace(self.settings, options=choice_options(choice, options))
+
+
+def model_head(
+    sized_plans: Sequence[tuple[int, TensorPlan]],
+    options: CodingOptions,
+    profile: int,
+    topology: bytes | None,
+    storage_format: int,
+    compress: bool,
+    *,
+    parent_signalling: bool = False,
+) -> ModelHead:
+    """Fit the plans (element count, plan per tensor) into one QP window and code the head units;
+    shared by `encode_model` and the streaming writer (`_streaming.encode_model_to`), so that
+    both make the same decisions and write the same bytes."""
+    plans, mps_qp, qp_range = fit_plans(sized_plans, options)
+    mps = ModelParameterSet(
+        mps_qp_density=options.qp_density,
+        mps_quantization_parameter=mps_qp,
+        mps_parent_signalling_enabled_flag=parent_signalling,
+    )
+    ctx = UnitContext()
+    head: list[bytes] = []
+    units: list[StartUnit | ModelParameterSet | TopologyUnit] = [StartUnit(profile), mps]
+    if topology is not None:
+        units.append(_topology_unit(topology, storage_format, compress))
+    for unit in units:
+        head.append(encode_unit(unit, ctx))
+        ctx = advance_context(ctx, unit)
+    return ModelHead(plans, head, ctx, PayloadSettings(options, mps_qp, qp_range, profile))
 
 
 def _thread_shares(sizes: list[int], count: int) -> list[int]:

@@ -35,7 +35,7 @@ import base64
 import hashlib
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from nnrconv.core._errors import BitstreamError, FormatError, NNRConvError
@@ -46,6 +46,7 @@ __all__ = [
     "IntegrityRecord",
     "no_start_unit",
     "StreamCheck",
+    "StreamSealer",
     "check_parts",
     "check_stream",
     "crc_of",
@@ -194,26 +195,91 @@ def _looks_like_record_header(view: memoryview, frame: Frame) -> bool:
     return size >= start - offset + 3 + len(MAGIC) and bytes(view[start : start + 3]) == bytes([_HEADER_BYTE, 0, 0])
 
 
-def _digest(views: Sequence[memoryview | bytes], crcs: Sequence[int], types: Sequence[int]) -> bytes:
+def _digest(
+    views: Sequence[memoryview | bytes],
+    crcs: Sequence[int],
+    types: Sequence[int],
+    release: Callable[[int], None] | None = None,
+) -> bytes:
     """SHA-256 (first 16 bytes) over the covered units that are not topology: parameter units in
     order, then the data units in ascending CRC order (ties by content), so that a container's
-    tensor order does not matter."""
+    tensor order does not matter. `release(i)` is called once unit i has been hashed."""
+
+    def chunks(i: int) -> Iterator[memoryview | bytes]:
+        yield views[i]
+        if release is not None:
+            release(i)
+
+    return _digest_of(crcs, types, chunks)
+
+
+def _digest_of(
+    crcs: Sequence[int], types: Sequence[int], chunks: Callable[[int], Iterable[bytes | memoryview]]
+) -> bytes:
+    """`_digest` of units given as chunks of bytes (unit i is ``chunks(i)``, read in order)."""
     sha = hashlib.sha256()
     ndus: list[int] = []
-    for i, (view, unit_type) in enumerate(zip(views, types, strict=True)):
+    for i, unit_type in enumerate(types):
         if unit_type == NnrUnitType.NNR_NDU:
             ndus.append(i)
         elif unit_type != NnrUnitType.NNR_TPL:
-            sha.update(view)
+            for chunk in chunks(i):
+                sha.update(chunk)
     counts = Counter(crcs[i] for i in ndus)
-    ndus.sort(key=lambda i: (crcs[i], bytes(views[i]) if counts[crcs[i]] > 1 else b""))
+    ndus.sort(key=lambda i: (crcs[i], b"".join(chunks(i)) if counts[crcs[i]] > 1 else b""))
     for i in ndus:
-        sha.update(views[i])
+        for chunk in chunks(i):
+            sha.update(chunk)
     return sha.digest()[:_DIGEST_BYTES]
 
 
+class StreamSealer:
+    """The stream record of a bitstream written unit by unit to a seekable, readable file.
+
+    The record (unit 2) covers every unit after it, so it is known last: the writer puts
+    `placeholder` (a record of the same length: its size depends only on the number of units)
+    in its place, `add`s every other unit as it writes it, then `record` reads the data units
+    back from the file, a chunk at a time, for the digest. The result is byte for byte the
+    record `seal_stream` makes of the same units.
+    """
+
+    def __init__(self, covered: int) -> None:
+        self.covered = covered
+        self.placeholder = IntegrityRecord(FORM_STREAM, (0,) * covered, bytes(_DIGEST_BYTES)).unit()
+        self._spans: list[tuple[int, int]] = []
+        self._crcs: list[int] = []
+        self._types: list[int] = []
+
+    def add(self, offset: int, parts: Sequence[bytes | memoryview]) -> None:
+        """Note the unit written at `offset` as `parts` (its bytes, in pieces)."""
+        crc = 0
+        size = 0
+        first = b""
+        for part in parts:
+            crc = zlib.crc32(part, crc)
+            size += len(part)
+            if len(first) < 5:
+                first += bytes(memoryview(part)[: 5 - len(first)])
+        self._spans.append((offset, size))
+        self._crcs.append(crc)
+        self._types.append(_type_of_unit(first))
+
+    def record(self, read: Callable[[int, int], Iterable[bytes]]) -> bytes:
+        """The record unit; `read(offset, size)` gives a written unit's bytes in chunks.
+
+        Raises:
+            ValueError: not as many units were added as the placeholder covers.
+        """
+        if len(self._spans) != self.covered:
+            raise ValueError(f"the record covers {self.covered} units, {len(self._spans)} were written")
+        digest = _digest_of(self._crcs, self._types, lambda i: read(*self._spans[i]))
+        record = IntegrityRecord(FORM_STREAM, tuple(self._crcs), digest).unit()
+        assert len(record) == len(self.placeholder)
+        return record
+
+
 def _type_of_unit(unit: memoryview | bytes) -> int:
-    view = memoryview(unit)
+    view = memoryview(unit).cast("B")
     return unit_type_of(view, (0, len(view)))
 
 
@@ -347,11 +413,13 @@ def _unit_name(unit_type: int) -> str:
         return f"type-{unit_type}"
 
 
-def check_stream(view: memoryview) -> StreamCheck:
+def check_stream(view: memoryview, release: Callable[[int, int], None] | None = None) -> StreamCheck:
     """Verify a bitstream against its integrity record, before any unit is parsed.
 
     Returns `StreamCheck(verified=False)` for a stream without record (NNCodec's, or older
-    nnrconv output); framing errors of such streams are left to the parser.
+    nnrconv output); framing errors of such streams are left to the parser. `release(offset,
+    size)` is called each time a unit's bytes have been read (a memory-mapped file drops its
+    pages there, so that checking a big file does not grow the process's memory).
 
     Raises:
         BitstreamError: a unit fails its CRC-32 (named by unit index and byte offset), units are
@@ -380,6 +448,8 @@ def check_stream(view: memoryview) -> StreamCheck:
                 byte_offset=offset,
             )
         crcs[offset] = crc
+        if release is not None:
+            release(offset, size)
     if error is not None:
         raise error
     if len(covered) < len(record.crcs):
@@ -391,7 +461,8 @@ def check_stream(view: memoryview) -> StreamCheck:
         )
     views = [view[o : o + n] for _, (o, n) in covered]
     types = [unit_type_of(view, f) for _, f in covered]
-    if _digest(views, list(crcs.values()), types) != record.digest:
+    done = None if release is None else (lambda i: release(*covered[i][1]))
+    if _digest(views, list(crcs.values()), types, done) != record.digest:
         raise BitstreamError(
             "the data digest (SHA-256) does not match the integrity record, though every unit's CRC-32 does: "
             "the stream is damaged",

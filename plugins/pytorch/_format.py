@@ -41,17 +41,25 @@ class PyTorchFormat(FormatPlugin):
     description: ClassVar[str] = "PyTorch: torch.export .pt2, TorchScript, state_dict .pt/.pth, safetensors"
     # `.jit` and `.torchscript` are the names TorchScript exports commonly get (TorchServe,
     # Ultralytics); they are written as TorchScript archives only.
-    patterns: ClassVar[tuple[str, ...]] = ("*.pt2", "*.pt", "*.pth", "*.safetensors", *SCRIPT_PATTERNS)
+    patterns: ClassVar[tuple[str, ...]] = (
+        "*.pt2", "*.pt", "*.pth", "*.safetensors", "*.safetensors.index.json", *SCRIPT_PATTERNS,
+    )
     topology_code: ClassVar[int | None] = 3
     requires: ClassVar[tuple[str, ...]] = ("torch",)
     install: ClassVar[str] = "pip install 'nnrconv[pytorch]'"
     saves_any_model: ClassVar[bool] = True
+    carries_narrow_floats: ClassVar[bool] = True
     embedded_patterns: ClassVar[tuple[str, ...]] = (
         "*.nnr.pt2", "*.nnr.pt", "*.nnr.pth", "*.nnr.jit", "*.nnr.torchscript",
     )
 
     def sniff(self, path: Path, head: bytes) -> bool:
-        """A torch zip archive, a legacy torch.save pickle or safetensors; or a file named like one."""
+        """A torch zip archive, a legacy torch.save pickle or safetensors, a Hugging Face checkpoint
+        (its `*.safetensors.index.json` or its folder); or a file named like one."""
+        if path.is_dir():
+            from nnrconv_pytorch._shards import is_checkpoint_folder
+
+            return is_checkpoint_folder(path)
         if head.startswith(b"PK\x03\x04") and path.is_file():
             try:
                 with zipfile.ZipFile(path) as archive:

@@ -22,7 +22,7 @@ import numpy as np
 
 from nnrconv.core import ArrayTensor, DType, FormatError, MappedTensor, Tensor
 
-__all__ = ["HEADER_LIMIT", "looks_like_safetensors", "read", "read_bytes", "write_bytes"]
+__all__ = ["HEADER_LIMIT", "code_of", "looks_like_safetensors", "read", "read_bytes", "read_metadata", "write_bytes"]
 
 HEADER_LIMIT = 100 * 1024 * 1024
 """Largest JSON header accepted (the reference implementation's own limit)."""
@@ -104,6 +104,33 @@ def read(path: Path) -> dict[str, Tensor]:
         name: MappedTensor(name, e["_dtype"], e["_shape"], path, start + e["_span"][0], e["_span"][1] - e["_span"][0])
         for name, e in header.items()
     }
+
+
+def read_metadata(path: Path) -> dict[str, str] | None:
+    """The file's ``__metadata__`` (a string map), or None without one."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        (length,) = struct.unpack("<Q", head) if len(head) == 8 else (0,)
+        text = f.read(min(length, HEADER_LIMIT))
+    try:
+        metadata = json.loads(text.decode("utf-8")).get("__metadata__")
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return None
+    if isinstance(metadata, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        return metadata
+    return None
+
+
+def code_of(tensor: Tensor) -> str:
+    """The safetensors dtype code of a tensor.
+
+    Raises:
+        FormatError: its element type has none.
+    """
+    code = _FROM_DTYPE.get(tensor.dtype)
+    if code is None:
+        raise FormatError(f"tensor {tensor.name!r}: safetensors has no code for {tensor.dtype.name}")
+    return code
 
 
 def read_bytes(data: bytes, source: str) -> dict[str, Tensor]:

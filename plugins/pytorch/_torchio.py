@@ -17,6 +17,7 @@ NOTE on safety: nothing here unpickles arbitrary objects.
 from __future__ import annotations
 
 import io
+import math
 import pickle
 import re
 import zipfile
@@ -32,17 +33,20 @@ import torch
 from nnrconv.core import (
     ArrayTensor,
     BitstreamError,
+    CodedTensor,
     DType,
     FormatError,
     Graph,
+    LazyTensor,
     Model,
     Node,
     Tensor,
     TensorRole,
     UnsupportedError,
     ValueInfo,
+    restore_narrow,
 )
-from nnrconv_pytorch import _archive, _safetensors, _topology
+from nnrconv_pytorch import _archive, _safetensors, _shards, _topology
 from nnrconv_pytorch._archive import Record, Slot
 
 __all__ = ["Native", "from_topology", "load", "save", "to_numpy", "topology_bytes"]
@@ -87,12 +91,15 @@ class Native:
         records: the zip archive's records (program and script).
         slots: state_dict key -> the record holding exactly its bytes (program and script).
         module: the loaded ExportedProgram or ScriptModule (for running), loaded once.
+        layout: state dicts read from safetensors: shard files, their metadata, the index and
+            the files beside it (`_shards`), written back as they were.
     """
 
     kind: str
     records: list[Record] = field(default_factory=list)
     slots: dict[str, Slot] = field(default_factory=dict)
     module: Any = None
+    layout: _shards.Layout | None = None
 
 
 # -- tensors ---------------------------------------------------------------------------------------
@@ -229,6 +236,10 @@ def load(path: Path) -> Model:
     from nnrconv_pytorch import _embedded
 
     source = str(path)
+    if path.is_dir() or path.name.lower().endswith(_shards.INDEX_SUFFIX):
+        tensors, layout = _shards.read_checkpoint(path)
+        _assign_roles(tensors, roles_from_names(list(tensors)))
+        return _state_dict_model(tensors, layout)
     try:
         with open(path, "rb") as f:
             head = f.read(64)
@@ -237,7 +248,9 @@ def load(path: Path) -> Model:
     if _safetensors.looks_like_safetensors(head):
         tensors = _safetensors.read(path)
         _assign_roles(tensors, roles_from_names(list(tensors)))
-        return _state_dict_model(tensors)
+        metadata = _safetensors.read_metadata(path)
+        layout = _shards.Layout([_shards.Shard(None, metadata, list(tensors))]) if metadata else None
+        return _state_dict_model(tensors, layout)
     if head.startswith(b"PK\x03\x04"):
         try:
             with zipfile.ZipFile(path) as archive:
@@ -316,8 +329,9 @@ def _assign_roles(tensors: Mapping[str, Tensor], roles: Mapping[str, TensorRole]
         tensor.role = roles.get(key, TensorRole.OTHER)
 
 
-def _state_dict_model(tensors: dict[str, Tensor]) -> Model:
-    return Model(Graph(name="state_dict"), tensors, source_format=FORMAT, native=Native("state_dict"))
+def _state_dict_model(tensors: dict[str, Tensor], layout: _shards.Layout | None = None) -> Model:
+    native = Native("state_dict", layout=layout)
+    return Model(Graph(name="state_dict"), tensors, source_format=FORMAT, native=native)
 
 
 def load_archive(data: bytes, source: str) -> Model:
@@ -444,13 +458,16 @@ def topology_bytes(model: Model, carried: Collection[str]) -> bytes:
 def _state_dict_topology(model: Model, carried: Collection[str]) -> bytes:
     kept = [t for k, t in model.tensors.items() if k not in carried]
     plain = all(t.dtype is DType.FLOAT and t.shape != () for k, t in model.tensors.items() if k in carried)
-    if not kept and plain:
+    layout = model.native.layout if isinstance(model.native, Native) else None
+    if not kept and plain and layout is None:
         return b""  # NNCodec's NNR_TPL_PYT: names travel in the NDUs, nothing else is needed
-    manifest = {
+    manifest: dict[str, Any] = {
         "keys": list(model.tensors),
         "shapes": {k: list(t.shape) for k, t in model.tensors.items() if k in carried},
         "dtypes": {k: t.dtype.name for k, t in model.tensors.items() if k in carried},
     }
+    if layout is not None:
+        manifest["layout"] = layout.to_manifest()
     if not kept:
         return _topology.pack_text(manifest)  # readable by NNCodec 2.1.3 (a NUL-free string)
     return _topology.pack("state_dict", manifest, _safetensors.write_bytes(kept))
@@ -461,6 +478,8 @@ def _fit(tensor: Tensor, dtype_name: str | None, shape: list[int] | None) -> np.
 
     The backend may return a wider type than it was given (int32 for int64 or uint16, float32 for
     float16); integers must survive the narrowing exactly, floats are narrowed as coded.
+    bfloat16 returns as float32 values (rounded to nearest even) or, like float8 and float16 sent
+    exactly, as the integers of its bit patterns (`restore_narrow`).
 
     Raises:
         BitstreamError: the type name is unknown, the values do not fit it, or the size misfits.
@@ -468,11 +487,17 @@ def _fit(tensor: Tensor, dtype_name: str | None, shape: list[int] | None) -> np.
     array = np.asarray(tensor.numpy())
     if dtype_name is not None:
         try:
-            target = DType.from_name(dtype_name).storage_dtype
+            dtype = DType.from_name(dtype_name)
         except TypeError:
             raise BitstreamError(
                 f"unknown element type {dtype_name!r} in the PyTorch topology", tensor=tensor.name
             ) from None
+        target = dtype.storage_dtype
+        if dtype.is_floating_point and array.dtype.kind != target.kind:
+            try:  # a narrow float's carrier: bfloat16 values, or float bit patterns as integers
+                array = restore_narrow(array, dtype)
+            except ValueError as exc:
+                raise BitstreamError(str(exc), tensor=tensor.name) from None
         if array.dtype != target:
             narrowed = array.astype(target)
             if array.dtype.kind in "iub" and not np.array_equal(narrowed.astype(array.dtype), array):
@@ -485,6 +510,25 @@ def _fit(tensor: Tensor, dtype_name: str | None, shape: list[int] | None) -> np.
             )
         array = array.reshape(shape)
     return array
+
+
+def _fitted(tensor: Tensor, dtype_name: str | None, shape: list[int] | None) -> Tensor:
+    """`_fit` of a decoded tensor, deferred until its data is used (decoding included), so that a
+    lazily decoded model is written tensor by tensor; names and sizes are checked now."""
+    try:
+        dtype = DType.from_name(dtype_name) if dtype_name is not None else tensor.dtype
+    except TypeError:
+        raise BitstreamError(
+            f"unknown element type {dtype_name!r} in the PyTorch topology", tensor=tensor.name
+        ) from None
+    if shape is not None and math.prod(shape) != math.prod(tensor.shape):
+        raise BitstreamError(
+            f"decoded tensor of {math.prod(tensor.shape)} elements does not fit shape {shape}", tensor=tensor.name
+        )
+    if isinstance(tensor, LazyTensor) and not isinstance(tensor, CodedTensor):
+        final = tuple(shape) if shape is not None else tensor.shape
+        return LazyTensor(tensor.name, dtype, final, lambda: _fit(tensor, dtype_name, shape))
+    return ArrayTensor(tensor.name, _fit(tensor, dtype_name, shape), dtype=dtype if dtype_name else None)
 
 
 def from_topology(topology: bytes, tensors: Mapping[str, Tensor]) -> Model:
@@ -520,16 +564,15 @@ def _state_dict_from_topology(parsed: _topology.Topology, tensors: Mapping[str, 
         if key in kept:
             result[key] = kept[key]
         elif key in tensors:
-            array = _fit(tensors[key], dtypes.get(key), shapes.get(key))
-            dtype = DType.from_name(dtypes[key]) if key in dtypes else None
-            result[key] = ArrayTensor(key, array, dtype=dtype)
+            result[key] = _fitted(tensors[key], dtypes.get(key), shapes.get(key))
         else:
             raise BitstreamError(f"the PyTorch topology expects tensor {key!r}, which no data unit carries", tensor=key)
     extra = [k for k in tensors if k not in result]
     if extra:
         raise BitstreamError(f"data unit tensor {extra[0]!r} is not in the state dict", tensor=extra[0])
     _assign_roles(result, roles_from_names(list(result)))
-    return _state_dict_model(result)
+    layout = parsed.manifest.get("layout")
+    return _state_dict_model(result, None if layout is None else _shards.layout_from_manifest(layout))
 
 
 # -- saving ----------------------------------------------------------------------------------------
@@ -543,8 +586,13 @@ def save(model: Model, path: Path) -> None:
     """
     native = model.native if isinstance(model.native, Native) else Native("state_dict")
     suffix = path.suffix.lower()
+    if path.name.lower().endswith(_shards.INDEX_SUFFIX):
+        _shards.write_checkpoint(path, model.tensors, native.layout)
+        return
     if suffix == ".safetensors":
-        path.write_bytes(_safetensors.write_bytes(model.tensors.values()))
+        layout = native.layout
+        metadata = layout.shards[0].metadata if layout is not None and layout.shards else None
+        _shards.write_safetensors(path, model.tensors.values(), metadata)
         return
     if native.kind in ("program", "script"):
         path.write_bytes(_archive.write_zip(_filled_records(model, native)))

@@ -87,7 +87,7 @@ static int tcq(const float *w, int32_t *levels, uint64_t n, const uint64_t *pos,
     int nbr[8] = {0};
     double cost_a[8], cost_b[8];
     double *prev = cost_a, *curr = cost_b, *tmp;
-    uint8_t *decision = NULL;
+    uint16_t *decision = NULL; /* per weight, 2 bits per state: which of its 3 branches won */
     uint64_t i;
     int p, s, best;
     nc_tcq_cand cand;
@@ -111,7 +111,7 @@ static int tcq(const float *w, int32_t *levels, uint64_t n, const uint64_t *pos,
             return nc_fail(st, NC_ERR_VALUE, 0, "internal error: trellis state %d has %d branches", s, nbr[s]), -1;
         }
     }
-    decision = (uint8_t *)malloc(n * 8);
+    decision = (uint16_t *)malloc((n ? n : 1) * sizeof(uint16_t));
     if (decision == NULL) {
         nc_fail(st, NC_ERR_NOMEM, 0, "out of memory for the trellis (%llu weights)", (unsigned long long)n);
         return -1;
@@ -121,7 +121,7 @@ static int tcq(const float *w, int32_t *levels, uint64_t n, const uint64_t *pos,
     }
     curr[0] = 0.0;
     for (i = 0; i < n; i++) {
-        uint8_t *dec = decision + i * 8;
+        uint16_t dec = 0;
         nc_tcq_candidates((double)w[pos ? pos[i] : i], qscale, 1.0, &cand);
         tmp = prev;
         prev = curr;
@@ -135,8 +135,9 @@ static int tcq(const float *w, int32_t *levels, uint64_t n, const uint64_t *pos,
             const double m01 = p1 ? c1 : c0;
             const int p2 = c2 < m01;
             curr[s] = p2 ? c2 : m01;
-            dec[s] = (uint8_t)(p2 ? 2 : p1);
+            dec |= (uint16_t)((p2 ? 2 : p1) << (2 * s));
         }
+        decision[i] = dec;
     }
     best = 0;
     for (s = 1; s < 8; s++) {
@@ -148,7 +149,7 @@ static int tcq(const float *w, int32_t *levels, uint64_t n, const uint64_t *pos,
     s = best;
     for (i = n; i-- > 0;) {
         uint64_t at = pos ? pos[i] : i;
-        const tcq_branch *bb = &br[s][decision[i * 8 + s]];
+        const tcq_branch *bb = &br[s][(decision[i] >> (2 * s)) & 3];
         s = bb->prev;
         levels[at] = nc_tcq_level((double)w[at], qscale, bb->cand, s);
     }

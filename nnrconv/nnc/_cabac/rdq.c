@@ -275,7 +275,7 @@ int nc_rdq_tcq(const float *w, int32_t *levels, uint64_t n, const uint64_t *pos,
     rd_model m;
     rd_bank banks[2], *prev = &banks[0], *curr = &banks[1], *tmp;
     rd_ctx *stores = NULL;
-    uint8_t *decision = NULL;
+    uint16_t *decision = NULL; /* per weight, 2 bits per state: which of its 3 branches won */
     uint32_t rates[8][3];
     nc_tcq_cand cand;
     uint64_t i;
@@ -299,7 +299,7 @@ int nc_rdq_tcq(const float *w, int32_t *levels, uint64_t n, const uint64_t *pos,
         }
     }
     rd_model_init(&m, max_num_no_rem);
-    decision = (uint8_t *)malloc(n * 8 + 1);
+    decision = (uint16_t *)malloc((n + 1) * sizeof(uint16_t));
     stores = (rd_ctx *)malloc(16 * m.size * sizeof(rd_ctx));
     if (decision == NULL || stores == NULL) {
         free(decision);
@@ -320,7 +320,7 @@ int nc_rdq_tcq(const float *w, int32_t *levels, uint64_t n, const uint64_t *pos,
     curr->cost[0] = 0.0;
 
     for (i = 0; i < n; i++) {
-        uint8_t *dec = decision + i * 8;
+        uint16_t dec = 0;
         nc_tcq_candidates((double)w[pos ? pos[i] : i], qscale, dscale, &cand);
         tmp = prev;
         prev = curr;
@@ -356,7 +356,7 @@ int nc_rdq_tcq(const float *w, int32_t *levels, uint64_t n, const uint64_t *pos,
                     chosen = b;
                 }
             }
-            dec[s] = (uint8_t)chosen;
+            dec |= (uint16_t)(chosen << (2 * s));
             bb = &br[s][chosen];
             k = cand.level[bb->cand];
             memcpy(curr->ctx + (size_t)s * m.size, prev->ctx + (size_t)bb->prev * m.size, m.size * sizeof(rd_ctx));
@@ -364,6 +364,7 @@ int nc_rdq_tcq(const float *w, int32_t *levels, uint64_t n, const uint64_t *pos,
             curr->previous[s] = k;
             curr->cost[s] = min_cost;
         }
+        decision[i] = dec;
     }
     best = 0;
     for (s = 1; s < 8; s++) {
@@ -374,7 +375,7 @@ int nc_rdq_tcq(const float *w, int32_t *levels, uint64_t n, const uint64_t *pos,
     s = best;
     for (i = n; i-- > 0;) {
         const uint64_t at = pos ? pos[i] : i;
-        const rd_branch *bb = &br[s][decision[i * 8 + s]];
+        const rd_branch *bb = &br[s][(decision[i] >> (2 * s)) & 3];
         s = bb->prev;
         levels[at] = nc_tcq_level((double)w[at], qscale, bb->cand, s);
     }
