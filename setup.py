@@ -7,6 +7,11 @@ from setuptools import Extension, setup
 _CABAC_SOURCES = [
     "nnrconv/nnc/_cabac/module.c",
     "nnrconv/nnc/_cabac/encoder.c",
+    "nnrconv/nnc/_cabac/enc_engine.c",
+    "nnrconv/nnc/_cabac/enc_levels.c",
+    "nnrconv/nnc/_cabac/enc_params.c",
+    "nnrconv/nnc/_cabac/enc_spans.c",
+    "nnrconv/nnc/_cabac/enc_incremental.c",
     "nnrconv/nnc/_cabac/decoder.c",
     "nnrconv/nnc/_cabac/ctxmodel.c",
     "nnrconv/nnc/_cabac/quant.c",
@@ -33,7 +38,11 @@ EXTENSIONS: list = [
     Extension(
         "nnrconv.nnc._cabac",
         sources=_CABAC_SOURCES,
-        depends=["nnrconv/nnc/_cabac/cabac.h"],
+        depends=[
+            "nnrconv/nnc/_cabac/cabac.h",
+            "nnrconv/nnc/_cabac/scan.h",
+            "nnrconv/nnc/_cabac/encoder.h",
+        ],
         extra_compile_args=_CABAC_FLAGS,
     )
 ]
