@@ -7,9 +7,9 @@
 
 /* ---- incremental coding: temporal context adaptation (TCA) and HDSP ---------------------- *
  * A separate, general (codebook-aware) path for tensors coded against a base tensor or with a
- * significance history: the same binarization as enc_weight / opt_weight, with the contexts
- * chosen by nc_sig_ctx_x / nc_sign_ctx_x / nc_gtx_ctx_x from the co-located base level and the
- * history bit (ContextModeler of the reference).  Its parameter-set choice records the bins per
+ * significance history: the binarization of nc_enc_weight (enc_levels.c) and of opt_weight
+ * (enc_params.c), with the contexts chosen by nc_sig_ctx_x / nc_sign_ctx_x / nc_gtx_ctx_x from
+ * the co-located base level and the history bit (ContextModeler of the reference).  Its parameter-set choice records the bins per
  * context in growable buffers and evaluates them with nc_opt_eval: simple rather than fast, as
  * updates are small. */
 

@@ -91,7 +91,7 @@ void nc_enc_weight(nc_encoder *e, nc_ctx *ctx, const nc_tensor *t, int32_t k, in
     }
 }
 
-/* enc_weight without codebook limits. */
+/* nc_enc_weight without codebook limits or incremental contexts, on the engine state in registers. */
 static inline void fast_weight(nc_encoder *e, enc_state *s, nc_ctx *ctx, uint32_t ng, int32_t k,
                                int state, int nb)
 {

@@ -165,7 +165,7 @@ int nc_enc_code_spans(nc_encoder *e, enc_span *w, uint64_t n, nc_status *st)
             memcpy(sub[k].ctx, e->ctx, nctx * sizeof(nc_ctx));
             sub[k].ctx_cap = nctx;
             sub[k].range = 256;
-            sub[k].num_buffered = 1; /* a leading zero byte: see stitch_span */
+            sub[k].num_buffered = 1; /* a leading zero byte: see nc_enc_stitch_span */
             sub[k].buffered = 0;
         }
     }
