@@ -341,31 +341,40 @@ static inline __attribute__((always_inline)) uint64_t fd_row(fast_dec *f, fd_ctx
     return x;
 }
 
-static __attribute__((noinline)) uint64_t fd_row_dq(fast_dec *f, fd_ctx *ctx, uint32_t ng, int32_t *out,
+/* One specialisation per DQ setting, each with the engine loaded from and stored back into the
+ * nc_decoder around the loop (the local copy stays in registers). */
+static __attribute__((noinline)) uint64_t fd_row_dq(nc_decoder *d, fd_ctx *ctx, uint32_t ng, int32_t *out,
                                                     uint64_t n, int *state, int *nb)
 {
+    fast_dec f;
+    uint64_t done;
+    fd_load(&f, d);
     if (ng == NC_GTX_COMMON) {
-        return fd_row(f, ctx, NC_GTX_COMMON, out, n, state, nb, 1);
+        done = fd_row(&f, ctx, NC_GTX_COMMON, out, n, state, nb, 1);
+    } else {
+        done = fd_row(&f, ctx, ng, out, n, state, nb, 1);
     }
-    return fd_row(f, ctx, ng, out, n, state, nb, 1);
+    fd_store(&f, d);
+    return done;
 }
 
-static __attribute__((noinline)) uint64_t fd_row_nodq(fast_dec *f, fd_ctx *ctx, uint32_t ng, int32_t *out,
+static __attribute__((noinline)) uint64_t fd_row_nodq(nc_decoder *d, fd_ctx *ctx, uint32_t ng, int32_t *out,
                                                       uint64_t n, int *state, int *nb)
 {
+    fast_dec f;
+    uint64_t done;
+    fd_load(&f, d);
     if (ng == NC_GTX_COMMON) {
-        return fd_row(f, ctx, NC_GTX_COMMON, out, n, state, nb, 0);
+        done = fd_row(&f, ctx, NC_GTX_COMMON, out, n, state, nb, 0);
+    } else {
+        done = fd_row(&f, ctx, ng, out, n, state, nb, 0);
     }
-    return fd_row(f, ctx, ng, out, n, state, nb, 0);
+    fd_store(&f, d);
+    return done;
 }
 
 uint64_t nc_dec_fast_segment(nc_decoder *d, fd_ctx *ctx, uint32_t ng, int32_t *out, uint64_t n, int *state,
                              int *nb, int dq)
 {
-    fast_dec f;
-    uint64_t done;
-    fd_load(&f, d);
-    done = dq ? fd_row_dq(&f, ctx, ng, out, n, state, nb) : fd_row_nodq(&f, ctx, ng, out, n, state, nb);
-    fd_store(&f, d);
-    return done;
+    return dq ? fd_row_dq(d, ctx, ng, out, n, state, nb) : fd_row_nodq(d, ctx, ng, out, n, state, nb);
 }
