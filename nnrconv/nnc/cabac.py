@@ -146,10 +146,6 @@ class PayloadEncoder:
         return self._enc.finish()
 
 
-def _encoder_kwargs(coding: TensorCoding) -> dict:
-    return coding.core_kwargs()
-
-
 class PayloadDecoder:
     """Decoder of one NDU payload; keeps a reference to (borrows) the payload buffer.
 
