@@ -7,7 +7,15 @@ from setuptools import Extension, setup
 _CABAC_SOURCES = [
     "nnrconv/nnc/_cabac/module.c",
     "nnrconv/nnc/_cabac/encoder.c",
-    "nnrconv/nnc/_cabac/decoder.c",
+    "nnrconv/nnc/_cabac/enc_engine.c",
+    "nnrconv/nnc/_cabac/enc_levels.c",
+    "nnrconv/nnc/_cabac/enc_params.c",
+    "nnrconv/nnc/_cabac/enc_spans.c",
+    "nnrconv/nnc/_cabac/enc_incremental.c",
+    "nnrconv/nnc/_cabac/dec_engine.c",
+    "nnrconv/nnc/_cabac/dec_fast.c",
+    "nnrconv/nnc/_cabac/dec_levels.c",
+    "nnrconv/nnc/_cabac/dec_spans.c",
     "nnrconv/nnc/_cabac/ctxmodel.c",
     "nnrconv/nnc/_cabac/quant.c",
     "nnrconv/nnc/_cabac/rdq.c",
@@ -33,7 +41,12 @@ EXTENSIONS: list = [
     Extension(
         "nnrconv.nnc._cabac",
         sources=_CABAC_SOURCES,
-        depends=["nnrconv/nnc/_cabac/cabac.h"],
+        depends=[
+            "nnrconv/nnc/_cabac/cabac.h",
+            "nnrconv/nnc/_cabac/scan.h",
+            "nnrconv/nnc/_cabac/encoder.h",
+            "nnrconv/nnc/_cabac/decoder.h",
+        ],
         extra_compile_args=_CABAC_FLAGS,
     )
 ]

@@ -273,7 +273,7 @@ typedef struct {
     uint32_t dq_state;   /* 3 bits */
 } nc_entry_point;
 
-/* ---- arithmetic encoder (encoder.c) ---------------------------------------------------- */
+/* ---- arithmetic encoder (encoder.c, enc_*.c; see encoder.h) -------------------------- */
 
 typedef struct {
     uint8_t *buf;
@@ -301,7 +301,7 @@ int nc_encoder_finish(nc_encoder *e, nc_status *st);
 int nc_encode_tensor(nc_encoder *e, const int32_t *levels, const nc_tensor *t, uint32_t threads,
                      nc_status *st);
 
-/* ---- arithmetic decoder (decoder.c) ---------------------------------------------------- */
+/* ---- arithmetic decoder (dec_*.c; see decoder.h) -------------------------------------- */
 
 typedef struct {
     const uint8_t *buf;
