@@ -91,7 +91,7 @@ def test_lossy_checkpoint_keeps_layout_dtypes_and_metadata(tmp_path: Path) -> No
     for name, tensor in original.tensors.items():
         assert restored.tensors[name].dtype is DType.BFLOAT16
         snr = nnc.snr_db(bfloat16_values(tensor.numpy()), bfloat16_values(restored.tensors[name].numpy()))
-        assert snr > 45, name  # 1-D norms (70 dB) often round back to the very same bfloat16
+        assert snr > 39, name  # bfloat16 defaults to 40 dB; 1-D norms (60 dB) often round back exactly
     data = nnr.read_bytes()
     assert nnc.decode_model(data).topology.startswith(b"nnrconv-pytorch state_dict 1\n")  # NNCodec reads text
 
