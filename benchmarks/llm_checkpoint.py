@@ -10,7 +10,8 @@ parameters, plus the .nnr and the decoded copy), a sharded bfloat16 checkpoint w
 layers, 2 GB shards, `model.safetensors.index.json`, config and tokenizer files), Gaussian
 weights of std 0.02 (norms near 1). Then, each in a fresh interpreter so that peak RSS is its
 own: `nnrconv convert index m.nnr` and `nnrconv convert m.nnr out/model.safetensors.index.json`.
-Prints per direction the wall time, Mparam/s, and peak RSS above the interpreter's baseline
+Prints per direction the wall time, Mparam/s, CPU time (all threads; Mparam/s per core: the
+machine may be shared, so wall time alone understates it), and peak RSS above the interpreter's baseline
 against the bound (twice the largest tensor in float32 + 64 MB); then bits per parameter, the
 per-tensor SNR of the bfloat16 values that come back (worst, median), whether dtypes, shard
 layout and metadata came back, and zstd -3 on the bf16 bytes for comparison.
@@ -85,10 +86,11 @@ from nnrconv import nnc
 from nnrconv.cli import main
 def rss(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 base = rss()
-started = time.perf_counter()
+started, cpu = time.perf_counter(), time.process_time()
 code = main(["convert", "-q", *sys.argv[1:]])
 assert code == 0, code
-print(json.dumps({"baseline": base, "peak": rss(), "seconds": time.perf_counter() - started, "code": code}))
+seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+print(json.dumps({"baseline": base, "peak": rss(), "seconds": seconds, "cpu": cpu, "code": code}))
 """
 
 
@@ -155,7 +157,11 @@ def main() -> None:
             rate = params / report["seconds"] / 1e6
             verdict = "within" if peak * 2**20 <= bound else "ABOVE"
             seconds = report["seconds"]
-            print(f"{label}: {seconds:7.1f} s  {rate:5.2f} Mparam/s  peak RSS +{peak:6.0f} MiB ({verdict} bound)")
+            per_core = params / report["cpu"] / 1e6
+            print(
+                f"{label}: {seconds:7.1f} s  {rate:5.2f} Mparam/s  (CPU {report['cpu']:7.1f} s, {per_core:5.2f} "
+                f"Mparam/s per core)  peak RSS +{peak:6.0f} MiB ({verdict} bound)"
+            )
         print(f"size: {nnr.stat().st_size / 2**20:.0f} MiB, {8 * nnr.stat().st_size / params:.2f} bits/param")
         snrs, dtypes_ok = _per_tensor_snr(src / "model.safetensors.index.json", out / "model.safetensors.index.json")
         finite = [s for s in snrs if math.isfinite(s)]

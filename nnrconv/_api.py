@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from nnrconv import _salvage, nnc
-from nnrconv._carriage import Carrier, carriers, decoded_snr_db
+from nnrconv._carriage import Carrier, carriers, decoded_snr_db, source_defaults
 from nnrconv._compare import Comparison, TensorDifference, compare
 from nnrconv._files import OwnOutput, check_output, staged_output
 from nnrconv._outputs import output_format
@@ -204,7 +204,7 @@ def encode(
         moved = _pass_through(model, fmt, compress_topology)
         if moved is not None:
             return moved
-    options = options or nnc.CodingOptions()
+    options = source_defaults(model, options or nnc.CodingOptions())
     if options.target is not None and options.plan is None:
         options = _rate_plan(model, options).options
     arrays, topology, code, compress_topology = encoding_inputs(model, options, compress_topology)
@@ -419,7 +419,7 @@ def _embedded_units(
     units = coded_units(model) if options is None else None
     if units is not None:
         return units
-    options = options or nnc.CodingOptions()
+    options = source_defaults(model, options or nnc.CodingOptions())
     fmt = _plugin(model.source_format) if model.source_format else None
     arrays = carriers(model, options, narrow=fmt is not None and fmt.carries_narrow_floats)
     return nnc.encode_parts(((name, array()) for name, array in arrays.items()), options, progress=progress)

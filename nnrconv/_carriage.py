@@ -14,6 +14,7 @@ are coded, never all at once.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
@@ -22,7 +23,7 @@ from nnrconv import nnc
 from nnrconv.core import DType, Model, Tensor
 from nnrconv.core._narrow import BIT_PATTERN_TYPES, bfloat16_values, bit_carrier, numeric_view, restore_narrow
 
-__all__ = ["Carrier", "carriers", "comparable", "decoded_snr_db"]
+__all__ = ["Carrier", "carriers", "comparable", "decoded_snr_db", "source_defaults"]
 
 Carrier = Callable[[], np.ndarray]
 
@@ -70,6 +71,15 @@ def carrier(tensor: Tensor, options: nnc.CodingOptions, narrow: bool) -> Carrier
     if narrow and dtype is DType.FLOAT16:
         return _bits(tensor)  # lossless and off any QP grid: exact as bit patterns
     return None
+
+
+def source_defaults(model: Model, options: nnc.CodingOptions) -> nnc.CodingOptions:
+    """`options` knowing which tensors were bfloat16, so that they take their own default SNR
+    target (`nnc.BFLOAT16_SNR_DB`): nnc only sees their float32 view."""
+    if options.snr_db is not None or options.lossless or options.qp is not None:
+        return options
+    names = frozenset(t.name for t in model if t.dtype is DType.BFLOAT16)
+    return dataclasses.replace(options, bfloat16_tensors=names) if names != options.bfloat16_tensors else options
 
 
 def carriers(model: Model, options: nnc.CodingOptions, narrow: bool) -> dict[str, Carrier]:

@@ -24,6 +24,7 @@ from nnrconv import _api, nnc
 from nnrconv._api import NNR_FORMAT, ConversionResult, _plugin
 from nnrconv._cluster import using_cluster
 from nnrconv._files import check_output
+from nnrconv._folder_output import checkpoint_target
 from nnrconv._outputs import name_tells_format
 from nnrconv._stream_io import open_nnr
 from nnrconv._updates import BasePaths, applicable_part, base_paths, read_base_files
@@ -80,18 +81,20 @@ def convert_files(
         raise UnsupportedError(f"{source}: --salvage applies to NNR bitstreams (.nnr), not to {src_name} files")
     if partial and src_name == NNR_FORMAT and base_model is None:
         raise UnsupportedError(f"{source}: --partial applies a cut update to its base; give --base")
-    streamed = (
-        src_name == NNR_FORMAT
-        and base_model is None
-        and not (salvage or partial)
-        and dst_name is not None
-        and not _plugin(dst_name).matches_embedded(target)
-    )
+    lazy = src_name == NNR_FORMAT and base_model is None and not (salvage or partial)
+    # A bare existing folder: a sharded checkpoint's stream writes its index there (read lazily).
+    bare = lazy and dst_name is None and target.is_dir()
+    streamed = lazy and dst_name is not None and not _plugin(dst_name).matches_embedded(target)
     with contextlib.ExitStack() as lazily:
         lazily.enter_context(using_cluster(cluster, send_tensors=send_tensors))
-        model = lazily.enter_context(open_nnr(source, jobs=threads, progress=progress)) if streamed else None
+        model = lazily.enter_context(open_nnr(source, jobs=threads, progress=progress)) if streamed or bare else None
+        if bare and model is not None and checkpoint_target(model, target) is None:
+            model = None  # other models decode whole into a folder, as before
         if model is None:
             model = _read_whole(source, src_name, threads, progress, base_model, partial=partial, salvage=salvage)
+        found = checkpoint_target(model, target) if bare else None
+        if found is not None:
+            target, dst_name = found
         dst_name = dst_name or _api._output_format(target, None, model.source_format)
         allocation = _write(
             model, source, target, src_name, dst_name, inputs,

@@ -87,8 +87,8 @@ def _coding_options(command):  # type: ignore[no-untyped-def]
             "snr_db",
             type=float,
             metavar="DB",
-            help=f"Default mode: each tensor keeps a weight SNR of DB or more (default {nnc.DEFAULT_SNR_DB:g}; "
-            "1-D tensors get 20 dB more).",
+            help=f"Default mode: each tensor keeps a weight SNR of DB or more (default {nnc.DEFAULT_SNR_DB:g}, "
+            f"bfloat16 tensors {nnc.BFLOAT16_SNR_DB:g}; 1-D tensors get 20 dB more).",
         ),
         click.option(
             "--qp", type=int, metavar="N", help="One QP for all float weights (1-D tensors: N-8), NNCodec-style."
@@ -155,7 +155,7 @@ def _make_options(
         return None
     try:
         return nnc.CodingOptions(
-            snr_db=nnc.DEFAULT_SNR_DB if snr_db is None else snr_db,
+            snr_db=snr_db,
             qp=qp,
             lossless=lossless,
             dq=dq,

@@ -14,7 +14,7 @@ from contextlib import suppress as _suppress
 
 from nnrconv.nnc._bitio import BitReader, BitWriter
 from nnrconv.nnc._budget import default_max_memory, memory_budget, parse_size
-from nnrconv.nnc._coding import DEFAULT_SNR_DB, CodingOptions, TensorChoice, snr_db
+from nnrconv.nnc._coding import BFLOAT16_SNR_DB, DEFAULT_SNR_DB, CodingOptions, TensorChoice, snr_db
 from nnrconv.nnc._container import (
     MAX_TOPOLOGY_SIZE,
     Progress,
@@ -75,6 +75,7 @@ __all__ = [
     "snr_db",
     "Progress",
     "assemble_model",
+    "BFLOAT16_SNR_DB",
     "DEFAULT_SNR_DB",
     "MAX_TOPOLOGY_SIZE",
     "MAX_UNIT_SIZE",

@@ -23,6 +23,7 @@ from nnrconv.nnc import cabac
 from nnrconv.nnc._enums import DecompressedDataFormat, PayloadType
 
 __all__ = [
+    "BFLOAT16_SNR_DB",
     "DEFAULT_SNR_DB",
     "CodingOptions",
     "TensorChoice",
@@ -34,7 +35,16 @@ __all__ = [
 ]
 
 DEFAULT_SNR_DB = 50.0
-"""Default per-tensor weight SNR target (dB); see the README for the measurements behind it."""
+"""Default per-tensor weight SNR target (dB) of float32, float16 and float64 tensors; see the
+README for the measurements behind it."""
+
+BFLOAT16_SNR_DB = 40.0
+"""Default weight SNR target (dB) of tensors that were bfloat16 (`CodingOptions.bfloat16_tensors`).
+
+bfloat16 keeps 8 significant bits, and 40 dB is about the error of int8 per-tensor
+round-to-nearest, which weight-only quantization studies find lossless for language models; at
+50 dB a Gaussian tensor cannot go below ~8.3 bits/param (rate-distortion bound), more than the
+16 bits it came in halved. The README gives the measured bits/param and output cosine."""
 
 NONWEIGHT_SNR_BONUS_DB = 20.0
 """Extra SNR for 1-D and 0-d tensors (biases, norms): few parameters, every output depends on them."""
@@ -108,7 +118,10 @@ class CodingOptions:
     """How `encode_model` codes tensors.
 
     Attributes:
-        snr_db: default mode: per-tensor weight SNR target in dB (1-D tensors get 20 dB more).
+        snr_db: default mode: per-tensor weight SNR target in dB (1-D tensors get 20 dB more);
+            None (the default) takes it per source dtype: BFLOAT16_SNR_DB for the tensors named
+            in `bfloat16_tensors`, DEFAULT_SNR_DB for every other float tensor. A number applies
+            to all.
         qp: one QP for every float tensor of two or more dimensions; 1-D and 0-d tensors get
             NNCodec's non-weight rule qp - 2·2^qp_density (a step four times finer); tensors
             under EXACT_BELOW_ELEMENTS elements travel exactly.
@@ -134,13 +147,16 @@ class CodingOptions:
             (`nnrconv.convert` turns it into a `plan`): output SNR on calibration inputs, bits per
             coded float parameter, or bytes of the whole bitstream. At most one; nnc itself
             codes the plan (and follows the mode for tensors the plan does not name).
+        bfloat16_tensors: names of float32 tensors that are the exact view of bfloat16 ones
+            (filled by the format layer, which knows what a tensor was before its carrier); they
+            take BFLOAT16_SNR_DB when `snr_db` is None.
 
     Raises:
         ValueError: an option is out of range, or `qp`, `codebook` or `lambda_scale` is given
             with `lossless`.
     """
 
-    snr_db: float = DEFAULT_SNR_DB
+    snr_db: float | None = None
     qp: int | None = None
     lossless: bool = False
     dq: bool = True
@@ -154,6 +170,7 @@ class CodingOptions:
     output_snr_db: float | None = None
     bits_per_param: float | None = None
     size_bytes: int | None = None
+    bfloat16_tensors: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         targets = [t for t in (self.output_snr_db, self.bits_per_param, self.size_bytes) if t is not None]
@@ -176,7 +193,7 @@ class CodingOptions:
             raise ValueError("qp and lossless are exclusive: lossless chooses each tensor's grid itself")
         if self.qp is not None and not -_QP_LIMIT <= self.qp <= _QP_LIMIT:
             raise ValueError(f"qp {self.qp!r} is outside -4095..4095")
-        if not math.isfinite(self.snr_db) or not 0 < self.snr_db <= 200:
+        if self.snr_db is not None and (not math.isfinite(self.snr_db) or not 0 < self.snr_db <= 200):
             raise ValueError(f"snr_db {self.snr_db!r} is not in (0, 200]")
         if self.scan_order not in range(5):
             raise ValueError(f"scan_order {self.scan_order!r} is not in 0..4")
@@ -196,6 +213,12 @@ class CodingOptions:
             if value is not None:
                 return name, float(value)
         return None
+
+    def weight_snr_db(self, name: str | None = None) -> float:
+        """The SNR target of the weight tensor `name` (before the non-weight bonus)."""
+        if self.snr_db is not None:
+            return self.snr_db
+        return BFLOAT16_SNR_DB if name is not None and name in self.bfloat16_tensors else DEFAULT_SNR_DB
 
     @property
     def mode(self) -> str:
@@ -246,8 +269,10 @@ def _is_weight(array: np.ndarray) -> bool:
     return array.ndim >= 2
 
 
-def plan_tensor(array: np.ndarray, options: CodingOptions) -> TensorPlan | None:
+def plan_tensor(array: np.ndarray, options: CodingOptions, *, name: str | None = None) -> TensorPlan | None:
     """Decide how a tensor is coded; None when it cannot be carried (it stays in the topology).
+
+    `name` picks the tensor's default SNR target (`CodingOptions.weight_snr_db`).
 
     Every finite float tensor plans: when its values do not suit the requested step (levels
     that would overflow int32, a reconstruction past float32's range, or a step that would zero
@@ -286,7 +311,7 @@ def plan_tensor(array: np.ndarray, options: CodingOptions) -> TensorPlan | None:
         if not _step_holds(peak, qp, options.qp_density, dtype):
             return exact_plan(array, options, peak)
         return TensorPlan(PayloadType.NNR_PT_FLOAT, fmt, qp, options.dq, peak=peak)
-    target = options.snr_db + (0.0 if _is_weight(array) else NONWEIGHT_SNR_BONUS_DB)
+    target = options.weight_snr_db(name) + (0.0 if _is_weight(array) else NONWEIGHT_SNR_BONUS_DB)
     qp = _estimate_qp(array, target, options)
     if qp is not None and (
         not _step_holds(peak, qp, options.qp_density, dtype) or _zeroes_most(array, peak, qp, options)
@@ -370,9 +395,11 @@ QP_MIN, QP_MAX = _usable_qps(_QP_DENSITY)
 """The QPs (at qp_density 2) whose step float32 represents exactly: -588..511."""
 
 
-def plan_choice(array: np.ndarray, choice: TensorChoice, options: CodingOptions) -> TensorPlan | None:
+def plan_choice(
+    array: np.ndarray, choice: TensorChoice, options: CodingOptions, *, name: str | None = None
+) -> TensorPlan | None:
     """`plan_tensor` with a rate allocator's decision applied to a lossy float tensor."""
-    base = plan_tensor(array, options)
+    base = plan_tensor(array, options, name=name)
     if base is None or base.payload_type != PayloadType.NNR_PT_FLOAT or base.exact:
         return base  # integers, raw or already exact: a choice changes nothing
     if choice.exact:

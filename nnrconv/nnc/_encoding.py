@@ -226,7 +226,7 @@ def plan_named(name: object, array: np.ndarray, options: CodingOptions, seen: se
     if "\0" in name:
         raise UnsupportedError(f"tensor {name!r} contains a NUL character, which an NNR st(v) name cannot hold")
     choice = options.plan.get(name) if options.plan else None
-    plan = plan_tensor(array, options) if choice is None else plan_choice(array, choice, options)
+    plan = plan_tensor(array, options, name=name) if choice is None else plan_choice(array, choice, options, name=name)
     if plan is None:
         raise UnsupportedError(
             f"tensor {name!r} has dtype {array.dtype}; NNR carries float32, float16/float64 "

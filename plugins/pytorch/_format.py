@@ -102,6 +102,13 @@ class PyTorchFormat(FormatPlugin):
             raise UnsupportedError(f"{path}: only torch.export programs (.pt2) can be split, not this PyTorch file")
         _split.split_program(native.module, at, head, tail, path)
 
+    def native_name(self, model: Model) -> str:
+        """A sharded checkpoint's index name (its shards go beside it); else the default name."""
+        layout = getattr(model.native, "layout", None)
+        if layout is not None and layout.index is not None and all(s.file for s in layout.shards):
+            return str(layout.index)
+        return super().native_name(model)
+
     def save(self, model: Model, path: Path) -> None:
         """Write `model` in its own kind (.pt2 or TorchScript archive), or a state dict by suffix.
 

@@ -99,14 +99,14 @@ def test_every_tensor_plans(case: str, mode: str) -> None:
         bound = 2 * step + np.abs(array.astype(np.float64)) * relative
         assert bool(np.all(error <= bound)), (case, mode)
     elif not _same_bits(got, array):
-        target = options.snr_db + (0.0 if array.ndim >= 2 else _coding.NONWEIGHT_SNR_BONUS_DB)
+        target = options.weight_snr_db() + (0.0 if array.ndim >= 2 else _coding.NONWEIGHT_SNR_BONUS_DB)
         assert _coding.snr_db(array.astype(np.float64), got.reshape(array.shape)) >= target - 1e-9, (case, mode)
     # The ordinary tensor beside it keeps its own promise.
     normal = decoded["normal"]
     if mode == "lossless":
         assert _same_bits(normal, NORMAL)
     elif mode != "qp":
-        assert _coding.snr_db(NORMAL, normal) >= options.snr_db
+        assert _coding.snr_db(NORMAL, normal) >= options.weight_snr_db()
 
 
 def test_sentinels_do_not_starve_the_weights_beside_them() -> None:

@@ -88,6 +88,7 @@ static int tcq(const float *w, int32_t *levels, uint64_t n, const uint64_t *pos,
     double cost_a[8], cost_b[8];
     double *prev = cost_a, *curr = cost_b, *tmp;
     uint16_t *decision = NULL; /* per weight, 2 bits per state: which of its 3 branches won */
+    unsigned char *decision_bytes;
     uint64_t i;
     int p, s, best;
     nc_tcq_cand cand;
@@ -111,10 +112,19 @@ static int tcq(const float *w, int32_t *levels, uint64_t n, const uint64_t *pos,
             return nc_fail(st, NC_ERR_VALUE, 0, "internal error: trellis state %d has %d branches", s, nbr[s]), -1;
         }
     }
-    decision = (uint16_t *)malloc((n ? n : 1) * sizeof(uint16_t));
-    if (decision == NULL) {
-        nc_fail(st, NC_ERR_NOMEM, 0, "out of memory for the trellis (%llu weights)", (unsigned long long)n);
-        return -1;
+    /* Row-major scans keep the decisions in the levels' own buffer (2 of its 4 bytes per weight):
+     * the traceback writes level i, bytes 4i..4i+3, after reading decision i, and only decisions
+     * j < i (bytes below 2i) are still needed, so nothing is overwritten before use and the
+     * trellis costs no memory beyond its output. Block scans write levels out of order. */
+    if (pos == NULL) {
+        decision_bytes = (unsigned char *)levels;
+    } else {
+        decision = (uint16_t *)malloc((n ? n : 1) * sizeof(uint16_t));
+        if (decision == NULL) {
+            nc_fail(st, NC_ERR_NOMEM, 0, "out of memory for the trellis (%llu weights)", (unsigned long long)n);
+            return -1;
+        }
+        decision_bytes = (unsigned char *)decision;
     }
     for (s = 0; s < 8; s++) {
         curr[s] = 0.5 * DBL_MAX;
@@ -137,7 +147,7 @@ static int tcq(const float *w, int32_t *levels, uint64_t n, const uint64_t *pos,
             curr[s] = p2 ? c2 : m01;
             dec |= (uint16_t)((p2 ? 2 : p1) << (2 * s));
         }
-        decision[i] = dec;
+        memcpy(decision_bytes + 2 * i, &dec, sizeof dec); /* char access: may alias the levels */
     }
     best = 0;
     for (s = 1; s < 8; s++) {
@@ -149,7 +159,10 @@ static int tcq(const float *w, int32_t *levels, uint64_t n, const uint64_t *pos,
     s = best;
     for (i = n; i-- > 0;) {
         uint64_t at = pos ? pos[i] : i;
-        const tcq_branch *bb = &br[s][(decision[i] >> (2 * s)) & 3];
+        uint16_t dec;
+        const tcq_branch *bb;
+        memcpy(&dec, decision_bytes + 2 * i, sizeof dec);
+        bb = &br[s][(dec >> (2 * s)) & 3];
         s = bb->prev;
         levels[at] = nc_tcq_level((double)w[at], qscale, bb->cand, s);
     }

@@ -15,7 +15,7 @@ import nnrconv
 from nnrconv import nnc
 from nnrconv.core import ArrayTensor, BitstreamError, DType, FormatError
 from nnrconv.core._narrow import bfloat16_bits, bfloat16_values
-from nnrconv_pytorch import _shards
+from nnrconv_pytorch import _safetensors, _shards
 
 LOSSLESS = nnc.CodingOptions(lossless=True)
 
@@ -59,6 +59,40 @@ def _header(path: Path) -> dict:
     return json.loads(path.read_bytes()[8 : 8 + length])
 
 
+def test_decoding_into_a_bare_folder_writes_the_checkpoint_by_its_index(tmp_path: Path) -> None:
+    from nnrconv.cli import main
+
+    index = make_checkpoint(tmp_path / "in")
+    nnr = tmp_path / "m.nnr"
+    nnrconv.convert(index, nnr, options=LOSSLESS)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main([str(nnr), str(out), "-q"]) == 0
+    names = sorted(p.name for p in index.parent.iterdir() if p.name != "pytorch_model.bin")
+    assert sorted(p.name for p in out.iterdir()) == names
+    for name in names:
+        assert (out / name).read_bytes() == (index.parent / name).read_bytes(), name
+    assert main([str(nnr), str(out), "-q"]) == 7  # the index exists: never replaced without --force
+    (out / "model-00002-of-00003.safetensors").write_bytes(b"stale")
+    assert main([str(nnr), str(out), "-q", "--force"]) == 0
+    assert (out / "model-00002-of-00003.safetensors").read_bytes() == (
+        index.parent / "model-00002-of-00003.safetensors"
+    ).read_bytes()
+
+
+def test_a_model_without_shard_layout_keeps_the_folder_rule(tmp_path: Path) -> None:
+    from nnrconv.cli import main
+
+    single = tmp_path / "w.safetensors"
+    single.write_bytes(_safetensors.write_bytes([ArrayTensor("w", np.ones((8, 8), np.float32))]))
+    nnr = tmp_path / "w.nnr"
+    nnrconv.convert(single, nnr)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main([str(nnr), str(out), "-q"]) == 7  # an existing folder is not a file to write into
+    assert list(out.iterdir()) == []
+
+
 @pytest.mark.parametrize("by", ["index", "folder"])
 def test_lossless_checkpoint_comes_back_byte_identical(tmp_path: Path, by: str) -> None:
     index = make_checkpoint(tmp_path / "in")
@@ -91,7 +125,7 @@ def test_lossy_checkpoint_keeps_layout_dtypes_and_metadata(tmp_path: Path) -> No
     for name, tensor in original.tensors.items():
         assert restored.tensors[name].dtype is DType.BFLOAT16
         snr = nnc.snr_db(bfloat16_values(tensor.numpy()), bfloat16_values(restored.tensors[name].numpy()))
-        assert snr > 45, name  # 1-D norms (70 dB) often round back to the very same bfloat16
+        assert snr > 39, name  # bfloat16 defaults to 40 dB; 1-D norms (60 dB) often round back exactly
     data = nnr.read_bytes()
     assert nnc.decode_model(data).topology.startswith(b"nnrconv-pytorch state_dict 1\n")  # NNCodec reads text
 
