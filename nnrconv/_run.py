@@ -67,7 +67,7 @@ def _runner(model: Model, path: Path) -> FormatPlugin:
         raise UnsupportedError(f"{path}: holds tensors without a topology; there is no graph to run")
     fmt = _api._plugin(model.source_format)
     if not fmt.can_run(model):
-        raise UnsupportedError(f"{path}: format {fmt.name!r} has no runtime nnrconv can run")
+        raise UnsupportedError(f"{path}: this {fmt.name} model has no graph to run (weights only)")
     return fmt
 
 
