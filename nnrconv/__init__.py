@@ -28,6 +28,7 @@ from nnrconv._api import (
 )
 from nnrconv._merge import MergeResult, merge
 from nnrconv._rate._sweep import SweepResult, sweep
+from nnrconv._run import session
 from nnrconv._signing import sign, verify
 from nnrconv._split import SplitResult, split
 from nnrconv.core import Model, NNRConvError
@@ -50,6 +51,7 @@ __all__ = [
     "load",
     "merge",
     "save",
+    "session",
     "SweepResult",
     "sign",
     "split",

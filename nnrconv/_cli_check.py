@@ -21,9 +21,9 @@ __all__ = ["json_error", "print_json", "print_text", "wants_json"]
 
 
 def wants_json(args: Sequence[str]) -> bool:
-    """Whether the command line asks for `check --json` (errors then print as JSON too)."""
+    """Whether the command line asks for `check --json` or `run --json` (errors then print as JSON too)."""
     words = [a for a in args if a != "--debug"]
-    return bool(words) and words[0] == "check" and "--json" in words[1:]
+    return bool(words) and words[0] in ("check", "run") and "--json" in words[1:]
 
 
 def json_error(message: str, exit_code: int) -> None:

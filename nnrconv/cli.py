@@ -32,6 +32,7 @@ import click
 from nnrconv import _api, _cli_rate, nnc
 from nnrconv._cli_integrity import max_memory_option, salvage_warnings
 from nnrconv._cli_progress import BarProgress
+from nnrconv._cli_run import run_command
 from nnrconv._cli_shapes import INPUT_SHAPE
 from nnrconv._cli_signals import interruption, terminate_as_interrupt
 from nnrconv._cli_signing import sign_command, verify_command
@@ -407,6 +408,7 @@ def diff(first: str, second: str, show_all: bool) -> None:
 
 
 cli.add_command(sign_command)
+cli.add_command(run_command)
 cli.add_command(verify_command)
 cli.add_command(_cli_rate.sweep)
 

@@ -266,6 +266,16 @@ class FormatPlugin:
         """
         raise UnsupportedError(f"format {self.name!r} has no runner for round-trip checks")
 
+    def session(self, model: Model) -> object:
+        """The runtime's own object for `model`, ready for inference (`nnrconv.session`).
+
+        For example an `onnxruntime.InferenceSession`, a torch module or exported program, a
+        TensorFlow concrete function or an NNEF interpreter: whatever the format's users call
+        directly. Build it from `model` in memory where the runtime allows (the model may have
+        been decoded from NNR; no plain copy of it should land on disk).
+        """
+        raise UnsupportedError(f"format {self.name!r} has no runtime session")
+
     def can_run(self, model: Model) -> bool:
         """Whether `run` can execute this model (a bare weights file cannot; `check` then
         compares tensors only)."""
@@ -273,5 +283,5 @@ class FormatPlugin:
 
     def capabilities(self) -> list[str]:
         """Which optional methods this format overrides, for `nnrconv formats`."""
-        names = ("load", "save", "topology_bytes", "from_topology", "save_embedded", "run", "split")
+        names = ("load", "save", "topology_bytes", "from_topology", "save_embedded", "run", "session", "split")
         return [n for n in names if getattr(type(self), n) is not getattr(FormatPlugin, n)]

@@ -150,3 +150,14 @@ class NnefFormat(FormatPlugin):
         from nnrconv_nnef import _runner
 
         return _runner.run(model, inputs)
+
+    def session(self, model: Model) -> object:
+        """nnef-tools' PyTorch `Interpreter`, built in memory (no model folder written).
+
+        Raises:
+            FrameworkMissingError: nnef_tools or torch is not installed.
+            UnsupportedError: the model did not come from NNEF, or the interpreter cannot build it.
+        """
+        from nnrconv_nnef import _session
+
+        return _session.interpreter(model)

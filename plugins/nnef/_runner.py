@@ -2,28 +2,23 @@
 # SPDX-License-Identifier: Apache-2.0
 """Round-trip runs of NNEF models in the interpreter nnef-tools ships (PyTorch-based, CPU).
 
-NOTE: `nnef_tools.interpreter.pytorch.Interpreter` reads a model folder, so a run writes the model
-(exact files, as `save` does) to a private temporary folder first. torch runs single-threaded for
-the call, so that identical models on identical inputs give identical outputs.
+NOTE: the interpreter is built in memory (`_session`), no model folder is written. torch runs
+single-threaded for the call, so that identical models on identical inputs give identical outputs.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import tempfile
 import warnings
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 
-from nnrconv.core import DType, FormatError, FrameworkMissingError, InputSpec, Model, UnsupportedError
+from nnrconv.core import DType, FormatError, InputSpec, Model, UnsupportedError
 from nnrconv_nnef._graph import NNEF_DTYPES
-from nnrconv_nnef._io import native, write_model
+from nnrconv_nnef._io import native
+from nnrconv_nnef._session import interpreter
 
 __all__ = ["input_specs", "run"]
-
-_RUNTIME = ("nnef_tools", "torch")
 
 
 def input_specs(model: Model) -> list[InputSpec]:
@@ -40,31 +35,22 @@ def input_specs(model: Model) -> list[InputSpec]:
 
 def run(model: Model, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Outputs of nnef-tools' interpreter for `inputs`, by output tensor name."""
-    missing = [m for m in _RUNTIME if importlib.util.find_spec(m) is None]
-    if missing:
-        raise FrameworkMissingError(
-            f"running NNEF models needs {', '.join(missing)}; install it with: pip install nnef-tools torch"
-        )
-    import torch
-    from nnef_tools.interpreter.pytorch import Interpreter
-
     names = [spec.name for spec in input_specs(model)]
     absent = [n for n in names if n not in inputs]
     if absent:
         raise FormatError(f"inputs {absent!r} of the NNEF graph were not given")
+    built = interpreter(model)
+    import torch
+
     threads = torch.get_num_threads()
-    with tempfile.TemporaryDirectory(prefix="nnrconv-nnef-run-") as tmp:
-        folder = Path(tmp) / "model.nnef"
-        write_model(model, folder)
-        torch.set_num_threads(1)
-        try:
-            with warnings.catch_warnings():
-                # nnef-tools' operators trip torch deprecation warnings; they are not the user's.
-                warnings.simplefilter("ignore", UserWarning)
-                interpreter = Interpreter(str(folder), device="cpu")
-                outputs = interpreter([np.asarray(inputs[n]) for n in names])
-        except (NotImplementedError, KeyError, AssertionError, TypeError, ValueError) as exc:
-            raise UnsupportedError(f"nnef-tools' interpreter cannot run this model: {exc!r}") from exc
-        finally:
-            torch.set_num_threads(threads)
+    torch.set_num_threads(1)
+    try:
+        with warnings.catch_warnings():
+            # nnef-tools' operators trip torch deprecation warnings; they are not the user's.
+            warnings.simplefilter("ignore", UserWarning)
+            outputs = built([np.asarray(inputs[n]) for n in names])
+    except (NotImplementedError, KeyError, AssertionError, TypeError, ValueError) as exc:
+        raise UnsupportedError(f"nnef-tools' interpreter cannot run this model: {exc!r}") from exc
+    finally:
+        torch.set_num_threads(threads)
     return {str(name): np.asarray(value) for name, value in outputs.items()}

@@ -177,3 +177,13 @@ class OnnxFormat(FormatPlugin):
         from nnrconv_onnx import _runtime
 
         return _runtime.run(model, inputs)
+
+    def session(self, model: Model) -> object:
+        """An `onnxruntime.InferenceSession` built from the model's bytes in memory (CPU).
+
+        Raises:
+            FrameworkMissingError: onnxruntime is not installed.
+        """
+        from nnrconv_onnx import _session
+
+        return _session.inference_session(model)

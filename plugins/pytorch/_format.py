@@ -180,3 +180,13 @@ class PyTorchFormat(FormatPlugin):
         from nnrconv_pytorch import _runtime
 
         return _runtime.run(model, inputs)
+
+    def session(self, model: Model) -> object:
+        """The `torch.export.ExportedProgram` (`.pt2`) or `torch.jit.ScriptModule` (TorchScript).
+
+        Raises:
+            UnsupportedError: a state dict (no graph to run).
+        """
+        from nnrconv_pytorch import _runtime
+
+        return _runtime.session(model)

@@ -16,7 +16,7 @@ from nnrconv.core import DType, FormatError, InputSpec, Model, UnsupportedError
 from nnrconv_pytorch import _archive
 from nnrconv_pytorch._torchio import _DTYPES, Native, to_numpy
 
-__all__ = ["input_specs", "run"]
+__all__ = ["input_specs", "run", "session"]
 
 
 def _native(model: Model) -> Native:
@@ -195,3 +195,11 @@ def run(model: Model, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]
     if len(out_names) != len(leaves):
         out_names = [f"output_{i}" for i in range(len(leaves))]
     return {name: to_numpy(leaf, name)[0] for name, leaf in zip(out_names, leaves, strict=True)}
+
+
+def session(model: Model) -> Any:
+    """The runtime's own object: the `ExportedProgram` (call `.module()`) or the `ScriptModule`.
+
+    It is the object `load` built in memory (`torch.export.load` / `torch.jit.load` over bytes).
+    """
+    return _native(model).module

@@ -301,3 +301,14 @@ class TensorFlowFormat(FormatPlugin):
         from nnrconv_tensorflow import _runtime
 
         return _runtime.run(model, inputs)
+
+    def session(self, model: Model) -> object:
+        """A TensorFlow `ConcreteFunction`: the frozen graph wrapped in memory, or the SavedModel's
+        serving signature (see `_session` for the transient folder a SavedModel needs).
+
+        Raises:
+            UnsupportedError: TensorFlow cannot import or load the model.
+        """
+        from nnrconv_tensorflow import _session
+
+        return _session.concrete_function(model)

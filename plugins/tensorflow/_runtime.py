@@ -4,16 +4,15 @@
 
 NOTE: both kinds run through `tf.compat.v1.Session` with one inter-op and one intra-op thread,
 configured per session (eager threading can only be set once per process). A SavedModel is
-written to a temporary folder and loaded with the v1 SavedModel loader, which restores the
+written to TensorFlow's in-memory file system (``ram://``, see `_session`) and loaded with the v1
+SavedModel loader, which restores the
 variables from the checkpoint through the graph's saver and needs none of the Python objects.
 """
 
 from __future__ import annotations
 
 import contextlib
-import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -124,10 +123,10 @@ def _run_graph(model: Model, inputs: Mapping[str, np.ndarray]) -> dict[str, np.n
 
 
 def _run_saved_model(model: Model, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    from nnrconv_tensorflow._session import in_memory_saved_model
+
     native: TFNative = model.native
-    with tempfile.TemporaryDirectory(prefix="nnrconv-tf-") as tmp:
-        folder = Path(tmp) / "model"
-        _savedmodel.write(model, folder)
+    with in_memory_saved_model(model) as folder:
         try:
             return _run_v1(native, folder, inputs)
         except (tf.errors.OpError, ValueError, KeyError, RuntimeError):
@@ -135,24 +134,24 @@ def _run_saved_model(model: Model, inputs: Mapping[str, np.ndarray]) -> dict[str
             return _run_v2(native, folder, inputs)
 
 
-def _run_v1(native: TFNative, folder: Path, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _run_v1(native: TFNative, folder: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The v1 loader in a one-thread session: variables restored by the graph's own saver."""
     signature = _signature(native)
     tags = list(_savedmodel.meta_graph(native.saved_model).meta_info_def.tags)
     with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph, config=_config()) as session:
-        tf.compat.v1.saved_model.loader.load(session, tags, str(folder))
+        tf.compat.v1.saved_model.loader.load(session, tags, folder)
         feed = {graph.get_tensor_by_name(signature.inputs[k].name): v for k, v in inputs.items()}
         fetches = {k: graph.get_tensor_by_name(info.name) for k, info in signature.outputs.items()}
         results = session.run(fetches, feed_dict=feed)
     return {k: np.asarray(v) for k, v in results.items()}
 
 
-def _run_v2(native: TFNative, folder: Path, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _run_v2(native: TFNative, folder: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """`tf.saved_model.load` and the signature function (eager; threads limited when still possible)."""
     with contextlib.suppress(RuntimeError):  # only possible before TensorFlow's runtime starts
         tf.config.threading.set_inter_op_parallelism_threads(1)
         tf.config.threading.set_intra_op_parallelism_threads(1)
-    loaded = tf.saved_model.load(str(folder))
+    loaded = tf.saved_model.load(folder)
     signatures = loaded.signatures
     name = SIGNATURE if SIGNATURE in signatures else sorted(signatures)[0]
     results = signatures[name](**{k: tf.constant(v) for k, v in inputs.items()})

@@ -16,6 +16,7 @@ import json
 import os
 from collections.abc import Collection, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from google.protobuf.message import DecodeError
@@ -277,10 +278,8 @@ def write(
         FormatError: a tensor does not fit its checkpoint entry, or the folder cannot be written.
     """
     import tensorflow as tf
-    from tensorflow.python.framework import tensor_util
 
     native: TFNative = model.native
-    coded = coded or {}
     try:
         folder.mkdir()
         for relative, data in {**native.files, **(extra or {})}.items():
@@ -292,6 +291,30 @@ def write(
         raise FormatError(f"{folder}: cannot write: {exc.strerror}") from exc
     if not native.entries:
         return
+    names, values = checkpoint_values(model, str(folder), coded)
+    try:
+        with tf.device("/cpu:0"):
+            tf.raw_ops.SaveV2(
+                prefix=os.fspath(folder / native.prefix), tensor_names=names,
+                shape_and_slices=[""] * len(names), tensors=values,
+            )
+    except tf.errors.OpError as exc:
+        raise FormatError(f"{folder}: cannot write the variables checkpoint: {exc.message}") from exc
+
+
+def checkpoint_values(
+    model: Model, where: str, coded: Mapping[str, bytes] | None = None
+) -> tuple[list[str], list[Any]]:
+    """The checkpoint's entry names and their values as TensorFlow constants, for SaveV2.
+
+    Raises:
+        FormatError: a tensor does not fit its checkpoint entry (the message starts with `where`).
+    """
+    import tensorflow as tf
+    from tensorflow.python.framework import tensor_util
+
+    native: TFNative = model.native
+    coded = coded or {}
     names, values = [], []
     for entry in native.entries:
         if entry.key in coded:
@@ -301,19 +324,12 @@ def write(
         else:
             tensor = model.tensors.get(entry.key)
             if tensor is None:
-                raise FormatError(f"{folder}: checkpoint entry {entry.key!r} has no tensor in the model")
+                raise FormatError(f"{where}: checkpoint entry {entry.key!r} has no tensor in the model")
             try:
                 proto = array_to_proto(tensor.numpy(), entry.tf_dtype, entry.shape)
             except ValueError as exc:
-                raise FormatError(f"{folder}: tensor {entry.key!r}: {exc}") from exc
+                raise FormatError(f"{where}: tensor {entry.key!r}: {exc}") from exc
             value = tf.constant(tensor_util.MakeNdarray(proto), dtype=tf.dtypes.as_dtype(entry.tf_dtype))
         names.append(entry.key)
         values.append(value)
-    try:
-        with tf.device("/cpu:0"):
-            tf.raw_ops.SaveV2(
-                prefix=os.fspath(folder / native.prefix), tensor_names=names,
-                shape_and_slices=[""] * len(names), tensors=values,
-            )
-    except tf.errors.OpError as exc:
-        raise FormatError(f"{folder}: cannot write the variables checkpoint: {exc.message}") from exc
+    return names, values
