@@ -17,7 +17,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from nnrconv import _salvage, nnc
+from nnrconv import _embedding, _salvage, nnc
+from nnrconv._embedding import coded_units
 from nnrconv._carriage import Carrier, carriers, decoded_snr_db
 from nnrconv._compare import Comparison, TensorDifference, compare
 from nnrconv._files import OwnOutput, check_output, staged_output
@@ -171,7 +172,7 @@ def load(path: str | os.PathLike[str], format: str | None = None) -> Model:
     name = _input_format(path, format)
     if name == NNR_FORMAT:
         return decode(_read_bitstream(path), source=str(path))
-    return _plugin(name).load(path)
+    return _embedding.load(_plugin(name), path)
 
 
 def _read_bitstream(path: Path) -> bytes:
@@ -255,19 +256,6 @@ def encoding_inputs(
         )
     topology = fmt.topology_bytes(model, set(arrays))
     return arrays, topology, fmt.topology_code, compress_topology and fmt.deflate_topology(topology)
-
-
-def coded_units(model: Model) -> tuple[bytes, dict[str, bytes]] | None:
-    """The parameter sets and NDUs of a model whose tensors are still NNR-coded, if they agree.
-
-    A model read from NNR (`.nnr`, or NNR inside a native container) keeps each tensor's data
-    unit; when all its coded tensors share one set of parameter sets, they can move to another
-    NNR container as they are, without decoding or re-quantizing.
-    """
-    coded = [t for t in model if isinstance(t, CodedTensor)]
-    if not coded or len({t.parameter_sets for t in coded}) != 1:
-        return None
-    return coded[0].parameter_sets, {t.name: t.ndu for t in coded}
 
 
 def _pass_through(model: Model, fmt: FormatPlugin | None, compress_topology: bool) -> bytes | None:
@@ -399,30 +387,12 @@ def save(
         hint = "" if model.source_format else "; write them to a weights-only format"
         raise UnsupportedError(f"{path}: cannot write {origin} as {fmt.name}{hint}")
     if fmt.matches_embedded(path):
-        parameter_sets, ndus = _embedded_units(model, options, progress)
+        source_fmt = _plugin(model.source_format) if model.source_format else None
         with staged_output(path, force=force, is_own_output=own) as staged:
-            fmt.save_embedded(model, staged, parameter_sets, ndus)
+            _embedding.save(fmt, source_fmt, model, staged, options, progress)
         return
     with staged_output(path, force=force, is_own_output=own) as staged:
         fmt.save(model, staged)
-
-
-def _embedded_units(
-    model: Model, options: nnc.CodingOptions | None, progress: nnc.Progress | None = None
-) -> tuple[bytes, dict[str, bytes]]:
-    """Parameter sets and one NDU per carried tensor, for NNR inside a native container.
-
-    Without `options`, tensors still coded from an NNR source keep their units (when all of them
-    are coded under the same parameter sets; the others stay plain, as they were not carried);
-    otherwise every carriable tensor is coded anew.
-    """
-    units = coded_units(model) if options is None else None
-    if units is not None:
-        return units
-    options = options or nnc.CodingOptions()
-    fmt = _plugin(model.source_format) if model.source_format else None
-    arrays = carriers(model, options, narrow=fmt is not None and fmt.carries_narrow_floats)
-    return nnc.encode_parts(((name, array()) for name, array in arrays.items()), options, progress=progress)
 
 
 def convert(

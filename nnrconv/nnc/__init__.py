@@ -48,7 +48,7 @@ from nnrconv.nnc._framing import (
 )
 from nnrconv.nnc._incremental import BaseModel, BaseTensor, ParentRef, read_base, read_chain
 from nnrconv.nnc._inspect import UnitInfo, inspect_units
-from nnrconv.nnc._integrity import no_start_unit, seal_parts, strip_record
+from nnrconv.nnc._integrity import check_parts, no_start_unit, seal_parts, strip_record
 from nnrconv.nnc._mps import (
     DecompositionPerformanceEntry,
     LayerParameterSet,
@@ -124,6 +124,7 @@ __all__ = [
     "tensor_rate",
     "decode_model",
     "default_max_memory",
+    "check_parts",
     "decode_parts",
     "decode_salvaged",
     "decode_reference_list",
