@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from nnrconv import _embedding, _salvage, nnc
-from nnrconv._embedding import coded_units
 from nnrconv._carriage import Carrier, carriers, decoded_snr_db
 from nnrconv._compare import Comparison, TensorDifference, compare
+from nnrconv._embedding import coded_units
 from nnrconv._files import OwnOutput, check_output, staged_output
 from nnrconv._outputs import output_format
 from nnrconv._stream_io import write_nnr
