@@ -58,7 +58,7 @@ def lazy_model(parts: EmbeddedModel, source: str) -> Model:
     except BitstreamError as exc:
         raise _located(exc, source) from exc
     for name, unit in parts.units.items():
-        model.tensors[name] = CodedTensor(
+        model.tensors[name] = tensor = CodedTensor(
             name,
             unit.dtype,
             unit.shape,
@@ -67,6 +67,8 @@ def lazy_model(parts: EmbeddedModel, source: str) -> Model:
             _Decoder(name, unit, parts.parameter_sets, source),
             role=unit.role,
         )
+        if name in model.graph.initializers:
+            model.graph.initializers[name] = tensor
     return model
 
 
@@ -91,19 +93,28 @@ class _Decoder:
             raise _located(exc, self.source) from exc
         array = decoded[self.name]
         try:
-            array = _as_declared(array, self.unit.dtype, self.unit.shape)
-            return array if self.unit.finish is None else self.unit.finish(array)
+            return _as_declared(array, self.unit)
         except ValueError as exc:
             raise BitstreamError(f"{self.source}: tensor {self.name!r}: {exc}", tensor=self.name) from exc
 
 
-def _as_declared(array: np.ndarray, dtype: DType, shape: tuple[int, ...]) -> np.ndarray:
-    """The decoded `array` in `dtype`'s storage and `shape`; ValueError when it cannot be."""
+def _as_declared(array: np.ndarray, unit: CodedUnit) -> np.ndarray:
+    """The decoded `array` in the storage type of the unit's dtype and its shape.
+
+    The plugin's `finish` converts when it has one; otherwise narrow floats are restored from
+    their carriers and other types cast only when no value changes.
+
+    Raises:
+        ValueError: the element count differs from the shape's, or the values do not fit.
+    """
+    dtype, shape = unit.dtype, unit.shape
     expected = int(np.prod(shape, dtype=np.int64))
     if array.size != expected:
         raise ValueError(f"its data unit decodes to {array.size} elements, but shape {list(shape)} has {expected}")
     storage = dtype.storage_dtype
-    if array.dtype != storage:
+    if unit.finish is not None:
+        array = unit.finish(array)
+    elif array.dtype != storage:
         if dtype is DType.FLOAT16 or (dtype.is_floating_point and not dtype.is_numpy_native):
             array = restore_narrow(array, dtype)
         else:
@@ -111,6 +122,8 @@ def _as_declared(array: np.ndarray, dtype: DType, shape: tuple[int, ...]) -> np.
             if not np.array_equal(cast.astype(array.dtype), array):
                 raise ValueError(f"decoded {array.dtype} values do not fit {dtype.name}")
             array = cast
+    if array.dtype != storage:
+        raise ValueError(f"decoded {array.dtype} values cannot stand for {dtype.name}")
     return array.reshape(shape)
 
 

@@ -32,8 +32,9 @@ class CodedUnit:
         dtype, shape: the tensor's original element type and shape; the decoded array must have
             exactly as many elements, and is cast to `dtype` only when no value changes.
         role: the tensor's role in its graph.
-        finish: an optional plugin step from the decoded, checked array (in `dtype`'s storage
-            type, shaped) to the tensor's data, for containers that stored a transformed tensor.
+        finish: an optional plugin conversion of the decoded array (its element count checked)
+            to `dtype`'s storage type, for containers whose slots convert values their own way;
+            without it the seam restores narrow floats and casts other types losslessly.
     """
 
     ndu: bytes
