@@ -94,6 +94,8 @@ class _Decoder:
         array = decoded[self.name]
         try:
             return _as_declared(array, self.unit)
+        except BitstreamError as exc:  # from the plugin's `finish`
+            raise _located(exc.located(tensor=self.name), self.source) from exc
         except ValueError as exc:
             raise BitstreamError(f"{self.source}: tensor {self.name!r}: {exc}", tensor=self.name) from exc
 
