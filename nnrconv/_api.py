@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from nnrconv import _embedding, _salvage, nnc
-from nnrconv._carriage import Carrier, carriers, decoded_snr_db
+from nnrconv._carriage import Carrier, carriers, decoded_snr_db, with_roles
 from nnrconv._compare import Comparison, TensorDifference, compare
 from nnrconv._embedding import coded_units
 from nnrconv._files import OwnOutput, check_output, staged_output
@@ -208,6 +208,7 @@ def encode(
     options = options or nnc.CodingOptions()
     if options.target is not None and options.plan is None:
         options = _rate_plan(model, options).options
+    options = with_roles(model, options)
     arrays, topology, code, compress_topology = encoding_inputs(model, options, compress_topology)
     if base is not None:
         return nnc.encode_update(

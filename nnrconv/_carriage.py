@@ -14,6 +14,7 @@ are coded, never all at once.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
@@ -105,3 +106,11 @@ def comparable(tensor: Tensor) -> np.ndarray:
     array = tensor.numpy()
     view = numeric_view(array, tensor.dtype)
     return array if view is None else view
+
+
+def with_roles(model: Model, options: nnc.CodingOptions) -> nnc.CodingOptions:
+    """`options` with each tensor's role from the plugin (`Tensor.role`), so that nnc codes
+    weights and non-weights by what they are rather than by their number of dimensions."""
+    if options.roles is not None:
+        return options
+    return dataclasses.replace(options, roles={tensor.name: tensor.role for tensor in model})

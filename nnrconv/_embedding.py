@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from nnrconv import nnc
-from nnrconv._carriage import carriers
+from nnrconv._carriage import carriers, with_roles
 from nnrconv.core import (
     BitstreamError,
     CodedTensor,
@@ -154,7 +154,7 @@ def embedded_units(
     units = coded_units(model) if options is None else None
     if units is not None:
         return units
-    options = options or nnc.CodingOptions()
+    options = with_roles(model, options or nnc.CodingOptions())
     arrays = carriers(model, options, narrow=fmt is not None and fmt.carries_narrow_floats)
     return nnc.encode_parts(((name, array()) for name, array in arrays.items()), options, progress=progress)
 

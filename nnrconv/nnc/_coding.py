@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nnrconv.core._tensor import TensorRole
 from nnrconv.nnc import cabac
 from nnrconv.nnc._enums import DecompressedDataFormat, PayloadType
 
@@ -29,6 +30,7 @@ __all__ = [
     "TensorPlan",
     "carried_format",
     "choose_mps_qp",
+    "is_weight",
     "plan_tensor",
     "quantize_weights",
 ]
@@ -134,6 +136,10 @@ class CodingOptions:
             (`nnrconv.convert` turns it into a `plan`): output SNR on calibration inputs, bits per
             coded float parameter, or bytes of the whole bitstream. At most one; nnc itself
             codes the plan (and follows the mode for tensors the plan does not name).
+        roles: per tensor name, its `TensorRole` as the format plugin knows it from the graph:
+            WEIGHT tensors are coded at `qp` / `snr_db`, all others (biases, norms, other) at
+            the finer QP / higher SNR of non-weights. A tensor not named is a weight when it
+            has two dimensions or more (NNCodec's rule, for callers without a graph).
 
     Raises:
         ValueError: an option is out of range, or `qp`, `codebook` or `lambda_scale` is given
@@ -154,6 +160,7 @@ class CodingOptions:
     output_snr_db: float | None = None
     bits_per_param: float | None = None
     size_bytes: int | None = None
+    roles: Mapping[str, TensorRole] | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         targets = [t for t in (self.output_snr_db, self.bits_per_param, self.size_bytes) if t is not None]
@@ -242,19 +249,25 @@ def carried_format(dtype: np.dtype) -> bool:
     return dtype in _FLOAT_FORMATS or dtype in _INT_FORMATS
 
 
-def _is_weight(array: np.ndarray) -> bool:
-    return array.ndim >= 2
+def is_weight(name: str, array: np.ndarray, options: CodingOptions) -> bool:
+    """Whether a tensor is coded as a weight: by its role when `options.roles` names it, else
+    by its number of dimensions."""
+    role = options.roles.get(name) if options.roles else None
+    return array.ndim >= 2 if role is None else role is TensorRole.WEIGHT
 
 
-def plan_tensor(array: np.ndarray, options: CodingOptions) -> TensorPlan | None:
+def plan_tensor(array: np.ndarray, options: CodingOptions, *, weight: bool | None = None) -> TensorPlan | None:
     """Decide how a tensor is coded; None when it cannot be carried (it stays in the topology).
 
     Every finite float tensor plans: when its values do not suit the requested step (levels
     that would overflow int32, a reconstruction past float32's range, or a step that would zero
     most of it because a few sentinel values such as ±FLT_MAX dominate its power) it travels
     exactly instead: on its QP grid, else as raw float32 (float16/float64 that need raw float32
-    to be exact in lossless mode stay in the topology, where they are smaller).
+    to be exact in lossless mode stay in the topology, where they are smaller). `weight`: whether
+    it is a weight (`is_weight`); None guesses from its dimensions.
     """
+    if weight is None:
+        weight = array.ndim >= 2
     dtype = array.dtype.newbyteorder("=") if array.dtype.byteorder == ">" else array.dtype
     dtype = np.dtype(dtype)
     if dtype in _INT_FORMATS:
@@ -281,12 +294,12 @@ def plan_tensor(array: np.ndarray, options: CodingOptions) -> TensorPlan | None:
     if options.lossless or small:
         return exact_plan(array, options, peak, lossy_raw=False)
     if options.qp is not None:
-        qp = options.qp if _is_weight(array) else options.qp - 2 * (1 << options.qp_density)
+        qp = options.qp if weight else options.qp - 2 * (1 << options.qp_density)
         qp = max(QP_MIN, min(QP_MAX, qp))
         if not _step_holds(peak, qp, options.qp_density, dtype):
             return exact_plan(array, options, peak)
         return TensorPlan(PayloadType.NNR_PT_FLOAT, fmt, qp, options.dq, peak=peak)
-    target = options.snr_db + (0.0 if _is_weight(array) else NONWEIGHT_SNR_BONUS_DB)
+    target = options.snr_db + (0.0 if weight else NONWEIGHT_SNR_BONUS_DB)
     qp = _estimate_qp(array, target, options)
     if qp is not None and (
         not _step_holds(peak, qp, options.qp_density, dtype) or _zeroes_most(array, peak, qp, options)
@@ -370,9 +383,11 @@ QP_MIN, QP_MAX = _usable_qps(_QP_DENSITY)
 """The QPs (at qp_density 2) whose step float32 represents exactly: -588..511."""
 
 
-def plan_choice(array: np.ndarray, choice: TensorChoice, options: CodingOptions) -> TensorPlan | None:
+def plan_choice(
+    array: np.ndarray, choice: TensorChoice, options: CodingOptions, *, weight: bool | None = None
+) -> TensorPlan | None:
     """`plan_tensor` with a rate allocator's decision applied to a lossy float tensor."""
-    base = plan_tensor(array, options)
+    base = plan_tensor(array, options, weight=weight)
     if base is None or base.payload_type != PayloadType.NNR_PT_FLOAT or base.exact:
         return base  # integers, raw or already exact: a choice changes nothing
     if choice.exact:

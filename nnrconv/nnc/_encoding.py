@@ -12,7 +12,7 @@ import numpy as np
 
 from nnrconv.core._errors import UnsupportedError
 from nnrconv.nnc._bitio import BitWriter
-from nnrconv.nnc._coding import CodingOptions, TensorPlan, choice_options, plan_choice, plan_tensor
+from nnrconv.nnc._coding import CodingOptions, TensorPlan, choice_options, is_weight, plan_choice, plan_tensor
 from nnrconv.nnc._container import _CABAC_UNARY_LENGTH_MINUS1, _RAW_FLOAT, Progress, _topology_unit
 from nnrconv.nnc._enums import (
     PayloadType,
@@ -226,7 +226,11 @@ def plan_named(name: object, array: np.ndarray, options: CodingOptions, seen: se
     if "\0" in name:
         raise UnsupportedError(f"tensor {name!r} contains a NUL character, which an NNR st(v) name cannot hold")
     choice = options.plan.get(name) if options.plan else None
-    plan = plan_tensor(array, options) if choice is None else plan_choice(array, choice, options)
+    weight = is_weight(name, array, options)
+    if choice is None:
+        plan = plan_tensor(array, options, weight=weight)
+    else:
+        plan = plan_choice(array, choice, options, weight=weight)
     if plan is None:
         raise UnsupportedError(
             f"tensor {name!r} has dtype {array.dtype}; NNR carries float32, float16/float64 "
