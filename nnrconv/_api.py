@@ -24,6 +24,7 @@ from nnrconv._embedding import coded_units
 from nnrconv._files import OwnOutput, check_output, staged_output
 from nnrconv._outputs import output_format
 from nnrconv._stream_io import write_nnr
+from nnrconv._topology import owner, topology_of
 from nnrconv._updates import BasePaths
 from nnrconv.core import (
     ArrayTensor,
@@ -250,13 +251,8 @@ def encoding_inputs(
                 f"data units yet, and a model without topology has nowhere else to keep them"
             )
         return arrays, b"", int(nnc.TopologyStorageFormat.NNR_TPL_UNREC), compress_topology
-    if fmt.topology_code is None:
-        raise UnsupportedError(
-            f"format {fmt.name!r} has no NNR topology code, so NNR cannot carry its topology; "
-            f"convert the model to a format that has one first (onnx, nnef, tensorflow or pytorch)"
-        )
-    topology = fmt.topology_bytes(model, set(arrays))
-    return arrays, topology, fmt.topology_code, compress_topology and fmt.deflate_topology(topology)
+    topology, code, deflate = topology_of(fmt, model, set(arrays))
+    return arrays, topology, code, compress_topology and deflate
 
 
 def _pass_through(model: Model, fmt: FormatPlugin | None, compress_topology: bool) -> bytes | None:
@@ -268,11 +264,12 @@ def _pass_through(model: Model, fmt: FormatPlugin | None, compress_topology: boo
         if len(ndus) != len(model.tensors):
             return None
         topology, code = b"", int(nnc.TopologyStorageFormat.NNR_TPL_UNREC)
-    elif fmt.topology_code is None:
-        return None
     else:
-        topology, code = fmt.topology_bytes(model, set(ndus)), fmt.topology_code
-        compress_topology = compress_topology and fmt.deflate_topology(topology)
+        try:
+            topology, code, deflate = topology_of(fmt, model, set(ndus))
+        except UnsupportedError:
+            return None
+        compress_topology = compress_topology and deflate
     return nnc.assemble_model(parameter_sets, topology, code, ndus.values(), compress_topology=compress_topology)
 
 
@@ -323,16 +320,12 @@ def model_from_parts(
 ) -> Model:
     """The model a bitstream's topology and tensors make, rebuilt by the plugin owning its topology
     format (tensors may still be lazy); `length`: the bitstream's size, for error locations."""
-    code = decoded.topology_storage_format
-    if code == nnc.TopologyStorageFormat.NNR_TPL_UNREC:
-        return Model(Graph(name="tensors"), tensors, source_format="")
-    fmt = get_registry().for_topology(code)
+    fmt, topology = owner(decoded.topology_storage_format, decoded.topology, source)
     if fmt is None:
-        label = _topology_label(code)
-        raise UnsupportedError(f"{source}: the bitstream's topology format is {label}; no installed plugin rebuilds it")
+        return Model(Graph(name="tensors"), tensors, source_format="")
     fmt.ensure_available()
     try:
-        return fmt.from_topology(decoded.topology, tensors)
+        return fmt.from_topology(topology, tensors)
     except BitstreamError as err:
         # The topology and the data units disagree; when units are missing (a stream cut at a
         # unit boundary) the place to look is the end of the stream.
@@ -340,13 +333,6 @@ def model_from_parts(
         lost = "; it was lost (see the warnings): give --base BASE.nnr to fill it" if salvage and err.tensor else ""
         located.args = (f"{source}: {located}{lost}",)
         raise located from err
-
-
-def _topology_label(code: int) -> str:
-    try:
-        return f"{nnc.TopologyStorageFormat(code).name} ({code})"
-    except ValueError:
-        return f"unknown code {code}"
 
 
 def save(
