@@ -137,9 +137,9 @@ class CodingOptions:
             coded float parameter, or bytes of the whole bitstream. At most one; nnc itself
             codes the plan (and follows the mode for tensors the plan does not name).
         roles: per tensor name, its `TensorRole` as the format plugin knows it from the graph:
-            WEIGHT tensors are coded at `qp` / `snr_db`, all others (biases, norms, other) at
-            the finer QP / higher SNR of non-weights. A tensor not named is a weight when it
-            has two dimensions or more (NNCodec's rule, for callers without a graph).
+            WEIGHT tensors are coded at `qp` / `snr_db`, biases and batch-norm tensors at the
+            finer QP / higher SNR of non-weights. A tensor not named, or of role OTHER, is a
+            weight when it has two dimensions or more (NNCodec's rule).
 
     Raises:
         ValueError: an option is out of range, or `qp`, `codebook` or `lambda_scale` is given
@@ -250,10 +250,17 @@ def carried_format(dtype: np.dtype) -> bool:
 
 
 def is_weight(name: str, array: np.ndarray, options: CodingOptions) -> bool:
-    """Whether a tensor is coded as a weight: by its role when `options.roles` names it, else
-    by its number of dimensions."""
+    """Whether a tensor is coded as a weight: by its role when `options.roles` gives one (WEIGHT
+    or a bias/batch-norm role), else by its number of dimensions.
+
+    NOTE: OTHER counts as no role: plugins leave it on tensors whose use they did not classify
+    (ONNX `Gather` tables, custom ops), and coding a large embedding table as a non-weight
+    would cost 20 dB of SNR in bits for nothing.
+    """
     role = options.roles.get(name) if options.roles else None
-    return array.ndim >= 2 if role is None else role is TensorRole.WEIGHT
+    if role is None or role is TensorRole.OTHER:
+        return array.ndim >= 2
+    return role is TensorRole.WEIGHT
 
 
 def plan_tensor(array: np.ndarray, options: CodingOptions, *, weight: bool | None = None) -> TensorPlan | None:

@@ -17,10 +17,11 @@ def _unit_size(roles: dict[str, TensorRole] | None) -> int:
 
 
 def test_a_two_dimensional_bias_gets_the_finer_non_weight_step():
+    """A role decides; OTHER (unclassified) and no role fall back to the number of dimensions."""
     weight, bias = _unit_size({"t": TensorRole.WEIGHT}), _unit_size({"t": TensorRole.BIAS})
     assert bias > weight  # finer step: more levels, more bits
-    assert _unit_size({"t": TensorRole.OTHER}) == bias
-    assert _unit_size(None) == weight  # no role given: two dimensions make a weight
+    assert _unit_size({"t": TensorRole.BN_VAR}) == bias
+    assert _unit_size(None) == _unit_size({"t": TensorRole.OTHER}) == weight  # unclassified: 2-D is a weight
 
 
 def test_the_api_passes_each_tensors_role():
