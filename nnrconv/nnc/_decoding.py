@@ -16,7 +16,7 @@ import numpy as np
 from nnrconv.core._errors import BaseMismatchError, BitstreamError, UnsupportedError
 from nnrconv.nnc import cabac
 from nnrconv.nnc._budget import check_declared_sizes, current_budget, format_size
-from nnrconv.nnc._container import _RAW_FLOAT, MAX_TOPOLOGY_SIZE, Progress, _flatten, inflate_topology
+from nnrconv.nnc._container import MAX_TOPOLOGY_SIZE, RAW_FLOAT32, Progress, flatten_units, inflate_topology
 from nnrconv.nnc._enums import (
     DecompressedDataFormat,
     PayloadType,
@@ -134,7 +134,7 @@ def _decode_raw_float(ndu: CompressedDataUnit, names: tuple[str, ...], site: _Nd
             name,
         )
     try:
-        array = np.frombuffer(ndu.payload, dtype=_RAW_FLOAT).astype(np.float32, copy=True).reshape(dims)
+        array = np.frombuffer(ndu.payload, dtype=RAW_FLOAT32).astype(np.float32, copy=True).reshape(dims)
     except ValueError as exc:  # an empty tensor whose other dimensions overflow numpy's index type
         raise site.bitstream_error(f"tensor_dimensions {list(dims)} cannot be represented: {exc}", name) from None
     return [(name, array)]
@@ -309,7 +309,7 @@ def decode_model(
     head = bytearray()
     movable = not any(isinstance(u.unit, AggregateUnit) for u in units)
     spans: list[tuple[int, int]] = []
-    for top_index, parsed in _flatten(units):
+    for top_index, parsed in flatten_units(units):
         unit = parsed.unit
         if top_index == check.record_index:
             continue  # the integrity record, already verified
@@ -498,7 +498,7 @@ def decode_parts(
     ctx = UnitContext()
     lps: LayerParameterSet | None = None
     has_mps = False
-    for _, parsed in _flatten(units):
+    for _, parsed in flatten_units(units):
         if isinstance(parsed.unit, TopologyUnit):
             continue  # the integrity record (check_parts refuses any other topology unit here)
         if isinstance(parsed.unit, CompressedDataUnit):
