@@ -14,7 +14,7 @@ from contextlib import suppress as _suppress
 
 from nnrconv.nnc._bitio import BitReader, BitWriter
 from nnrconv.nnc._budget import default_max_memory, memory_budget, parse_size
-from nnrconv.nnc._coding import DEFAULT_SNR_DB, CodingOptions, TensorChoice, snr_db
+from nnrconv.nnc._coding import DEFAULT_SNR_DB, CodingOptions, TensorChoice, is_weight, plan_tensor, snr_db
 from nnrconv.nnc._container import (
     MAX_TOPOLOGY_SIZE,
     Progress,
@@ -72,6 +72,8 @@ from nnrconv.nnc._salvage import LostUnit, Salvaged, decode_salvaged, salvage_st
 from nnrconv.nnc._units import NnrUnit, NnrUnitHeader, QuantizationUnit, StartUnit, TopologyUnit, UnitContext
 
 __all__ = [
+    "is_weight",
+    "plan_tensor",
     "snr_db",
     "Progress",
     "assemble_model",
