@@ -31,6 +31,7 @@ __all__ = [
     "carried_format",
     "choose_mps_qp",
     "is_weight",
+    "carries",
     "plan_tensor",
     "quantize_weights",
 ]
@@ -313,6 +314,30 @@ def plan_tensor(array: np.ndarray, options: CodingOptions, *, weight: bool | Non
     ):
         return exact_plan(array, options, peak)
     return TensorPlan(PayloadType.NNR_PT_FLOAT, fmt, qp, options.dq, snr_db=target, peak=peak)
+
+
+def carries(array: np.ndarray, options: CodingOptions) -> bool:
+    """Whether `plan_tensor(array, options)` plans the tensor (is not None), without planning it.
+
+    NOTE: the carry decision is taken for every tensor before coding; planning there too would
+    run the QP search twice. Only the cases where `plan_tensor` returns None are checked here
+    (the lossy paths always plan once the values are finite and in float32's range), and a
+    test holds the two to the same answer.
+    """
+    dtype = np.dtype(array.dtype.newbyteorder("=") if array.dtype.byteorder == ">" else array.dtype)
+    if dtype in _INT_FORMATS or dtype not in _FLOAT_FORMATS or array.size == 0:
+        return plan_tensor(array, options) is not None  # cheap: no QP search for these
+    fmt = _FLOAT_FORMATS[dtype]
+    with np.errstate(over="ignore", invalid="ignore"):
+        low, high = float(array.min()), float(array.max())
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return fmt is None
+    peak = max(-low, high)
+    if not options.lossless and (peak > _FLOAT32_MAX or 0.0 < peak < _FLOAT32_TINY):
+        return False
+    if options.lossless or array.size < EXACT_BELOW_ELEMENTS:
+        return fmt is None or exact_plan(array, options, peak, lossy_raw=False) is not None
+    return True
 
 
 def exact_plan(array: np.ndarray, options: CodingOptions, peak: float, *, lossy_raw: bool = True) -> TensorPlan | None:

@@ -19,7 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from nnrconv.core._errors import BitstreamError
-from nnrconv.nnc._coding import CodingOptions, carried_format, plan_tensor
+from nnrconv.nnc._coding import CodingOptions, carried_format, carries
 from nnrconv.nnc._enums import (
     TopologyCompressionFormat,
     TopologyStorageFormat,
@@ -69,8 +69,7 @@ def can_carry(dtype_or_array: object, options: CodingOptions | None = None) -> b
     non-numpy types never are; they stay in the topology.
     """
     if isinstance(dtype_or_array, np.ndarray):
-        plan = plan_tensor(dtype_or_array, options or CodingOptions())
-        return plan is not None
+        return carries(dtype_or_array, options or CodingOptions())
     try:
         dt = np.dtype(dtype_or_array)  # type: ignore[call-overload]
     except TypeError:
