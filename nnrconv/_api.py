@@ -20,7 +20,7 @@ from typing import Any
 from nnrconv import _embedding, _salvage, nnc
 from nnrconv._carriage import Carrier, carriers, decoded_snr_db, with_roles
 from nnrconv._compare import Comparison, TensorDifference, compare
-from nnrconv._embedding import coded_units
+from nnrconv._embedding import coded_units, keep_coded, pass_through
 from nnrconv._files import OwnOutput, check_output, staged_output
 from nnrconv._outputs import output_format
 from nnrconv._stream_io import write_nnr
@@ -30,7 +30,6 @@ from nnrconv.core import (
     ArrayTensor,
     BaseMismatchError,
     BitstreamError,
-    CodedTensor,
     FormatError,
     FormatPlugin,
     Graph,
@@ -203,7 +202,7 @@ def encode(
     """
     fmt = _plugin(model.source_format) if model.source_format else None
     if options is None and base is None:
-        moved = _pass_through(model, fmt, compress_topology)
+        moved = pass_through(model, fmt, compress_topology)
         if moved is not None:
             return moved
     options = options or nnc.CodingOptions()
@@ -255,37 +254,6 @@ def encoding_inputs(
     return arrays, topology, code, compress_topology and deflate
 
 
-def _pass_through(model: Model, fmt: FormatPlugin | None, compress_topology: bool) -> bytes | None:
-    units = coded_units(model)
-    if units is None:
-        return None
-    parameter_sets, ndus = units
-    if fmt is None or fmt.weights_only:
-        if len(ndus) != len(model.tensors):
-            return None
-        topology, code = b"", int(nnc.TopologyStorageFormat.NNR_TPL_UNREC)
-    else:
-        try:
-            topology, code, deflate = topology_of(fmt, model, set(ndus))
-        except UnsupportedError:
-            return None
-        compress_topology = compress_topology and deflate
-    return nnc.assemble_model(parameter_sets, topology, code, ndus.values(), compress_topology=compress_topology)
-
-
-def _keep_coded(model: Model, parameter_sets: bytes | None, coded: dict[str, bytes] | None) -> Model:
-    """Wrap the tensors that came from data units so that they remember their units."""
-    if parameter_sets is None or coded is None:
-        return model
-    for name, tensor in list(model.tensors.items()):
-        ndu = coded.get(name)
-        if ndu is not None and not isinstance(tensor, CodedTensor):
-            model.tensors[name] = CodedTensor(
-                name, tensor.dtype, tensor.shape, ndu, parameter_sets, tensor.numpy, role=tensor.role
-            )
-    return model
-
-
 def decode(
     data: bytes,
     *,
@@ -312,7 +280,7 @@ def decode(
         )
     tensors: dict[str, Tensor] = {name: ArrayTensor(name, array) for name, array in decoded.tensors.items()}
     model = model_from_parts(decoded, tensors, source, len(data), salvage=salvage)
-    return _keep_coded(model, decoded.parameter_sets, decoded.coded)
+    return keep_coded(model, decoded.parameter_sets, decoded.coded)
 
 
 def model_from_parts(

@@ -9,7 +9,8 @@ each tensor's unit with its dtype and shape); the seam verifies every unit again
 sets' integrity record at once, and wraps each as a `CodedTensor` that decodes its unit on first
 access, checks the decoded size against the declared shape, and names file and tensor when it
 fails. Units and arrays are therefore never in memory together until a tensor is used, and a
-conversion to `.nnr` copies the units without decoding them at all.
+conversion to `.nnr` copies the units without decoding them at all (`pass_through`; a model
+decoded from `.nnr` keeps its units through `keep_coded`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 
 from nnrconv import nnc
 from nnrconv._carriage import carriers, with_roles
+from nnrconv._topology import topology_of
 from nnrconv.core import (
     BitstreamError,
     CodedTensor,
@@ -28,10 +30,11 @@ from nnrconv.core import (
     EmbeddedModel,
     FormatPlugin,
     Model,
+    UnsupportedError,
     restore_narrow,
 )
 
-__all__ = ["coded_units", "embedded_units", "load", "lazy_model", "save"]
+__all__ = ["coded_units", "embedded_units", "keep_coded", "lazy_model", "load", "pass_through", "save"]
 
 
 def load(fmt: FormatPlugin, path: Path) -> Model:
@@ -140,6 +143,40 @@ def coded_units(model: Model) -> tuple[bytes, dict[str, bytes]] | None:
     if not coded or len({t.parameter_sets for t in coded}) != 1:
         return None
     return coded[0].parameter_sets, {t.name: t.ndu for t in coded}
+
+
+def pass_through(model: Model, fmt: FormatPlugin | None, compress_topology: bool) -> bytes | None:
+    """The NNR bitstream of a model whose tensors are all still coded, its units copied as they
+    are (no decoding, no re-quantizing); None when they cannot be (coded under different
+    parameter sets, or a model without topology that has uncoded tensors)."""
+    units = coded_units(model)
+    if units is None:
+        return None
+    parameter_sets, ndus = units
+    if fmt is None or fmt.weights_only:
+        if len(ndus) != len(model.tensors):
+            return None
+        topology, code = b"", int(nnc.TopologyStorageFormat.NNR_TPL_UNREC)
+    else:
+        try:
+            topology, code, deflate = topology_of(fmt, model, set(ndus))
+        except UnsupportedError:
+            return None
+        compress_topology = compress_topology and deflate
+    return nnc.assemble_model(parameter_sets, topology, code, ndus.values(), compress_topology=compress_topology)
+
+
+def keep_coded(model: Model, parameter_sets: bytes | None, coded: dict[str, bytes] | None) -> Model:
+    """Wrap the tensors that came from data units so that they remember their units."""
+    if parameter_sets is None or coded is None:
+        return model
+    for name, tensor in list(model.tensors.items()):
+        ndu = coded.get(name)
+        if ndu is not None and not isinstance(tensor, CodedTensor):
+            model.tensors[name] = CodedTensor(
+                name, tensor.dtype, tensor.shape, ndu, parameter_sets, tensor.numpy, role=tensor.role
+            )
+    return model
 
 
 def embedded_units(
