@@ -1,7 +1,8 @@
 # Copyright nnrconv contributors
 # SPDX-License-Identifier: Apache-2.0
-"""A third-party format with no topology code carries its topology through NNR: an
-NNR_TPL_UNREC unit whose data is a manifest naming the format (`nnrconv._topology`)."""
+"""A third-party format gets what built-in ones get: with no topology code it carries its topology
+through NNR (an NNR_TPL_UNREC unit whose data is a manifest naming the format, `nnrconv._topology`),
+and its own container can hold NNR units read through the embedding seam."""
 
 import base64
 import json
@@ -12,7 +13,17 @@ import pytest
 
 import nnrconv
 from nnrconv import _topology, nnc, testing
-from nnrconv.core import ArrayTensor, FormatPlugin, Graph, Model, UnsupportedError
+from nnrconv.core import (
+    ArrayTensor,
+    CodedUnit,
+    DType,
+    EmbeddedModel,
+    FormatPlugin,
+    Graph,
+    LazyTensor,
+    Model,
+    UnsupportedError,
+)
 
 
 class ToyGraph(FormatPlugin):
@@ -33,6 +44,28 @@ class ToyGraph(FormatPlugin):
     def from_topology(self, topology: bytes, tensors) -> Model:
         return self._model(json.loads(topology), tensors)
 
+    # NNR inside the container: a JSON header line, then the parameter sets and units, raw.
+    embedded_patterns = ("*.nnr.toy",)
+
+    def save_embedded(self, model: Model, path: Path, parameter_sets: bytes, ndus) -> None:
+        document = self._document(model, carried=ndus)
+        document["nnr"] = {"parameter_sets": len(parameter_sets), "units": {k: len(v) for k, v in ndus.items()}}
+        path.write_bytes(json.dumps(document).encode() + b"\n" + parameter_sets + b"".join(ndus.values()))
+
+    def extract_embedded(self, path: Path):
+        header, _, body = path.read_bytes().partition(b"\n")
+        document = json.loads(header)
+        if "nnr" not in document:
+            return None
+        at = document["nnr"]["parameter_sets"]
+        units = {}
+        for name, size in document["nnr"]["units"].items():
+            shape = tuple(document["weights"][name]["shape"])
+            units[name] = CodedUnit(body[at : at + size], DType.FLOAT, shape)
+            at += size
+        model = self._model(document, {name: _placeholder(name, unit) for name, unit in units.items()})
+        return EmbeddedModel(model, body[: document["nnr"]["parameter_sets"]], units)
+
     def _document(self, model: Model, carried) -> dict:
         weights = {
             name: {"shape": list(t.shape), "data": None if name in carried else base64.b64encode(t.tobytes()).decode()}
@@ -49,6 +82,10 @@ class ToyGraph(FormatPlugin):
                 array = np.frombuffer(base64.b64decode(entry["data"]), np.float32).reshape(entry["shape"])
                 tensors[name] = ArrayTensor(name, array)
         return Model(Graph(name="toy"), tensors, source_format=self.name, metadata={"ops": ",".join(document["ops"])})
+
+
+def _placeholder(name: str, unit: CodedUnit) -> LazyTensor:
+    return LazyTensor(name, unit.dtype, unit.shape, lambda: pytest.fail("read before the seam decoded it"))
 
 
 @pytest.fixture
@@ -97,3 +134,11 @@ def test_a_format_without_code_or_topology_is_refused(tmp_path):
 def test_the_manifest_is_only_recognised_by_its_magic():
     assert _topology.unpack(_topology.pack("x", b"\0body")) == ("x", b"\0body")
     assert _topology.unpack(b"") is None and _topology.unpack(b"nnrconv.plugin-topology/1\0x") is None
+
+
+def test_a_third_party_container_holds_nnr_units_through_the_seam(toy, tmp_path):
+    with testing.registered(ToyGraph()):
+        embedded = tmp_path / "m.nnr.toy"
+        loaded = testing.assert_embedded_round_trip(toy, embedded)
+        assert set(loaded.tensors) == {"fc.w", "fc.b"} and loaded.metadata["ops"] == "matmul,add,relu"
+        testing.assert_corrupt_unit_refused(embedded)
