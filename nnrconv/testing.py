@@ -57,7 +57,8 @@ def registered(fmt: FormatPlugin, *, plugin: str = "test") -> Iterator[FormatPlu
 
 
 def assert_plugin_contract(fmt: FormatPlugin) -> None:
-    """Static promises of a format: identity, patterns, topology code, lazy framework imports."""
+    """Static promises of a format: identity, patterns, topology code, embedding methods in pairs,
+    lazy framework imports."""
     assert isinstance(fmt.name, str) and fmt.name and fmt.name == fmt.name.lower(), "name: non-empty lower case"
     assert fmt.patterns, f"format {fmt.name!r} declares no file patterns"
     if fmt.topology_code is not None:
@@ -68,6 +69,12 @@ def assert_plugin_contract(fmt: FormatPlugin) -> None:
         capabilities = set(fmt.capabilities())
         assert {"topology_bytes", "from_topology"} <= capabilities, (
             f"format {fmt.name!r} owns a topology code but does not implement topology_bytes/from_topology"
+        )
+    capabilities = set(fmt.capabilities())
+    if "save_embedded" in capabilities or "extract_embedded" in capabilities:
+        assert {"save_embedded", "extract_embedded"} <= capabilities and fmt.embedded_patterns, (
+            f"format {fmt.name!r}: NNR inside the container needs save_embedded, extract_embedded "
+            f"and embedded_patterns together"
         )
     if fmt.requires and not fmt.install:
         raise AssertionError(f"format {fmt.name!r} requires {fmt.requires} but names no install command")
