@@ -60,6 +60,10 @@ def lazy_model(parts: EmbeddedModel, source: str) -> Model:
         nnc.check_parts(parts.parameter_sets, ndus)
     except BitstreamError as exc:
         raise _located(exc, source) from exc
+    try:
+        decoder = nnc.PartsDecoder(parts.parameter_sets)
+    except BitstreamError as exc:
+        raise _located(exc, f"{source}: <parameter sets>") from exc
     for name, unit in parts.units.items():
         model.tensors[name] = tensor = CodedTensor(
             name,
@@ -67,7 +71,7 @@ def lazy_model(parts: EmbeddedModel, source: str) -> Model:
             unit.shape,
             unit.ndu,
             parts.parameter_sets,
-            _Decoder(name, unit, parts.parameter_sets, source),
+            _Decoder(name, unit, decoder, source),
             role=unit.role,
         )
         if name in model.graph.initializers:
@@ -82,16 +86,20 @@ def _located(exc: BitstreamError, source: str) -> BitstreamError:
 
 
 class _Decoder:
-    """Decodes one unit when called (a class, so a `CodedTensor` holds no array until then)."""
+    """Decodes one unit when called (a class, so a `CodedTensor` holds no array until then).
 
-    __slots__ = ("name", "parameter_sets", "source", "unit")
+    The units were checked against the integrity record when the model was read, and the
+    parameter sets parsed once (`nnc.PartsDecoder`), so a call decodes just this unit.
+    """
 
-    def __init__(self, name: str, unit: CodedUnit, parameter_sets: bytes, source: str) -> None:
-        self.name, self.unit, self.parameter_sets, self.source = name, unit, parameter_sets, source
+    __slots__ = ("decoder", "name", "source", "unit")
+
+    def __init__(self, name: str, unit: CodedUnit, decoder: nnc.PartsDecoder, source: str) -> None:
+        self.name, self.unit, self.decoder, self.source = name, unit, decoder, source
 
     def __call__(self) -> np.ndarray:
         try:
-            decoded = nnc.decode_parts(self.parameter_sets, {self.name: self.unit.ndu}, jobs=1, complete=False)
+            decoded = self.decoder.decode({self.name: self.unit.ndu}, verify=False)
         except BitstreamError as exc:
             raise _located(exc, self.source) from exc
         array = decoded[self.name]

@@ -25,13 +25,13 @@ def _parts(shape: tuple[int, ...] = (4, 3), dtype: DType = DType.FLOAT) -> tuple
 
 def test_a_coded_tensor_is_not_decoded_until_accessed(monkeypatch):
     calls: list[str] = []
-    real = nnc.decode_parts
+    real = nnc.PartsDecoder.decode
 
-    def counting(parameter_sets, ndus, **kwargs):
+    def counting(self, ndus, **kwargs):
         calls.extend(ndus)
-        return real(parameter_sets, ndus, **kwargs)
+        return real(self, ndus, **kwargs)
 
-    monkeypatch.setattr(nnc, "decode_parts", counting)
+    monkeypatch.setattr(nnc.PartsDecoder, "decode", counting)
     parts, array = _parts()
     model = _embedding.lazy_model(parts, "toy.nnr.x")
     tensor = model.tensors["w"]
@@ -46,7 +46,7 @@ def test_reading_an_embedded_onnx_decodes_nothing(tmp_path, monkeypatch):
     pytest.importorskip("onnx")
     embedded = tmp_path / "m.nnr.onnx"
     nnrconv.convert(EXAMPLE, embedded, options=nnc.CodingOptions(lossless=True))
-    monkeypatch.setattr(nnc, "decode_parts", lambda *a, **k: pytest.fail("decoded while reading"))
+    monkeypatch.setattr(nnc.PartsDecoder, "decode", lambda *a, **k: pytest.fail("decoded while reading"))
     model = nnrconv.load(embedded)
     coded = [t for t in model if isinstance(t, CodedTensor)]
     assert coded and not any(t.is_decoded for t in coded)

@@ -23,7 +23,7 @@ from nnrconv.nnc._container import (
     deflate_topology,
     inflate_topology,
 )
-from nnrconv.nnc._decoding import DecodedModel, decode_model, decode_parts
+from nnrconv.nnc._decoding import DecodedModel, PartsDecoder, decode_model, decode_parts
 from nnrconv.nnc._encoding import encode_model, encode_parts, encode_update
 from nnrconv.nnc._enums import (
     CompressedParameterTypes,
@@ -126,6 +126,7 @@ __all__ = [
     "tensor_rate",
     "decode_model",
     "default_max_memory",
+    "PartsDecoder",
     "check_parts",
     "decode_parts",
     "decode_salvaged",
