@@ -17,18 +17,19 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from nnrconv import _salvage, nnc
-from nnrconv._carriage import Carrier, carriers, decoded_snr_db, source_defaults
+from nnrconv import _embedding, _salvage, nnc
+from nnrconv._carriage import Carrier, carriers, decoded_snr_db, source_defaults, with_roles
 from nnrconv._compare import Comparison, TensorDifference, compare
+from nnrconv._embedding import coded_units, keep_coded, pass_through
 from nnrconv._files import OwnOutput, check_output, staged_output
 from nnrconv._outputs import output_format
 from nnrconv._stream_io import write_nnr
+from nnrconv._topology import owner, topology_of
 from nnrconv._updates import BasePaths
 from nnrconv.core import (
     ArrayTensor,
     BaseMismatchError,
     BitstreamError,
-    CodedTensor,
     FormatError,
     FormatPlugin,
     Graph,
@@ -171,7 +172,7 @@ def load(path: str | os.PathLike[str], format: str | None = None) -> Model:
     name = _input_format(path, format)
     if name == NNR_FORMAT:
         return decode(_read_bitstream(path), source=str(path))
-    return _plugin(name).load(path)
+    return _embedding.load(_plugin(name), path)
 
 
 def _read_bitstream(path: Path) -> bytes:
@@ -201,12 +202,13 @@ def encode(
     """
     fmt = _plugin(model.source_format) if model.source_format else None
     if options is None and base is None:
-        moved = _pass_through(model, fmt, compress_topology)
+        moved = pass_through(model, fmt, compress_topology)
         if moved is not None:
             return moved
     options = source_defaults(model, options or nnc.CodingOptions())
     if options.target is not None and options.plan is None:
         options = _rate_plan(model, options).options
+    options = with_roles(model, options)
     arrays, topology, code, compress_topology = encoding_inputs(model, options, compress_topology)
     if base is not None:
         return nnc.encode_update(
@@ -248,56 +250,8 @@ def encoding_inputs(
                 f"data units yet, and a model without topology has nowhere else to keep them"
             )
         return arrays, b"", int(nnc.TopologyStorageFormat.NNR_TPL_UNREC), compress_topology
-    if fmt.topology_code is None:
-        raise UnsupportedError(
-            f"format {fmt.name!r} has no NNR topology code, so NNR cannot carry its topology; "
-            f"convert the model to a format that has one first (onnx, nnef, tensorflow or pytorch)"
-        )
-    topology = fmt.topology_bytes(model, set(arrays))
-    return arrays, topology, fmt.topology_code, compress_topology and fmt.deflate_topology(topology)
-
-
-def coded_units(model: Model) -> tuple[bytes, dict[str, bytes]] | None:
-    """The parameter sets and NDUs of a model whose tensors are still NNR-coded, if they agree.
-
-    A model read from NNR (`.nnr`, or NNR inside a native container) keeps each tensor's data
-    unit; when all its coded tensors share one set of parameter sets, they can move to another
-    NNR container as they are, without decoding or re-quantizing.
-    """
-    coded = [t for t in model if isinstance(t, CodedTensor)]
-    if not coded or len({t.parameter_sets for t in coded}) != 1:
-        return None
-    return coded[0].parameter_sets, {t.name: t.ndu for t in coded}
-
-
-def _pass_through(model: Model, fmt: FormatPlugin | None, compress_topology: bool) -> bytes | None:
-    units = coded_units(model)
-    if units is None:
-        return None
-    parameter_sets, ndus = units
-    if fmt is None or fmt.weights_only:
-        if len(ndus) != len(model.tensors):
-            return None
-        topology, code = b"", int(nnc.TopologyStorageFormat.NNR_TPL_UNREC)
-    elif fmt.topology_code is None:
-        return None
-    else:
-        topology, code = fmt.topology_bytes(model, set(ndus)), fmt.topology_code
-        compress_topology = compress_topology and fmt.deflate_topology(topology)
-    return nnc.assemble_model(parameter_sets, topology, code, ndus.values(), compress_topology=compress_topology)
-
-
-def _keep_coded(model: Model, parameter_sets: bytes | None, coded: dict[str, bytes] | None) -> Model:
-    """Wrap the tensors that came from data units so that they remember their units."""
-    if parameter_sets is None or coded is None:
-        return model
-    for name, tensor in list(model.tensors.items()):
-        ndu = coded.get(name)
-        if ndu is not None and not isinstance(tensor, CodedTensor):
-            model.tensors[name] = CodedTensor(
-                name, tensor.dtype, tensor.shape, ndu, parameter_sets, tensor.numpy, role=tensor.role
-            )
-    return model
+    topology, code, deflate = topology_of(fmt, model, set(arrays))
+    return arrays, topology, code, compress_topology and deflate
 
 
 def decode(
@@ -326,7 +280,7 @@ def decode(
         )
     tensors: dict[str, Tensor] = {name: ArrayTensor(name, array) for name, array in decoded.tensors.items()}
     model = model_from_parts(decoded, tensors, source, len(data), salvage=salvage)
-    return _keep_coded(model, decoded.parameter_sets, decoded.coded)
+    return keep_coded(model, decoded.parameter_sets, decoded.coded)
 
 
 def model_from_parts(
@@ -334,16 +288,12 @@ def model_from_parts(
 ) -> Model:
     """The model a bitstream's topology and tensors make, rebuilt by the plugin owning its topology
     format (tensors may still be lazy); `length`: the bitstream's size, for error locations."""
-    code = decoded.topology_storage_format
-    if code == nnc.TopologyStorageFormat.NNR_TPL_UNREC:
-        return Model(Graph(name="tensors"), tensors, source_format="")
-    fmt = get_registry().for_topology(code)
+    fmt, topology = owner(decoded.topology_storage_format, decoded.topology, source)
     if fmt is None:
-        label = _topology_label(code)
-        raise UnsupportedError(f"{source}: the bitstream's topology format is {label}; no installed plugin rebuilds it")
+        return Model(Graph(name="tensors"), tensors, source_format="")
     fmt.ensure_available()
     try:
-        return fmt.from_topology(decoded.topology, tensors)
+        return fmt.from_topology(topology, tensors)
     except BitstreamError as err:
         # The topology and the data units disagree; when units are missing (a stream cut at a
         # unit boundary) the place to look is the end of the stream.
@@ -351,13 +301,6 @@ def model_from_parts(
         lost = "; it was lost (see the warnings): give --base BASE.nnr to fill it" if salvage and err.tensor else ""
         located.args = (f"{source}: {located}{lost}",)
         raise located from err
-
-
-def _topology_label(code: int) -> str:
-    try:
-        return f"{nnc.TopologyStorageFormat(code).name} ({code})"
-    except ValueError:
-        return f"unknown code {code}"
 
 
 def save(
@@ -399,30 +342,12 @@ def save(
         hint = "" if model.source_format else "; write them to a weights-only format"
         raise UnsupportedError(f"{path}: cannot write {origin} as {fmt.name}{hint}")
     if fmt.matches_embedded(path):
-        parameter_sets, ndus = _embedded_units(model, options, progress)
+        source_fmt = _plugin(model.source_format) if model.source_format else None
         with staged_output(path, force=force, is_own_output=own) as staged:
-            fmt.save_embedded(model, staged, parameter_sets, ndus)
+            _embedding.save(fmt, source_fmt, model, staged, options, progress)
         return
     with staged_output(path, force=force, is_own_output=own) as staged:
         fmt.save(model, staged)
-
-
-def _embedded_units(
-    model: Model, options: nnc.CodingOptions | None, progress: nnc.Progress | None = None
-) -> tuple[bytes, dict[str, bytes]]:
-    """Parameter sets and one NDU per carried tensor, for NNR inside a native container.
-
-    Without `options`, tensors still coded from an NNR source keep their units (when all of them
-    are coded under the same parameter sets; the others stay plain, as they were not carried);
-    otherwise every carriable tensor is coded anew.
-    """
-    units = coded_units(model) if options is None else None
-    if units is not None:
-        return units
-    options = source_defaults(model, options or nnc.CodingOptions())
-    fmt = _plugin(model.source_format) if model.source_format else None
-    arrays = carriers(model, options, narrow=fmt is not None and fmt.carries_narrow_floats)
-    return nnc.encode_parts(((name, array()) for name, array in arrays.items()), options, progress=progress)
 
 
 def convert(

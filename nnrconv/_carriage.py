@@ -23,7 +23,7 @@ from nnrconv import nnc
 from nnrconv.core import DType, Model, Tensor
 from nnrconv.core._narrow import BIT_PATTERN_TYPES, bfloat16_values, bit_carrier, numeric_view, restore_narrow
 
-__all__ = ["Carrier", "carriers", "comparable", "decoded_snr_db", "source_defaults"]
+__all__ = ["Carrier", "carriers", "comparable", "decoded_snr_db", "source_defaults", "with_roles"]
 
 Carrier = Callable[[], np.ndarray]
 
@@ -115,3 +115,11 @@ def comparable(tensor: Tensor) -> np.ndarray:
     array = tensor.numpy()
     view = numeric_view(array, tensor.dtype)
     return array if view is None else view
+
+
+def with_roles(model: Model, options: nnc.CodingOptions) -> nnc.CodingOptions:
+    """`options` with each tensor's role from the plugin (`Tensor.role`), so that nnc codes
+    weights and non-weights by what they are rather than by their number of dimensions."""
+    if options.roles is not None:
+        return options
+    return dataclasses.replace(options, roles={tensor.name: tensor.role for tensor in model})

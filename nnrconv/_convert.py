@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from nnrconv import _api, nnc
+from nnrconv import _api, _embedding, nnc
 from nnrconv._api import NNR_FORMAT, ConversionResult, _plugin
 from nnrconv._cluster import using_cluster
 from nnrconv._files import check_output
@@ -219,4 +219,4 @@ def _translate(
             f"{source}: no installed plugin converts {fmt.name} models to {dst_name}; "
             f"formats convert to and from NNR, and to formats that take plain tensors"
         )
-    return _plugin(dst_name).load(Path(result))
+    return _embedding.load(_plugin(dst_name), Path(result))

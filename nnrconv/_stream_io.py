@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from nnrconv import nnc
-from nnrconv._carriage import source_defaults
+from nnrconv._carriage import source_defaults, with_roles
 from nnrconv._cluster import current
 from nnrconv.core import DType, LazyTensor, Model, Tensor
 from nnrconv.nnc._streaming import Executor, Prefetcher, encode_model_to, open_lazily
@@ -50,7 +50,7 @@ def write_nnr(
     cluster = current()
     if executor is None and cluster is not None:
         executor, send_arrays = cluster.executor, cluster.send_tensors
-    options = source_defaults(model, options or nnc.CodingOptions())
+    options = with_roles(model, source_defaults(model, options or nnc.CodingOptions()))
     sources, topology, code, compress = _api.encoding_inputs(model, options)
     with open(path, "w+b") as out:  # read back for the integrity record's digest
         return encode_model_to(

@@ -26,11 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from nnrconv import _api, nnc
+from nnrconv import _api, _embedding, nnc
 from nnrconv._check import CheckReport, random_inputs
-from nnrconv.core import FormatPlugin, Model, Tensor, UnsupportedError, get_registry
+from nnrconv.core import BitstreamError, CodedTensor, FormatPlugin, Model, Tensor, UnsupportedError, get_registry
 
 __all__ = [
+    "assert_corrupt_unit_refused",
+    "assert_embedded_round_trip",
     "assert_errors_within_half_a_step",
     "assert_lossless_round_trip",
     "assert_models_identical",
@@ -55,7 +57,8 @@ def registered(fmt: FormatPlugin, *, plugin: str = "test") -> Iterator[FormatPlu
 
 
 def assert_plugin_contract(fmt: FormatPlugin) -> None:
-    """Static promises of a format: identity, patterns, topology code, lazy framework imports."""
+    """Static promises of a format: identity, patterns, topology code, embedding methods in pairs,
+    lazy framework imports."""
     assert isinstance(fmt.name, str) and fmt.name and fmt.name == fmt.name.lower(), "name: non-empty lower case"
     assert fmt.patterns, f"format {fmt.name!r} declares no file patterns"
     if fmt.topology_code is not None:
@@ -66,6 +69,12 @@ def assert_plugin_contract(fmt: FormatPlugin) -> None:
         capabilities = set(fmt.capabilities())
         assert {"topology_bytes", "from_topology"} <= capabilities, (
             f"format {fmt.name!r} owns a topology code but does not implement topology_bytes/from_topology"
+        )
+    capabilities = set(fmt.capabilities())
+    if "save_embedded" in capabilities or "extract_embedded" in capabilities:
+        assert {"save_embedded", "extract_embedded"} <= capabilities and fmt.embedded_patterns, (
+            f"format {fmt.name!r}: NNR inside the container needs save_embedded, extract_embedded "
+            f"and embedded_patterns together"
         )
     if fmt.requires and not fmt.install:
         raise AssertionError(f"format {fmt.name!r} requires {fmt.requires} but names no install command")
@@ -130,6 +139,64 @@ def assert_lossless_round_trip(source: Path, workdir: Path, *, format: str | Non
         for name in before:
             assert np.array_equal(before[name], after[name]), f"output {name!r} differs after a lossless round trip"
     return back
+
+
+def assert_embedded_round_trip(source: Path, embedded: Path, *, format: str | None = None) -> Model:
+    """native -> NNR inside the native container (lossless) -> read back: bit-identical tensors.
+
+    `embedded` is an output name the format's `embedded_patterns` match (e.g. ``model.nnr.onnx``).
+    The coded tensors must come back as `CodedTensor`s holding their units, not yet decoded, and
+    converting the container to `.nnr` must copy those units unchanged.
+
+    Returns:
+        The model read back from `embedded` (its coded tensors decoded by the comparison).
+    """
+    source, embedded = Path(source), Path(embedded)
+    _api.convert(source, embedded, from_format=format, force=True, options=nnc.CodingOptions(lossless=True))
+    loaded = _api.load(embedded, format)
+    coded = [t for t in loaded if isinstance(t, CodedTensor)]
+    assert coded, f"{embedded.name}: no tensor came back NNR-coded"
+    assert not any(t.is_decoded for t in coded), f"{embedded.name}: coded tensors were decoded on reading"
+    assert_models_identical(_api.load(source, format), loaded)
+    bitstream = embedded.with_name(embedded.name + ".nnr")
+    _api.convert(embedded, bitstream, from_format=format, force=True)
+    units = _embedding.coded_units(_api.load(bitstream))
+    assert units is not None and units[1] == {t.name: t.ndu for t in coded}, "units changed on the way to .nnr"
+    return loaded
+
+
+def assert_corrupt_unit_refused(embedded: Path, *, format: str | None = None) -> None:
+    """Every single-byte change inside one coded unit of `embedded` is refused with a `BitstreamError`
+    naming the file (on reading or, at the latest, when the tensor is decoded), never a silent change.
+
+    The unit is located by its bytes in the file, so the check works for any container that stores
+    units as they are; a container that transforms them (compresses, encodes as text) is skipped.
+    """
+    embedded = Path(embedded)
+    loaded = _api.load(embedded, format)
+    coded = next((t for t in loaded if isinstance(t, CodedTensor) and len(t.ndu) > 8), None)
+    assert coded is not None, f"{embedded.name}: no coded tensor to damage"
+    data = embedded.read_bytes() if embedded.is_file() else b""
+    at = data.find(coded.ndu)
+    if at < 0:
+        return
+    original = tensor_bytes(coded)
+    damaged_path = embedded.with_name("damaged-" + embedded.name)
+    for offset in sorted({len(coded.ndu) // 2, len(coded.ndu) - 1}):
+        damaged = bytearray(data)
+        damaged[at + offset] ^= 0x5A
+        damaged_path.write_bytes(bytes(damaged))
+        try:
+            model = _api.load(damaged_path, format)
+            changed = tensor_bytes(model.tensors[coded.name]) != original
+        except BitstreamError as exc:
+            assert str(damaged_path) in str(exc), f"the error does not name the file: {exc}"
+            continue
+        raise AssertionError(
+            f"{embedded.name}: a damaged byte at offset {offset} of unit {coded.name!r} was "
+            f"{'decoded to different values' if changed else 'accepted'} without an error"
+        )
+    damaged_path.unlink()
 
 
 def assert_errors_within_half_a_step(report: CheckReport, qp: int) -> None:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from nnrconv import nnc
-from nnrconv.nnc._coding import plan_tensor
 
 __all__ = ["MAX_UNITS", "NONWEIGHT_OFFSET", "RateCurves", "Unit", "lossy_tensors", "make_units"]
 
@@ -46,7 +45,7 @@ def lossy_tensors(tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     options = nnc.CodingOptions()
     chosen = {}
     for name, array in tensors.items():
-        plan = plan_tensor(array, options)
+        plan = nnc.plan_tensor(array, options)
         if plan is not None and plan.payload_type == nnc.PayloadType.NNR_PT_FLOAT and not plan.exact:
             chosen[name] = array
     return chosen

@@ -5,6 +5,7 @@
 import contextlib
 
 from nnrconv.core._dtype import DType
+from nnrconv.core._embedded import CodedUnit, EmbeddedModel
 from nnrconv.core._errors import (
     BaseMismatchError,
     BitstreamError,
@@ -30,6 +31,8 @@ __all__ = [
     "ArrayTensor",
     "Attribute",
     "CodedTensor",
+    "CodedUnit",
+    "EmbeddedModel",
     "AttributeType",
     "BaseMismatchError",
     "BitstreamError",

@@ -25,6 +25,7 @@ from typing import ClassVar
 import numpy as np
 
 from nnrconv.core._dtype import DType
+from nnrconv.core._embedded import EmbeddedModel
 from nnrconv.core._errors import FrameworkMissingError, UnsupportedError
 from nnrconv.core._model import Model
 from nnrconv.core._tensor import Tensor
@@ -236,10 +237,24 @@ class FormatPlugin:
                 must travel inside the container so that it is self-contained.
             ndus: topology element id -> complete NNR_NDU unit bytes.
 
-        Reading such a container back is `load`'s job: it returns `CodedTensor`s, so that
-        converting to `.nnr` copies the units without decoding them.
+        Reading such a container back is `extract_embedded`'s job. The layout conventions of
+        the built-in formats are listed in the README ("NNR inside native containers").
         """
         raise UnsupportedError(f"format {self.name!r} cannot hold NNR-coded tensors in its container")
+
+    def extract_embedded(self, path: Path) -> EmbeddedModel | None:
+        """The model at `path` with its NNR-coded tensors still coded, the mirror of `save_embedded`.
+
+        Return None when `path` holds no NNR-coded tensors (then `load` reads it), or an
+        `EmbeddedModel` whose `units` may be empty (a plain model read on the way, to read the
+        file once). Do not decode: the seam (`nnrconv.load`) verifies the units against the
+        parameter sets' integrity record, checks each decoded size against the unit's dtype and
+        shape, and decodes each tensor on first access, so converting to `.nnr` copies units.
+
+        Raises:
+            FormatError: the container's NNR parts (parameter sets, a unit's place) are damaged.
+        """
+        return None
 
     # -- split inference -----------------------------------------------------------------
     def split(self, path: Path, at: Sequence[str], head: Path, tail: Path) -> None:
@@ -283,5 +298,8 @@ class FormatPlugin:
 
     def capabilities(self) -> list[str]:
         """Which optional methods this format overrides, for `nnrconv formats`."""
-        names = ("load", "save", "topology_bytes", "from_topology", "save_embedded", "run", "session", "split")
+        names = (
+            "load", "save", "topology_bytes", "from_topology", "save_embedded", "extract_embedded", "run", "session",
+            "split",
+        )
         return [n for n in names if getattr(type(self), n) is not getattr(FormatPlugin, n)]

@@ -223,6 +223,9 @@ class LazyTensor(Tensor):
 class CodedTensor(LazyTensor):
     """A tensor held as an NNR compressed data unit; decoded on first access.
 
+    `decode` decodes the unit (the seam `nnrconv._embedding` passes one that holds only the
+    unit); the array is kept once decoded, so the unit alone is in memory until then.
+
     Attributes:
         ndu: the complete NNR_NDU unit (size field included).
         parameter_sets: the start unit and model parameter set (and any LPS) the unit was coded
@@ -245,3 +248,8 @@ class CodedTensor(LazyTensor):
         super().__init__(name, dtype, shape, decode, role=role, cache=True)
         self.ndu = ndu
         self.parameter_sets = parameter_sets
+
+    @property
+    def is_decoded(self) -> bool:
+        """Whether the unit has been decoded (and its array is held)."""
+        return self._cache is not None

@@ -14,7 +14,14 @@ from contextlib import suppress as _suppress
 
 from nnrconv.nnc._bitio import BitReader, BitWriter
 from nnrconv.nnc._budget import default_max_memory, memory_budget, parse_size
-from nnrconv.nnc._coding import BFLOAT16_SNR_DB, DEFAULT_SNR_DB, CodingOptions, TensorChoice, snr_db
+from nnrconv.nnc._coding import (
+    BFLOAT16_SNR_DB,
+    DEFAULT_SNR_DB,
+    CodingOptions,
+    TensorChoice,
+    is_weight,
+    plan_tensor,
+)
 from nnrconv.nnc._container import (
     MAX_TOPOLOGY_SIZE,
     Progress,
@@ -23,7 +30,7 @@ from nnrconv.nnc._container import (
     deflate_topology,
     inflate_topology,
 )
-from nnrconv.nnc._decoding import DecodedModel, decode_model, decode_parts
+from nnrconv.nnc._decoding import DecodedModel, PartsDecoder, decode_model, decode_parts
 from nnrconv.nnc._encoding import encode_model, encode_parts, encode_update
 from nnrconv.nnc._enums import (
     CompressedParameterTypes,
@@ -48,7 +55,7 @@ from nnrconv.nnc._framing import (
 )
 from nnrconv.nnc._incremental import BaseModel, BaseTensor, ParentRef, read_base, read_chain
 from nnrconv.nnc._inspect import UnitInfo, inspect_units
-from nnrconv.nnc._integrity import no_start_unit, seal_parts, strip_record
+from nnrconv.nnc._integrity import check_parts, no_start_unit, seal_parts, strip_record
 from nnrconv.nnc._mps import (
     DecompositionPerformanceEntry,
     LayerParameterSet,
@@ -69,9 +76,12 @@ from nnrconv.nnc._ndu import (
 )
 from nnrconv.nnc._rate import TensorRate, tensor_rate
 from nnrconv.nnc._salvage import LostUnit, Salvaged, decode_salvaged, salvage_stream
+from nnrconv.nnc._snr_search import snr_db
 from nnrconv.nnc._units import NnrUnit, NnrUnitHeader, QuantizationUnit, StartUnit, TopologyUnit, UnitContext
 
 __all__ = [
+    "is_weight",
+    "plan_tensor",
     "snr_db",
     "Progress",
     "assemble_model",
@@ -125,6 +135,8 @@ __all__ = [
     "tensor_rate",
     "decode_model",
     "default_max_memory",
+    "PartsDecoder",
+    "check_parts",
     "decode_parts",
     "decode_salvaged",
     "decode_reference_list",

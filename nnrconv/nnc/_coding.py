@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nnrconv.core._tensor import TensorRole
 from nnrconv.nnc import cabac
 from nnrconv.nnc._enums import DecompressedDataFormat, PayloadType
 
@@ -30,6 +31,8 @@ __all__ = [
     "TensorPlan",
     "carried_format",
     "choose_mps_qp",
+    "is_weight",
+    "carries",
     "plan_tensor",
     "quantize_weights",
 ]
@@ -150,6 +153,10 @@ class CodingOptions:
         bfloat16_tensors: names of float32 tensors that are the exact view of bfloat16 ones
             (filled by the format layer, which knows what a tensor was before its carrier); they
             take BFLOAT16_SNR_DB when `snr_db` is None.
+        roles: per tensor name, its `TensorRole` as the format plugin knows it from the graph:
+            WEIGHT tensors are coded at `qp` / `snr_db`, biases and batch-norm tensors at the
+            finer QP / higher SNR of non-weights. A tensor not named, or of role OTHER, is a
+            weight when it has two dimensions or more (NNCodec's rule).
 
     Raises:
         ValueError: an option is out of range, or `qp`, `codebook` or `lambda_scale` is given
@@ -171,6 +178,7 @@ class CodingOptions:
     bits_per_param: float | None = None
     size_bytes: int | None = None
     bfloat16_tensors: frozenset[str] = frozenset()
+    roles: Mapping[str, TensorRole] | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         targets = [t for t in (self.output_snr_db, self.bits_per_param, self.size_bytes) if t is not None]
@@ -265,11 +273,23 @@ def carried_format(dtype: np.dtype) -> bool:
     return dtype in _FLOAT_FORMATS or dtype in _INT_FORMATS
 
 
-def _is_weight(array: np.ndarray) -> bool:
-    return array.ndim >= 2
+def is_weight(name: str, array: np.ndarray, options: CodingOptions) -> bool:
+    """Whether a tensor is coded as a weight: by its role when `options.roles` gives one (WEIGHT
+    or a bias/batch-norm role), else by its number of dimensions.
+
+    NOTE: OTHER counts as no role: plugins leave it on tensors whose use they did not classify
+    (ONNX `Gather` tables, custom ops), and coding a large embedding table as a non-weight
+    would cost 20 dB of SNR in bits for nothing.
+    """
+    role = options.roles.get(name) if options.roles else None
+    if role is None or role is TensorRole.OTHER:
+        return array.ndim >= 2
+    return role is TensorRole.WEIGHT
 
 
-def plan_tensor(array: np.ndarray, options: CodingOptions, *, name: str | None = None) -> TensorPlan | None:
+def plan_tensor(
+    array: np.ndarray, options: CodingOptions, *, weight: bool | None = None, name: str | None = None
+) -> TensorPlan | None:
     """Decide how a tensor is coded; None when it cannot be carried (it stays in the topology).
 
     `name` picks the tensor's default SNR target (`CodingOptions.weight_snr_db`).
@@ -278,8 +298,11 @@ def plan_tensor(array: np.ndarray, options: CodingOptions, *, name: str | None =
     that would overflow int32, a reconstruction past float32's range, or a step that would zero
     most of it because a few sentinel values such as ±FLT_MAX dominate its power) it travels
     exactly instead: on its QP grid, else as raw float32 (float16/float64 that need raw float32
-    to be exact in lossless mode stay in the topology, where they are smaller).
+    to be exact in lossless mode stay in the topology, where they are smaller). `weight`: whether
+    it is a weight (`is_weight`); None guesses from its dimensions.
     """
+    if weight is None:
+        weight = array.ndim >= 2
     dtype = array.dtype.newbyteorder("=") if array.dtype.byteorder == ">" else array.dtype
     dtype = np.dtype(dtype)
     if dtype in _INT_FORMATS:
@@ -306,18 +329,42 @@ def plan_tensor(array: np.ndarray, options: CodingOptions, *, name: str | None =
     if options.lossless or small:
         return exact_plan(array, options, peak, lossy_raw=False)
     if options.qp is not None:
-        qp = options.qp if _is_weight(array) else options.qp - 2 * (1 << options.qp_density)
+        qp = options.qp if weight else options.qp - 2 * (1 << options.qp_density)
         qp = max(QP_MIN, min(QP_MAX, qp))
         if not _step_holds(peak, qp, options.qp_density, dtype):
             return exact_plan(array, options, peak)
         return TensorPlan(PayloadType.NNR_PT_FLOAT, fmt, qp, options.dq, peak=peak)
-    target = options.weight_snr_db(name) + (0.0 if _is_weight(array) else NONWEIGHT_SNR_BONUS_DB)
+    target = options.weight_snr_db(name) + (0.0 if weight else NONWEIGHT_SNR_BONUS_DB)
     qp = _estimate_qp(array, target, options)
     if qp is not None and (
         not _step_holds(peak, qp, options.qp_density, dtype) or _zeroes_most(array, peak, qp, options)
     ):
         return exact_plan(array, options, peak)
     return TensorPlan(PayloadType.NNR_PT_FLOAT, fmt, qp, options.dq, snr_db=target, peak=peak)
+
+
+def carries(array: np.ndarray, options: CodingOptions) -> bool:
+    """Whether `plan_tensor(array, options)` plans the tensor (is not None), without planning it.
+
+    NOTE: the carry decision is taken for every tensor before coding; planning there too would
+    run the QP search twice. Only the cases where `plan_tensor` returns None are checked here
+    (the lossy paths always plan once the values are finite and in float32's range), and a
+    test holds the two to the same answer.
+    """
+    dtype = np.dtype(array.dtype.newbyteorder("=") if array.dtype.byteorder == ">" else array.dtype)
+    if dtype in _INT_FORMATS or dtype not in _FLOAT_FORMATS or array.size == 0:
+        return plan_tensor(array, options) is not None  # cheap: no QP search for these
+    fmt = _FLOAT_FORMATS[dtype]
+    with np.errstate(over="ignore", invalid="ignore"):
+        low, high = float(array.min()), float(array.max())
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return fmt is None
+    peak = max(-low, high)
+    if not options.lossless and (peak > _FLOAT32_MAX or 0.0 < peak < _FLOAT32_TINY):
+        return False
+    if options.lossless or array.size < EXACT_BELOW_ELEMENTS:
+        return fmt is None or exact_plan(array, options, peak, lossy_raw=False) is not None
+    return True
 
 
 def exact_plan(array: np.ndarray, options: CodingOptions, peak: float, *, lossy_raw: bool = True) -> TensorPlan | None:
@@ -396,10 +443,15 @@ QP_MIN, QP_MAX = _usable_qps(_QP_DENSITY)
 
 
 def plan_choice(
-    array: np.ndarray, choice: TensorChoice, options: CodingOptions, *, name: str | None = None
+    array: np.ndarray,
+    choice: TensorChoice,
+    options: CodingOptions,
+    *,
+    weight: bool | None = None,
+    name: str | None = None,
 ) -> TensorPlan | None:
     """`plan_tensor` with a rate allocator's decision applied to a lossy float tensor."""
-    base = plan_tensor(array, options, name=name)
+    base = plan_tensor(array, options, weight=weight, name=name)
     if base is None or base.payload_type != PayloadType.NNR_PT_FLOAT or base.exact:
         return base  # integers, raw or already exact: a choice changes nothing
     if choice.exact:
@@ -438,219 +490,11 @@ def qp_of_step(step: float, qp_density: int = _QP_DENSITY) -> int:
     return qp
 
 
-_STATS_CHUNK = 1 << 21
-"""Elements per float64 pass in `_power` and `snr_db`: their temporaries stay at a few times
-16 MB whatever the tensor's size (a tensor of one chunk is summed exactly as before)."""
-
-
-def _chunks(array: np.ndarray) -> list[np.ndarray]:
-    flat = array.reshape(-1)
-    return [flat[i : i + _STATS_CHUNK] for i in range(0, flat.size, _STATS_CHUNK)] or [flat]
-
-
-def _power(array: np.ndarray) -> float:
-    total = sum(float(np.sum(np.square(c, dtype=np.float64), dtype=np.float64)) for c in _chunks(array))
-    return total / array.size
-
-
-def _estimate_qp(array: np.ndarray, snr_db: float, options: CodingOptions) -> int | None:
-    """A QP near the answer, from noise ≈ c·Δ²/12 (c ≈ 1 uniform, ≈ 3 with DQ)."""
-    power = _power(array)
-    if power == 0.0:
-        return None
-    noise = power / 10.0 ** (snr_db / 10.0)
-    factor = 3.0 if options.dq else 1.0
-    step = math.sqrt(12.0 * noise / factor)
-    if step < cabac.step_size(QP_MIN, options.qp_density):
-        return QP_MIN
-    if step >= cabac.step_size(QP_MAX, options.qp_density):
-        return QP_MAX
-    return qp_of_step(step, options.qp_density)
-
-
-def snr_db(original: np.ndarray, reconstruction: np.ndarray) -> float:
-    """10·log10(Σw² / Σ(w-ŵ)²) in float64; inf when identical."""
-    noise = signal = 0.0
-    for o, r in zip(_chunks(original), _chunks(reconstruction), strict=True):
-        a = o.astype(np.float64, copy=False)
-        diff = a - r.astype(np.float64, copy=False)
-        noise += float(np.dot(diff, diff))
-        signal += float(np.dot(a, a))
-    if noise == 0.0:
-        return math.inf
-    return -math.inf if signal == 0.0 else 10.0 * math.log10(signal / noise)
-
-
-def quantize_weights(weights: np.ndarray, qp: int, dq_flag: bool, options: CodingOptions) -> cabac.QuantizedTensor:
-    """Quantize with the options' scan order and rate-distortion `lambda_scale`.
-
-    The one place lossy tensors are quantized, so that the fixed-QP, SNR-search and codebook paths
-    all make the same (NNCodec's) decisions for the same options.
-    """
-    return cabac.quantize(
-        weights,
-        qp,
-        options.qp_density,
-        dq_flag=dq_flag,
-        scan_order=options.scan_order,
-        lambda_scale=options.lambda_scale,
-        cabac_unary_length_minus1=RATE_MODEL_UNARY_LENGTH_MINUS1,
-    )
-
-
-SAMPLED_SEARCH_ELEMENTS = 1 << 22
-"""Tensors of at least this many elements (and two or more rows) search their QP on a sample."""
-_SAMPLE_ROWS_ELEMENTS = 1 << 20
-
-
-def levels_snr_db(weights: np.ndarray, levels: np.ndarray, qp: int, qp_density: int) -> float:
-    """`snr_db` of the weights against their dequantized levels, dequantized chunk by chunk."""
-    noise = signal = 0.0
-    for w, q in zip(_chunks(weights), _chunks(levels), strict=True):
-        a = w.astype(np.float64, copy=False)
-        diff = a - cabac.dequantize(np.ascontiguousarray(q), qp, qp_density).astype(np.float64)
-        noise += float(np.dot(diff, diff))
-        signal += float(np.dot(a, a))
-    if noise == 0.0:
-        return math.inf
-    return -math.inf if signal == 0.0 else 10.0 * math.log10(signal / noise)
-
-
-def _row_sample(weights: np.ndarray) -> np.ndarray | None:
-    """Evenly spaced whole rows (about 1 Mi elements) of a big tensor, or None for small ones."""
-    rows, width = cabac.matrix_view(weights.shape)
-    if weights.size < SAMPLED_SEARCH_ELEMENTS or rows < 2:
-        return None
-    take = max(1, min(rows, _SAMPLE_ROWS_ELEMENTS // max(1, width)))
-    picked = np.linspace(0, rows - 1, take).round().astype(np.int64)
-    return np.ascontiguousarray(weights.reshape(rows, width)[np.unique(picked)])
-
-
-def quantize_for_snr(
-    weights: np.ndarray, plan: TensorPlan, options: CodingOptions, qp_range: tuple[int, int]
-) -> tuple[cabac.QuantizedTensor, bool]:
-    """Quantize at the largest QP in `qp_range` meeting the plan's SNR (checked on the real levels).
-
-    `weights` is float32 C-contiguous; the SNR is measured against the original values
-    (float64 originals are compared at their own precision by the caller's array). Returns the
-    quantized tensor and whether it meets the target (False: even the finest QP of the range,
-    or every QP the levels fit, misses it; the caller then sends the tensor exactly).
-
-    NOTE: a tensor of `SAMPLED_SEARCH_ELEMENTS` or more searches on evenly spaced whole rows
-    (about 1 Mi elements) instead, then quantizes whole once at the QP found, stepping finer only
-    while the whole tensor misses the target. That is deterministic and holds the target, costs
-    one full quantization instead of two or more, and keeps one set of levels in memory; the
-    QP may be one step finer than the whole-tensor search would find.
-    """
-    lo = qp_range[0]
-    sample = _row_sample(weights)
-    if sample is not None:
-        qp = _search(sample, plan, options, qp_range)[0].qp
-        while True:  # finer until the whole tensor holds (at the finest allowed QP, take it)
-            quantized = quantize_weights(weights, qp, plan.dq_flag, options)
-            snr = levels_snr_db(weights, quantized.levels, quantized.qp, options.qp_density)
-            met = quantized.qp == qp and snr >= plan.snr_db  # type: ignore[operator]
-            if met or qp <= lo or quantized.qp != qp:  # an overflow does not improve finer
-                return quantized, met
-            del quantized
-            qp -= 1
-    return _search(weights, plan, options, qp_range)
-
-
-def _search(
-    weights: np.ndarray, plan: TensorPlan, options: CodingOptions, qp_range: tuple[int, int]
-) -> tuple[cabac.QuantizedTensor, bool]:
-    lo, hi = qp_range
-    qpd = options.qp_density
-
-    def trial(qp: int) -> tuple[cabac.QuantizedTensor, bool]:
-        q = quantize_weights(weights, qp, plan.dq_flag, options)
-        if q.qp != qp:  # the levels overflowed int32 and the quantizer chose another step
-            return q, False
-        ok = levels_snr_db(weights, q.levels, q.qp, qpd) >= plan.snr_db  # type: ignore[operator]
-        return q, ok
-
-    qp = min(hi, max(lo, plan.qp if plan.qp is not None else hi))
-    best, ok = trial(qp)
-    if ok:
-        while qp < hi:  # coarser while the target holds
-            q, coarser_ok = trial(qp + 1)
-            if not coarser_ok:
-                break
-            qp, best = qp + 1, q
-        return best, True
-    while qp > lo:  # finer until it holds
-        qp -= 1
-        best, ok = trial(qp)
-        if ok:
-            break
-    return best, ok
-
-
-def grid_qp(array: np.ndarray, qp_density: int = _QP_DENSITY) -> int | None:
-    """The coarsest QP on whose grid every value lies, bit-exactly after float32 reconstruction.
-
-    Already-quantized models store integers times a step; when that step is a QP step (k + r)·2^e
-    the tensor is coded losslessly on it. Negative zeros (which reconstruct as +0) rule it out.
-    Candidates come from a sample; each is verified on the whole tensor in bounded chunks.
-    """
-    flat = array.reshape(-1)
-    sample = flat if flat.size <= 4096 else flat[:: flat.size // 4096]
-    with np.errstate(over="ignore", invalid="ignore"):
-        magnitudes = np.abs(sample.astype(np.float64))
-    magnitudes = magnitudes[magnitudes != 0]
-    if magnitudes.size == 0:
-        smallest = largest = 0.0
-    else:
-        smallest, largest = float(magnitudes.min()), float(magnitudes.max())
-    if not (math.isfinite(smallest) and math.isfinite(largest)):
-        return None
-    k = 1 << qp_density
-    if smallest == 0.0:
-        candidates: range | list[int] = [-8 * k]  # all zero so far: any grid; step 2^-8 keeps offsets small
-    else:
-        first = min(qp_of_step(smallest, qp_density), QP_MAX)
-        candidates = range(first, max(first - 26 * k, QP_MIN - 1), -1)  # steps float32 holds exactly
-    for candidate in candidates:
-        step = cabac.step_size(candidate, qp_density)
-        if largest / step >= _MAX_GRID_LEVEL:
-            break
-        if _on_grid(sample, step, candidate, qp_density) and _on_grid(flat, step, candidate, qp_density):
-            return candidate
-    return None
-
-
-_CHUNK = 1 << 20
-_MAX_GRID_LEVEL = 1 << 22
-"""Grids needing larger levels than this code worse than raw float32; such tensors travel raw."""
-
-
-def _on_grid(values: np.ndarray, step: float, qp: int, qp_density: int) -> bool:
-    """Whether Δ·round(v/Δ) in float32 reproduces every value's bits (in chunks of 1 Mi elements)."""
-    for start in range(0, values.size, _CHUNK):
-        chunk = values[start : start + _CHUNK]
-        with np.errstate(over="ignore", invalid="ignore"):
-            levels = np.rint(chunk.astype(np.float64) / step)
-        if not bool(np.all(np.abs(levels) < 2**31 - 1)):  # also false for NaN
-            return False
-        recon = cabac.dequantize(np.ascontiguousarray(levels, dtype=np.int32), qp, qp_density)
-        if chunk.dtype == np.float32:
-            same = np.array_equal(recon.view(np.uint32), np.ascontiguousarray(chunk).view(np.uint32))
-        else:
-            with np.errstate(over="ignore"):  # past float16's range: inf, which differs anyway
-                converted = recon.astype(chunk.dtype)
-            same = np.array_equal(converted, chunk) and not bool(np.any(np.signbit(chunk) & (chunk == 0)))
-        if not same:
-            return False
-    return True
-
-
-def choose_mps_qp(qps: list[int], qp_density: int = _QP_DENSITY) -> tuple[int, tuple[int, int]]:
-    """mps_quantization_parameter and the QP range every tensor QP must fall in (offset field width)."""
-    half = 1 << (5 + qp_density)  # offsets are 6 + qp_density bits, two's complement
-    if not qps:
-        return 0, (-half, half - 1)
-    lo, hi = min(qps), max(qps)
-    mps = (lo + hi + 1) // 2 if hi - lo <= 2 * half - 1 else lo + half
-    mps = max(-_QP_LIMIT, min(_QP_LIMIT, mps))
-    return mps, (mps - half, mps + half - 1)
+# At the end: `_snr_search` takes the types defined above (plan_tensor, exact_plan and plan_choice
+# call these only at run time).
+from nnrconv.nnc._snr_search import (  # noqa: E402
+    _estimate_qp,
+    choose_mps_qp,
+    grid_qp,
+    quantize_weights,
+)

@@ -19,7 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from nnrconv.core._errors import BitstreamError
-from nnrconv.nnc._coding import CodingOptions, carried_format, plan_tensor
+from nnrconv.nnc._coding import CodingOptions, carried_format, carries
 from nnrconv.nnc._enums import (
     TopologyCompressionFormat,
     TopologyStorageFormat,
@@ -56,8 +56,8 @@ MAX_TOPOLOGY_SIZE = 1 << 30
 """Largest decompressed topology accepted (1 GiB), so a deflate bomb cannot exhaust memory."""
 
 # NNCodec's defaults for the fields encode_model does not choose itself.
-_CABAC_UNARY_LENGTH_MINUS1 = 10
-_RAW_FLOAT = np.dtype("<f4")
+CABAC_UNARY_LENGTH_MINUS1 = 10
+RAW_FLOAT32 = np.dtype("<f4")
 
 
 def can_carry(dtype_or_array: object, options: CodingOptions | None = None) -> bool:
@@ -69,8 +69,7 @@ def can_carry(dtype_or_array: object, options: CodingOptions | None = None) -> b
     non-numpy types never are; they stay in the topology.
     """
     if isinstance(dtype_or_array, np.ndarray):
-        plan = plan_tensor(dtype_or_array, options or CodingOptions())
-        return plan is not None
+        return carries(dtype_or_array, options or CodingOptions())
     try:
         dt = np.dtype(dtype_or_array)  # type: ignore[call-overload]
     except TypeError:
@@ -106,7 +105,7 @@ def inflate_topology(data: bytes, *, limit: int = MAX_TOPOLOGY_SIZE) -> bytes:
     return out
 
 
-def _topology_unit(topology: bytes, storage_format: int, compress: bool) -> TopologyUnit:
+def topology_unit(topology: bytes, storage_format: int, compress: bool) -> TopologyUnit:
     compression = TopologyCompressionFormat.NNR_PT_RAW
     data = bytes(topology)
     if compress and data:
@@ -120,11 +119,11 @@ def _topology_unit(topology: bytes, storage_format: int, compress: bool) -> Topo
     return TopologyUnit(storage, compression, data)
 
 
-def _flatten(units: list[ParsedUnit]) -> Iterable[tuple[int, ParsedUnit]]:
+def flatten_units(units: list[ParsedUnit]) -> Iterable[tuple[int, ParsedUnit]]:
     """(top-level index, unit) for every unit, aggregate members in place of their aggregate."""
     for parsed in units:
         if isinstance(parsed.unit, AggregateUnit):
-            for _, member in _flatten(list(parsed.members)):
+            for _, member in flatten_units(list(parsed.members)):
                 yield parsed.index, member
         else:
             yield parsed.index, parsed
@@ -154,9 +153,9 @@ def assemble_model(
     plain, _ = split_record(parameter_sets)
     check_parts(parameter_sets, {f"#{i}": ndu for i, ndu in enumerate(ndus)}, complete=False)
     ctx = UnitContext()
-    for _, parsed in _flatten(read_units(plain, "<parameter sets>")):
+    for _, parsed in flatten_units(read_units(plain, "<parameter sets>")):
         if not isinstance(parsed.unit, (StartUnit, ModelParameterSet)):
             raise BitstreamError("parameter sets may hold only the start unit and the model parameter set")
         ctx = advance_context(ctx, parsed.unit)
-    tpl = encode_unit(_topology_unit(topology, topology_storage_format, compress_topology), ctx)
+    tpl = encode_unit(topology_unit(topology, topology_storage_format, compress_topology), ctx)
     return seal_stream(plain, [tpl, *ndus])

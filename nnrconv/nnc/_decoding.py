@@ -16,7 +16,7 @@ import numpy as np
 from nnrconv.core._errors import BaseMismatchError, BitstreamError, UnsupportedError
 from nnrconv.nnc import cabac
 from nnrconv.nnc._budget import check_declared_sizes, current_budget, format_size
-from nnrconv.nnc._container import _RAW_FLOAT, MAX_TOPOLOGY_SIZE, Progress, _flatten, inflate_topology
+from nnrconv.nnc._container import MAX_TOPOLOGY_SIZE, RAW_FLOAT32, Progress, flatten_units, inflate_topology
 from nnrconv.nnc._enums import (
     DecompressedDataFormat,
     PayloadType,
@@ -134,7 +134,7 @@ def _decode_raw_float(ndu: CompressedDataUnit, names: tuple[str, ...], site: _Nd
             name,
         )
     try:
-        array = np.frombuffer(ndu.payload, dtype=_RAW_FLOAT).astype(np.float32, copy=True).reshape(dims)
+        array = np.frombuffer(ndu.payload, dtype=RAW_FLOAT32).astype(np.float32, copy=True).reshape(dims)
     except ValueError as exc:  # an empty tensor whose other dimensions overflow numpy's index type
         raise site.bitstream_error(f"tensor_dimensions {list(dims)} cannot be represented: {exc}", name) from None
     return [(name, array)]
@@ -309,7 +309,7 @@ def decode_model(
     head = bytearray()
     movable = not any(isinstance(u.unit, AggregateUnit) for u in units)
     spans: list[tuple[int, int]] = []
-    for top_index, parsed in _flatten(units):
+    for top_index, parsed in flatten_units(units):
         unit = parsed.unit
         if top_index == check.record_index:
             continue  # the integrity record, already verified
@@ -489,45 +489,78 @@ def decode_parts(
         BitstreamError: corrupt parameter sets or NDU (integrity check failed), missing NDUs, or
             an NDU naming another tensor; the message names the tensor.
     """
-    source = "<parameter sets>"
-    try:
+    try:  # first: damaged parameter sets are reported as failing their record, not as syntax
         check_parts(parameter_set_bytes, ndus, complete=complete)
     except BitstreamError as exc:
-        raise with_source(exc, "<data unit>" if exc.tensor else source) from None
-    units = read_units(parameter_set_bytes, source)
-    ctx = UnitContext()
-    lps: LayerParameterSet | None = None
-    has_mps = False
-    for _, parsed in _flatten(units):
-        if isinstance(parsed.unit, TopologyUnit):
-            continue  # the integrity record (check_parts refuses any other topology unit here)
-        if isinstance(parsed.unit, CompressedDataUnit):
-            raise BitstreamError("the parameter sets contain a compressed data unit", unit_index=parsed.index)
-        has_mps = has_mps or isinstance(parsed.unit, ModelParameterSet)
-        if isinstance(parsed.unit, LayerParameterSet):
-            lps = parsed.unit
-        ctx = advance_context(ctx, parsed.unit)
-    if not has_mps:
-        raise BitstreamError("the parameter sets contain no model parameter set (NNR_MPS)")
-    resolver = _NameResolver(None, b"")
-    jobs_list = []
-    for key, data in ndus.items():
-        view = memoryview(data)
-        if view.format != "B" or view.ndim != 1:
-            view = view.cast("B")
-        label = "<data unit>"  # the tensor is named by the error's location
-        try:
-            parsed = _SequenceReader(view, ctx, _OrderCheck.after_parameter_sets()).read_one(0, len(view), 0)
-        except BitstreamError as exc:
-            raise with_source(exc.located(unit_index=0, tensor=key), label) from exc
-        if parsed.size != len(view):
-            raise with_source(BitstreamError(f"{len(view) - parsed.size} bytes follow the NDU", tensor=key), label)
-        if not isinstance(parsed.unit, CompressedDataUnit):
-            raise with_source(BitstreamError("not a compressed data unit (NNR_NDU)", tensor=key), label)
-        site = _NduSite(label, 0, 0, ctx, lps, parsed.size, max_elements)
-        names = resolver.names(parsed.unit.header, site)
-        if names != (key,):
-            raise site.bitstream_error(f"the NDU carries {', '.join(map(repr, names))}, not {key!r}", key)
-        jobs_list.append((parsed.unit, site, names))
-    _check_budget(jobs_list, jobs)
-    return _decode_ndus(jobs_list, jobs)
+        raise with_source(exc, "<data unit>" if exc.tensor else "<parameter sets>") from None
+    decoder = PartsDecoder(parameter_set_bytes, max_elements=max_elements)
+    return decoder.decode(ndus, jobs=jobs, verify=False)
+
+
+class PartsDecoder:
+    """Parameter sets parsed once, decoding any of their NDUs on demand (`decode_parts` does one
+    call; the embedding seam decodes each tensor when it is first used)."""
+
+    def __init__(
+        self, parameter_set_bytes: bytes | bytearray | memoryview, *, max_elements: int = cabac.DEFAULT_MAX_ELEMENTS
+    ) -> None:
+        """Raises:
+        BitstreamError: corrupt parameter sets, or no model parameter set in them."""
+        source = "<parameter sets>"
+        self.parameter_set_bytes = parameter_set_bytes
+        self.max_elements = max_elements
+        units = read_units(parameter_set_bytes, source)
+        ctx = UnitContext()
+        lps: LayerParameterSet | None = None
+        has_mps = False
+        for _, parsed in flatten_units(units):
+            if isinstance(parsed.unit, TopologyUnit):
+                continue  # the integrity record (check_parts refuses any other topology unit here)
+            if isinstance(parsed.unit, CompressedDataUnit):
+                raise BitstreamError("the parameter sets contain a compressed data unit", unit_index=parsed.index)
+            has_mps = has_mps or isinstance(parsed.unit, ModelParameterSet)
+            if isinstance(parsed.unit, LayerParameterSet):
+                lps = parsed.unit
+            ctx = advance_context(ctx, parsed.unit)
+        if not has_mps:
+            raise BitstreamError("the parameter sets contain no model parameter set (NNR_MPS)")
+        self.ctx, self.lps = ctx, lps
+
+    def decode(
+        self,
+        ndus: Mapping[str, bytes | bytearray | memoryview],
+        *,
+        jobs: int | None = None,
+        complete: bool = True,
+        verify: bool = True,
+    ) -> dict[str, np.ndarray]:
+        """Decode `ndus` as `decode_parts` does; `verify` False skips the integrity record check
+        (for units already checked with `check_parts`)."""
+        if verify:
+            try:
+                check_parts(self.parameter_set_bytes, ndus, complete=complete)
+            except BitstreamError as exc:
+                raise with_source(exc, "<data unit>" if exc.tensor else "<parameter sets>") from None
+        ctx, lps, max_elements = self.ctx, self.lps, self.max_elements
+        resolver = _NameResolver(None, b"")
+        jobs_list = []
+        for key, data in ndus.items():
+            view = memoryview(data)
+            if view.format != "B" or view.ndim != 1:
+                view = view.cast("B")
+            label = "<data unit>"  # the tensor is named by the error's location
+            try:
+                parsed = _SequenceReader(view, ctx, _OrderCheck.after_parameter_sets()).read_one(0, len(view), 0)
+            except BitstreamError as exc:
+                raise with_source(exc.located(unit_index=0, tensor=key), label) from exc
+            if parsed.size != len(view):
+                raise with_source(BitstreamError(f"{len(view) - parsed.size} bytes follow the NDU", tensor=key), label)
+            if not isinstance(parsed.unit, CompressedDataUnit):
+                raise with_source(BitstreamError("not a compressed data unit (NNR_NDU)", tensor=key), label)
+            site = _NduSite(label, 0, 0, ctx, lps, parsed.size, max_elements)
+            names = resolver.names(parsed.unit.header, site)
+            if names != (key,):
+                raise site.bitstream_error(f"the NDU carries {', '.join(map(repr, names))}, not {key!r}", key)
+            jobs_list.append((parsed.unit, site, names))
+        _check_budget(jobs_list, jobs)
+        return _decode_ndus(jobs_list, jobs)

@@ -12,8 +12,8 @@ import numpy as np
 
 from nnrconv.core._errors import UnsupportedError
 from nnrconv.nnc._bitio import BitWriter
-from nnrconv.nnc._coding import CodingOptions, TensorPlan, choice_options, plan_choice, plan_tensor
-from nnrconv.nnc._container import _CABAC_UNARY_LENGTH_MINUS1, _RAW_FLOAT, Progress, _topology_unit
+from nnrconv.nnc._coding import CodingOptions, TensorPlan, choice_options, is_weight, plan_choice, plan_tensor
+from nnrconv.nnc._container import CABAC_UNARY_LENGTH_MINUS1, RAW_FLOAT32, Progress, topology_unit
 from nnrconv.nnc._enums import (
     PayloadType,
 )
@@ -184,7 +184,7 @@ def _encode(
     def code(job: tuple[int, tuple[str, np.ndarray, TensorPlan]], threads: int) -> bytes:
         index, (name, array, plan) = job
         if base is None:  # with a rate allocator's λ / codebook for this tensor where it chose one
-            return b"".join(_tensor_unit(name, array, plan, index, ctx, layout.settings_for(name), threads=threads))
+            return b"".join(tensor_unit(name, array, plan, index, ctx, layout.settings_for(name), threads=threads))
         parent = parents[name]
         before = base.tensors[name]
         if parent is None and np.array_equal(array, before.values.reshape(array.shape)):
@@ -192,10 +192,10 @@ def _encode(
         # sent whole: still the next version of the tensor, one level below it (as NNCodec)
         node = before.node_id
         at = index if node is None else NodeId(node.device_id, node.parameter_id, node.put_node_depth + 1)
-        return b"".join(_tensor_unit(name, array, plan, at, ctx, settings, parent, threads))
+        return b"".join(tensor_unit(name, array, plan, at, ctx, settings, parent, threads))
 
     jobs = list(enumerate(named))
-    shares = _thread_shares([array.size for _, array, _ in named], options.workers)
+    shares = thread_shares([array.size for _, array, _ in named], options.workers)
     coded: list[bytes] = []
     with ThreadPoolExecutor(max(1, min(options.workers, len(jobs)))) as pool:
         results = pool.map(code, jobs, shares) if options.workers > 1 and len(jobs) > 1 else map(code, jobs, shares)
@@ -226,7 +226,11 @@ def plan_named(name: object, array: np.ndarray, options: CodingOptions, seen: se
     if "\0" in name:
         raise UnsupportedError(f"tensor {name!r} contains a NUL character, which an NNR st(v) name cannot hold")
     choice = options.plan.get(name) if options.plan else None
-    plan = plan_tensor(array, options, name=name) if choice is None else plan_choice(array, choice, options, name=name)
+    weight = is_weight(name, array, options)
+    if choice is None:
+        plan = plan_tensor(array, options, weight=weight, name=name)
+    else:
+        plan = plan_choice(array, choice, options, weight=weight, name=name)
     if plan is None:
         raise UnsupportedError(
             f"tensor {name!r} has dtype {array.dtype}; NNR carries float32, float16/float64 "
@@ -276,14 +280,14 @@ def model_head(
     head: list[bytes] = []
     units: list[StartUnit | ModelParameterSet | TopologyUnit] = [StartUnit(profile), mps]
     if topology is not None:
-        units.append(_topology_unit(topology, storage_format, compress))
+        units.append(topology_unit(topology, storage_format, compress))
     for unit in units:
         head.append(encode_unit(unit, ctx))
         ctx = advance_context(ctx, unit)
     return ModelHead(plans, head, ctx, PayloadSettings(options, mps_qp, qp_range, profile))
 
 
-def _thread_shares(sizes: list[int], count: int) -> list[int]:
+def thread_shares(sizes: list[int], count: int) -> list[int]:
     """Threads for the block rows of each tensor: its share of the model's elements.
 
     Tensors are already coded side by side, so a tensor gets extra threads only in proportion to
@@ -293,7 +297,7 @@ def _thread_shares(sizes: list[int], count: int) -> list[int]:
     return [max(1, min(count, round(count * size / total))) for size in sizes]
 
 
-def _tensor_unit(
+def tensor_unit(
     name: str,
     array: np.ndarray,
     plan: TensorPlan,
@@ -311,7 +315,7 @@ def _tensor_unit(
         except OutsideWindow:
             # No QP of the model's window keeps this tensor's promise (its grid, or its SNR
             # target): it travels exactly.
-            return _tensor_unit(name, array, TensorPlan(PayloadType.NNR_PT_RAW_FLOAT), index, ctx, settings)
+            return tensor_unit(name, array, TensorPlan(PayloadType.NNR_PT_RAW_FLOAT), index, ctx, settings)
         except ValueError as exc:
             raise UnsupportedError(f"tensor {name!r}: {exc}") from exc
         if coded.empty:
@@ -321,7 +325,7 @@ def _tensor_unit(
         head = w.getvalue()
         if plan.exact and plan.decompressed_format is None and len(coded.payload) >= 4 * array.size:
             # Lossless on a grid but no smaller than raw float32: send it raw.
-            return _tensor_unit(name, array, TensorPlan(PayloadType.NNR_PT_RAW_FLOAT), index, ctx, settings)
+            return tensor_unit(name, array, TensorPlan(PayloadType.NNR_PT_RAW_FLOAT), index, ctx, settings)
         if len(head) + len(coded.payload) + 4 > MAX_UNIT_SIZE:
             raise UnsupportedError(f"tensor {name!r} does not fit one NNR unit (at most {MAX_UNIT_SIZE} bytes)")
         return [unit_size_field(len(head) + len(coded.payload)), head, coded.payload]
@@ -330,7 +334,7 @@ def _tensor_unit(
         topology_elem_id=name,
         node_id=(index if isinstance(index, NodeId) else NodeId(0, index, 0)) if ctx.is_profile_1 else None,
         tensor_dimensions=tuple(array.shape) or (1,),
-        cabac_unary_length_minus1=_CABAC_UNARY_LENGTH_MINUS1,
+        cabac_unary_length_minus1=CABAC_UNARY_LENGTH_MINUS1,
     )
     w = BitWriter()
     CompressedDataUnit(header).write(w, ctx)
@@ -339,5 +343,5 @@ def _tensor_unit(
         raise UnsupportedError(
             f"tensor {name!r} ({array.nbytes} bytes) does not fit one NNR unit (at most {MAX_UNIT_SIZE} bytes)"
         )
-    payload = array.astype(_RAW_FLOAT, copy=False).tobytes(order="C")
+    payload = array.astype(RAW_FLOAT32, copy=False).tobytes(order="C")
     return [unit_size_field(len(head) + len(payload)), head, payload]

@@ -175,14 +175,14 @@ def _apply_link(
     previous: BaseModel | None, data: bytes | bytearray | memoryview, source: str, jobs: int | None
 ) -> BaseModel:
     """The model `previous` becomes once the bitstream `data` is applied (or `data` alone)."""
-    from nnrconv.nnc._container import _flatten
+    from nnrconv.nnc._container import flatten_units
     from nnrconv.nnc._decoding import decode_model
     from nnrconv.nnc._framing import read_units
     from nnrconv.nnc._mps import ModelParameterSet
 
     sent: dict[str, tuple[NodeId | None, bytes, bytes]] = {}
     is_update = False
-    for _, parsed in _flatten(read_units(data, source)):
+    for _, parsed in flatten_units(read_units(data, source)):
         unit = parsed.unit
         if isinstance(unit, ModelParameterSet):
             is_update = bool(unit.mps_parent_signalling_enabled_flag)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from nnrconv.core._errors import BitstreamError
 from nnrconv.nnc import cabac
 from nnrconv.nnc._budget import declared_bytes
-from nnrconv.nnc._container import _flatten
+from nnrconv.nnc._container import flatten_units
 from nnrconv.nnc._decoding import _topology_bytes
 from nnrconv.nnc._enums import (
     NnrUnitType,
@@ -191,7 +191,7 @@ def inspect_units(data: bytes | bytearray | memoryview, source: str = "<bytes>")
         raise with_source(exc, source) from None
     units = read_units(view, source)
     reflist = None
-    for _, parsed in _flatten(units):
+    for _, parsed in flatten_units(units):
         unit = parsed.unit
         if isinstance(unit, TopologyUnit) and unit.topology_storage_format == TopologyStorageFormat.NNR_TPL_REFLIST:
             try:

@@ -182,7 +182,7 @@ class IntegrityRecord:
         return cls(form, crcs, digest)
 
 
-def _has_magic(view: memoryview, frame: Frame) -> bool:
+def has_magic(view: memoryview, frame: Frame) -> bool:
     offset, size = frame
     start = offset + _field_size(view, offset) + 3
     return size >= start - offset + len(MAGIC) and bytes(view[start : start + len(MAGIC)]) == MAGIC
@@ -341,7 +341,7 @@ def seal_parts(
 def _has_record(parameter_sets: bytes | bytearray | memoryview) -> bool:
     view = memoryview(parameter_sets).cast("B")
     frames, _ = scan_frames(view)
-    return len(frames) > RECORD_INDEX and _has_magic(view, frames[RECORD_INDEX])
+    return len(frames) > RECORD_INDEX and has_magic(view, frames[RECORD_INDEX])
 
 
 def _damaged_record(reason: str, frame: Frame) -> BitstreamError:
@@ -350,7 +350,7 @@ def _damaged_record(reason: str, frame: Frame) -> BitstreamError:
     )
 
 
-def _find_record(view: memoryview, frames: list[Frame], *, parts: bool) -> IntegrityRecord | None:
+def find_record(view: memoryview, frames: list[Frame], *, parts: bool) -> IntegrityRecord | None:
     """The record at unit 2, None when the stream has none; raises when one is there but damaged.
 
     A single damaged bit must not make a record disappear silently, so besides a record whose
@@ -359,7 +359,7 @@ def _find_record(view: memoryview, frames: list[Frame], *, parts: bool) -> Integ
     unrecognised-format topology unit of record length) that is followed by another topology
     unit (stream) or sits in parameter sets (parts) without being a record.
     """
-    if len(frames) > RECORD_INDEX and _has_magic(view, frames[RECORD_INDEX]):
+    if len(frames) > RECORD_INDEX and has_magic(view, frames[RECORD_INDEX]):
         frame = frames[RECORD_INDEX]
         try:
             record = IntegrityRecord.from_unit(view[frame[0] : frame[0] + frame[1]])
@@ -426,7 +426,7 @@ def check_stream(view: memoryview, release: Callable[[int, int], None] | None = 
             missing or appended, the record itself is damaged, or the digest does not match.
     """
     frames, error = scan_frames(view)
-    record = _find_record(view, frames, parts=False)
+    record = find_record(view, frames, parts=False)
     if record is None:
         return StreamCheck(False, frames=tuple(frames))
     covered = [(i, f) for i, f in enumerate(frames) if i != RECORD_INDEX]
@@ -479,7 +479,7 @@ def split_record(parameter_sets: bytes | bytearray | memoryview) -> tuple[bytes,
         BitstreamError: a record is there but damaged, or the parameter units are.
     """
     view, frames = _frames_of(parameter_sets)
-    record = _find_record(view, frames, parts=True)
+    record = find_record(view, frames, parts=True)
     if record is None:
         return bytes(view), None
     kept = [f for i, f in enumerate(frames) if i != RECORD_INDEX]
@@ -552,7 +552,7 @@ def strip_record(data: bytes | bytearray | memoryview) -> bytes:
     """
     view = memoryview(data).cast("B")
     frames, _ = scan_frames(view)
-    if len(frames) <= RECORD_INDEX or not _has_magic(view, frames[RECORD_INDEX]):
+    if len(frames) <= RECORD_INDEX or not has_magic(view, frames[RECORD_INDEX]):
         return bytes(view)
     offset, size = frames[RECORD_INDEX]
     return bytes(view[:offset]) + bytes(view[offset + size :])

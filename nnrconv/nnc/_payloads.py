@@ -23,13 +23,11 @@ from nnrconv.nnc._coding import (
     LEVEL_LIMIT,
     CodingOptions,
     TensorPlan,
-    quantize_for_snr,
-    quantize_weights,
-    snr_db,
 )
 from nnrconv.nnc._enums import DecompressedDataFormat, ParentNodeIdType, PayloadType
 from nnrconv.nnc._ndu import NduHeader, NodeId
 from nnrconv.nnc._ndu_elements import Codebook, ParentNodeId
+from nnrconv.nnc._snr_search import quantize_for_snr, quantize_weights, snr_db
 
 __all__ = [
     "CodedPayload",

@@ -21,8 +21,9 @@ import dataclasses
 from collections.abc import Sequence
 
 from nnrconv.nnc import cabac
-from nnrconv.nnc._coding import LEVEL_LIMIT, QP_MIN, CodingOptions, TensorPlan, choose_mps_qp, qp_of_step
+from nnrconv.nnc._coding import LEVEL_LIMIT, QP_MIN, CodingOptions, TensorPlan, qp_of_step
 from nnrconv.nnc._enums import PayloadType
+from nnrconv.nnc._snr_search import choose_mps_qp
 
 __all__ = ["SNR_SEARCH_MARGIN", "fit_plans"]
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from nnrconv.nnc import cabac
-from nnrconv.nnc._coding import RATE_MODEL_UNARY_LENGTH_MINUS1, CodingOptions, quantize_weights
+from nnrconv.nnc._coding import RATE_MODEL_UNARY_LENGTH_MINUS1, CodingOptions
+from nnrconv.nnc._snr_search import quantize_weights
 
 __all__ = ["TensorRate", "tensor_rate"]
 

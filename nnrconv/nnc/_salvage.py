@@ -27,10 +27,10 @@ from nnrconv.nnc._integrity import (
     RECORD_INDEX,
     IntegrityRecord,
     crc_of,
+    find_record,
+    has_magic,
     unit_type_of,
 )
-from nnrconv.nnc._integrity import _find_record as find_record
-from nnrconv.nnc._integrity import _has_magic as has_magic
 from nnrconv.nnc._ndu import CompressedDataUnit
 from nnrconv.nnc._payloads import output_dtype
 from nnrconv.nnc._units import UnitContext

@@ -40,7 +40,7 @@ from nnrconv.nnc._budget import check_streamed_sizes
 from nnrconv.nnc._coding import CodingOptions, TensorPlan
 from nnrconv.nnc._container import Progress
 from nnrconv.nnc._decoding import DecodedModel, decode_model, decode_parts
-from nnrconv.nnc._encoding import _tensor_unit, _thread_shares, model_head, plan_named
+from nnrconv.nnc._encoding import model_head, plan_named, tensor_unit, thread_shares
 from nnrconv.nnc._enums import TopologyStorageFormat
 from nnrconv.nnc._framing import advance_context, read_units, with_source
 from nnrconv.nnc._integrity import RECORD_INDEX, StreamSealer, check_stream
@@ -97,7 +97,7 @@ def code_unit(
     memory-mapped span of a file on storage the worker shares with the caller).
     """
     array = source if isinstance(source, np.ndarray) else _read(source)
-    return _tensor_unit(name, array, plan, index, ctx, settings, threads=threads)
+    return tensor_unit(name, array, plan, index, ctx, settings, threads=threads)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +173,7 @@ def encode_model_to(
     start = getattr(progress, "start", None)
     if start is not None:  # a progress bar: the total gives percentage and time left
         start(4 * sum(p.size for p in planned), "coding")
-    shares = _thread_shares([p.size for p in planned], options.workers)
+    shares = thread_shares([p.size for p in planned], options.workers)
     # The window: tasks in flight (an executor may say how many it runs at once) and the float32
     # bytes they hold here (none when the executor's workers read their own tensors).
     workers = getattr(executor, "workers", options.workers)

@@ -25,7 +25,9 @@ import struct
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from nnrconv.core import ArrayTensor, BitstreamError, CodedTensor, FormatError, Model, Tensor, TensorRole
+import numpy as np
+
+from nnrconv.core import CodedUnit, EmbeddedModel, FormatError, LazyTensor, Model, Tensor, TensorRole
 from nnrconv_nnef._dat import DatError, DatHeader
 from nnrconv_nnef._io import (
     GRAPH_FILE,
@@ -46,7 +48,7 @@ __all__ = [
     "NNR_VENDOR",
     "embed_header",
     "is_embedded",
-    "load_embedded",
+    "extract_embedded",
     "restore_header",
     "write_embedded",
 ]
@@ -148,50 +150,39 @@ def is_embedded(model: Model) -> bool:
     return isinstance(document, NnefDocument) and any(is_nnr_header(r.header) for r in document.records.values())
 
 
-def load_embedded(model: Model, path: Path) -> Model:
-    """Decode the NNR-coded variables of `model` (read from `path`); each becomes a `CodedTensor`.
+def _still_coded() -> np.ndarray:
+    raise FormatError("an NNR-coded variable was read before nnrconv.load decoded it")
+
+
+def extract_embedded(model: Model, path: Path) -> EmbeddedModel:
+    """The NNR-coded variables of `model` (read from `path`) as units for the seam, not decoded.
 
     Raises:
-        FormatError: `graph.nnr` is missing, or a coded `.dat` header is corrupt (names the variable).
-        BitstreamError: the parameter sets or a unit are corrupt (names the variable).
+        FormatError: `graph.nnr` is missing, or a coded `.dat` header is corrupt or does not
+            describe the declared shape (names the variable).
     """
-    from nnrconv import nnc
-    from nnrconv_nnef._carry import decoded_tensor
-
     document: NnefDocument = model.native
-    coded = {label: r for label, r in document.records.items() if is_nnr_header(r.header)}
-    ndus: dict[str, bytes] = {}
-    originals: dict[str, DatHeader] = {}
-    for label, record in coded.items():
+    units: dict[str, CodedUnit] = {}
+    tensors: dict[str, Tensor] = {}
+    for label, record in document.records.items():
+        if not is_nnr_header(record.header):
+            if label in model.tensors:
+                tensors[label] = model.tensors[label]
+            continue
         where = f"{path}: variable {label!r} ({record.decl.relative_path})"
         if document.parameter_sets is None:
             raise FormatError(f"{where}: holds an NNR data unit, but the model has no {PARAMETER_SETS_FILE}")
         try:
-            originals[label] = restore_header(record.header)
+            header = restore_header(record.header)
+            if header.dtype is None or header.shape != record.decl.shape:
+                raise DatError("the carried header does not describe an interpretable tensor of the declared shape")
+            header.check()
         except DatError as exc:
             raise FormatError(f"{where}: corrupt NNR-coded tensor file: {exc}") from None
         assert record.opaque is not None
-        ndus[label] = record.opaque()
-    assert document.parameter_sets is not None
-    try:
-        arrays = nnc.decode_parts(document.parameter_sets, ndus)
-    except BitstreamError as exc:
-        exc.args = (f"{path}: {exc}",)
-        raise
-    tensors: dict[str, Tensor] = {}
-    for label, record in document.records.items():
-        if label not in coded:
-            if label in model.tensors:
-                tensors[label] = model.tensors[label]
-            continue
         role = document.parsed.roles.get(label, TensorRole.OTHER)
-        header = originals[label]
-        try:
-            tensor = decoded_tensor(record.decl, header, ArrayTensor(label, arrays[label]), role)
-        except (BitstreamError, DatError) as exc:
-            raise BitstreamError(f"{path}: variable {label!r}: {exc}") from None
+        units[label] = CodedUnit(bytes(record.opaque()), header.dtype, tuple(record.decl.shape), role)
         document.records[label] = DatRecord(record.decl, header)
-        tensors[label] = CodedTensor(
-            label, tensor.dtype, tensor.shape, ndus[label], document.parameter_sets, tensor.numpy, role=role
-        )
-    return model_from_document(document, tensors)
+        # A placeholder keeps the variable's place in order; the seam replaces it.
+        tensors[label] = LazyTensor(label, header.dtype, record.decl.shape, _still_coded, role=role)
+    return EmbeddedModel(model_from_document(document, tensors), document.parameter_sets or b"", units)

@@ -17,7 +17,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from nnrconv.core import FormatPlugin, InputSpec, Model, Tensor
+from nnrconv.core import EmbeddedModel, FormatPlugin, InputSpec, Model, Tensor, UnsupportedError
 
 __all__ = ["NnefFormat"]
 
@@ -68,20 +68,30 @@ class NnefFormat(FormatPlugin):
     def load(self, path: Path) -> Model:
         """Read a model folder or `.tgz`; each variable becomes a lazy tensor keyed by its label.
 
-        Variables holding NNR data units (a `*.nnr.nnef` written by `save_embedded`) are decoded
-        and become `CodedTensor`s, so converting to `.nnr` copies their units unchanged.
+        Variables holding NNR data units (a `*.nnr.nnef` written by `save_embedded`) are read by
+        `nnrconv.load` through `extract_embedded`.
 
         Raises:
             FormatError: no graph.nnef, a graph that does not parse, or a missing, corrupt or
                 mis-shaped `.dat` file (the message names the variable and file).
             BitstreamError: an NNR-coded variable or `graph.nnr` is corrupt (names the variable).
         """
+        parts = self.extract_embedded(path)
+        if parts.units:
+            raise UnsupportedError(f"{path}: holds NNR-coded variables; read it with nnrconv.load, which decodes them")
+        return parts.model
+
+    def extract_embedded(self, path: Path) -> EmbeddedModel:
+        """The model at `path` with the variables of a `*.nnr.nnef` still coded (none when plain).
+
+        The layout is described in `nnrconv_nnef._embed`.
+        """
         from nnrconv_nnef import _embed, _io
 
         model = _io.read_model(path)
         if _embed.is_embedded(model):
-            return _embed.load_embedded(model, path)
-        return model
+            return _embed.extract_embedded(model, path)
+        return EmbeddedModel(model)
 
     def save(self, model: Model, path: Path) -> None:
         """Write a folder, or a `.tgz` when the name ends in `.tgz`/`.tar.gz`, with exact `.dat` headers.

@@ -15,7 +15,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from nnrconv.core import FormatPlugin, InputSpec, Model, Tensor, read_varint
+from nnrconv.core import EmbeddedModel, FormatPlugin, InputSpec, Model, Tensor, UnsupportedError, read_varint
 
 __all__ = ["EXTERNAL_DATA_THRESHOLD", "OnnxFormat"]
 
@@ -102,12 +102,19 @@ class OnnxFormat(FormatPlugin):
             FormatError: the file is unreadable, not an ONNX model, or references external
                 data outside its folder or beyond the end of a data file.
         """
-        from nnrconv_onnx import _embed, _io, _model
+        parts = self.extract_embedded(path)
+        if parts.units:
+            raise UnsupportedError(f"{path}: holds NNR-coded weights; read it with nnrconv.load, which decodes them")
+        return parts.model
 
-        proto = _io.read_model(path)
-        if _embed.is_embedded(proto):
-            return _io.load_embedded(proto, path)
-        return _model.model_from_proto(proto, base_dir=path.parent, source=str(path))
+    def extract_embedded(self, path: Path) -> EmbeddedModel:
+        """The model at `path` with the units of a `.nnr.onnx` still coded (none for plain ONNX).
+
+        The layout is described in `nnrconv_onnx._embed` (and `_embed_v1`, still read).
+        """
+        from nnrconv_onnx import _io
+
+        return _io.extract_embedded(path)
 
     def save(self, model: Model, path: Path) -> None:
         """Write `model` with its tensors as raw data, or as external data past the size threshold.

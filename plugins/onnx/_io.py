@@ -11,7 +11,16 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
-from nnrconv.core import BitstreamError, DType, FormatError, Model, Tensor, UnsupportedError
+from nnrconv.core import (
+    BitstreamError,
+    CodedUnit,
+    DType,
+    EmbeddedModel,
+    FormatError,
+    Model,
+    Tensor,
+    UnsupportedError,
+)
 from nnrconv_onnx._model import model_from_proto
 from nnrconv_onnx._weights import (
     WeightSite,
@@ -222,14 +231,23 @@ def write_embedded(
         raise FormatError(f"{path}: cannot write: {exc.strerror}") from exc
 
 
-def load_embedded(proto: onnx.ModelProto, path: Path) -> Model:
-    """The plain model of a `.nnr.onnx`: data units decoded, each kept as a `CodedTensor`."""
+def extract_embedded(path: Path) -> EmbeddedModel:
+    """The model at `path`, its NNR-coded weights (a `.nnr.onnx`) left coded for the seam.
+
+    A plain ONNX file comes back with no units. The coded weights' slots hold no payload in the
+    model's proto; `_rebuild` fills them from `Model.tensors` when the model is written or run.
+
+    Raises:
+        FormatError: unreadable file or external data, or a damaged decode node.
+        BitstreamError: a unit names a weight the model does not have.
+    """
     from onnx.external_data_helper import load_external_data_for_model
 
-    from nnrconv import nnc
-    from nnrconv.core import CodedTensor
-    from nnrconv_onnx._embed import extract, has_external_data, restore
+    from nnrconv_onnx._embed import extract, has_external_data, is_embedded, restore
 
+    proto = read_model(path)
+    if not is_embedded(proto):
+        return EmbeddedModel(model_from_proto(proto, base_dir=path.parent, source=str(path)))
     if has_external_data(proto):
         try:
             load_external_data_for_model(proto, str(path.parent))
@@ -237,20 +255,14 @@ def load_embedded(proto: onnx.ModelProto, path: Path) -> Model:
             raise FormatError(f"{path}: cannot read the external data of its coded tensors: {exc}") from exc
     embedded = extract(proto, str(path))
     try:
-        arrays = nnc.decode_parts(embedded.parameter_sets, embedded.ndus)
-    except BitstreamError as exc:
-        exc.args = (f"{path}: {exc}",)
-        raise
-    try:
-        plain = restore(proto, arrays.get, str(path))
+        plain = restore(proto, lambda _: None, str(path))
     except ValueError as exc:
         raise BitstreamError(f"{path}: {exc}") from exc
     model = model_from_proto(plain, base_dir=path.parent, source=str(path))
+    units: dict[str, CodedUnit] = {}
     for key, ndu in embedded.ndus.items():
         tensor = model.tensors.get(key)
         if tensor is None:
             raise BitstreamError(f"{path}: the coded tensor has no place in the model", tensor=key)
-        model.tensors[key] = CodedTensor(
-            key, tensor.dtype, tensor.shape, ndu, embedded.parameter_sets, tensor.numpy, role=tensor.role
-        )
-    return model
+        units[key] = CodedUnit(bytes(ndu), tensor.dtype, tensor.shape, tensor.role)
+    return EmbeddedModel(model, embedded.parameter_sets, units)

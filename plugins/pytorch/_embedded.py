@@ -24,11 +24,11 @@ The manifest is JSON::
                   "record": member name, "nbytes": its original byte size}      # or
                  {"key", "dtype", "shape", "unit": member name}, ...]}
 
-listed in data-unit order. Reading decodes every unit (`nnc.decode_parts`), puts the bytes back
-into their records, restores the version records, drops the ``nnr/`` members and loads the
-plain archive through the same checks as any other file (`torch.load(weights_only=True)`, or
-the `.pt2`/TorchScript safety checks); the tensors come back as `CodedTensor`s so their units
-move on unchanged. Nothing new is pickled: ``data.pkl`` and the graph members are the plain
+listed in data-unit order. Reading (`extract`) fills the records with zeros, restores the
+version records, drops the ``nnr/`` members and loads the plain archive through the same checks
+as any other file (`torch.load(weights_only=True)`, or the `.pt2`/TorchScript safety checks);
+the seam (`nnrconv._embedding`) then replaces the coded tensors with `CodedTensor`s decoded on
+first access, so their units move on unchanged. Nothing new is pickled: ``data.pkl`` and the graph members are the plain
 archive's own.
 """
 
@@ -37,18 +37,18 @@ from __future__ import annotations
 import io
 import json
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from nnrconv import nnc
-from nnrconv.core import ArrayTensor, BitstreamError, CodedTensor, FormatError, Model, UnsupportedError
+from nnrconv.core import ArrayTensor, BitstreamError, CodedUnit, EmbeddedModel, FormatError, Model, UnsupportedError
 from nnrconv_pytorch import _archive, _torchio
 from nnrconv_pytorch._archive import Record, Slot
 
-__all__ = ["FORMAT_ID", "MANIFEST", "PARAMETER_SETS", "is_embedded", "load", "save"]
+__all__ = ["FORMAT_ID", "MANIFEST", "PARAMETER_SETS", "extract", "is_embedded", "save"]
 
 FORMAT_ID = "nnrconv-pytorch-nnr"
 VERSION = 1
@@ -182,13 +182,15 @@ def _manifest(
     return kind, entries, versions
 
 
-def load(data: bytes, source: str) -> Model:
-    """The plain model of a coded archive, each coded tensor kept as a `CodedTensor`.
+def extract(data: bytes, source: str) -> EmbeddedModel:
+    """The model of a coded archive with its tensors still coded, for the seam.
+
+    The coded records are filled with zeros of their original size so the plain archive loads
+    through the usual checks; the seam replaces those tensors with their decoded units.
 
     Raises:
         FormatError: a missing or malformed manifest or parameter sets.
-        BitstreamError: a corrupt data unit (the message names the tensor), or decoded values
-            that do not fit their record.
+        BitstreamError: a coded tensor has no place in the model.
     """
     records = _archive.read_zip(data, source)
     prefix = _archive.prefix_of(records)
@@ -197,40 +199,37 @@ def load(data: bytes, source: str) -> Model:
         raise FormatError(f"{source}: NNR-coded archive without {prefix}{PARAMETER_SETS}")
     kind, entries, versions = _manifest(members, prefix, source)
     parameter_sets = members[prefix + PARAMETER_SETS].data
-    ndus = {e["key"]: members[e.get("record", e.get("unit"))].data for e in entries}
-    try:
-        arrays = nnc.decode_parts(parameter_sets, ndus)
-    except BitstreamError as exc:
-        exc.args = (f"{source}: {exc}",)
-        raise
     payloads = {name: text.encode("latin-1") for name, text in versions.items()}
     for entry in entries:
-        if "record" not in entry:
-            continue
-        key = entry["key"]
-        try:
-            array = _torchio._fit(ArrayTensor(key, arrays[key]), entry["dtype"], entry["shape"])
-        except BitstreamError as exc:
-            exc.args = (f"{source}: {exc}",)
-            raise
-        raw = array.tobytes()
-        if len(raw) != entry["nbytes"]:
-            raise BitstreamError(
-                f"{source}: decoded tensor has {len(raw)} bytes; its record {entry['record']} needs {entry['nbytes']}",
-                tensor=key,
-            )
-        payloads[entry["record"]] = raw
+        if "record" in entry:
+            payloads[entry["record"]] = bytes(entry["nbytes"])
     plain = [r for r in _archive.fill(records, payloads) if not r.name.startswith(prefix + FOLDER)]
     archive = _archive.write_zip(plain)
     if kind == "state_dict":
         model = _torchio._load_state_dict_file(io.BytesIO(archive), source, mmap=False)
     else:
         model = _torchio.load_archive(archive, source)
-    for key, ndu in ndus.items():
+    units: dict[str, CodedUnit] = {}
+    for entry in entries:
+        key = entry["key"]
         tensor = model.tensors.get(key)
         if tensor is None:
             raise BitstreamError(f"{source}: the coded tensor has no place in the model", tensor=key)
-        model.tensors[key] = CodedTensor(
-            key, tensor.dtype, tensor.shape, ndu, parameter_sets, tensor.numpy, role=tensor.role
-        )
-    return model
+        ndu = bytes(members[entry.get("record", entry.get("unit"))].data)
+        units[key] = CodedUnit(ndu, tensor.dtype, tensor.shape, tensor.role, _fitter(entry))
+    return EmbeddedModel(model, parameter_sets, units)
+
+
+def _fitter(entry: Mapping[str, Any]) -> Callable[[np.ndarray], np.ndarray]:
+    """The decoded values in their record's type and size (`_torchio._fit`)."""
+
+    def fit(array: np.ndarray) -> np.ndarray:
+        fitted = _torchio._fit(ArrayTensor(entry["key"], array), entry["dtype"], entry["shape"])
+        if "record" in entry and fitted.nbytes != entry["nbytes"]:
+            raise BitstreamError(
+                f"decoded tensor has {fitted.nbytes} bytes; its record {entry['record']} needs {entry['nbytes']}",
+                tensor=entry["key"],
+            )
+        return fitted
+
+    return fit

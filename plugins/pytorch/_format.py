@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from nnrconv.core import FormatPlugin, InputSpec, Model, Tensor, UnsupportedError
+from nnrconv.core import EmbeddedModel, FormatPlugin, InputSpec, Model, Tensor, UnsupportedError
 from nnrconv_pytorch._archive import archive_kind
 from nnrconv_pytorch._safetensors import looks_like_safetensors
 
@@ -85,6 +85,24 @@ class PyTorchFormat(FormatPlugin):
         from nnrconv_pytorch import _torchio
 
         return _torchio.load(path)
+
+    def extract_embedded(self, path: Path) -> EmbeddedModel | None:
+        """The model of a coded archive (``*.nnr.pt``, ``*.nnr.pt2``) with its units still coded;
+        None for any other file (see `_embedded` for the layout)."""
+        import zipfile
+
+        from nnrconv_pytorch import _archive, _embedded
+
+        if not path.is_file() or not zipfile.is_zipfile(path):
+            return None
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError):
+            return None  # `load` reports it
+        if not (_archive.archive_kind(names) and _embedded.is_embedded(names)):
+            return None
+        return _embedded.extract(path.read_bytes(), str(path))
 
     def split(self, path: Path, at: Sequence[str], head: Path, tail: Path) -> None:
         """Head and tail of a ``torch.export`` program (``.pt2``) cut at the FX nodes named `at`,

@@ -259,7 +259,7 @@ def load(path: Path) -> Model:
         except (zipfile.BadZipFile, OSError, ValueError) as exc:
             raise FormatError(f"{source}: corrupt PyTorch zip archive ({exc})") from None
         if kind and _embedded.is_embedded(names):
-            return _embedded.load(path.read_bytes(), source)
+            raise UnsupportedError(f"{source}: holds NNR-coded tensors; read it with nnrconv.load, which decodes them")
         if kind in ("pt2", "script"):
             return load_archive(path.read_bytes(), source)
         if kind == "pickle":

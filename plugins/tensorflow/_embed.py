@@ -24,16 +24,16 @@ recording each coded entry's original type and shape.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
 from tensorflow.core.framework import graph_pb2, tensor_pb2, types_pb2
 
-from nnrconv.core import BitstreamError, CodedTensor, FormatError, Model
+from nnrconv.core import BitstreamError, CodedUnit, DType, EmbeddedModel, FormatError, Model
 from nnrconv_tensorflow import _graphdef
 from nnrconv_tensorflow._model import TFNative
-from nnrconv_tensorflow._tensors import TF_TO_DTYPE, array_to_proto, coerce, shape_proto
+from nnrconv_tensorflow._tensors import TF_TO_DTYPE, coerce, shape_proto
 
 __all__ = [
     "MANIFEST_FILE",
@@ -42,8 +42,8 @@ __all__ = [
     "embed",
     "is_embedded",
     "is_embedded_folder",
-    "load_embedded",
-    "load_embedded_folder",
+    "extract_embedded",
+    "extract_embedded_folder",
     "write_embedded",
     "write_embedded_folder",
 ]
@@ -115,56 +115,42 @@ def _value_bytes(value: tensor_pb2.TensorProto) -> bytes:
     return bytes(int(v) & 0xFF for v in value.int_val)  # a writer that used the typed list
 
 
-def load_embedded(graph_def: graph_pb2.GraphDef, path: Path) -> Model:
-    """The plain model of a `.nnr.pb`: units decoded, each tensor kept as a `CodedTensor`.
+def extract_embedded(graph_def: graph_pb2.GraphDef, path: Path) -> EmbeddedModel:
+    """The model of a `.nnr.pb` with its coded constants left coded (emptied of values) for the seam.
 
     Raises:
-        BitstreamError: a corrupt unit or parameter sets (naming the tensor), or a coded
-            constant without its original type or shape.
+        BitstreamError: a coded constant without its original type or shape (naming the tensor).
     """
-    from nnrconv import nnc
-
     source = str(path)
     index = next(i for i, n in enumerate(graph_def.node) if n.name == PARAMETER_SETS_NODE)
     parameter_sets = _value_bytes(graph_def.node[index].attr["value"].tensor)
     del graph_def.node[index]
     coded = {key: node for key, node in _nodes(graph_def).items() if DTYPE_ATTR in node.attr}  # type: ignore[attr-defined]
-    ndus: dict[str, bytes] = {}
-    for key, node in coded.items():
-        if SHAPE_ATTR not in node.attr:  # type: ignore[attr-defined]
-            raise BitstreamError(f"{source}: the coded constant has no {SHAPE_ATTR} attribute", tensor=key)
-        ndus[key] = _value_bytes(node.attr["value"].tensor)  # type: ignore[attr-defined]
-    try:
-        arrays = nnc.decode_parts(parameter_sets, ndus)
-    except BitstreamError as exc:
-        exc.args = (f"{source}: {exc}",)
-        raise
+    found: dict[str, tuple[bytes, int]] = {}
     for key, node in coded.items():
         attr = node.attr  # type: ignore[attr-defined]
+        if SHAPE_ATTR not in attr:
+            raise BitstreamError(f"{source}: the coded constant has no {SHAPE_ATTR} attribute", tensor=key)
+        ndu = _value_bytes(attr["value"].tensor)
         tf_dtype, shape = attr[DTYPE_ATTR].type, tuple(int(d.size) for d in attr[SHAPE_ATTR].shape.dim)
-        array = arrays.get(key)
-        if array is None:
-            raise BitstreamError(f"{source}: the coded constant did not decode", tensor=key)
-        if np.asarray(array).size != int(np.prod(shape, dtype=np.int64)):
-            raise BitstreamError(f"{source}: decoded values do not fit shape {list(shape)}", tensor=key)
-        try:
-            value = array_to_proto(np.asarray(array), tf_dtype, shape)
-        except ValueError as exc:
-            raise BitstreamError(f"{source}: {exc}", tensor=key) from exc
-        attr["value"].tensor.CopyFrom(value)
+        attr["value"].tensor.CopyFrom(tensor_pb2.TensorProto(dtype=tf_dtype, tensor_shape=shape_proto(shape)))
         attr["dtype"].type = tf_dtype
         del attr[DTYPE_ATTR]
         del attr[SHAPE_ATTR]
+        found[key] = (ndu, tf_dtype)
     model = _graphdef.model_from_graph_def(graph_def, source)
-    native: TFNative = model.native
-    for key, ndu in ndus.items():
-        tensor = model.tensors[key]
-        wrapped = CodedTensor(key, tensor.dtype, tensor.shape, ndu, parameter_sets, tensor.numpy, role=tensor.role)
-        model.tensors[key] = wrapped
-        native.loaded[key] = wrapped
-        if key in model.graph.initializers:
-            model.graph.initializers[key] = wrapped
-    return model
+    units: dict[str, CodedUnit] = {}
+    for key, (ndu, tf_dtype) in found.items():
+        tensor = model.tensors.get(key)
+        if tensor is None or TF_TO_DTYPE.get(tf_dtype) is None:
+            raise BitstreamError(f"{source}: the coded constant has no tensor of a known type", tensor=key)
+        units[key] = CodedUnit(ndu, tensor.dtype, tensor.shape, tensor.role, _coercer(tensor.dtype))
+    return EmbeddedModel(model, parameter_sets, units)
+
+
+def _coercer(dtype: DType) -> Callable[[np.ndarray], np.ndarray]:
+    """The decoded values in `dtype`'s storage, converted as TensorFlow slots are (`coerce`)."""
+    return lambda array: coerce(np.asarray(array), dtype)
 
 
 # -- SavedModel folders ------------------------------------------------------------------------
@@ -207,16 +193,14 @@ def write_embedded_folder(model: Model, folder: Path, parameter_sets: bytes, ndu
     _savedmodel.write(model, folder, coded=ndus, extra=extra)
 
 
-def load_embedded_folder(folder: Path) -> Model:
-    """The plain model of an embedded SavedModel folder: units decoded, kept as `CodedTensor`s.
+def extract_embedded_folder(folder: Path) -> EmbeddedModel:
+    """The model of an embedded SavedModel folder with its coded entries left coded, for the seam.
 
     Raises:
-        BitstreamError: a bad manifest, a coded entry missing from the checkpoint, or a corrupt
-            unit (naming the tensor).
+        BitstreamError: a bad manifest, or a coded entry missing from the checkpoint (naming it).
     """
     import json
 
-    from nnrconv import nnc
     from nnrconv_tensorflow import _savedmodel
 
     source = str(folder)
@@ -231,31 +215,13 @@ def load_embedded_folder(folder: Path) -> Model:
             f"{source}: {MANIFEST_FILE} or {PARAMETER_SETS_FILE} is missing or malformed: {exc}"
         ) from exc
     entries = {e.key: e for e in native.entries}
-    ndus: dict[str, bytes] = {}
-    for key in listed:
-        tensor = model.tensors.get(key)
-        if key not in entries or tensor is None or tensor.dtype.name != "UINT8":
-            raise BitstreamError(f"{source}: the coded entry is not a uint8 vector of the checkpoint", tensor=key)
-        ndus[key] = tensor.numpy().tobytes()
-    try:
-        arrays = nnc.decode_parts(parameter_sets, ndus)
-    except BitstreamError as exc:
-        exc.args = (f"{source}: {exc}",)
-        raise
+    units: dict[str, CodedUnit] = {}
     for key, (tf_dtype, shape) in listed.items():
+        tensor = model.tensors.get(key)
         dtype = TF_TO_DTYPE.get(tf_dtype)
-        array = arrays.get(key)
-        if dtype is None or array is None or np.asarray(array).size != int(np.prod(shape, dtype=np.int64)):
-            raise BitstreamError(f"{source}: decoded values do not fit {tf_dtype=} shape {list(shape)}", tensor=key)
-        try:
-            value = coerce(np.asarray(array), dtype).reshape(shape)
-        except ValueError as exc:
-            raise BitstreamError(f"{source}: {exc}", tensor=key) from exc
+        if key not in entries or tensor is None or tensor.dtype.name != "UINT8" or dtype is None:
+            raise BitstreamError(f"{source}: the coded entry is not a uint8 vector of the checkpoint", tensor=key)
+        ndu = tensor.numpy().tobytes()
         entries[key].tf_dtype, entries[key].shape = tf_dtype, shape
-        old = model.tensors[key]
-        wrapped = CodedTensor(key, dtype, shape, ndus[key], parameter_sets, lambda v=value: v, role=old.role)
-        model.tensors[key] = wrapped
-        native.loaded[key] = wrapped
-        if key in model.graph.initializers:
-            model.graph.initializers[key] = wrapped
-    return model
+        units[key] = CodedUnit(ndu, dtype, shape, tensor.role, _coercer(dtype))
+    return EmbeddedModel(model, parameter_sets, units)

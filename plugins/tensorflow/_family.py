@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 
-from nnrconv.core import FormatError, Model, Tensor, UnsupportedError
+from nnrconv.core import EmbeddedModel, FormatError, Model, Tensor, UnsupportedError
 
 __all__ = [
     "KERAS",
@@ -82,20 +82,20 @@ def module_for(kind: str) -> ModuleType:
     return _tflite
 
 
-def load(path: Path, head: bytes) -> Model | None:
-    """The model of a Keras or TFLite file, or None for the other kinds."""
+def load(path: Path, head: bytes) -> EmbeddedModel | None:
+    """The model of a Keras or TFLite file (NNR-coded variables still coded), or None for the other kinds."""
     kind = file_kind(path, head)
     if kind is None:
         return None
     if kind == TFLITE:
         from nnrconv_tensorflow import _tflite
 
-        return _tflite.parse(_mapped(path), str(path))
+        return EmbeddedModel(_tflite.parse(_mapped(path), str(path)))
     from nnrconv_tensorflow import _keras, _keras_embed
 
     if _keras_embed.is_embedded(path, kind):
-        return _keras_embed.load_embedded(path, kind)
-    return _keras.read(path, kind)
+        return _keras_embed.extract_embedded(path, kind)
+    return EmbeddedModel(_keras.read(path, kind))
 
 
 def _mapped(path: Path) -> mmap.mmap:

@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from nnrconv.core import FormatPlugin, InputSpec, Model, Tensor, UnsupportedError, read_varint
+from nnrconv.core import EmbeddedModel, FormatPlugin, InputSpec, Model, Tensor, UnsupportedError, read_varint
 from nnrconv_tensorflow import _family
 
 __all__ = ["TensorFlowFormat", "looks_like_graph_def"]
@@ -134,12 +134,23 @@ class TensorFlowFormat(FormatPlugin):
     def load(self, path: Path) -> Model:
         """Read a SavedModel folder (or its saved_model.pb) or a frozen graph; tensors stay lazy.
 
-        Files with NNR units inside (`*.nnr.pb`, `*.nnr_savedmodel`) are recognised by content
-        and decoded; their tensors are `CodedTensor`s (see `_embed`).
+        Files with NNR units inside (`*.nnr.pb`, `*.nnr_savedmodel`, `*.nnr.keras`) are read by
+        `nnrconv.load` through `extract_embedded`.
 
         Raises:
             FormatError: unreadable, not a GraphDef / SavedModel, or a checkpoint that cannot be read.
-            BitstreamError: an NNR unit inside is corrupt (the message names the tensor).
+        """
+        parts = self.extract_embedded(path)
+        if parts.units:
+            raise UnsupportedError(f"{path}: holds NNR-coded tensors; read it with nnrconv.load, which decodes them")
+        return parts.model
+
+    def extract_embedded(self, path: Path) -> EmbeddedModel:
+        """The model at `path` with NNR units inside still coded (none for a plain model); see `_embed`.
+
+        Raises:
+            FormatError: as `load`.
+            BitstreamError: the container's NNR parts are malformed (the message names the tensor).
         """
         folder = _saved_model_folder(path)
         if folder is not None:
@@ -147,8 +158,8 @@ class TensorFlowFormat(FormatPlugin):
             from nnrconv_tensorflow import _embed, _savedmodel
 
             if _embed.is_embedded_folder(folder):
-                return _embed.load_embedded_folder(folder)
-            return _savedmodel.read(folder)
+                return _embed.extract_embedded_folder(folder)
+            return EmbeddedModel(_savedmodel.read(folder))
         if path.is_dir():
             from nnrconv.core import FormatError
 
@@ -161,8 +172,8 @@ class TensorFlowFormat(FormatPlugin):
 
         graph_def = _graphdef.read_graph_def(path)
         if _embed.is_embedded(graph_def):
-            return _embed.load_embedded(graph_def, path)
-        return _graphdef.model_from_graph_def(graph_def, str(path))
+            return _embed.extract_embedded(graph_def, path)
+        return EmbeddedModel(_graphdef.model_from_graph_def(graph_def, str(path)))
 
     def native_name(self, model: Model) -> str:
         """A SavedModel is a folder (`model_savedmodel`); a frozen graph a file (`model.pb`); Keras

@@ -34,10 +34,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from nnrconv.core import BitstreamError, CodedTensor, FormatError, Model
+from nnrconv.core import BitstreamError, CodedUnit, EmbeddedModel, FormatError, Model
 from nnrconv_tensorflow import _keras
 
-__all__ = ["PARAMETER_SETS", "is_embedded", "load_embedded", "save_embedded"]
+__all__ = ["PARAMETER_SETS", "extract_embedded", "is_embedded", "save_embedded"]
 
 PARAMETER_SETS = "nnr_parameter_sets"
 WEIGHTS_MEMBER = "model.weights.h5"
@@ -163,13 +163,14 @@ def is_embedded(path: Path, kind: str) -> bool:
         return False
 
 
-def _restore_h5(source: h5py.File, target: h5py.File, source_name: str) -> tuple[bytes, dict[str, bytes]]:
-    """Decode every unit into `target` (the plain HDF5); return the parameter sets and units by key."""
-    from nnrconv import nnc
-
+def _restore_h5(
+    source: h5py.File, target: h5py.File, source_name: str
+) -> tuple[bytes, dict[str, tuple[bytes, tuple[int, ...]]]]:
+    """Copy the plain HDF5 into `target`, each coded dataset as zeros of its type and shape
+    (the seam decodes it later); return the parameter sets and (unit, shape) by key."""
     parameter_sets = bytes(np.asarray(source[PARAMETER_SETS][()], dtype=np.uint8).tobytes())
     coded: dict[str, tuple[str, np.dtype, tuple[int, ...]]] = {}
-    ndus: dict[str, bytes] = {}
+    units: dict[str, tuple[bytes, tuple[int, ...]]] = {}
 
     def collect(path: str, item: object) -> None:
         if isinstance(item, h5py.Dataset) and _KEY in item.attrs:
@@ -180,33 +181,25 @@ def _restore_h5(source: h5py.File, target: h5py.File, source_name: str) -> tuple
             except (KeyError, TypeError, ValueError) as exc:
                 raise BitstreamError(f"{source_name}: the coded dataset {path!r} lacks its type or shape") from exc
             coded[path] = (key, dtype, shape)
-            ndus[key] = np.asarray(item[()], dtype=np.uint8).tobytes()
+            units[key] = (np.asarray(item[()], dtype=np.uint8).tobytes(), shape)
 
     source.visititems(collect)
-    try:
-        arrays = nnc.decode_parts(parameter_sets, ndus)
-    except BitstreamError as exc:
-        exc.args = (f"{source_name}: {exc}",)
-        raise
 
     def substitute(path: str, dataset: h5py.Dataset) -> np.ndarray | None:
         if path not in coded:
             return None
-        key, dtype, shape = coded[path]
-        array = arrays.get(key)
-        if array is None or np.asarray(array).size != int(np.prod(shape, dtype=np.int64)):
-            raise BitstreamError(f"{source_name}: decoded values do not fit shape {list(shape)}", tensor=key)
-        return np.asarray(array).astype(dtype, copy=False).reshape(shape)
+        _, dtype, shape = coded[path]
+        return np.zeros(shape, dtype)
 
     _rewrite(source, target, substitute, frozenset({PARAMETER_SETS}))
-    return parameter_sets, ndus
+    return parameter_sets, units
 
 
-def load_embedded(path: Path, kind: str) -> Model:
-    """The plain model of a `.nnr.keras` / `.nnr.h5`: units decoded, carried variables kept as `CodedTensor`s.
+def extract_embedded(path: Path, kind: str) -> EmbeddedModel:
+    """The model of a `.nnr.keras` / `.nnr.h5` with its carried variables still coded, for the seam.
 
     Raises:
-        BitstreamError: a corrupt unit (naming the tensor), or a coded dataset without type or shape.
+        BitstreamError: a coded dataset without type or shape, or naming no variable.
         FormatError: the restored file is not a Keras model.
     """
     source_name = str(path)
@@ -214,7 +207,7 @@ def load_embedded(path: Path, kind: str) -> Model:
         plain = Path(tmp) / f"plain{_keras.FILE_KINDS[kind][0]}"
         if kind == "h5":
             with h5py.File(path, "r") as source, h5py.File(plain, "w") as target:
-                parameter_sets, ndus = _restore_h5(source, target, source_name)
+                parameter_sets, units = _restore_h5(source, target, source_name)
         else:
             with zipfile.ZipFile(path) as archive, zipfile.ZipFile(plain, "w") as out:
                 for info in archive.infolist():
@@ -222,17 +215,15 @@ def load_embedded(path: Path, kind: str) -> Model:
                     if info.filename == WEIGHTS_MEMBER:
                         buffer = io.BytesIO()
                         with h5py.File(io.BytesIO(data), "r") as source, h5py.File(buffer, "w") as target:
-                            parameter_sets, ndus = _restore_h5(source, target, source_name)
+                            parameter_sets, units = _restore_h5(source, target, source_name)
                         data = buffer.getvalue()
                     out.writestr(info, data)
         model = _keras.read(plain, kind)
-    unknown = sorted(set(ndus) - set(model.tensors))
+    unknown = sorted(set(units) - set(model.tensors))
     if unknown:
         raise BitstreamError(f"{source_name}: coded datasets name variables the model lacks: {unknown[:5]!r}")
-    for key, ndu in ndus.items():
+    coded = {}
+    for key, (ndu, shape) in units.items():
         tensor = model.tensors[key]
-        wrapped = CodedTensor(key, tensor.dtype, tensor.shape, ndu, parameter_sets, tensor.numpy, role=tensor.role)
-        model.tensors[key] = wrapped
-        model.graph.initializers[key] = wrapped
-        model.native.loaded[key] = wrapped
-    return model
+        coded[key] = CodedUnit(ndu, tensor.dtype, shape, tensor.role)
+    return EmbeddedModel(model, parameter_sets, coded)

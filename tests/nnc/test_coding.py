@@ -12,7 +12,7 @@ import pytest
 
 from nnrconv import nnc
 from nnrconv.core._errors import BitstreamError, UnsupportedError
-from nnrconv.nnc import _coding, _decoding, cabac
+from nnrconv.nnc import _coding, _decoding, _snr_search, cabac
 from nnrconv.nnc._framing import read_units
 from nnrconv.nnc._ndu import CompressedDataUnit
 
@@ -20,7 +20,7 @@ LOSSLESS = nnc.CodingOptions(lossless=True)
 
 
 def _snr(a: np.ndarray, b: np.ndarray) -> float:
-    return _coding.snr_db(a.astype(np.float64), b.astype(np.float64))
+    return _snr_search.snr_db(a.astype(np.float64), b.astype(np.float64))
 
 
 def _model(seed: int = 0) -> dict[str, np.ndarray]:
@@ -196,6 +196,6 @@ def test_mutated_coded_streams_raise_only_bitstream_errors() -> None:
 def test_grid_detection() -> None:
     step = cabac.step_size(-29)
     values = (np.arange(-40, 41) * step).astype(np.float32)
-    assert _coding.grid_qp(values) == -29
-    assert _coding.grid_qp(np.array([0.1, 0.3], np.float32)) is None
-    assert _coding.grid_qp(np.zeros(4, np.float32)) is not None
+    assert _snr_search.grid_qp(values) == -29
+    assert _snr_search.grid_qp(np.array([0.1, 0.3], np.float32)) is None
+    assert _snr_search.grid_qp(np.zeros(4, np.float32)) is not None

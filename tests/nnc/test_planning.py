@@ -9,7 +9,7 @@ import pytest
 
 from nnrconv import nnc
 from nnrconv.core._errors import UnsupportedError
-from nnrconv.nnc import _coding, cabac
+from nnrconv.nnc import _coding, _snr_search, cabac
 from nnrconv.nnc._planning import fit_plans
 
 F32 = np.finfo(np.float32)
@@ -100,13 +100,13 @@ def test_every_tensor_plans(case: str, mode: str) -> None:
         assert bool(np.all(error <= bound)), (case, mode)
     elif not _same_bits(got, array):
         target = options.weight_snr_db() + (0.0 if array.ndim >= 2 else _coding.NONWEIGHT_SNR_BONUS_DB)
-        assert _coding.snr_db(array.astype(np.float64), got.reshape(array.shape)) >= target - 1e-9, (case, mode)
+        assert _snr_search.snr_db(array.astype(np.float64), got.reshape(array.shape)) >= target - 1e-9, (case, mode)
     # The ordinary tensor beside it keeps its own promise.
     normal = decoded["normal"]
     if mode == "lossless":
         assert _same_bits(normal, NORMAL)
     elif mode != "qp":
-        assert _coding.snr_db(NORMAL, normal) >= options.weight_snr_db()
+        assert _snr_search.snr_db(NORMAL, normal) >= options.weight_snr_db()
 
 
 def test_sentinels_do_not_starve_the_weights_beside_them() -> None:
@@ -137,7 +137,7 @@ def test_window_follows_the_most_elements() -> None:
 
 def test_an_exact_grid_moves_by_octaves_into_the_window() -> None:
     grid = (np.arange(-64, 64, dtype=np.float32) * np.float32(2.0**40)).reshape(8, 16)
-    qp = _coding.grid_qp(grid)
+    qp = _snr_search.grid_qp(grid)
     assert qp is not None
     weights = (np.arange(-512, 512, dtype=np.float32) * np.float32(2.0**-30)).reshape(32, 32)
     data = nnc.encode_model([("w", weights), ("g", grid)], b"", 0, options=MODES["lossless"])

@@ -25,10 +25,8 @@ def test_registered_through_entry_point() -> None:
     fmt = get_registry().get("nnef")
     assert isinstance(fmt, NnefFormat)
     assert (fmt.topology_code, fmt.requires, fmt.directory) == (1, ("nnef",), True)
-    assert set(fmt.capabilities()) == {
-        "load", "save", "save_embedded", "topology_bytes", "from_topology", "run",
-        "session",
-    }
+    expected = {"load", "save", "save_embedded", "extract_embedded", "topology_bytes", "from_topology", "run"}
+    assert set(fmt.capabilities()) == expected | {"session"}
 
 
 def test_formats_command_does_not_import_frameworks() -> None:

@@ -32,7 +32,10 @@ def test_registered_through_entry_point() -> None:
     fmt = get_registry().get("onnx")
     assert isinstance(fmt, OnnxFormat)
     assert (fmt.topology_code, fmt.patterns, fmt.requires) == (2, ("*.onnx",), ("onnx",))
-    expected = {"load", "save", "topology_bytes", "from_topology", "save_embedded", "run", "session", "split"}
+    expected = {
+        "load", "save", "topology_bytes", "from_topology", "save_embedded", "extract_embedded", "run", "session",
+        "split",
+    }
     assert set(fmt.capabilities()) == expected
 
 

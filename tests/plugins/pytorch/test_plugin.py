@@ -32,7 +32,10 @@ def test_registered_through_entry_point() -> None:
     fmt = get_registry().get("pytorch")
     assert isinstance(fmt, PyTorchFormat)
     assert (fmt.topology_code, fmt.requires) == (3, ("torch",))
-    expected = {"load", "save", "topology_bytes", "from_topology", "save_embedded", "run", "session", "split"}
+    expected = {
+        "load", "save", "topology_bytes", "from_topology", "save_embedded", "extract_embedded", "run", "session",
+        "split",
+    }
     assert set(fmt.capabilities()) == expected
     assert fmt.embedded_patterns == ("*.nnr.pt2", "*.nnr.pt", "*.nnr.pth", "*.nnr.jit", "*.nnr.torchscript")
 

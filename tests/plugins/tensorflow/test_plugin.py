@@ -31,10 +31,8 @@ def test_registered_through_entry_point() -> None:
     fmt = get_registry().get("tensorflow")
     assert isinstance(fmt, TensorFlowFormat)
     assert (fmt.topology_code, fmt.requires, fmt.directory) == (4, ("tensorflow",), True)
-    assert set(fmt.capabilities()) == {
-        "load", "save", "topology_bytes", "from_topology", "save_embedded", "run",
-        "session",
-    }
+    expected = {"load", "save", "topology_bytes", "from_topology", "save_embedded", "extract_embedded", "run"}
+    assert set(fmt.capabilities()) == expected | {"session"}
     assert fmt.embedded_patterns == (
         "*.nnr.pb", "*.nnr_savedmodel", "*.nnr_saved_model", "*.nnr.keras", "*.nnr.h5", "*.nnr.hdf5",
     )
