@@ -41,7 +41,15 @@ from onnx import helper
 
 from nnrconv.core import FormatError
 from nnrconv_onnx import _embed_v1
-from nnrconv_onnx._weights import CONSTANT, WeightSite, clear_payload, payload_field, set_payload, weight_sites
+from nnrconv_onnx._weights import (
+    CONSTANT,
+    WeightSite,
+    clear_payload,
+    payload_field,
+    set_payload,
+    tensor_dtype,
+    weight_sites,
+)
 
 __all__ = [
     "DOMAIN",
@@ -273,9 +281,18 @@ def restore(proto: onnx.ModelProto, arrays: Callable[[str], np.ndarray | None], 
 
 
 def _fill(tensor: onnx.TensorProto, array: np.ndarray | None, tensor_id: str, flags: int) -> None:
-    """Put the payload back, in the field it came from."""
+    """Put the payload back, in the field it came from.
+
+    Without values (the seam decodes them later), a tensor that came from a typed field gets
+    zeros there: the field is how the rewrite knows to put the values back where the file had
+    them (float_data stays float_data, and the plain file comes back byte for byte).
+    """
+    field = (flags >> 1) & 0b111
+    if array is None and field:
+        dtype = tensor_dtype(tensor)
+        if dtype is not None:
+            array = np.zeros(int(np.prod(tensor.dims, dtype=np.int64)), dtype=dtype.storage_dtype)
     if array is not None:
-        field = (flags >> 1) & 0b111
         set_payload(tensor, array, tensor_id, field=_TYPED_FIELDS[field - 1] if field else "raw_data")
 
 

@@ -14,15 +14,29 @@ from torch.utils import _pytree
 
 from nnrconv.core import DType, FormatError, InputSpec, Model, UnsupportedError
 from nnrconv_pytorch import _archive
-from nnrconv_pytorch._torchio import _DTYPES, Native, to_numpy
+from nnrconv_pytorch._torchio import _DTYPES, Native, to_numpy, to_torch
 
 __all__ = ["input_specs", "run", "session"]
 
 
 def _native(model: Model) -> Native:
+    """The model's program or module, holding the model's current tensor values.
+
+    NOTE: the module is built once, at load; a model that shares it may bring other values for
+    its tensors (an embedded archive loads over zero placeholders and decodes on first access; a
+    rate allocation's probe replaces tensors), so those are copied in before it runs.
+    """
     native = model.native
     if not isinstance(native, Native) or native.kind not in ("program", "script"):
         raise UnsupportedError("a PyTorch state dict has no graph to run; compare tensors with `nnrconv diff`")
+    stale = {k: t for k, t in model.tensors.items() if k in native.held and native.held[k] is not t}
+    if stale:
+        slots = native.module.state_dict if native.kind == "program" else native.module.state_dict()
+        with torch.no_grad():
+            for key, tensor in stale.items():
+                target = slots[key]
+                target.copy_(to_torch(tensor).reshape(target.shape).to(target.dtype))
+                native.held[key] = tensor
     return native
 
 

@@ -46,7 +46,7 @@ from nnrconv.core import (
     ValueInfo,
     restore_narrow,
 )
-from nnrconv_pytorch import _archive, _safetensors, _shards, _topology
+from nnrconv_pytorch import _archive, _roles, _safetensors, _shards, _topology
 from nnrconv_pytorch._archive import Record, Slot
 
 __all__ = ["Native", "from_topology", "load", "save", "to_numpy", "topology_bytes"]
@@ -93,6 +93,9 @@ class Native:
         module: the loaded ExportedProgram or ScriptModule (for running), loaded once.
         layout: state dicts read from safetensors: shard files, their metadata, the index and
             the files beside it (`_shards`), written back as they were.
+        held: per state_dict key, the model tensor whose values `module` holds now; the runtime
+            copies any other tensor the model gives that key (an embedded placeholder decoded, a
+            rate probe's replacement) into the module before running it.
     """
 
     kind: str
@@ -100,6 +103,7 @@ class Native:
     slots: dict[str, Slot] = field(default_factory=dict)
     module: Any = None
     layout: _shards.Layout | None = None
+    held: dict[str, Tensor] = field(default_factory=dict)
 
 
 # -- tensors ---------------------------------------------------------------------------------------
@@ -138,91 +142,6 @@ def to_torch(tensor: Tensor) -> torch.Tensor:
 
 # -- roles -----------------------------------------------------------------------------------------
 
-_MODULE_ROLES: dict[str, dict[str, TensorRole]] = {
-    "batchnorm": {
-        "weight": TensorRole.BN_GAMMA,
-        "bias": TensorRole.BN_BETA,
-        "running_mean": TensorRole.BN_MEAN,
-        "running_var": TensorRole.BN_VAR,
-    },
-}
-
-
-def _role_in_module(module_type: str, attribute: str) -> TensorRole:
-    kind = module_type.lower()
-    if "batchnorm" in kind:
-        return _MODULE_ROLES["batchnorm"].get(attribute, TensorRole.OTHER)
-    if any(k in kind for k in ("conv", "linear", "lstm", "gru", "rnn", "embedding", "norm", "bilinear")):
-        if attribute.startswith("weight"):
-            return TensorRole.WEIGHT
-        if attribute.startswith("bias"):
-            return TensorRole.BIAS
-    return TensorRole.OTHER
-
-
-def roles_from_names(keys: Collection[str]) -> dict[str, TensorRole]:
-    """Roles of state_dict keys from their suffixes, only for when the module types are unknown.
-
-    A module with ``running_mean`` is a batch norm; otherwise ``weight*`` and ``bias*`` are
-    weights and biases.
-    """
-    prefixes = {k.rsplit(".", 1)[0] for k in keys if k.endswith(".running_mean")}
-    roles = {}
-    for key in keys:
-        prefix, _, attribute = key.rpartition(".")
-        roles[key] = _role_in_module("batchnorm" if prefix in prefixes else "linear", attribute)
-    return roles
-
-
-def _roles_from_program(program: Any) -> dict[str, TensorRole]:
-    """Roles from the exported graph: which ATen op takes each parameter or buffer, and where."""
-    signature = program.graph_signature
-    placeholders = {**signature.inputs_to_parameters, **signature.inputs_to_buffers}
-    roles: dict[str, TensorRole] = {}
-
-    def mark(arg: Any, role: TensorRole) -> None:
-        name = getattr(arg, "name", None)
-        if name in placeholders:
-            roles.setdefault(placeholders[name], role)
-
-    for node in program.graph.nodes:
-        if node.op != "call_function":
-            continue
-        target = str(node.target)
-        args = list(node.args)
-        if "embedding" in target and args:
-            mark(args[0], TensorRole.WEIGHT)
-        elif any(op in target for op in ("conv", "linear")) and len(args) > 1:
-            mark(args[1], TensorRole.WEIGHT)
-            if len(args) > 2:
-                mark(args[2], TensorRole.BIAS)
-        elif "batch_norm" in target and len(args) >= 5:
-            for arg, role in zip(
-                args[1:5], (TensorRole.BN_GAMMA, TensorRole.BN_BETA, TensorRole.BN_MEAN, TensorRole.BN_VAR), strict=True
-            ):
-                mark(arg, role)
-        elif any(op in target for op in ("lstm", "gru", "rnn")):
-            lists = [a for a in args if isinstance(a, (list, tuple))]
-            params = max(lists, key=lambda a: sum(getattr(x, "name", None) in placeholders for x in a), default=[])
-            for arg in params:
-                dims = len(getattr(arg, "meta", {}).get("val", torch.empty(0)).shape)
-                mark(arg, TensorRole.WEIGHT if dims >= 2 else TensorRole.BIAS)
-        elif "norm" in target and len(args) >= 4:
-            mark(args[2], TensorRole.WEIGHT)
-            mark(args[3], TensorRole.BIAS)
-    return roles
-
-
-def _roles_from_script(module: Any) -> dict[str, TensorRole]:
-    """Roles from the TorchScript module tree: each tensor's owning module type and attribute."""
-    roles: dict[str, TensorRole] = {}
-    for prefix, sub in module.named_modules():
-        kind = getattr(sub, "original_name", type(sub).__name__)
-        for name, _ in [*sub.named_parameters(recurse=False), *sub.named_buffers(recurse=False)]:
-            roles[f"{prefix}.{name}" if prefix else name] = _role_in_module(kind, name)
-    return roles
-
-
 # -- loading ---------------------------------------------------------------------------------------
 
 
@@ -238,7 +157,7 @@ def load(path: Path) -> Model:
     source = str(path)
     if path.is_dir() or path.name.lower().endswith(_shards.INDEX_SUFFIX):
         tensors, layout = _shards.read_checkpoint(path)
-        _assign_roles(tensors, roles_from_names(list(tensors)))
+        _roles.assign(tensors, _roles.from_names(list(tensors)))
         return _state_dict_model(tensors, layout)
     try:
         with open(path, "rb") as f:
@@ -247,7 +166,7 @@ def load(path: Path) -> Model:
         raise FormatError(f"{source}: cannot read: {exc.strerror}") from exc
     if _safetensors.looks_like_safetensors(head):
         tensors = _safetensors.read(path)
-        _assign_roles(tensors, roles_from_names(list(tensors)))
+        _roles.assign(tensors, _roles.from_names(list(tensors)))
         metadata = _safetensors.read_metadata(path)
         layout = _shards.Layout([_shards.Shard(None, metadata, list(tensors))]) if metadata else None
         return _state_dict_model(tensors, layout)
@@ -297,7 +216,7 @@ def _load_state_dict_file(path: Path | io.BytesIO, source: str, *, mmap: bool) -
         raise FormatError(f"{source}: corrupt or truncated PyTorch file ({first})") from None
     state = _unwrap(obj, source)
     tensors = {key: _array_tensor(key, value) for key, value in state.items()}
-    _assign_roles(tensors, roles_from_names(list(tensors)))
+    _roles.assign(tensors, _roles.from_names(list(tensors)))
     return _state_dict_model(tensors)
 
 
@@ -322,11 +241,6 @@ def _unwrap(obj: Any, source: str) -> dict[str, torch.Tensor]:
     if all(k.startswith("module.") for k in keys):
         return {k[len("module.") :]: v for k, v in zip(keys, state.values(), strict=True)}
     return dict(zip(keys, state.values(), strict=True))
-
-
-def _assign_roles(tensors: Mapping[str, Tensor], roles: Mapping[str, TensorRole]) -> None:
-    for key, tensor in tensors.items():
-        tensor.role = roles.get(key, TensorRole.OTHER)
 
 
 def _state_dict_model(tensors: dict[str, Tensor], layout: _shards.Layout | None = None) -> Model:
@@ -369,12 +283,12 @@ def _load_program(data: bytes, records: list[Record], source: str) -> Model:
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise FormatError(f"{source}: torch.export.load cannot read the archive ({first})") from None
-    roles = _roles_from_program(program)
+    roles = _roles.from_program(program)
     tensors = {
         key: _array_tensor(key, value, roles.get(key, TensorRole.OTHER)) for key, value in program.state_dict.items()
     }
     graph = _program_graph(program)
-    native = Native("program", records, _archive.payload_records_pt2(records, source), program)
+    native = Native("program", records, _archive.payload_records_pt2(records, source), program, held=dict(tensors))
     return Model(graph, tensors, source_format=FORMAT, native=native, metadata={"container": "pt2"})
 
 
@@ -401,7 +315,7 @@ def _load_script(data: bytes, records: list[Record], source: str) -> Model:
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise FormatError(f"{source}: torch.jit.load cannot read the archive ({first})") from None
-    roles = _roles_from_script(module)
+    roles = _roles.from_script(module)
     state = module.state_dict()
     tensors = {key: _array_tensor(key, value, roles.get(key, TensorRole.OTHER)) for key, value in state.items()}
     slots = _archive.payload_records_script(records, list(tensors), {k: t.nbytes for k, t in tensors.items()}, source)
@@ -410,7 +324,7 @@ def _load_script(data: bytes, records: list[Record], source: str) -> Model:
         graph.nodes.append(
             Node(node.kind(), [v.debugName() for v in node.inputs()], [v.debugName() for v in node.outputs()])
         )
-    native = Native("script", records, slots, module)
+    native = Native("script", records, slots, module, held=dict(tensors))
     return Model(graph, tensors, source_format=FORMAT, native=native, metadata={"container": "torchscript"})
 
 
@@ -570,7 +484,7 @@ def _state_dict_from_topology(parsed: _topology.Topology, tensors: Mapping[str, 
     extra = [k for k in tensors if k not in result]
     if extra:
         raise BitstreamError(f"data unit tensor {extra[0]!r} is not in the state dict", tensor=extra[0])
-    _assign_roles(result, roles_from_names(list(result)))
+    _roles.assign(result, _roles.from_names(list(result)))
     layout = parsed.manifest.get("layout")
     return _state_dict_model(result, None if layout is None else _shards.layout_from_manifest(layout))
 
