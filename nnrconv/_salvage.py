@@ -18,7 +18,7 @@ import numpy as np
 
 from nnrconv import nnc
 
-__all__ = ["SalvageWarning", "decode"]
+__all__ = ["SalvageWarning", "decode", "received_units"]
 
 
 class SalvageWarning(UserWarning):
@@ -27,6 +27,27 @@ class SalvageWarning(UserWarning):
 
 def _warn(message: str) -> None:
     warnings.warn(message, SalvageWarning, stacklevel=3)
+
+
+def received_units(data: bytes, source: str) -> bytes:
+    """The complete units of a stream cut short in transmission (an update's come most useful
+    first), with one warning saying how many data units arrived; `data` itself when it ends
+    on a unit boundary. A unit whose size field runs past the end reads as the cut.
+
+    Raises:
+        BitstreamError: the cut comes before the parameter sets and topology (exit code 4).
+    """
+    from nnrconv._updates import applicable_part, received_part
+
+    if not received_part(data).dropped:
+        return data
+    part = applicable_part(data, source)
+    ndus = sum(isinstance(p.unit, nnc.CompressedDataUnit) for p in nnc.read_units(part, source))
+    _warn(
+        f"{source}: the stream is cut at byte {len(data)}, inside a unit: its {ndus} complete data units "
+        f"are decoded, the base kept for the rest ({len(data) - len(part)} bytes of the incomplete unit dropped)"
+    )
+    return part
 
 
 def decode(data: bytes, *, source: str, jobs: int | None = None, base: nnc.BaseModel | None = None) -> nnc.DecodedModel:
