@@ -20,9 +20,10 @@ or nnrconv's synthetic inputs), and for the same units by relative difference en
 (what nnrconv does without a runner, `nnc.importance_order`), by absolute difference energy and
 in the model's tensor order: the data units applied, the output SNR against the fine-tuned
 model's outputs (onnxruntime, on seeded inputs other than those the order was measured on), and
-the share of the base's output error the received part removes; last, that share averaged over
-the received fractions (the area under each curve). All four carry the same units without the
-integrity record (reordering would break its CRC list), so the byte fractions compare.
+the share of the base's output error the received part removes; last, the mean of both over the
+received fractions (the area under each curve; SNR capped at 100 dB). All four carry the same
+units without the integrity record (reordering would break its CRC list), so the byte fractions
+compare.
 """
 
 from __future__ import annotations
@@ -160,6 +161,7 @@ def main() -> None:
             f"{'':>9} {'':>8} | " + " | ".join(f"{'units':>7} {'out SNR dB':>11} {'err removed':>12}" for _ in variants)
         )
         areas = dict.fromkeys(variants, 0.0)
+        mean_db = dict.fromkeys(variants, 0.0)
         for step in range(args.steps + 1):
             fraction = step / args.steps
             cells = []
@@ -168,6 +170,7 @@ def main() -> None:
                 try:
                     part = applicable_part(cut, "cut")
                 except nnrconv.NNRConvError:
+                    mean_db[key] += _snr(target, start) / (args.steps + 1)
                     cells.append(f"{'-':>7} {_snr(target, start):>11.1f} {0.0:>12.1%}")
                     continue
                 with warnings.catch_warnings():  # what --salvage --base does, without the warnings
@@ -179,9 +182,11 @@ def main() -> None:
                 applied = sum(_is_ndu(p) for p in nnc.read_units(part))
                 removed = 1 - float(np.sum((got - target) ** 2)) / base_error if base_error else 1.0
                 areas[key] += removed / (args.steps + 1)
+                mean_db[key] += min(_snr(target, got), 100.0) / (args.steps + 1)
                 cells.append(f"{applied:>7} {_snr(target, got):>11.1f} {removed:>12.1%}")
             print(f"{fraction:>9.0%} {round(fraction * len(update)):>8} | " + " | ".join(cells))
-        print(f"{'mean':>9} {'':>8} | " + " | ".join(f"{'':>7} {'':>11} {areas[k]:>12.1%}" for k in variants))
+        means = [f"{'':>7} {mean_db[k]:>11.1f} {areas[k]:>12.1%}" for k in variants]
+        print(f"{'mean':>9} {'':>8} | " + " | ".join(means))
 
 
 def _snr(reference: np.ndarray, got: np.ndarray) -> float:

@@ -27,10 +27,9 @@ from nnrconv._cluster import using_cluster
 from nnrconv._files import check_output
 from nnrconv._folder_output import checkpoint_target
 from nnrconv._outputs import name_tells_format
-from nnrconv._salvage import received_units
 from nnrconv._stream_io import open_nnr
 from nnrconv._update_order import measured_importance
-from nnrconv._updates import BasePaths, base_paths, read_base_files
+from nnrconv._updates import BasePaths, applicable_part, base_paths, read_base_files
 from nnrconv.core import Model, NNRConvError, UnsupportedError, get_plugin_manager, get_registry
 
 __all__ = ["convert_files"]
@@ -132,8 +131,8 @@ def _read_whole(
     if src_name != NNR_FORMAT:
         return _api.load(source, src_name)
     data = _api._read_bitstream(source)
-    if partial or (salvage and base_model is not None):  # a cut update applies what arrived
-        data = received_units(data, str(source))
+    if partial or (salvage and base_model is not None):  # a cut before the topology: exit 4, saying so
+        applicable_part(data, str(source))
     # A cut update's missing units are checked against its integrity record like lost ones.
     return _api.decode(
         data, source=str(source), jobs=threads, progress=progress, base=base_model, salvage=salvage or partial

@@ -6,7 +6,9 @@ The stream-level work (which units survive, resynchronising after damage) is `nn
 this module fills each lost tensor and tells the user, one `SalvageWarning` per lost unit, naming
 the unit index and byte offset: from `--base` when the base has a tensor of that name and shape,
 else zeros of the dimensions the damaged unit's header still declares. Units whose tensors are
-unknown (a damaged header, units missing after a cut) can only be filled from a base.
+unknown (a damaged header, units missing after a cut) can only be filled from a base. An update
+cut short in transmission is the same case: its complete units (most useful first) apply, the
+base keeps the rest, and one line says how many arrived.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 
 from nnrconv import nnc
 
-__all__ = ["SalvageWarning", "decode", "received_units"]
+__all__ = ["SalvageWarning", "decode"]
 
 
 class SalvageWarning(UserWarning):
@@ -27,27 +29,6 @@ class SalvageWarning(UserWarning):
 
 def _warn(message: str) -> None:
     warnings.warn(message, SalvageWarning, stacklevel=3)
-
-
-def received_units(data: bytes, source: str) -> bytes:
-    """The complete units of a stream cut short in transmission (an update's come most useful
-    first), with one warning saying how many data units arrived; `data` itself when it ends
-    on a unit boundary. A unit whose size field runs past the end reads as the cut.
-
-    Raises:
-        BitstreamError: the cut comes before the parameter sets and topology (exit code 4).
-    """
-    from nnrconv._updates import applicable_part, received_part
-
-    if not received_part(data).dropped:
-        return data
-    part = applicable_part(data, source)
-    ndus = sum(isinstance(p.unit, nnc.CompressedDataUnit) for p in nnc.read_units(part, source))
-    _warn(
-        f"{source}: the stream is cut at byte {len(data)}, inside a unit: its {ndus} complete data units "
-        f"are decoded, the base kept for the rest ({len(data) - len(part)} bytes of the incomplete unit dropped)"
-    )
-    return part
 
 
 def decode(data: bytes, *, source: str, jobs: int | None = None, base: nnc.BaseModel | None = None) -> nnc.DecodedModel:
@@ -61,6 +42,13 @@ def decode(data: bytes, *, source: str, jobs: int | None = None, base: nnc.BaseM
     fills = {name: t.values for name, t in base.tensors.items()} if base is not None else {}
     for note in salvaged.notes:
         _warn(f"{source}: {note}")
+    cut = any(unit.reason.startswith(("cut:", "missing: the stream is cut")) for unit in salvaged.lost)
+    if cut and base is not None:  # an update cut short in transmission: what arrived applies
+        ndus = sum(isinstance(p.unit, nnc.CompressedDataUnit) for p in nnc.read_units(salvaged.stream, source))
+        _warn(
+            f"{source}: the stream is cut short at byte {len(data)}: its {ndus} complete data units are "
+            f"decoded, {base.source} kept for the rest"
+        )
     unknown = [unit for unit in salvaged.lost if not unit.tensors]
     filled = f"filled from {base.source}" if base is not None else "give --base BASE.nnr to fill them"
     missing = [unit for unit in unknown if unit.unit_index is None]
