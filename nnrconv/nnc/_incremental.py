@@ -246,8 +246,9 @@ def importance_order(
     """Names of an update's tensors, largest expected output improvement (per byte, given the
     units' `sizes`) first.
 
-    `measured`: per tensor, the output improvement measured by running the model with that
-    tensor's difference alone applied (`nnrconv._update_order`). When it names every measurable
+    `measured`: per tensor, the output improvement measured by running the model (the output
+    error left when that tensor alone keeps its base value, `nnrconv._update_order`; a negative
+    value goes last). When it names every measurable
     tensor it decides the order; otherwise (no runner, or some tensor left out, whose scale
     would not compare) the expected improvement of applying a tensor's update is its relative
     difference energy, Σ(new - base)² / Σ base²: a layer's output moves by about the relative
@@ -273,7 +274,7 @@ def importance_order(
             if scale == 0:
                 return (-np.inf, index)
             gain = float(np.dot(diff, diff)) / scale
-        if sizes is not None and gain > 0:  # a unit that alone makes things worse goes last
+        if sizes is not None and gain > 0:  # no gain stays no gain, whatever the size
             gain /= max(1, sizes.get(name, 1))
         return (-gain, index)
 
