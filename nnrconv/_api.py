@@ -391,10 +391,12 @@ def convert(
     conversion incremental: native → NNR writes an update of the model the base decodes to (only
     the differences are coded, parents named as `parent_ref` says: "sha256" binds the update to
     that exact base, "id" names parents by node id only); NNR → native restores a model from an
-    update and its base; with `partial`, an update cut short (in transmission) applies its
-    complete data units and keeps the base for the rest.
+    update and its base. Writing an update of a model the format can run orders its data units
+    by measured output improvement (on `calibration`, else synthetic inputs; `_update_order`).
 
-    `salvage` (NNR input only): decode what survives of a damaged bitstream, `base` filling losses.
+    `salvage` (NNR input only): decode what survives of a damaged bitstream, `base` filling
+    losses; with `base`, an update cut short (in transmission) applies its complete data units
+    and keeps the base for the rest. `partial` is the same, kept as an alias that requires a base.
 
     A rate target in `options` (`output_snr_db`, `bits_per_param`, `size_bytes`) is met by a
     per-tensor plan measured on `calibration` (an `.npz` or a folder of them; default: seeded

@@ -59,7 +59,8 @@ def rate_options(command):  # type: ignore[no-untyped-def]
             "--calibration",
             type=click.Path(path_type=str, exists=True),
             metavar="PATH",
-            help="Calibration inputs: an .npz (first axis = samples) or a folder of .npz feeds.",
+            help="Calibration inputs (for a rate target, and to rank an update's data units): an .npz "
+            "(first axis = samples) or a folder of .npz feeds.",
         ),
     ]
     for decorator in reversed(decorators):

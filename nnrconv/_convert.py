@@ -5,7 +5,7 @@
 Kept apart from `_api` (which holds the public signature and docstring) so that each stays
 small. An NNR input is decoded one of two ways: as it is written (`_stream_io.open_nnr`: lazy
 tensors decoded ahead within a memory window, for checkpoints larger than memory) when nothing
-needs the whole stream at once; whole (`_api.decode`) for salvage, a cut update (`partial`), an
+needs the whole stream at once; whole (`_api.decode`) for salvage (and a cut update), an
 update applied to its base chain, an output the model must name first, and NNR embedded in a
 native container (whose data units move as they are).
 """
@@ -13,6 +13,7 @@ native container (whose data units move as they are).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import tempfile
 import time
@@ -27,6 +28,7 @@ from nnrconv._files import check_output
 from nnrconv._folder_output import checkpoint_target
 from nnrconv._outputs import name_tells_format
 from nnrconv._stream_io import open_nnr
+from nnrconv._update_order import measured_importance
 from nnrconv._updates import BasePaths, applicable_part, base_paths, read_base_files
 from nnrconv.core import Model, NNRConvError, UnsupportedError, get_plugin_manager, get_registry
 
@@ -129,8 +131,8 @@ def _read_whole(
     if src_name != NNR_FORMAT:
         return _api.load(source, src_name)
     data = _api._read_bitstream(source)
-    if partial:
-        data = applicable_part(data, str(source))
+    if partial or (salvage and base_model is not None):  # a cut before the topology: exit 4, saying so
+        applicable_part(data, str(source))
     # A cut update's missing units are checked against its integrity record like lost ones.
     return _api.decode(
         data, source=str(source), jobs=threads, progress=progress, base=base_model, salvage=salvage or partial
@@ -168,12 +170,19 @@ def _write(
             model = _translate(model, source, src_name, dst_name, Path(workdir), input_shapes)
             _api.save(model, target, dst_name, force=force, inputs=inputs, options=options, progress=progress)
         return allocation
-    if input_shapes and allocation is None:
-        raise UnsupportedError(
-            f"{target}: input shapes apply to conversion into another format and to a rate target's "
-            "synthetic calibration inputs"
-        )
     update_base = base_model if dst_name == NNR_FORMAT else None
+    if input_shapes and allocation is None and update_base is None:
+        raise UnsupportedError(
+            f"{target}: input shapes apply to conversion into another format, to a rate target's "
+            "and to an update's synthetic calibration inputs"
+        )
+    if update_base is not None:  # units most useful first, as measured by running the model
+        importance = measured_importance(
+            model, update_base, _plugin(model.source_format) if model.source_format else None,
+            calibration=calibration, input_shapes=input_shapes,
+        )  # fmt: skip
+        if importance is not None:
+            options = dataclasses.replace(options or nnc.CodingOptions(), importance=importance)
     _api.save(
         model, target, dst_name, force=force, inputs=inputs, options=options, progress=progress, base=update_base
     )

@@ -6,7 +6,9 @@ The stream-level work (which units survive, resynchronising after damage) is `nn
 this module fills each lost tensor and tells the user, one `SalvageWarning` per lost unit, naming
 the unit index and byte offset: from `--base` when the base has a tensor of that name and shape,
 else zeros of the dimensions the damaged unit's header still declares. Units whose tensors are
-unknown (a damaged header, units missing after a cut) can only be filled from a base.
+unknown (a damaged header, units missing after a cut) can only be filled from a base. An update
+cut short in transmission is the same case: its complete units (most useful first) apply, the
+base keeps the rest, and one line says how many arrived.
 """
 
 from __future__ import annotations
@@ -40,6 +42,13 @@ def decode(data: bytes, *, source: str, jobs: int | None = None, base: nnc.BaseM
     fills = {name: t.values for name, t in base.tensors.items()} if base is not None else {}
     for note in salvaged.notes:
         _warn(f"{source}: {note}")
+    cut = any(unit.reason.startswith(("cut:", "missing: the stream is cut")) for unit in salvaged.lost)
+    if cut and base is not None:  # an update cut short in transmission: what arrived applies
+        ndus = sum(isinstance(p.unit, nnc.CompressedDataUnit) for p in nnc.read_units(salvaged.stream, source))
+        _warn(
+            f"{source}: the stream is cut short at byte {len(data)}: its {ndus} complete data units are "
+            f"decoded, {base.source} kept for the rest"
+        )
     unknown = [unit for unit in salvaged.lost if not unit.tensors]
     filled = f"filled from {base.source}" if base is not None else "give --base BASE.nnr to fill them"
     missing = [unit for unit in unknown if unit.unit_index is None]

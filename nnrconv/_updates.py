@@ -104,7 +104,8 @@ def applicable_part(data: bytes, source: str) -> bytes:
     part = received_part(data)
     if part.data and not part.dropped:
         return part.data
-    kinds = {type(p.unit) for p in nnc.read_units(part.data, source)} if part.units else set()
+    units = [p.unit for p in nnc.read_units(part.data, source)] if part.units else []
+    kinds = {type(unit) for unit in units if not _is_integrity_record(unit)}
     if nnc.ModelParameterSet not in kinds or not kinds & {nnc.TopologyUnit, nnc.CompressedDataUnit}:
         cut = BitstreamError(
             f"the update is cut at byte {len(part.data)}, before its topology or first data unit; nothing to apply",
@@ -113,3 +114,10 @@ def applicable_part(data: bytes, source: str) -> bytes:
         )
         raise with_source(cut, source)
     return part.data
+
+
+def _is_integrity_record(unit: object) -> bool:
+    """The integrity record travels as a topology unit too (`nnc._integrity`); it is no topology."""
+    from nnrconv.nnc._integrity import MAGIC
+
+    return isinstance(unit, nnc.TopologyUnit) and bytes(unit.topology_data).startswith(MAGIC)

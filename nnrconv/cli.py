@@ -195,14 +195,14 @@ def _make_options(
 @click.option(
     "--partial",
     is_flag=True,
-    help="With --base: an update cut short applies its complete data units (most important first) "
-    "and keeps the base elsewhere.",
+    help="The same as --salvage (which needs --base for this): an update cut short applies its "
+    "complete data units (most important first) and keeps the base elsewhere.",
 )
 @click.option(
     "--salvage",
     is_flag=True,
     help="Decode what survives of a damaged .nnr: lost data units cost only their tensors (from --base, "
-    "else zeros), each named on stderr.",
+    "else zeros), each named on stderr. With --base, an update cut short applies its complete units.",
 )
 @click.option(
     "--verify-key",
@@ -283,8 +283,6 @@ def convert(
             cluster=cluster,
             send_tensors=send_tensors,
         )
-    if partial and not quiet:
-        _echo_partial(source)
     if not quiet:
         ratio = result.target_bytes / result.source_bytes if result.source_bytes else 0.0
         click.echo(
@@ -295,15 +293,6 @@ def convert(
         )
         if result.allocation:
             click.echo(f"allocation: {result.allocation}")
-
-
-def _echo_partial(source: str) -> None:
-    from nnrconv._updates import received_part
-
-    with open(source, "rb") as f:
-        part = received_part(f.read())
-    ndus = sum(isinstance(p.unit, nnc.CompressedDataUnit) for p in nnc.read_units(part.data, source))
-    click.echo(f"{source}: {ndus} complete data units applied, the base kept elsewhere ({part.dropped} bytes cut)")
 
 
 @cli.command()

@@ -14,9 +14,9 @@ mix of the classes). Every round:
    (`nnc.read_chain`: round 0's full model, then each round's merged update).
 
 It prints, per round, the accuracy of the global model and the bytes that travelled, against
-plain float32 updates. When Flower (`pip install nnrconv[federated]`) is importable, the server
-also averages with Flower's FedAvg aggregation (`flwr.server.strategy.aggregate.aggregate`) and
-checks that both averages agree (to the coding precision); the NNR part runs without it.
+plain float32 updates. This file needs only nnrconv and numpy; `flower_nnr.py` runs the same
+federation with Flower's server loop and strategy API. When Flower is importable, this loop too
+checks its average against Flower's FedAvg arithmetic (`flwr.server.strategy.aggregate`).
 
 Run: python examples/federated/federated_nnr.py [--rounds 5] [--clients 8]
 """

@@ -157,6 +157,11 @@ class CodingOptions:
             WEIGHT tensors are coded at `qp` / `snr_db`, biases and batch-norm tensors at the
             finer QP / higher SNR of non-weights. A tensor not named, or of role OTHER, is a
             weight when it has two dimensions or more (NNCodec's rule).
+        importance: for an update (`encode_update`), per tensor name, a measured output
+            improvement (`nnrconv._update_order`: the output error left when that tensor alone
+            keeps its base value); data units go out in decreasing improvement per byte. Without
+            it (or when it leaves a float tensor out), the relative difference energy stands in
+            (`importance_order`).
 
     Raises:
         ValueError: an option is out of range, or `qp`, `codebook` or `lambda_scale` is given
@@ -179,6 +184,7 @@ class CodingOptions:
     size_bytes: int | None = None
     bfloat16_tensors: frozenset[str] = frozenset()
     roles: Mapping[str, TensorRole] | None = field(default=None, hash=False)
+    importance: Mapping[str, float] | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         targets = [t for t in (self.output_snr_db, self.bits_per_param, self.size_bytes) if t is not None]

@@ -207,7 +207,8 @@ def _encode(
     ndus = {name: unit for (name, _, _), unit in zip(named, coded, strict=True) if unit}
     if base is not None:  # most important first: a cut update still applies its complete units
         sizes = {name: len(unit) for name, unit in ndus.items()}
-        ndus = {name: ndus[name] for name in importance_order([(n, a) for n, a, _ in named if n in ndus], base, sizes)}
+        sent = [(n, a) for n, a, _ in named if n in ndus]
+        ndus = {name: ndus[name] for name in importance_order(sent, base, sizes, measured=options.importance)}
     return b"".join(head[:2]), head[2:], ndus
 
 

@@ -27,7 +27,7 @@ update can apply the complete ones and keep the base for the rest.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -237,30 +237,44 @@ def _node(
 
 
 def importance_order(
-    tensors: Sequence[tuple[str, np.ndarray]], base: BaseModel, sizes: dict[str, int] | None = None
+    tensors: Sequence[tuple[str, np.ndarray]],
+    base: BaseModel,
+    sizes: dict[str, int] | None = None,
+    *,
+    measured: Mapping[str, float] | None = None,
 ) -> list[str]:
     """Names of an update's tensors, largest expected output improvement (per byte, given the
     units' `sizes`) first.
 
-    Without a measured sensitivity, the expected improvement of applying a tensor's update is its
-    relative difference energy, Σ(new - base)² / Σ base²: a layer's output moves by about the
-    relative change of its weights whatever their scale (a batch-norm variance of 100 and a
-    kernel of 0.01 count alike). Ties keep stream order; tensors whose difference cannot be
-    measured (not numeric, or a zero base) go first.
+    `measured`: per tensor, the output improvement measured by running the model (the output
+    error left when that tensor alone keeps its base value, `nnrconv._update_order`; a negative
+    value goes last). When it names every measurable
+    tensor it decides the order; otherwise (no runner, or some tensor left out, whose scale
+    would not compare) the expected improvement of applying a tensor's update is its relative
+    difference energy, Σ(new - base)² / Σ base²: a layer's output moves by about the relative
+    change of its weights whatever their scale (a batch-norm variance of 100 and a kernel of
+    0.01 count alike). Ties keep stream order; tensors whose difference cannot be measured (not
+    numeric, or a zero base) go first.
     """
+    by_output = measured is not None and all(
+        name in measured for name, array in tensors if name in base.tensors and array.dtype.kind == "f"
+    )
 
     def score(item: tuple[int, tuple[str, np.ndarray]]) -> tuple[float, int]:
         index, (name, array) = item
         before = base.tensors.get(name)
         if before is None or not np.issubdtype(array.dtype, np.number):
             return (-np.inf, index)
-        old = before.values.astype(np.float64).ravel()
-        diff = array.astype(np.float64).ravel() - old
-        scale = float(np.dot(old, old))
-        if scale == 0:
-            return (-np.inf, index)
-        gain = float(np.dot(diff, diff)) / scale
-        if sizes is not None:
+        if by_output and name in measured:  # type: ignore[operator]
+            gain = float(measured[name])  # type: ignore[index]
+        else:
+            old = before.values.astype(np.float64).ravel()
+            diff = array.astype(np.float64).ravel() - old
+            scale = float(np.dot(old, old))
+            if scale == 0:
+                return (-np.inf, index)
+            gain = float(np.dot(diff, diff)) / scale
+        if sizes is not None and gain > 0:  # no gain stays no gain, whatever the size
             gain /= max(1, sizes.get(name, 1))
         return (-gain, index)
 
