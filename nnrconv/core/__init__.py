@@ -18,7 +18,7 @@ from nnrconv.core._errors import (
     UnsupportedError,
     UsageError,
 )
-from nnrconv.core._format import FormatPlugin, InputSpec
+from nnrconv.core._format import FormatPlugin, InputSpec, TopologyTensor
 from nnrconv.core._graph import Attribute, AttributeType, Graph, Node, ValueInfo
 from nnrconv.core._model import Model
 from nnrconv.core._narrow import restore_narrow
@@ -53,6 +53,7 @@ __all__ = [
     "SignatureError",
     "Tensor",
     "TensorRole",
+    "TopologyTensor",
     "UnsupportedError",
     "UsageError",
     "ValueInfo",

@@ -19,6 +19,7 @@ from nnrconv.core import (
     FormatError,
     Model,
     Tensor,
+    TopologyTensor,
     UnsupportedError,
 )
 from nnrconv_onnx._model import model_from_proto
@@ -34,7 +35,7 @@ from nnrconv_onnx._weights import (
     weight_sites,
 )
 
-__all__ = ["from_topology", "read_model", "topology_bytes", "write_model"]
+__all__ = ["from_topology", "read_model", "topology_bytes", "topology_tensors", "write_model"]
 
 TOPOLOGY_SOURCE = "<NNR topology>"
 # Tensors smaller than this stay inline even when a model is written with external data, as
@@ -114,13 +115,7 @@ def topology_bytes(model: Model, carried: Collection[str]) -> bytes:
     return _serialize(_rebuild(model, carried), "the ONNX topology")
 
 
-def from_topology(topology: bytes, tensors: Mapping[str, Tensor]) -> Model:
-    """Rebuild the model: parse, walk as `weight_sites` does, fill each stripped slot.
-
-    Raises:
-        BitstreamError: the topology does not parse, a stripped tensor has no decoded data, a
-            decoded tensor matches no slot, or values do not fit their slot exactly.
-    """
+def _parse_topology(topology: bytes) -> onnx.ModelProto:
     proto = onnx.ModelProto()
     try:
         proto.ParseFromString(topology)
@@ -128,6 +123,30 @@ def from_topology(topology: bytes, tensors: Mapping[str, Tensor]) -> Model:
         raise BitstreamError(f"the NNR topology unit does not hold a valid ONNX ModelProto: {exc}") from exc
     if not proto.HasField("graph"):
         raise BitstreamError("the NNR topology unit holds an ONNX ModelProto without a graph")
+    return proto
+
+
+def topology_tensors(topology: bytes) -> list[TopologyTensor]:
+    """The stripped slots `from_topology` fills from data units: key, type, dims, decoded size."""
+    result = []
+    for site in weight_sites(_parse_topology(topology)):
+        dtype = tensor_dtype(site.proto)
+        count = element_count(site.proto)
+        if has_payload(site.proto) or dtype is None or count == 0:
+            continue
+        dims = tuple(int(d) for d in site.proto.dims)
+        result.append(TopologyTensor(site.key, dtype, dims, dtype.storage_nbytes(count)))
+    return result
+
+
+def from_topology(topology: bytes, tensors: Mapping[str, Tensor]) -> Model:
+    """Rebuild the model: parse, walk as `weight_sites` does, fill each stripped slot.
+
+    Raises:
+        BitstreamError: the topology does not parse, a stripped tensor has no decoded data, a
+            decoded tensor matches no slot, or values do not fit their slot exactly.
+    """
+    proto = _parse_topology(topology)
     used: set[str] = set()
     for site in weight_sites(proto):
         if has_payload(site.proto) or tensor_dtype(site.proto) is None:
