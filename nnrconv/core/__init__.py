@@ -4,6 +4,7 @@
 
 import contextlib
 
+from nnrconv.core._digest import Region, check_digest, seal_digest
 from nnrconv.core._dtype import DType
 from nnrconv.core._embedded import CodedUnit, EmbeddedModel
 from nnrconv.core._errors import (
@@ -50,6 +51,7 @@ __all__ = [
     "Node",
     "OutputError",
     "PluginError",
+    "Region",
     "SignatureError",
     "Tensor",
     "TensorRole",
@@ -57,10 +59,12 @@ __all__ = [
     "UnsupportedError",
     "UsageError",
     "ValueInfo",
+    "check_digest",
     "get_plugin_manager",
     "get_registry",
     "read_varint",
     "restore_narrow",
+    "seal_digest",
     "hookimpl",
 ]
 

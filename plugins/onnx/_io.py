@@ -22,6 +22,7 @@ from nnrconv.core import (
     TopologyTensor,
     UnsupportedError,
 )
+from nnrconv_onnx import _digest
 from nnrconv_onnx._model import model_from_proto
 from nnrconv_onnx._weights import (
     WeightSite,
@@ -52,6 +53,16 @@ def read_model(path: Path) -> onnx.ModelProto:
     Raises:
         FormatError: the file cannot be read, does not parse as a ModelProto, or has no graph.
     """
+    return _read_model(path)[0]
+
+
+def _read_model(path: Path) -> tuple[onnx.ModelProto, bytes]:
+    """The parsed model and the file's bytes.
+
+    Raises:
+        BitstreamError: a file sealed with a container digest (see `_digest`) does not parse.
+        FormatError: the file cannot be read, does not parse as a ModelProto, or has no graph.
+    """
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -61,10 +72,12 @@ def read_model(path: Path) -> onnx.ModelProto:
     try:
         proto.ParseFromString(data)
     except (DecodeError, ValueError, RuntimeError) as exc:
+        _digest.refuse_if_sealed(data, path, f"protobuf parse failed: {exc}")
         raise FormatError(f"{path}: not a valid ONNX model (protobuf parse failed: {exc})") from exc
     if proto.ir_version <= 0 or not proto.HasField("graph"):
+        _digest.refuse_if_sealed(data, path, "no ir_version or no graph in the ModelProto")
         raise FormatError(f"{path}: not an ONNX model (no ir_version or no graph in the ModelProto)")
-    return proto
+    return proto, data
 
 
 def _native(model: Model) -> onnx.ModelProto:
@@ -246,6 +259,7 @@ def write_embedded(
             onnx.save_model(proto, str(path))
         else:
             path.write_bytes(_serialize(proto, f"{path}: the ONNX model"))
+        _digest.seal(path)
     except OSError as exc:
         raise FormatError(f"{path}: cannot write: {exc.strerror}") from exc
 
@@ -264,7 +278,10 @@ def extract_embedded(path: Path) -> EmbeddedModel:
 
     from nnrconv_onnx._embed import extract, has_external_data, is_embedded, restore
 
-    proto = read_model(path)
+    proto, data = _read_model(path)
+    verified = _digest.check(data, proto, path)
+    del data
+    _digest.strip(proto)
     if not is_embedded(proto):
         return EmbeddedModel(model_from_proto(proto, base_dir=path.parent, source=str(path)))
     if has_external_data(proto):
@@ -278,6 +295,7 @@ def extract_embedded(path: Path) -> EmbeddedModel:
     except ValueError as exc:
         raise BitstreamError(f"{path}: {exc}") from exc
     model = model_from_proto(plain, base_dir=path.parent, source=str(path))
+    model.metadata[_digest.KEY] = "verified" if verified else "unverified (no container digest)"
     units: dict[str, CodedUnit] = {}
     for key, ndu in embedded.ndus.items():
         tensor = model.tensors.get(key)
