@@ -45,6 +45,8 @@ class Region:
     name: str
     data: bytes | bytearray | memoryview
     offset: int | None = None
+    framing: bool = False
+    """Only lengths and tags around other regions: named in errors only when nothing else differs."""
 
 
 def _sha256(regions: Sequence[Region]) -> str:
@@ -110,8 +112,9 @@ def check_digest(text: str, regions: Sequence[Region], source: str) -> None:
     if differing and same_sha:  # every part is intact, so the damage is in the CRC list itself
         raise BitstreamError(f"{source}: the container digest is damaged (its CRC list does not match intact content)")
     if differing:
+        content = [group for group in differing if not all(regions[i].framing for i in group)]
         raise BitstreamError(
-            f"{source}: {_describe(regions, differing[0])} differs from the container digest "
+            f"{source}: {_describe(regions, (content or differing)[0])} differs from the container digest "
             "(damaged or changed after nnrconv wrote it)"
         )
     if not same_sha:

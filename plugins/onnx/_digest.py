@@ -173,7 +173,7 @@ def _regions(raw: bytes, source: str) -> tuple[list[Region], str | None]:
         if number != _GRAPH_FIELD:
             add(name, start, end)
             continue
-        regions.append(Region("graph (framing)", data[start:payload], start))
+        regions.append(Region("graph (framing)", data[start:payload], start, framing=True))
         try:
             for sub, sub_start, sub_payload, sub_end in _fields(data, payload, end):
                 add(f"graph.{_GRAPH_FIELDS.get(sub, f'field {sub}')}", sub_start, sub_end, sub_payload)
