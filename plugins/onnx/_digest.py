@@ -33,6 +33,7 @@ __all__ = ["KEY", "check", "refuse_if_sealed", "seal", "strip"]
 
 KEY = "org.mpeg.nnr.container_digest"
 _MAGIC_BYTES = MAGIC.encode("ascii") + b" sha256:"
+_KEY_BYTES = KEY.encode("ascii")
 _METADATA_FIELD = 14
 _GRAPH_FIELD = 7
 _MODEL_FIELDS = {
@@ -135,15 +136,17 @@ def _node_label(data: memoryview, start: int, end: int) -> str:
     return f" ({op} -> {output!r})" if op or output else ""
 
 
-def _regions(raw: bytes, source: str) -> tuple[list[Region], str | None]:
+def _regions(raw: bytes, source: str, *, sealing: bool = False) -> tuple[list[Region], str | None]:
     """The regions of a serialized ModelProto, and the digest text it carries (None: none).
 
     Raises:
         BitstreamError: the bytes do not frame as a message while they carry a digest, or the
             digest entry is damaged.
     """
-    data = memoryview(raw)
     sealed = _MAGIC_BYTES in raw
+    if not sealed and not sealing and _KEY_BYTES not in raw:
+        return [], None  # no digest (a flip can hide the key or the value, never both): nothing to scan
+    data = memoryview(raw)
     try:
         top = list(_fields(data, 0, len(data)))
     except ValueError as exc:
@@ -223,7 +226,7 @@ def seal(path: Path) -> None:
     data = path.read_bytes()
     proto = onnx.ModelProto()
     proto.ParseFromString(data)
-    regions, _ = _regions(data, str(path))
+    regions, _ = _regions(data, str(path), sealing=True)
     text = seal_digest(_with_external(regions, proto, path.parent), _max_bytes(len(data)))
     tail = onnx.ModelProto()
     tail.metadata_props.add(key=KEY, value=text)
