@@ -4,6 +4,7 @@
 
 import contextlib
 
+from nnrconv.core._digest import Region, check_digest, seal_digest
 from nnrconv.core._dtype import DType
 from nnrconv.core._embedded import CodedUnit, EmbeddedModel
 from nnrconv.core._errors import (
@@ -18,7 +19,7 @@ from nnrconv.core._errors import (
     UnsupportedError,
     UsageError,
 )
-from nnrconv.core._format import FormatPlugin, InputSpec
+from nnrconv.core._format import FormatPlugin, InputSpec, TopologyTensor
 from nnrconv.core._graph import Attribute, AttributeType, Graph, Node, ValueInfo
 from nnrconv.core._model import Model
 from nnrconv.core._narrow import restore_narrow
@@ -50,16 +51,20 @@ __all__ = [
     "Node",
     "OutputError",
     "PluginError",
+    "Region",
     "SignatureError",
     "Tensor",
     "TensorRole",
+    "TopologyTensor",
     "UnsupportedError",
     "UsageError",
     "ValueInfo",
+    "check_digest",
     "get_plugin_manager",
     "get_registry",
     "read_varint",
     "restore_narrow",
+    "seal_digest",
     "hookimpl",
 ]
 

@@ -30,12 +30,30 @@ from nnrconv.core._errors import FrameworkMissingError, UnsupportedError
 from nnrconv.core._model import Model
 from nnrconv.core._tensor import Tensor
 
-__all__ = ["FormatPlugin", "InputSpec"]
+__all__ = ["FormatPlugin", "InputSpec", "TopologyTensor"]
 
 
 def _raise(error: OSError) -> None:
     """os.walk's error hook: a folder that cannot be listed may hold anything, so stop."""
     raise error
+
+
+@dataclass(frozen=True, slots=True)
+class TopologyTensor:
+    """A tensor a topology expects from a data unit: what salvage zero-fills when the unit is lost.
+
+    Attributes:
+        name: the key the data unit carries (as `from_topology` looks it up).
+        dtype: the element type `from_topology` accepts for it.
+        shape: its dimensions; None when the topology gives only the byte size (a flat array of
+            `nbytes` bytes' worth of elements is then accepted).
+        nbytes: the decoded size, checked against the memory budget before any allocation.
+    """
+
+    name: str
+    dtype: DType
+    shape: tuple[int, ...] | None
+    nbytes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +243,17 @@ class FormatPlugin:
     def from_topology(self, topology: bytes, tensors: Mapping[str, Tensor]) -> Model:
         """Rebuild the model from `topology_bytes` output and the decoded tensors."""
         raise UnsupportedError(f"format {self.name!r} cannot rebuild a model from an NNR topology")
+
+    def topology_tensors(self, topology: bytes) -> list[TopologyTensor] | None:
+        """The tensors `from_topology` expects from data units, in the topology's order; None
+        when the format cannot tell (salvage then fills lost tensors only from a base).
+
+        Must not allocate the tensors; sizes come from what the topology declares.
+
+        Raises:
+            BitstreamError: the topology is malformed.
+        """
+        return None
 
     # -- NNR inside the native container (integration mode 2) -----------------------------
     def save_embedded(self, model: Model, path: Path, parameter_sets: bytes, ndus: Mapping[str, bytes]) -> None:

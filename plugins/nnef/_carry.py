@@ -8,13 +8,13 @@ from collections.abc import Collection, Mapping
 
 import numpy as np
 
-from nnrconv.core import ArrayTensor, BitstreamError, DType, FormatError, Model, Tensor, TensorRole
+from nnrconv.core import ArrayTensor, BitstreamError, DType, FormatError, Model, Tensor, TensorRole, TopologyTensor
 from nnrconv_nnef._dat import HEADER_SIZE, DatError, DatHeader, decode_payload
 from nnrconv_nnef._graph import GraphError, VariableDecl, parse_graph
 from nnrconv_nnef._io import DatRecord, NnefDocument, dat_bytes, header_for, model_from_document, native
 from nnrconv_nnef._topology import NnefTopology, pack_topology, unpack_topology
 
-__all__ = ["decoded_tensor", "from_topology", "topology_bytes"]
+__all__ = ["decoded_tensor", "from_topology", "topology_bytes", "topology_tensors"]
 
 
 def topology_bytes(model: Model, carried: Collection[str]) -> bytes:
@@ -43,6 +43,33 @@ def topology_bytes(model: Model, carried: Collection[str]) -> bytes:
         return pack_topology(topology)
     except ValueError as exc:
         raise FormatError(str(exc)) from None
+
+
+def topology_tensors(data: bytes) -> list[TopologyTensor]:
+    """The variables whose data an NDU carries: label, type (its header's, float32 by default), shape.
+
+    Raises:
+        BitstreamError: the topology or its graph is malformed, or a carried header is unreadable.
+    """
+    topology = unpack_topology(data)
+    try:
+        parsed = parse_graph(topology.graph_text, topology.quant_text)
+    except GraphError as exc:
+        raise BitstreamError(f"the NNR topology unit holds no valid NNEF graph: {exc}") from None
+    result = []
+    for label, decl in parsed.variables.items():
+        if label in topology.files:
+            continue
+        head = topology.headers.get(label)
+        try:
+            dtype = DType.FLOAT if head is None else DatHeader.unpack(head).dtype
+        except DatError as exc:
+            raise BitstreamError(f"NNEF topology: {exc}", tensor=label) from None
+        if dtype is None:
+            raise BitstreamError("NNEF topology: the carried header has no interpretable type", tensor=label)
+        count = int(np.prod(decl.shape, dtype=object))
+        result.append(TopologyTensor(label, dtype, tuple(decl.shape), dtype.storage_nbytes(count)))
+    return result
 
 
 def from_topology(data: bytes, tensors: Mapping[str, Tensor]) -> Model:

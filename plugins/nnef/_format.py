@@ -17,7 +17,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from nnrconv.core import EmbeddedModel, FormatPlugin, InputSpec, Model, Tensor, UnsupportedError
+from nnrconv.core import EmbeddedModel, FormatPlugin, InputSpec, Model, Tensor, TopologyTensor, UnsupportedError
 
 __all__ = ["NnefFormat"]
 
@@ -128,6 +128,12 @@ class NnefFormat(FormatPlugin):
         from nnrconv_nnef import _carry
 
         return _carry.topology_bytes(model, carried)
+
+    def topology_tensors(self, topology: bytes) -> list[TopologyTensor]:
+        """The variables the graph declares whose data NDUs carry, with their types and shapes."""
+        from nnrconv_nnef import _carry
+
+        return _carry.topology_tensors(topology)
 
     def from_topology(self, topology: bytes, tensors: Mapping[str, Tensor]) -> Model:
         """Rebuild the model from the topology and the decoded tensors, keyed by variable label.

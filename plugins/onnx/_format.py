@@ -15,7 +15,16 @@ from typing import ClassVar
 
 import numpy as np
 
-from nnrconv.core import EmbeddedModel, FormatPlugin, InputSpec, Model, Tensor, UnsupportedError, read_varint
+from nnrconv.core import (
+    EmbeddedModel,
+    FormatPlugin,
+    InputSpec,
+    Model,
+    Tensor,
+    TopologyTensor,
+    UnsupportedError,
+    read_varint,
+)
 
 __all__ = ["EXTERNAL_DATA_THRESHOLD", "OnnxFormat"]
 
@@ -157,6 +166,12 @@ class OnnxFormat(FormatPlugin):
         from nnrconv_onnx import _io
 
         return _io.from_topology(topology, tensors)
+
+    def topology_tensors(self, topology: bytes) -> list[TopologyTensor]:
+        """The stripped tensors of the topology's ModelProto, with their declared types and dims."""
+        from nnrconv_onnx import _io
+
+        return _io.topology_tensors(topology)
 
     def split(self, path: Path, at: Sequence[str], head: Path, tail: Path) -> None:
         """Head and tail of the model cut at the tensors `at` (`onnx.utils.Extractor`).

@@ -19,8 +19,10 @@ from nnrconv.core import (
     FormatError,
     Model,
     Tensor,
+    TopologyTensor,
     UnsupportedError,
 )
+from nnrconv_onnx import _digest
 from nnrconv_onnx._model import model_from_proto
 from nnrconv_onnx._weights import (
     WeightSite,
@@ -34,7 +36,7 @@ from nnrconv_onnx._weights import (
     weight_sites,
 )
 
-__all__ = ["from_topology", "read_model", "topology_bytes", "write_model"]
+__all__ = ["from_topology", "read_model", "topology_bytes", "topology_tensors", "write_model"]
 
 TOPOLOGY_SOURCE = "<NNR topology>"
 # Tensors smaller than this stay inline even when a model is written with external data, as
@@ -51,6 +53,16 @@ def read_model(path: Path) -> onnx.ModelProto:
     Raises:
         FormatError: the file cannot be read, does not parse as a ModelProto, or has no graph.
     """
+    return _read_model(path)[0]
+
+
+def _read_model(path: Path) -> tuple[onnx.ModelProto, bytes]:
+    """The parsed model and the file's bytes.
+
+    Raises:
+        BitstreamError: a file sealed with a container digest (see `_digest`) does not parse.
+        FormatError: the file cannot be read, does not parse as a ModelProto, or has no graph.
+    """
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -60,10 +72,12 @@ def read_model(path: Path) -> onnx.ModelProto:
     try:
         proto.ParseFromString(data)
     except (DecodeError, ValueError, RuntimeError) as exc:
+        _digest.refuse_if_sealed(data, path, f"protobuf parse failed: {exc}")
         raise FormatError(f"{path}: not a valid ONNX model (protobuf parse failed: {exc})") from exc
     if proto.ir_version <= 0 or not proto.HasField("graph"):
+        _digest.refuse_if_sealed(data, path, "no ir_version or no graph in the ModelProto")
         raise FormatError(f"{path}: not an ONNX model (no ir_version or no graph in the ModelProto)")
-    return proto
+    return proto, data
 
 
 def _native(model: Model) -> onnx.ModelProto:
@@ -114,13 +128,7 @@ def topology_bytes(model: Model, carried: Collection[str]) -> bytes:
     return _serialize(_rebuild(model, carried), "the ONNX topology")
 
 
-def from_topology(topology: bytes, tensors: Mapping[str, Tensor]) -> Model:
-    """Rebuild the model: parse, walk as `weight_sites` does, fill each stripped slot.
-
-    Raises:
-        BitstreamError: the topology does not parse, a stripped tensor has no decoded data, a
-            decoded tensor matches no slot, or values do not fit their slot exactly.
-    """
+def _parse_topology(topology: bytes) -> onnx.ModelProto:
     proto = onnx.ModelProto()
     try:
         proto.ParseFromString(topology)
@@ -128,6 +136,30 @@ def from_topology(topology: bytes, tensors: Mapping[str, Tensor]) -> Model:
         raise BitstreamError(f"the NNR topology unit does not hold a valid ONNX ModelProto: {exc}") from exc
     if not proto.HasField("graph"):
         raise BitstreamError("the NNR topology unit holds an ONNX ModelProto without a graph")
+    return proto
+
+
+def topology_tensors(topology: bytes) -> list[TopologyTensor]:
+    """The stripped slots `from_topology` fills from data units: key, type, dims, decoded size."""
+    result = []
+    for site in weight_sites(_parse_topology(topology)):
+        dtype = tensor_dtype(site.proto)
+        count = element_count(site.proto)
+        if has_payload(site.proto) or dtype is None or count == 0:
+            continue
+        dims = tuple(int(d) for d in site.proto.dims)
+        result.append(TopologyTensor(site.key, dtype, dims, dtype.storage_nbytes(count)))
+    return result
+
+
+def from_topology(topology: bytes, tensors: Mapping[str, Tensor]) -> Model:
+    """Rebuild the model: parse, walk as `weight_sites` does, fill each stripped slot.
+
+    Raises:
+        BitstreamError: the topology does not parse, a stripped tensor has no decoded data, a
+            decoded tensor matches no slot, or values do not fit their slot exactly.
+    """
+    proto = _parse_topology(topology)
     used: set[str] = set()
     for site in weight_sites(proto):
         if has_payload(site.proto) or tensor_dtype(site.proto) is None:
@@ -227,6 +259,7 @@ def write_embedded(
             onnx.save_model(proto, str(path))
         else:
             path.write_bytes(_serialize(proto, f"{path}: the ONNX model"))
+        _digest.seal(path)
     except OSError as exc:
         raise FormatError(f"{path}: cannot write: {exc.strerror}") from exc
 
@@ -245,7 +278,10 @@ def extract_embedded(path: Path) -> EmbeddedModel:
 
     from nnrconv_onnx._embed import extract, has_external_data, is_embedded, restore
 
-    proto = read_model(path)
+    proto, data = _read_model(path)
+    verified = _digest.check(data, proto, path)
+    del data
+    _digest.strip(proto)
     if not is_embedded(proto):
         return EmbeddedModel(model_from_proto(proto, base_dir=path.parent, source=str(path)))
     if has_external_data(proto):
@@ -259,6 +295,7 @@ def extract_embedded(path: Path) -> EmbeddedModel:
     except ValueError as exc:
         raise BitstreamError(f"{path}: {exc}") from exc
     model = model_from_proto(plain, base_dir=path.parent, source=str(path))
+    model.metadata[_digest.KEY] = "verified" if verified else "unverified (no container digest)"
     units: dict[str, CodedUnit] = {}
     for key, ndu in embedded.ndus.items():
         tensor = model.tensors.get(key)

@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from nnrconv.core import EmbeddedModel, FormatPlugin, InputSpec, Model, Tensor, UnsupportedError
+from nnrconv.core import EmbeddedModel, FormatPlugin, InputSpec, Model, Tensor, TopologyTensor, UnsupportedError
 from nnrconv_pytorch._archive import archive_kind
 from nnrconv_pytorch._safetensors import looks_like_safetensors
 
@@ -168,6 +168,12 @@ class PyTorchFormat(FormatPlugin):
         from nnrconv_pytorch._topology import is_text
 
         return not is_text(topology)
+
+    def topology_tensors(self, topology: bytes) -> list[TopologyTensor] | None:
+        """What the manifest says NDUs carry; None for NNCodec's empty state dict topology."""
+        from nnrconv_pytorch import _topology
+
+        return _topology.expected_tensors(topology)
 
     def from_topology(self, topology: bytes, tensors: Mapping[str, Tensor]) -> Model:
         """Rebuild the archive or state dict and load it (with the same safety checks as `load`).

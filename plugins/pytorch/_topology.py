@@ -35,13 +35,14 @@ Nothing in the layout is pickled: the manifest is JSON, the body a zip archive o
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from nnrconv.core import BitstreamError
+from nnrconv.core import BitstreamError, DType, TopologyTensor
 
-__all__ = ["MAGIC", "TEXT_MAGIC", "Topology", "is_text", "pack", "pack_text", "unpack"]
+__all__ = ["MAGIC", "TEXT_MAGIC", "Topology", "expected_tensors", "is_text", "pack", "pack_text", "unpack"]
 
 MAGIC = b"NNRCONV-PYTORCH\x00"
 TEXT_MAGIC = b"nnrconv-pytorch state_dict 1\n"
@@ -119,3 +120,31 @@ def unpack(data: bytes) -> Topology:
             f"PyTorch topology version {manifest.get('version')!r} is not supported (this nnrconv reads {VERSION})"
         )
     return Topology(manifest["kind"], data[start + length :], manifest)
+
+
+def expected_tensors(data: bytes) -> list[TopologyTensor] | None:
+    """The tensors NDUs must bring, as the manifest declares them (an archive's stripped records
+    give type and byte size, a state dict's carried keys type and shape); None for the empty
+    topology of a bare state dict, whose keys only the NDUs name.
+
+    Raises:
+        BitstreamError: the topology or its manifest is malformed.
+    """
+    if not data:
+        return None
+    parsed = unpack(data)
+    try:
+        if parsed.kind == "state_dict":
+            shapes, dtypes = parsed.manifest.get("shapes", {}), parsed.manifest.get("dtypes", {})
+            result = []
+            for key in parsed.manifest.get("keys", []):
+                if key in shapes:
+                    dtype, shape = DType.from_name(dtypes.get(key, "float32")), tuple(int(d) for d in shapes[key])
+                    result.append(TopologyTensor(key, dtype, shape, dtype.storage_nbytes(math.prod(shape))))
+            return result
+        return [
+            TopologyTensor(e["key"], DType.from_name(e.get("dtype", "float32")), None, int(e["nbytes"]))
+            for e in parsed.manifest.get("stripped", [])
+        ]
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise BitstreamError(f"the PyTorch topology's manifest is malformed: {exc}") from None

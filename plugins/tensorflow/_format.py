@@ -16,7 +16,16 @@ from typing import ClassVar
 
 import numpy as np
 
-from nnrconv.core import EmbeddedModel, FormatPlugin, InputSpec, Model, Tensor, UnsupportedError, read_varint
+from nnrconv.core import (
+    EmbeddedModel,
+    FormatPlugin,
+    InputSpec,
+    Model,
+    Tensor,
+    TopologyTensor,
+    UnsupportedError,
+    read_varint,
+)
 from nnrconv_tensorflow import _family
 
 __all__ = ["TensorFlowFormat", "looks_like_graph_def"]
@@ -274,6 +283,13 @@ class TensorFlowFormat(FormatPlugin):
         from nnrconv_tensorflow import _topology
 
         return _topology.topology_bytes(model, native, set(carried))
+
+    def topology_tensors(self, topology: bytes) -> list[TopologyTensor] | None:
+        """The emptied constants (frozen graph) or carried variables (SavedModel) the topology declares."""
+        _quiet()
+        from nnrconv_tensorflow import _topology
+
+        return _topology.expected_tensors(topology)
 
     def from_topology(self, topology: bytes, tensors: Mapping[str, Tensor]) -> Model:
         """Rebuild the frozen graph or SavedModel from the container and the decoded tensors.
