@@ -26,8 +26,14 @@ from nnrconv.nnc import TensorChoice
 
 __all__ = ["Allocation", "Allocator"]
 
-QP_BELOW, QP_ABOVE = 16, 24
-"""Each unit's QP is chosen within [q* - QP_BELOW, q* + QP_ABOVE] of the global operating point."""
+QP_BELOW, QP_ABOVE = 32, 24
+"""Each unit's QP is chosen within [q* - QP_BELOW, q* + QP_ABOVE] of the global operating point.
+
+NOTE: finer than the probe is where the linear prediction holds best (smaller errors), so the
+range below is wide: basic-pitch's constant-Q front end must be coded ~30 QP finer than the
+global QP meeting 30 dB on real notes (log-magnitudes of near-silence amplify its errors); with
+16 below, no calibrated plan kept its transcription (1.00x the global QP), with 32, 0.69x.
+Coarser than the probe the prediction fails fast (see `probe_sensitivities`), hence 24 above."""
 _QP_MIN, _QP_MAX = -160, 60
 LOOP_ROUNDS = 6
 """Closed-loop verifications of the per-unit plan (one model run each)."""
