@@ -27,9 +27,10 @@ from nnrconv.nnc._coding import (
 from nnrconv.nnc._heap import trim
 
 _STATS_CHUNK = 1 << 21
-_DEQUANTIZE_SLICE = 1 << 17
 """Elements per float64 pass in `_power` and `snr_db`: their temporaries stay at a few times
 16 MB whatever the tensor's size (a tensor of one chunk is summed exactly as before)."""
+_DEQUANTIZE_SLICE = 1 << 17
+"""Levels dequantized at once in `levels_snr_db` (elementwise: the sums do not depend on it)."""
 
 
 def _chunks(array: np.ndarray) -> list[np.ndarray]:
