@@ -6,7 +6,9 @@ Drawn on stderr only when it is a terminal and the command is not quiet, so pipe
 `-q` stay clean; the bar disappears when the work ends (the summary line follows). The coders
 call it with (tensor name, bytes) per tensor, in order; streaming coders first call
 ``start(total)`` with the bytes to come, which gives the percentage and the time left (without
-it the bar shows the bytes done and the rate). rich is imported only when a bar is drawn.
+it the bar shows the bytes done and the rate). For a sharded checkpoint they also call
+``files(mapping)`` with each tensor's shard file, and the bar names the shard at work
+("coding model-00002-of-00005.safetensors [2/5]"). rich is imported only when a bar is drawn.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ class BarProgress:
             transient=True,
         )
         self._task = self._bar.add_task("tensors", total=None, tensor="")
+        self._label = "tensors"
+        self._files: dict[str, str] = {}
+        self._shards: dict[str, int] = {}
         self._bar.start()
 
     @classmethod
@@ -68,10 +73,24 @@ class BarProgress:
 
     def start(self, total: int, label: str = "tensors") -> None:
         """The bytes the coming calls will add up to (resets what was counted so far)."""
+        self._label = label
         self._bar.update(self._task, total=total, completed=0, description=label)
 
+    def files(self, mapping: dict[str, str]) -> None:
+        """The shard file of each tensor (a sharded checkpoint): the bar then names the shard at work."""
+        self._files = dict(mapping)
+        self._shards = {file: k for k, file in enumerate(dict.fromkeys(mapping.values()), 1)}
+
     def __call__(self, name: str, nbytes: int) -> None:
-        self._bar.update(self._task, advance=nbytes, tensor=name if len(name) <= 48 else "…" + name[-47:])
+        fields: dict[str, Any] = {}
+        file = self._files.get(name)
+        if file is not None:
+            fields["description"] = self.description(file)
+        self._bar.update(self._task, advance=nbytes, tensor=name if len(name) <= 48 else "…" + name[-47:], **fields)
+
+    def description(self, file: str) -> str:
+        """What the bar says while a shard's tensors are coded: the label, the file and its place."""
+        return f"{self._label} {file} [{self._shards[file]}/{len(self._shards)}]"
 
     def close(self) -> None:
         self._bar.stop()

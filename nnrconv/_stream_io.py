@@ -24,6 +24,7 @@ from typing import Any
 from nnrconv import nnc
 from nnrconv._carriage import source_defaults, with_roles
 from nnrconv._cluster import current
+from nnrconv._progress_files import announce_files
 from nnrconv.core import DType, LazyTensor, Model, Tensor
 from nnrconv.nnc._streaming import Executor, Prefetcher, encode_model_to, open_lazily
 
@@ -52,6 +53,7 @@ def write_nnr(
         executor, send_arrays = cluster.executor, cluster.send_tensors
     options = with_roles(model, source_defaults(model, options or nnc.CodingOptions()))
     sources, topology, code, compress = _api.encoding_inputs(model, options)
+    announce_files(progress, model)
     with open(path, "w+b") as out:  # read back for the integrity record's digest
         return encode_model_to(
             out,
@@ -126,7 +128,9 @@ def open_nnr(
             u.name: LazyTensor(u.name, DType.from_numpy(u.dtype), u.shape, _Fetch(prefetcher, u.name, progress))
             for u in streamed.units
         }
-        yield _api.model_from_parts(streamed.head, tensors, str(path), len(mapped))
+        model = _api.model_from_parts(streamed.head, tensors, str(path), len(mapped))
+        announce_files(progress, model)  # the shards the tensors are written to
+        yield model
     finally:
         if prefetcher is not None:
             prefetcher.close()

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
@@ -27,7 +27,7 @@ from nnrconv.nnc._incremental import BaseModel, importance_order
 from nnrconv.nnc._integrity import seal_parts, seal_stream
 from nnrconv.nnc._mps import ModelParameterSet
 from nnrconv.nnc._ndu import CompressedDataUnit, NduHeader, NodeId
-from nnrconv.nnc._payloads import OutsideWindow, PayloadSettings, UpdateParent, encode_payload
+from nnrconv.nnc._payloads import OutsideWindow, PayloadSettings, UpdateParent, quantize_payload
 from nnrconv.nnc._planning import fit_plans
 from nnrconv.nnc._units import StartUnit, TopologyUnit, UnitContext
 
@@ -298,9 +298,19 @@ def thread_shares(sizes: list[int], count: int) -> list[int]:
     return [max(1, min(count, round(count * size / total))) for size in sizes]
 
 
+def read_source(source: Callable[[], np.ndarray]) -> np.ndarray:
+    """A tensor source's array; a source with a ``release()`` method (a memory-mapped tensor
+    dropping its map) is released right after the read."""
+    array = np.asarray(source())
+    release = getattr(source, "release", None)
+    if release is not None:
+        release()
+    return array
+
+
 def tensor_unit(
     name: str,
-    array: np.ndarray,
+    tensor: np.ndarray | Callable[[], np.ndarray],
     plan: TensorPlan,
     index: int | NodeId,
     ctx: UnitContext,
@@ -309,27 +319,51 @@ def tensor_unit(
     threads: int = 1,
 ) -> list[bytes]:
     """Size field, headers and payload of one NDU, checked before the payload is built; nothing
-    for an update NDU that changes nothing.  `threads`: for the block rows of the tensor."""
-    if plan.payload_type != PayloadType.NNR_PT_RAW_FLOAT:
-        try:
-            coded = encode_payload(name, array, plan, settings, index, parent, threads)
-        except OutsideWindow:
-            # No QP of the model's window keeps this tensor's promise (its grid, or its SNR
-            # target): it travels exactly.
-            return tensor_unit(name, array, TensorPlan(PayloadType.NNR_PT_RAW_FLOAT), index, ctx, settings)
-        except ValueError as exc:
-            raise UnsupportedError(f"tensor {name!r}: {exc}") from exc
-        if coded.empty:
-            return []
-        w = BitWriter()
-        CompressedDataUnit(coded.header).write(w, ctx)
-        head = w.getvalue()
-        if plan.exact and plan.decompressed_format is None and len(coded.payload) >= 4 * array.size:
-            # Lossless on a grid but no smaller than raw float32: send it raw.
-            return tensor_unit(name, array, TensorPlan(PayloadType.NNR_PT_RAW_FLOAT), index, ctx, settings)
-        if len(head) + len(coded.payload) + 4 > MAX_UNIT_SIZE:
-            raise UnsupportedError(f"tensor {name!r} does not fit one NNR unit (at most {MAX_UNIT_SIZE} bytes)")
-        return [unit_size_field(len(head) + len(coded.payload)), head, coded.payload]
+    for an update NDU that changes nothing.  `threads`: for the block rows of the tensor.
+
+    `tensor` is the array or a source (`read_source`) of it. Given a source, the array is read
+    here and dropped once quantized, before entropy coding, so that a big tensor's float32
+    values, levels and payload are never all held at once; it is read again only if the unit
+    falls back to raw float32 after coding (a lossless grid that does not code smaller).
+    """
+    if plan.payload_type == PayloadType.NNR_PT_RAW_FLOAT:
+        return _raw_unit(name, _array(tensor), index, ctx)
+    array = _array(tensor)
+    size = array.size
+    try:
+        quantized = quantize_payload(name, array, plan, settings, index, parent, threads)
+    except OutsideWindow:
+        # No QP of the model's window keeps this tensor's promise (its grid, or its SNR
+        # target): it travels exactly.
+        return _raw_unit(name, array, index, ctx)
+    except ValueError as exc:
+        raise UnsupportedError(f"tensor {name!r}: {exc}") from exc
+    del array  # the weights are not needed by CABAC: the peak of a big tensor drops by them
+    try:
+        coded = quantized.entropy_code()
+    except ValueError as exc:
+        raise UnsupportedError(f"tensor {name!r}: {exc}") from exc
+    del quantized  # and the levels, before the unit is assembled
+    if coded.empty:
+        return []
+    w = BitWriter()
+    CompressedDataUnit(coded.header).write(w, ctx)
+    head = w.getvalue()
+    if plan.exact and plan.decompressed_format is None and len(coded.payload) >= 4 * size:
+        # Lossless on a grid but no smaller than raw float32: send it raw.
+        del coded
+        return _raw_unit(name, _array(tensor), index, ctx)
+    if len(head) + len(coded.payload) + 4 > MAX_UNIT_SIZE:
+        raise UnsupportedError(f"tensor {name!r} does not fit one NNR unit (at most {MAX_UNIT_SIZE} bytes)")
+    return [unit_size_field(len(head) + len(coded.payload)), head, coded.payload]
+
+
+def _array(tensor: np.ndarray | Callable[[], np.ndarray]) -> np.ndarray:
+    return tensor if isinstance(tensor, np.ndarray) else read_source(tensor)
+
+
+def _raw_unit(name: str, array: np.ndarray, index: int | NodeId, ctx: UnitContext) -> list[bytes]:
+    """An NNR_PT_RAW_FLOAT unit: the tensor's float32 bytes."""
     header = NduHeader(
         PayloadType.NNR_PT_RAW_FLOAT,
         topology_elem_id=name,

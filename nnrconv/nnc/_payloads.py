@@ -33,10 +33,12 @@ __all__ = [
     "CodedPayload",
     "OutsideWindow",
     "PayloadSettings",
+    "QuantizedPayload",
     "UpdateParent",
     "decode_levels_payload",
     "encode_payload",
     "output_dtype",
+    "quantize_payload",
 ]
 
 _CABAC_UNARY_LENGTH_MINUS1 = 10
@@ -220,6 +222,73 @@ def encode_payload(
     hdsp_tool).  With a scan order, the block rows are coded on up to `threads` threads (the
     payload is the same; updates with a parent stay on one).
     """
+    return quantize_payload(name, array, plan, settings, index, parent, threads).entropy_code()
+
+
+@dataclass(slots=True)
+class QuantizedPayload:
+    """A tensor quantized and its NDU header chosen, not yet entropy-coded.
+
+    Holds the levels but not the weights, so that a caller who owns the weights can drop them
+    before CABAC: coding a big tensor then never holds its float32 values, its levels and its
+    payload at once (what bounds a streaming encoder's memory).
+    """
+
+    header: NduHeader
+    levels: np.ndarray
+    qp: int | None
+    mps_qp: int
+    qp_density: int
+    coding: cabac.TensorCoding
+    row_skip: bool
+    base: np.ndarray | None
+    history: np.ndarray | None
+    threads: int
+    update: bool
+
+    def entropy_code(self) -> CodedPayload:
+        """CABAC-code the levels (with and without HDSP when there is a history: the smaller)."""
+        levels, qp, qpd = self.levels, self.qp, self.qp_density
+
+        def code(use_history: bool) -> bytes:
+            enc = cabac.PayloadEncoder()
+            if qp is not None:
+                enc.encode_qp_offset(qp - self.mps_qp, qpd)
+            enc.encode_levels(
+                levels,
+                self.coding,
+                row_skip=self.row_skip,
+                base=self.base,
+                history=self.history if use_history else None,
+                threads=self.threads,
+            )
+            return enc.finish()
+
+        if self.history is not None:
+            payload, used_history = cabac.smaller_with_or_without_hdsp(code)
+        else:
+            payload, used_history = code(False), False
+        header = self.header
+        if header.scan_order and header.num_block_rows_minus1() > 0:
+            dims = header.tensor_dimensions or (1,)
+            history = self.history if used_history else None
+            qpd_or_none = qpd if qp is not None else None
+            layout = cabac.TensorLayout(dims, self.coding, qpd_or_none, base=self.base, history=history)
+            (eps,) = cabac.entry_points(payload, [layout])
+            header = _with_entry_points(header, eps)
+        return CodedPayload(header, payload, qp, empty=self.update and not levels.any())
+
+
+def quantize_payload(
+    name: str,
+    array: np.ndarray,
+    plan: TensorPlan,
+    settings: PayloadSettings,
+    index: int | NodeId,
+    parent: UpdateParent | None = None,
+    threads: int = 1,
+) -> QuantizedPayload:
+    """The first half of `encode_payload`: levels, QP and header; the weights are not kept."""
     options = settings.options
     qpd = options.qp_density
     if parent is None:
@@ -275,36 +344,19 @@ def encode_payload(
         scan_order=scan_order,
     )
     cb = (codebook.codebook_size, codebook.cb_zero_offset) if codebook is not None else (0, 0)
-    coding = _coding(header, settings.profile, cb)
-    base = parent.levels if parent is not None else None
-    history = parent.history if parent is not None else None
-    row_skip = _row_skip(options.row_skip, settings.profile, dq_flag, scan_order, levels.reshape(rows, width))
-
-    def code(use_history: bool) -> bytes:
-        enc = cabac.PayloadEncoder()
-        if qp is not None:
-            enc.encode_qp_offset(qp - settings.mps_qp, qpd)
-        enc.encode_levels(
-            levels,
-            coding,
-            row_skip=row_skip,
-            base=base,
-            history=history if use_history else None,
-            threads=threads,
-        )
-        return enc.finish()
-
-    if history is not None:
-        payload, used_history = cabac.smaller_with_or_without_hdsp(code)
-    else:
-        payload, used_history = code(False), False
-    if scan_order and header.num_block_rows_minus1() > 0:
-        layout = cabac.TensorLayout(
-            dims, coding, qpd if qp is not None else None, base=base, history=history if used_history else None
-        )
-        (eps,) = cabac.entry_points(payload, [layout])
-        header = _with_entry_points(header, eps)
-    return CodedPayload(header, payload, qp, empty=parent is not None and not levels.any())
+    return QuantizedPayload(
+        header,
+        levels,
+        qp,
+        settings.mps_qp,
+        qpd,
+        _coding(header, settings.profile, cb),
+        _row_skip(options.row_skip, settings.profile, dq_flag, scan_order, levels.reshape(rows, width)),
+        parent.levels if parent is not None else None,
+        parent.history if parent is not None else None,
+        threads,
+        update=parent is not None,
+    )
 
 
 def _row_skip(wanted: bool, profile: int, dq_flag: bool, scan_order: int, matrix: np.ndarray) -> bool:

@@ -24,10 +24,13 @@ from nnrconv.nnc._coding import (
     TensorPlan,
     qp_of_step,
 )
+from nnrconv.nnc._heap import trim
 
 _STATS_CHUNK = 1 << 21
 """Elements per float64 pass in `_power` and `snr_db`: their temporaries stay at a few times
 16 MB whatever the tensor's size (a tensor of one chunk is summed exactly as before)."""
+_DEQUANTIZE_SLICE = 1 << 17
+"""Levels dequantized at once in `levels_snr_db` (elementwise: the sums do not depend on it)."""
 
 
 def _chunks(array: np.ndarray) -> list[np.ndarray]:
@@ -91,16 +94,29 @@ _SAMPLE_ROWS_ELEMENTS = 1 << 20
 
 
 def levels_snr_db(weights: np.ndarray, levels: np.ndarray, qp: int, qp_density: int) -> float:
-    """`snr_db` of the weights against their dequantized levels, dequantized chunk by chunk."""
+    """`snr_db` of the weights against their dequantized levels, dequantized chunk by chunk.
+
+    Checking a big tensor adds one chunk's float64 copy to its weights and levels, nothing more
+    (it runs while both are held: the peak of coding a big tensor)."""
     noise = signal = 0.0
     for w, q in zip(_chunks(weights), _chunks(levels), strict=True):
-        a = w.astype(np.float64, copy=False)
-        diff = a - cabac.dequantize(np.ascontiguousarray(q), qp, qp_density).astype(np.float64)
-        noise += float(np.dot(diff, diff))
-        signal += float(np.dot(a, a))
+        chunk_signal, chunk_noise = _chunk_powers(w, q, qp, qp_density)
+        signal += chunk_signal
+        noise += chunk_noise
     if noise == 0.0:
         return math.inf
     return -math.inf if signal == 0.0 else 10.0 * math.log10(signal / noise)
+
+
+def _chunk_powers(weights: np.ndarray, levels: np.ndarray, qp: int, qp_density: int) -> tuple[float, float]:
+    """Signal and noise energy of one chunk: its float64 copy becomes the difference in place,
+    dequantized a slice at a time (the same sums as subtracting the whole dequantized chunk)."""
+    a = weights.astype(np.float64)
+    signal = float(np.dot(a, a))
+    for i in range(0, a.size, _DEQUANTIZE_SLICE):
+        part = a[i : i + _DEQUANTIZE_SLICE]
+        np.subtract(part, cabac.dequantize(np.ascontiguousarray(levels[i : i + len(part)]), qp, qp_density), out=part)
+    return signal, float(np.dot(a, a))
 
 
 def _row_sample(weights: np.ndarray) -> np.ndarray | None:
@@ -133,6 +149,8 @@ def quantize_for_snr(
     sample = _row_sample(weights)
     if sample is not None:
         qp = _search(sample, plan, options, qp_range)[0].qp
+        del sample
+        trim()  # the search's freed temporaries, before the tensor-sized levels are allocated
         while True:  # finer until the whole tensor holds (at the finest allowed QP, take it)
             quantized = quantize_weights(weights, qp, plan.dq_flag, options)
             snr = levels_snr_db(weights, quantized.levels, quantized.qp, options.qp_density)

@@ -40,9 +40,10 @@ from nnrconv.nnc._budget import check_streamed_sizes
 from nnrconv.nnc._coding import CodingOptions, TensorPlan
 from nnrconv.nnc._container import Progress
 from nnrconv.nnc._decoding import DecodedModel, decode_model, decode_parts
-from nnrconv.nnc._encoding import model_head, plan_named, tensor_unit, thread_shares
+from nnrconv.nnc._encoding import model_head, plan_named, read_source, tensor_unit, thread_shares
 from nnrconv.nnc._enums import TopologyStorageFormat
 from nnrconv.nnc._framing import advance_context, read_units, with_source
+from nnrconv.nnc._heap import trim
 from nnrconv.nnc._integrity import RECORD_INDEX, StreamSealer, check_stream
 from nnrconv.nnc._mps import LayerParameterSet, ModelParameterSet
 from nnrconv.nnc._ndu import CompressedDataUnit
@@ -70,14 +71,6 @@ class Executor(Protocol):
         """Schedule ``fn(*args)``; the result has ``.result()``."""
 
 
-def _read(source: Source) -> np.ndarray:
-    array = np.asarray(source())
-    release = getattr(source, "release", None)
-    if release is not None:
-        release()
-    return array
-
-
 # -- encoding ----------------------------------------------------------------------------------
 
 
@@ -94,10 +87,10 @@ def code_unit(
     which would copy the payload): the unit of distributed work.
 
     `source` is the array itself (sent to the worker) or a source the worker reads (a
-    memory-mapped span of a file on storage the worker shares with the caller).
+    memory-mapped span of a file on storage the worker shares with the caller), read by
+    `tensor_unit` so that it can drop the array before entropy coding.
     """
-    array = source if isinstance(source, np.ndarray) else _read(source)
-    return tensor_unit(name, array, plan, index, ctx, settings, threads=threads)
+    return tensor_unit(name, source, plan, index, ctx, settings, threads=threads)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +105,7 @@ def _plan_all(tensors: Sequence[tuple[str, Source]], options: CodingOptions) -> 
     planned: list[_Planned] = []
     seen: set[str] = set()
     for name, source in tensors:
-        array = _read(source)
+        array = read_source(source)
         plan = plan_named(name, array, options, seen)
         planned.append(_Planned(name, source, int(array.size), plan))
         del array
@@ -140,7 +133,8 @@ def encode_model_to(
 
     Args:
         tensors: (name, source) pairs in NDU order; each source is called once to plan the
-            tensor and once to code it, and must give the same array both times.
+            tensor and once to code it (a third time if its unit falls back to raw float32
+            after coding), and must give the same array every time.
         executor: runs `code_unit` (default: a thread pool of `options.workers`).
         send_arrays: read each tensor here and send the array to the executor, instead of
             sending its source (for workers that do not share the caller's storage).
@@ -152,6 +146,7 @@ def encode_model_to(
     if general_profile_idc not in (0, 1):
         raise ValueError(f"general_profile_idc must be 0 or 1, got {general_profile_idc!r}")
     planned = _plan_all(tensors, options)
+    trim()  # what planning freed (each tensor was read once), before coding holds tensors again
     head = model_head(
         [(p.size, p.plan) for p in planned],
         options,
@@ -189,7 +184,7 @@ def encode_model_to(
             cost = 4 * item.size
             while window and (len(window) >= workers or in_flight + cost > budget):
                 in_flight -= 4 * _write_oldest(writer, window, progress)
-            source: Source | np.ndarray = _read(item.source) if send_arrays else item.source
+            source: Source | np.ndarray = read_source(item.source) if send_arrays else item.source
             settings = head.settings_for(item.name)
             window.append(
                 (pool.submit(code_unit, item.name, source, item.plan, index, ctx, settings, shares[index]), item)
