@@ -27,7 +27,7 @@ def big_onnx(tmp_path_factory):
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
-    n = 2000
+    n = 4000  # 16 M weights: seconds of coding even on a fast machine, so the signal lands inside it
     weight = numpy_helper.from_array(np.random.default_rng(1).standard_normal((n, n)).astype(np.float32), "w")
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "w"], ["y"])],
