@@ -41,6 +41,12 @@ def big_onnx(tmp_path_factory):
     return path
 
 
+def _default_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
 def _wait_until_reading(child: subprocess.Popen, path: Path, timeout: float = 60.0) -> None:
     """Wait until the child has read or mapped the input: start-up (imports) is over."""
     wanted, size = str(path.resolve()), path.stat().st_size
@@ -76,6 +82,9 @@ def test_ctrl_c_and_sigterm_exit_cleanly_and_leave_nothing(big_onnx, tmp_path, t
         [sys.executable, "-m", "nnrconv", big_onnx, target, "--jobs", "1"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        # a shell's background job (CI run with `&`) ignores SIGINT, and an ignored signal stays
+        # ignored across exec: give the child a terminal's default, as a user's Ctrl-C meets
+        preexec_fn=_default_signals,
     )
     _wait_until_reading(child, big_onnx)
     time.sleep(0.3)  # inside reading and coding (several seconds)
