@@ -207,7 +207,8 @@ def encode(
             return moved
     options = source_defaults(model, options or nnc.CodingOptions())
     if options.target is not None and options.plan is None:
-        options = _rate_plan(model, options).options
+        resolved = _rate_plan(model, options)
+        model, options = resolved.model, resolved.options
     options = with_roles(model, options)
     arrays, topology, code, compress_topology = encoding_inputs(model, options, compress_topology)
     if base is not None:
@@ -328,7 +329,8 @@ def save(
         if base is None and (options is not None or coded_units(model) is None):
             options = options or nnc.CodingOptions()
             if options.target is not None and options.plan is None:
-                options = _rate_plan(model, options).options
+                resolved = _rate_plan(model, options)
+                model, options = resolved.model, resolved.options
             with staged_output(path, force=force, is_own_output=own) as staged:
                 write_nnr(model, staged, options=options, progress=progress)  # unit by unit
             return

@@ -164,7 +164,7 @@ def _write(
     allocation = None
     if options is not None and options.target is not None and options.plan is None:
         resolved = _api._rate_plan(model, options, calibration=calibration, input_shapes=input_shapes)
-        options, allocation = resolved.options, resolved.summary
+        model, options, allocation = resolved.model, resolved.options, resolved.summary
     if _needs_translation(model, dst_name):
         with tempfile.TemporaryDirectory(prefix="nnrconv-") as workdir:
             model = _translate(model, source, src_name, dst_name, Path(workdir), input_shapes)

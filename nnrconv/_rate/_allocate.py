@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nnrconv._rate._compensate import Compensation
 from nnrconv._rate._curves import RateCurves, Unit, tensor_qp
 from nnrconv._rate._measure import OutputProbe, snr_of
 from nnrconv.core import UnsupportedError
@@ -51,6 +52,7 @@ class Allocation:
         global_qp, global_bytes, global_snr_db: the best single-QP candidate.
         unit_qps: per unit label, its QP.
         runs: model runs spent.
+        replaced: error-compensated tensors to code instead of the model's (on their plan's grid).
     """
 
     plan: dict[str, TensorChoice]
@@ -62,6 +64,7 @@ class Allocation:
     global_snr_db: float
     unit_qps: dict[str, int] = field(default_factory=dict)
     runs: int = 0
+    replaced: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class Allocator:
@@ -72,6 +75,8 @@ class Allocator:
         self._signal = sum(float(np.square(a, dtype=np.float64).sum()) for a in curves.tensors.values()) or 1.0
         self._sens: np.ndarray | None = None
         self._center = 0
+        self.compensation: Compensation | None = None
+        """Set (by `prepare`) when real calibration inputs gave the layer inputs' correlations."""
 
     # -- measuring -----------------------------------------------------------------------------
     def measure(self, qps: dict[Unit, int]) -> dict[str, float]:
@@ -188,8 +193,57 @@ class Allocator:
         for qps, size, measured in self.closed_loop(target_db, rounds):
             if measured >= target_db and size < best[0]:
                 best = (size, qps, measured, "per-tensor")
+        replaced: dict[str, np.ndarray] = {}
+        if self.compensation is not None and self.probe is not None:
+            q, measured = self.compensated_for_snr(target_db, q_global)
+            if measured >= target_db and self.compensated_size(q) < best[0]:
+                best = (self.compensated_size(q), self.uniform(q), measured, "compensated")
+                replaced = self.compensation.arrays(q)
         size, qps, snr, method = best
-        return self._result(qps, method, size, snr, q_global, global_size, snr_global)
+        result = self._result(qps, method, size, snr, q_global, global_size, snr_global)
+        for name in replaced:
+            result.plan[name] = Compensation.choice(result.plan[name].qp or 0)
+        result.replaced = replaced
+        return result
+
+    # -- error compensation --------------------------------------------------------------------
+    def compensated_size(self, qp: int) -> int:
+        """Payload bytes at one global QP with the compensated tensors coded on their grid."""
+        assert self.compensation is not None
+        own = set(self.compensation.names)
+        size = 0
+        for unit in self.units:
+            for name in unit.names:
+                q = tensor_qp(self.curves.tensors[name], qp)
+                size += self.compensation.size(name, q) if name in own else self.curves.tensor(name, q)[0]
+        return size
+
+    def compensated_noise(self, qp: int) -> dict[str, float]:
+        """Measured output noise at one global QP with the compensated tensors."""
+        assert self.compensation is not None and self.probe is not None
+        replaced = self.curves.reconstruction(self.uniform(qp))
+        replaced.update(self.compensation.arrays(qp))
+        return self.probe.noise(replaced)
+
+    def compensated_for_snr(self, target_db: float, start: int) -> tuple[int, float]:
+        """The coarsest global QP (from `start`, the plain one's, to QP_ABOVE coarser) whose
+        compensated coding measures at least `target_db`, and its SNR (-inf if none does)."""
+        cache: dict[int, float] = {}
+
+        def snr(q: int) -> float:
+            if q not in cache:
+                cache[q] = snr_of(self.compensated_noise(q))
+            return cache[q]
+
+        if snr(start) < target_db:
+            return start, -math.inf
+        lo, hi = start, min(_QP_MAX, start + QP_ABOVE)
+        if snr(hi) >= target_db:
+            return hi, snr(hi)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if snr(mid) >= target_db else (lo, mid)
+        return lo, snr(lo)
 
     def plan_for_noise(self, goal: float) -> dict[Unit, int]:
         """The equal-slope plan whose *predicted* worst relative output noise is at most `goal`

@@ -95,6 +95,12 @@ class RateCurves:
             size, sse = size + b, sse + e
         return size, sse
 
+    def tensor(self, name: str, qp: int) -> tuple[int, float]:
+        """(payload bytes, squared error) of one tensor at its own QP `qp`."""
+        if (name, qp) not in self._cache:
+            self._cache[(name, qp)] = self._measure((name, qp))
+        return self._cache[(name, qp)]
+
     def reconstruction(self, unit_qps: Mapping[Unit, int]) -> dict[str, np.ndarray]:
         """What the decoder returns for every tensor of the units at their QPs."""
         jobs = [(n, tensor_qp(self.tensors[n], q)) for u, q in unit_qps.items() for n in u.names]

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 
 from nnrconv import nnc
 from nnrconv._rate._allocate import Allocation, Allocator
+from nnrconv._rate._compensate import Compensation
 from nnrconv._rate._curves import RateCurves, lossy_tensors, make_units
 from nnrconv._rate._feeds import calibration_feeds
+from nnrconv._rate._hessian import layer_hessians
 from nnrconv._rate._measure import OutputProbe
 from nnrconv.core import FormatPlugin, Model, NNRConvError, UnsupportedError
 
@@ -28,11 +30,13 @@ __all__ = ["Resolved", "prepare", "resolve"]
 
 @dataclass(frozen=True, slots=True)
 class Resolved:
-    """The options with their plan, the allocation behind it, and one line saying which it was."""
+    """The options with their plan, the allocation behind it, one line saying which it was, and
+    the model to code: the input's, or a copy whose error-compensated tensors replace its own."""
 
     options: nnc.CodingOptions
     allocation: Allocation
     summary: str
+    model: Model
 
 
 def prepare(
@@ -72,7 +76,12 @@ def prepare(
             raise UnsupportedError("the model has no float output that varies on the calibration inputs")
         return Allocator(units, curves, None), "weight domain: no float output varies"
     where = f"{_samples(feeds)} calibration samples" if real else "synthetic inputs"
-    return Allocator(units, curves, probe), where
+    allocator = Allocator(units, curves, probe)
+    if real:  # layer inputs of noise carry no correlation worth compensating (not measured)
+        hessians = layer_hessians(fmt, model, feeds, tensors)
+        if hessians:
+            allocator.compensation = Compensation(tensors, hessians)
+    return allocator, where
 
 
 def resolve(
@@ -126,7 +135,15 @@ def resolve(
         fidelity = "weight SNR" if allocator.probe is None else "output SNR"
         what = f"{fidelity} {_db(allocation.output_snr_db)} dB ({where})"
     ratio = allocation.global_bytes / allocation.payload_bytes if allocation.payload_bytes else 1.0
-    if allocation.method == "per-tensor":
+    if allocation.replaced:
+        assert allocator.probe is not None
+        model = allocator.probe.with_tensors(allocation.replaced)
+        summary = (
+            f"one global QP {allocation.global_qp} -> {min(allocation.unit_qps.values())} with "
+            f"{len(allocation.replaced)} error-compensated layers, {what}; "
+            f"without compensation {ratio:.2f}x the bytes"
+        )
+    elif allocation.method == "per-tensor":
         summary = (
             f"per-tensor allocation, {what}; one global QP {allocation.global_qp} would take {ratio:.2f}x the bytes"
         )
@@ -135,7 +152,7 @@ def resolve(
             summary = f"per-tensor allocation, {what}; one global QP {allocation.global_qp}: {fidelity} dB"
     else:
         summary = f"one global QP {allocation.global_qp} (no per-tensor plan did better), {what}"
-    return Resolved(options, allocation, summary)
+    return Resolved(options, allocation, summary, model)
 
 
 def _overhead(

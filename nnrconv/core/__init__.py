@@ -21,6 +21,7 @@ from nnrconv.core._errors import (
 )
 from nnrconv.core._format import FormatPlugin, InputSpec, TopologyTensor
 from nnrconv.core._graph import Attribute, AttributeType, Graph, Node, ValueInfo
+from nnrconv.core._layers import WeightInput
 from nnrconv.core._model import Model
 from nnrconv.core._narrow import restore_narrow
 from nnrconv.core._plugins import FormatRegistry, get_plugin_manager, get_registry
@@ -56,6 +57,7 @@ __all__ = [
     "Tensor",
     "TensorRole",
     "TopologyTensor",
+    "WeightInput",
     "UnsupportedError",
     "UsageError",
     "ValueInfo",

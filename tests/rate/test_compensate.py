@@ -1,0 +1,111 @@
+# Copyright nnrconv contributors
+# SPDX-License-Identifier: Apache-2.0
+"""Error-compensating quantization: correct layer-input correlations, values on the grid coded
+level for level, less output error than rounding, and an output target met with fewer bytes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import nnrconv
+from nnrconv import _api, nnc
+from nnrconv._rate import OutputProbe, calibration_feeds, prepare, snr_of
+from nnrconv._rate._compensate import compensate
+from nnrconv._rate._hessian import layer_hessians
+from nnrconv.nnc._quantization import step_size
+from tests.nnc import _nncodec_ref as ref
+from tests.rate._models import convnet, smooth_images
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory):
+    root = tmp_path_factory.mktemp("compensate")
+    path = convnet(root / "net.onnx")
+    calib = root / "calib.npz"
+    np.savez(calib, x=smooth_images(16, seed=1))
+    model = nnrconv.load(path)
+    fmt = _api._plugin("onnx")
+    tensors = {n: t.numpy() for n, t in model.tensors.items()}
+    feeds, _ = calibration_feeds(calib, fmt.input_specs(model))
+    return path, calib, model, fmt, tensors, layer_hessians(fmt, model, feeds, tensors)
+
+
+def test_every_conv_and_matmul_weight_gets_its_input_correlation(net):
+    *_, hessians = net
+    assert {n: h.shape for n, (_, h) in hessians.items()} == {
+        "c1": (27, 27), "c2": (72, 72), "c3": (144, 144), "fc": (16, 16),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["c1", "c2", "c3", "fc"])
+def test_hessian_predicts_the_runtime_output_change_exactly(net, name):
+    """Σ over samples ||ΔW·x||² = tr(ΔW H ΔWᵀ): the windows (padding, stride, dilation, order)
+    are those onnxruntime convolves with."""
+    _, calib, model, fmt, tensors, hessians = net
+    use, hessian = hessians[name]
+    delta = np.random.default_rng(3).standard_normal(tensors[name].shape).astype(np.float32) * 1e-2
+    feed = {"x": np.load(calib)["x"]}
+    layer_out = {"c1": "h1", "c2": "h2", "c3": "h3", "fc": "logits"}[name]
+    before = fmt.activations(model, feed, [layer_out])[layer_out].astype(np.float64)
+    probe = OutputProbe(fmt, model, [feed], margins=False)
+    changed = probe.with_tensors({name: tensors[name] + delta})
+    after = fmt.activations(changed, feed, [layer_out])[layer_out].astype(np.float64)
+    matrix = delta.reshape(delta.shape[0], -1) if use.kind == "conv" else delta.T
+    predicted = float(np.trace(matrix.astype(np.float64) @ hessian @ matrix.T.astype(np.float64)))
+    assert np.sum((after - before) ** 2) == pytest.approx(predicted, rel=1e-3)
+
+
+@pytest.mark.parametrize("qp", [-40, -28, -20])
+def test_compensated_weights_lie_on_the_grid_and_decode_exactly(net, qp):
+    *_, tensors, hessians = net
+    use, hessian = hessians["c2"]
+    values = compensate(tensors["c2"], use, hessian, qp)
+    levels = values.astype(np.float64) / step_size(qp)
+    assert np.array_equal(levels, np.round(levels))
+    rate = nnc.tensor_rate(values, qp, dq=False)
+    assert rate.sse == 0.0 and np.array_equal(rate.reconstruction, values)
+
+
+@pytest.mark.parametrize("name", ["c1", "c2", "c3"])
+def test_compensation_leaves_less_output_error_than_rounding(net, name):
+    *_, tensors, hessians = net
+    use, hessian = hessians[name]
+    qp = -24
+    weights = tensors[name]
+    rounded = np.round(weights / step_size(qp)) * step_size(qp)
+    compensated = compensate(weights, use, hessian, qp)
+
+    def output_error(values: np.ndarray) -> float:
+        d = (values - weights).reshape(weights.shape[0], -1).astype(np.float64)
+        return float(np.trace(d @ hessian @ d.T))
+
+    assert output_error(compensated) < 0.6 * output_error(rounded)
+
+
+def test_output_target_with_calibration_codes_compensated_layers_and_holds(net, tmp_path):
+    path, calib, model, fmt, *_ = net
+    out = tmp_path / "c.nnr"
+    result = nnrconv.convert(path, out, options=nnc.CodingOptions(output_snr_db=30.0), calibration=calib)
+    assert result.allocation is not None and "error-compensated layers" in result.allocation
+    decoded = nnrconv.load(out)
+    feeds, _ = calibration_feeds(calib, fmt.input_specs(model))
+    probe = OutputProbe(fmt, model, feeds, margins=False)
+    assert snr_of(probe.compare([fmt.run(decoded, f) for f in probe.feeds])) >= 30.0
+    # the decoder returns exactly the compensated values the allocator measured
+    allocator, _ = prepare(nnrconv.load(path), fmt, calibration=calib)
+    allocation = allocator.for_output_snr(30.0)
+    assert set(allocation.replaced) == {"c1", "c2", "c3", "fc"}
+    assert allocation.payload_bytes < allocation.global_bytes
+    # NNCodec 2.1.3 reads the same units (DQ off) alike (it reads no ONNX topology: no topology here)
+    coded = {n: t.numpy() for n, t in decoded.tensors.items() if n in allocation.plan}
+    options = nnc.CodingOptions(plan=allocation.plan)
+    theirs = ref.decompress(nnc.encode_model(list(coded.items()), b"", 0, options=options))
+    for name, values in allocation.replaced.items():
+        assert np.array_equal(decoded.tensors[name].numpy(), values), name
+        assert np.array_equal(np.asarray(theirs[name], dtype=np.float32).reshape(values.shape), values), name
+    again = tmp_path / "d.nnr"
+    nnrconv.convert(path, again, options=nnc.CodingOptions(output_snr_db=30.0), calibration=calib)
+    assert again.read_bytes() == out.read_bytes()
