@@ -340,14 +340,7 @@ class FormatPlugin:
     def capabilities(self) -> list[str]:
         """Which optional methods this format overrides, for `nnrconv formats`."""
         names = (
-            "load",
-            "save",
-            "topology_bytes",
-            "from_topology",
-            "save_embedded",
-            "extract_embedded",
-            "run",
-            "session",
+            "load", "save", "topology_bytes", "from_topology", "save_embedded", "extract_embedded", "run", "session",
             "split",
         )
         return [n for n in names if getattr(type(self), n) is not getattr(FormatPlugin, n)]

@@ -128,7 +128,9 @@ class _Builder:
             value = self.graph(proto.g, node_scope(scope, node, index, proto.name, None))
         elif kind == _A.GRAPHS:
             attr_type = AttributeType.GRAPHS
-            value = [self.graph(g, node_scope(scope, node, index, proto.name, i)) for i, g in enumerate(proto.graphs)]
+            value = [
+                self.graph(g, node_scope(scope, node, index, proto.name, i)) for i, g in enumerate(proto.graphs)
+            ]
         else:
             attr_type, value = AttributeType.OTHER, None
         return Attribute(proto.name, attr_type, value)

@@ -318,7 +318,8 @@ def set_payload(proto: onnx.TensorProto, array: np.ndarray, key: str, field: str
     array = np.asarray(array)
     if array.size != expected:
         raise ValueError(
-            f"tensor {key!r}: {array.size} values for dims {list(proto.dims)} of {dtype.name} (expected {expected})"
+            f"tensor {key!r}: {array.size} values for dims {list(proto.dims)} of {dtype.name} "
+            f"(expected {expected})"
         )
     clear_payload(proto)
     if expected == 0:
