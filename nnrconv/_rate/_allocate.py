@@ -75,8 +75,9 @@ class Allocator:
         self._signal = sum(float(np.square(a, dtype=np.float64).sum()) for a in curves.tensors.values()) or 1.0
         self._sens: np.ndarray | None = None
         self._center = 0
-        self.compensation: Compensation | None = None
-        """Set (by `prepare`) when real calibration inputs gave the layer inputs' correlations."""
+        self.compensated: Allocator | None = None
+        """The same search over error-compensated curves (set by `prepare` when calibration
+        inputs gave the layer inputs' correlations): a second candidate of every target."""
 
     # -- measuring -----------------------------------------------------------------------------
     def measure(self, qps: dict[Unit, int]) -> dict[str, float]:
@@ -193,57 +194,8 @@ class Allocator:
         for qps, size, measured in self.closed_loop(target_db, rounds):
             if measured >= target_db and size < best[0]:
                 best = (size, qps, measured, "per-tensor")
-        replaced: dict[str, np.ndarray] = {}
-        if self.compensation is not None and self.probe is not None:
-            q, measured = self.compensated_for_snr(target_db, q_global)
-            if measured >= target_db and self.compensated_size(q) < best[0]:
-                best = (self.compensated_size(q), self.uniform(q), measured, "compensated")
-                replaced = self.compensation.arrays(q)
         size, qps, snr, method = best
-        result = self._result(qps, method, size, snr, q_global, global_size, snr_global)
-        for name in replaced:
-            result.plan[name] = Compensation.choice(result.plan[name].qp or 0)
-        result.replaced = replaced
-        return result
-
-    # -- error compensation --------------------------------------------------------------------
-    def compensated_size(self, qp: int) -> int:
-        """Payload bytes at one global QP with the compensated tensors coded on their grid."""
-        assert self.compensation is not None
-        own = set(self.compensation.names)
-        size = 0
-        for unit in self.units:
-            for name in unit.names:
-                q = tensor_qp(self.curves.tensors[name], qp)
-                size += self.compensation.size(name, q) if name in own else self.curves.tensor(name, q)[0]
-        return size
-
-    def compensated_noise(self, qp: int) -> dict[str, float]:
-        """Measured output noise at one global QP with the compensated tensors."""
-        assert self.compensation is not None and self.probe is not None
-        replaced = self.curves.reconstruction(self.uniform(qp))
-        replaced.update(self.compensation.arrays(qp))
-        return self.probe.noise(replaced)
-
-    def compensated_for_snr(self, target_db: float, start: int) -> tuple[int, float]:
-        """The coarsest global QP (from `start`, the plain one's, to QP_ABOVE coarser) whose
-        compensated coding measures at least `target_db`, and its SNR (-inf if none does)."""
-        cache: dict[int, float] = {}
-
-        def snr(q: int) -> float:
-            if q not in cache:
-                cache[q] = snr_of(self.compensated_noise(q))
-            return cache[q]
-
-        if snr(start) < target_db:
-            return start, -math.inf
-        lo, hi = start, min(_QP_MAX, start + QP_ABOVE)
-        if snr(hi) >= target_db:
-            return hi, snr(hi)
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if snr(mid) >= target_db else (lo, mid)
-        return lo, snr(lo)
+        return self._result(qps, method, size, snr, q_global, global_size, snr_global)
 
     def plan_for_noise(self, goal: float) -> dict[Unit, int]:
         """The equal-slope plan whose *predicted* worst relative output noise is at most `goal`
@@ -319,6 +271,12 @@ class Allocator:
             for unit, q in qps.items()
             for name in unit.names
         }
+        replaced = {}
+        compensation = self.curves.compensation
+        for name, choice in plan.items():
+            if self.curves.compensated(name) and compensation is not None and choice.qp is not None:
+                plan[name] = Compensation.choice(choice.qp)
+                replaced[name] = compensation.array(name, choice.qp)
         return Allocation(
             plan,
             method,
@@ -329,4 +287,5 @@ class Allocator:
             snr_global,
             {u.label: q for u, q in qps.items()},
             self.probe.runs if self.probe is not None else 0,
+            replaced,
         )

@@ -27,7 +27,7 @@ DAMPING = 0.01
 _BLOCK = 128
 
 
-def _inverse_factor(hessian: np.ndarray) -> np.ndarray:
+def inverse_factor(hessian: np.ndarray) -> np.ndarray:
     """Upper U with Uᵀ·U = H⁻¹ (H damped; dead inputs get a unit diagonal)."""
     h = hessian.copy()
     diagonal = np.diag(h).copy()
@@ -62,40 +62,40 @@ def _gptq(weights: np.ndarray, factor: np.ndarray, step: float) -> np.ndarray:
     return q
 
 
-def compensate(weights: np.ndarray, use: WeightInput, hessian: np.ndarray, qp: int) -> np.ndarray:
+def compensate(
+    weights: np.ndarray, use: WeightInput, hessian: np.ndarray, qp: int, factor: np.ndarray | None = None
+) -> np.ndarray:
     """`weights` quantized onto the uniform grid of `qp` (float32, same shape), error-compensated
-    against the layer inputs whose correlation is `hessian`."""
+    against the layer inputs whose correlation is `hessian` (`factor`: its `inverse_factor`)."""
     step = step_size(qp)
     if use.kind == "conv":
         matrix = weights.reshape(weights.shape[0], -1).astype(np.float64)
     else:
         matrix = weights.T.astype(np.float64)
-    result = _gptq(matrix, _inverse_factor(hessian), step)
+    result = _gptq(matrix, inverse_factor(hessian) if factor is None else factor, step)
     result = result.reshape(weights.shape) if use.kind == "conv" else result.T
     return np.ascontiguousarray(result, dtype=np.float32)
 
 
 class Compensation:
-    """Compensated versions of the weights with known layer inputs, per QP, and their coded sizes."""
+    """Compensated versions of the weights with known layer inputs, per QP, and their coded sizes.
+
+    Thread-safe enough for `RateCurves.fill`: two threads may compute the same entry, alike."""
 
     def __init__(self, tensors: dict[str, np.ndarray], hessians: dict[str, tuple[WeightInput, np.ndarray]]) -> None:
         self.tensors, self.hessians = tensors, hessians
+        self._factors: dict[str, np.ndarray] = {}
         self._arrays: dict[tuple[str, int], np.ndarray] = {}
         self._sizes: dict[tuple[str, int], int] = {}
-
-    @property
-    def names(self) -> list[str]:
-        return sorted(self.hessians)
 
     def array(self, name: str, qp: int) -> np.ndarray:
         key = (name, qp)
         if key not in self._arrays:
             use, hessian = self.hessians[name]
-            self._arrays[key] = compensate(self.tensors[name], use, hessian, qp)
+            if name not in self._factors:
+                self._factors[name] = inverse_factor(hessian)
+            self._arrays[key] = compensate(self.tensors[name], use, hessian, qp, self._factors[name])
         return self._arrays[key]
-
-    def arrays(self, qp: int) -> dict[str, np.ndarray]:
-        return {name: self.array(name, qp) for name in self.names}
 
     def size(self, name: str, qp: int) -> int:
         """NDU payload bytes of the compensated tensor coded as `choice(qp)` codes it."""

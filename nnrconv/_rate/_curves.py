@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nnrconv import nnc
+from nnrconv._rate._compensate import Compensation
 
 __all__ = ["MAX_UNITS", "NONWEIGHT_OFFSET", "RateCurves", "Unit", "lossy_tensors", "make_units"]
 
@@ -67,15 +68,30 @@ def tensor_qp(array: np.ndarray, unit_qp: int) -> int:
 
 
 class RateCurves:
-    """Cached (payload bytes, squared error) of every tensor at every QP asked for."""
+    """Cached (payload bytes, squared error) of every tensor at every QP asked for.
 
-    def __init__(self, tensors: Mapping[str, np.ndarray], jobs: int = 1) -> None:
+    With `compensation`, the tensors it covers are coded error-compensated (on their grid, DQ
+    off): their bytes, errors and reconstructions are those of the compensated values.
+    """
+
+    def __init__(
+        self, tensors: Mapping[str, np.ndarray], jobs: int = 1, compensation: Compensation | None = None
+    ) -> None:
         self.tensors = dict(tensors)
         self.jobs = max(1, jobs)
+        self.compensation = compensation
         self._cache: dict[tuple[str, int], tuple[int, float]] = {}
 
+    def compensated(self, name: str) -> bool:
+        return self.compensation is not None and name in self.compensation.hessians
+
     def _measure(self, key: tuple[str, int]) -> tuple[int, float]:
-        rate = nnc.tensor_rate(self.tensors[key[0]], key[1])
+        name, qp = key
+        if self.compensated(name):
+            assert self.compensation is not None
+            diff = self.compensation.array(name, qp).astype(np.float64) - self.tensors[name]
+            return self.compensation.size(name, qp), float(np.dot(diff.ravel(), diff.ravel()))
+        rate = nnc.tensor_rate(self.tensors[name], qp)
         return rate.payload_bytes, rate.sse
 
     def fill(self, units: list[Unit], unit_qps: list[int]) -> None:
@@ -106,6 +122,9 @@ class RateCurves:
         jobs = [(n, tensor_qp(self.tensors[n], q)) for u, q in unit_qps.items() for n in u.names]
 
         def rebuild(key: tuple[str, int]) -> np.ndarray:
+            if self.compensated(key[0]):
+                assert self.compensation is not None
+                return self.compensation.array(*key)
             return nnc.tensor_rate(self.tensors[key[0]], key[1]).reconstruction
 
         with ThreadPoolExecutor(self.jobs) as pool:

@@ -80,7 +80,8 @@ def prepare(
     if real:  # layer inputs of noise carry no correlation worth compensating (not measured)
         hessians = layer_hessians(fmt, model, feeds, tensors)
         if hessians:
-            allocator.compensation = Compensation(tensors, hessians)
+            twin = RateCurves(tensors, jobs=curves.jobs, compensation=Compensation(tensors, hessians))
+            allocator.compensated = Allocator(units, twin, probe)
     return allocator, where
 
 
@@ -118,6 +119,13 @@ def resolve(
     params = sum(a.size for a in allocator.curves.tensors.values())
     if kind == "output_snr_db":
         allocation = allocator.for_output_snr(value)
+        if allocator.compensated is not None:  # both meet the target: the smaller wins
+            other = allocator.compensated.for_output_snr(value)
+            if other.output_snr_db >= value and other.payload_bytes < allocation.payload_bytes:
+                allocation = dataclasses.replace(
+                    other, global_qp=allocation.global_qp, global_bytes=allocation.global_bytes,
+                    global_snr_db=allocation.global_snr_db,
+                )  # fmt: skip
         options = dataclasses.replace(options, plan=allocation.plan)
         what = f"output SNR {_db(allocation.output_snr_db)} dB on {where}"
     else:
@@ -125,6 +133,13 @@ def resolve(
         budget = (value * params / 8.0 if kind == "bits_per_param" else value) - overhead
         try:
             allocation = allocator.for_bytes(int(budget))
+            if allocator.compensated is not None:  # both fit the budget: the more faithful wins
+                other = allocator.compensated.for_bytes(int(budget))
+                if other.output_snr_db > allocation.output_snr_db:
+                    allocation = dataclasses.replace(
+                        other, global_qp=allocation.global_qp, global_bytes=allocation.global_bytes,
+                        global_snr_db=allocation.global_snr_db,
+                    )  # fmt: skip
         except UnsupportedError:
             least = allocator.size(allocator.uniform(60)) + overhead
             reach = (
@@ -138,10 +153,12 @@ def resolve(
     if allocation.replaced:
         assert allocator.probe is not None
         model = allocator.probe.with_tensors(allocation.replaced)
-        summary = (
-            f"one global QP {allocation.global_qp} -> {min(allocation.unit_qps.values())} with "
-            f"{len(allocation.replaced)} error-compensated layers, {what}; "
-            f"without compensation {ratio:.2f}x the bytes"
+        plan = "per-tensor allocation" if allocation.method == "per-tensor" else "one global QP"
+        summary = f"{plan} with {len(allocation.replaced)} error-compensated layers, {what}; "
+        summary += (
+            f"one global QP {allocation.global_qp} would take {ratio:.2f}x the bytes"
+            if kind == "output_snr_db"
+            else f"one global QP {allocation.global_qp}: {_db(allocation.global_snr_db)} dB"
         )
     elif allocation.method == "per-tensor":
         summary = (

@@ -96,9 +96,10 @@ def test_output_target_with_calibration_codes_compensated_layers_and_holds(net, 
     assert snr_of(probe.compare([fmt.run(decoded, f) for f in probe.feeds])) >= 30.0
     # the decoder returns exactly the compensated values the allocator measured
     allocator, _ = prepare(nnrconv.load(path), fmt, calibration=calib)
-    allocation = allocator.for_output_snr(30.0)
+    assert allocator.compensated is not None
+    allocation = allocator.compensated.for_output_snr(30.0)
     assert set(allocation.replaced) == {"c1", "c2", "c3", "fc"}
-    assert allocation.payload_bytes < allocation.global_bytes
+    assert allocation.payload_bytes < allocator.for_output_snr(30.0).payload_bytes
     # NNCodec 2.1.3 reads the same units (DQ off) alike (it reads no ONNX topology: no topology here)
     coded = {n: t.numpy() for n, t in decoded.tensors.items() if n in allocation.plan}
     options = nnc.CodingOptions(plan=allocation.plan)
