@@ -80,29 +80,38 @@ def compensate(
 class Compensation:
     """Compensated versions of the weights with known layer inputs, per QP, and their coded sizes.
 
-    Thread-safe enough for `RateCurves.fill`: two threads may compute the same entry, alike."""
+    Memory stays at about one model: each tensor keeps only its most recent compensated array
+    (sizes and errors are kept for every QP). Thread-safe enough for `RateCurves.fill`: two
+    threads may compute the same entry, alike.
+    """
 
     def __init__(self, tensors: dict[str, np.ndarray], hessians: dict[str, tuple[WeightInput, np.ndarray]]) -> None:
         self.tensors, self.hessians = tensors, hessians
         self._factors: dict[str, np.ndarray] = {}
-        self._arrays: dict[tuple[str, int], np.ndarray] = {}
-        self._sizes: dict[tuple[str, int], int] = {}
+        self._latest: dict[str, tuple[int, np.ndarray]] = {}
+        self._measured: dict[tuple[str, int], tuple[int, float]] = {}
 
     def array(self, name: str, qp: int) -> np.ndarray:
-        key = (name, qp)
-        if key not in self._arrays:
-            use, hessian = self.hessians[name]
-            if name not in self._factors:
-                self._factors[name] = inverse_factor(hessian)
-            self._arrays[key] = compensate(self.tensors[name], use, hessian, qp, self._factors[name])
-        return self._arrays[key]
+        """The tensor compensated onto the grid of `qp` (float32, its shape)."""
+        latest = self._latest.get(name)
+        if latest is not None and latest[0] == qp:
+            return latest[1]
+        use, hessian = self.hessians[name]
+        if name not in self._factors:
+            self._factors[name] = inverse_factor(hessian)
+        values = compensate(self.tensors[name], use, hessian, qp, self._factors[name])
+        self._latest[name] = (qp, values)
+        return values
 
-    def size(self, name: str, qp: int) -> int:
-        """NDU payload bytes of the compensated tensor coded as `choice(qp)` codes it."""
+    def measure(self, name: str, qp: int) -> tuple[int, float]:
+        """(NDU payload bytes as `choice(qp)` codes it, squared error against the original)."""
         key = (name, qp)
-        if key not in self._sizes:
-            self._sizes[key] = nnc.tensor_rate(self.array(name, qp), qp, dq=False).payload_bytes
-        return self._sizes[key]
+        if key not in self._measured:
+            values = self.array(name, qp)
+            diff = values.astype(np.float64) - self.tensors[name]
+            size = nnc.tensor_rate(values, qp, dq=False).payload_bytes
+            self._measured[key] = (size, float(np.dot(diff.ravel(), diff.ravel())))
+        return self._measured[key]
 
     @staticmethod
     def choice(qp: int) -> nnc.TensorChoice:

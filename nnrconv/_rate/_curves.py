@@ -89,8 +89,7 @@ class RateCurves:
         name, qp = key
         if self.compensated(name):
             assert self.compensation is not None
-            diff = self.compensation.array(name, qp).astype(np.float64) - self.tensors[name]
-            return self.compensation.size(name, qp), float(np.dot(diff.ravel(), diff.ravel()))
+            return self.compensation.measure(name, qp)
         rate = nnc.tensor_rate(self.tensors[name], qp)
         return rate.payload_bytes, rate.sse
 

@@ -11,7 +11,7 @@ import pytest
 import nnrconv
 from nnrconv import _api, nnc
 from nnrconv._rate import OutputProbe, calibration_feeds, prepare, snr_of
-from nnrconv._rate._compensate import compensate
+from nnrconv._rate._compensate import Compensation, compensate
 from nnrconv._rate._hessian import layer_hessians
 from nnrconv.nnc._quantization import step_size
 from tests.nnc import _nncodec_ref as ref
@@ -110,3 +110,12 @@ def test_output_target_with_calibration_codes_compensated_layers_and_holds(net, 
     again = tmp_path / "d.nnr"
     nnrconv.convert(path, again, options=nnc.CodingOptions(output_snr_db=30.0), calibration=calib)
     assert again.read_bytes() == out.read_bytes()
+
+
+def test_compensation_keeps_about_one_model_in_memory_whatever_the_qps_measured(net):
+    *_, tensors, hessians = net
+    compensation = Compensation(tensors, hessians)
+    sizes = [compensation.measure("c3", qp)[0] for qp in range(-40, -10, 3)]
+    assert sizes == sorted(sizes, reverse=True) and sizes[0] > sizes[-1]  # coarser codes smaller
+    kept = sum(values.nbytes for _, values in compensation._latest.values())
+    assert kept == tensors["c3"].nbytes
