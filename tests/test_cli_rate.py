@@ -72,15 +72,17 @@ def test_sweep_prints_both_curves_and_writes_json_csv_and_a_plot(files, tmp_path
     assert main([*args, "--json", "--csv", str(csv), "--plot", str(png)]) == 0
     doc = json.loads(capsys.readouterr().out)
     methods = {p["method"] for p in doc["points"]}
-    assert methods == {"global QP", "nnrconv"} and doc["measured_on"] == "16 calibration samples"
+    # calibration inputs add the allocation over error-compensated layers (all four are MatMuls)
+    assert methods == {"global QP", "nnrconv", "nnrconv, compensated"}
+    assert doc["measured_on"] == "16 calibration samples"
     assert csv.read_text().splitlines()[0] == "method,setting,bits_per_param,output_snr_db,argmax_agreement"
     assert len(csv.read_text().splitlines()) == 1 + len(doc["points"])
-    assert labels == ["global QP", "nnrconv"]
+    assert labels == ["global QP", "nnrconv", "nnrconv, compensated"]
     with Image.open(png) as image:
         assert image.format == "PNG" and image.size[0] >= 400 and image.size[1] >= 300
     assert main(args) == 0
     table = capsys.readouterr().out
-    assert "global QP" in table and "nnrconv" in table and "argmax agree" in table
+    assert "global QP" in table and "nnrconv, compensated" in table and "argmax agree" in table
 
 
 def test_sweep_plot_without_matplotlib_is_one_clear_line(files, tmp_path, capsys, monkeypatch):

@@ -1,6 +1,7 @@
 # Copyright nnrconv contributors
 # SPDX-License-Identifier: Apache-2.0
-"""The rate-distortion curve of a model in one run: nnrconv's allocation beside one global QP.
+"""The rate-distortion curve of a model in one run: nnrconv's allocation beside one global QP
+(and, with calibration inputs, the allocation over error-compensated layers).
 
 Both curves are measured the same way: each point's tensors are quantized as nnc would code them,
 the model runs on the calibration feeds, and the worst output SNR (and, for classifier-like
@@ -18,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from nnrconv._rate._allocate import Allocator
 from nnrconv._rate._curves import Unit
 from nnrconv._rate._measure import snr_of
 from nnrconv._rate._resolve import prepare
@@ -27,6 +29,8 @@ __all__ = ["SweepPoint", "SweepResult", "require_matplotlib", "sweep"]
 
 GLOBAL = "global QP"
 ALLOCATION = "nnrconv"
+COMPENSATED = "nnrconv, compensated"
+"""With calibration inputs: the allocation over error-compensated layers (`_compensate`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +75,15 @@ class SweepResult:
         return "\n".join(lines) + "\n"
 
     def table(self) -> str:
-        rows = [f"{'method':<10} {'setting':<16} {'bits/param':>10} {'output SNR dB':>14} {'argmax agree':>13}"]
-        for method in (GLOBAL, ALLOCATION):
+        width = max(10, *(len(p.method) for p in self.points)) if self.points else 10
+        rows = [f"{'method':<{width}} {'setting':<16} {'bits/param':>10} {'output SNR dB':>14} {'argmax agree':>13}"]
+        for method in (GLOBAL, ALLOCATION, COMPENSATED):
             for p in self.curve(method):
                 agreement = "" if p.argmax_agreement is None else f"{100 * p.argmax_agreement:.2f}%"
                 snr = "inf" if math.isinf(p.output_snr_db) else f"{p.output_snr_db:.2f}"
-                rows.append(f"{p.method:<10} {p.setting:<16} {p.bits_per_param:>10.3f} {snr:>14} {agreement:>13}")
+                rows.append(
+                    f"{p.method:<{width}} {p.setting:<16} {p.bits_per_param:>10.3f} {snr:>14} {agreement:>13}"
+                )
         return "\n".join(rows)
 
     def plot(self, path: str | os.PathLike[str]) -> None:
@@ -95,8 +102,10 @@ class SweepResult:
                 "--plot needs matplotlib; install it with: pip install 'nnrconv[plot]'"
             ) from exc
         figure, axes = plt.subplots(figsize=(6.4, 4.4))
-        for method, style in ((GLOBAL, "o--"), (ALLOCATION, "s-")):
+        for method, style in ((GLOBAL, "o--"), (ALLOCATION, "s-"), (COMPENSATED, "^-")):
             pts = [p for p in self.curve(method) if math.isfinite(p.output_snr_db)]
+            if not pts:
+                continue
             axes.plot([p.bits_per_param for p in pts], [p.output_snr_db for p in pts], style, label=method)
         axes.set_xlabel("bits per coded float parameter")
         axes.set_ylabel(f"output SNR (dB, {self.measured_on})")
@@ -159,11 +168,14 @@ def sweep(
     except UnsupportedError:
         center = -60
     allocator.probe_sensitivities(center)
+    twin = allocator.compensated
+    if twin is not None:
+        twin.probe_sensitivities(center)
 
-    def point(method: str, setting: str, qps: dict[Unit, int]) -> SweepPoint:
-        outputs = probe.outputs(allocator.curves.reconstruction(qps))
+    def point(method: str, setting: str, qps: dict[Unit, int], by: Allocator = allocator) -> SweepPoint:
+        outputs = probe.outputs(by.curves.reconstruction(qps))
         snr = snr_of({k: v for k, v in probe.compare(outputs).items() if ":" not in k})
-        bits = 8 * allocator.size(qps) / params
+        bits = 8 * by.size(qps) / params
         return SweepPoint(method, setting, bits, snr, probe.agreement(outputs))
 
     half = max(1, points // 2)
@@ -173,6 +185,9 @@ def sweep(
         if math.isfinite(global_point.output_snr_db):
             goal = global_point.output_snr_db
             result.points.append(point(ALLOCATION, f"goal {goal:.1f} dB", allocator.plan_for_noise(10 ** (-goal / 10))))
+            if twin is not None:
+                plan = twin.plan_for_noise(10 ** (-goal / 10))
+                result.points.append(point(COMPENSATED, f"goal {goal:.1f} dB", plan, twin))
     return result
 
 
