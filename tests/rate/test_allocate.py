@@ -64,9 +64,10 @@ def test_bits_per_param_is_met_within_two_percent(files, tmp_path):
     result = nnrconv.convert(model, out, options=nnc.CodingOptions(bits_per_param=4.0), calibration=calib)
     loaded = nnrconv.load(model)
     lossy = {t.name for t in loaded if t.size >= 16}
+    plan, coded = _plan_of(loaded, calib)  # the model coded: error-compensated tensors included
     _, ndus = nnc.encode_parts(
-        {n: loaded.tensors[n].numpy() for n in lossy},
-        nnc.CodingOptions(plan={n: c for n, c in _plan_of(loaded, calib).items() if n in lossy}),
+        {n: coded.tensors[n].numpy() for n in lossy},
+        nnc.CodingOptions(plan={n: c for n, c in plan.items() if n in lossy}),
     )
     bits = 8 * sum(len(u) for u in ndus.values()) / sum(loaded.tensors[n].size for n in lossy)
     assert abs(bits - 4.0) <= 0.08, bits
@@ -83,7 +84,7 @@ def _plan_of(model, calib):
         measure_size=lambda o: len(_api.encode(model, options=o)),
         calibration=calib,
     )
-    return resolved.options.plan
+    return resolved.options.plan, resolved.model
 
 
 def test_size_budget_bounds_the_whole_file(files, tmp_path):
