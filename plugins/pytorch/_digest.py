@@ -39,7 +39,7 @@ _TAIL = _MAX_COMMENT + _EOCD_SIZE
 
 def seal(archive: bytes) -> bytes:
     """`archive` (a zip without comment, as `_archive.write_zip` makes it) with the digest as its comment."""
-    if archive[-_EOCD_SIZE:-_EOCD_SIZE + 4] != _EOCD or archive[-2:] != b"\0\0":
+    if archive[-_EOCD_SIZE : -_EOCD_SIZE + 4] != _EOCD or archive[-2:] != b"\0\0":
         raise ValueError("the archive does not end in an end-of-central-directory record without comment")
     budget = digest_budget(len(archive), _MAX_COMMENT - len(_KEY))
     # The comment's length is covered too: its text has the same length whatever it covers.
