@@ -17,9 +17,10 @@ file in 4 KiB chunks (larger for big models, see `chunk_size`) named by path and
 included, so a flip anywhere is named by file and offset before the units are parsed). A file
 added, removed, renamed or resized changes the count or the list and is refused. In a `.tgz`
 the gzip trailer's CRC-32 covers the tar stream (member names and headers included; the stream
-is read to its end), and line 2 records the gzip header, which no CRC covers (modification
-time, flags, OS byte). A sealed `.tgz` unpacked by hand into a folder still verifies (the gzip
-header is then not compared). The names are not stored, so the cost stays within 0.5 % + 1 KB.
+is read to its end), line 2 records the gzip header, which no CRC covers (modification time,
+flags, OS byte), and the header's extra field holds the compressed stream's SHA-256 (`_gzip`).
+A sealed `.tgz` unpacked by hand into a folder still verifies (the gzip header is then not
+compared). The names are not stored, so the cost stays within 0.5 % + 1 KB.
 """
 
 from __future__ import annotations
@@ -29,17 +30,18 @@ import json
 import mmap
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from nnrconv.core import BitstreamError, Region, check_digest, seal_digest
 from nnrconv.core._digest_parts import chunk_size, chunks, digest_budget
 
-__all__ = ["DIGEST_FILE", "GZIP_HEADER_SIZE", "check", "listing", "seal"]
+__all__ = ["DIGEST_FILE", "GZIP_HEADER_SIZE", "GzipHead", "check", "listing", "seal"]
 
 DIGEST_FILE = "graph.nnr.digest"
 GZIP_HEADER_SIZE = 10
 _FORMAT = "nnrconv-nnef-files/1"
 _MODEL_FILES = ("graph.nnef", "graph.quant", "graph.nnr")
+_FEXTRA = 0x04
 
 
 def listing(root: Path) -> dict[str, int]:
@@ -115,13 +117,21 @@ def _unexpected(files: dict[str, int]) -> str:
     return f" ({', '.join(odd[:3])} not a file of the model)" if odd else ""
 
 
-def check(root: Path, source: str, gzip_header: bytes | None = None) -> bool:
+class GzipHead(NamedTuple):
+    """What a `.tgz` reader saw of its gzip header: the first 10 bytes, and whether the extra
+    field holding the compressed stream's digest (`_gzip`) was there and matched."""
+
+    header: bytes
+    sealed: bool
+
+
+def check(root: Path, source: str, gzip: GzipHead | None = None) -> bool:
     """Verify the model folder `root` against its `graph.nnr.digest`; False when it has none.
 
     Args:
         root: the folder holding `graph.nnef` (a `.tgz` unpacked).
         source: the model's path, for errors.
-        gzip_header: the first bytes of the `.tgz`, compared with the recorded ones.
+        gzip: the gzip header of the `.tgz`, compared with the recorded one.
 
     Raises:
         BitstreamError: a file differs (named with its byte offset), is missing or unexpected,
@@ -140,6 +150,9 @@ def check(root: Path, source: str, gzip_header: bytes | None = None) -> bool:
         )
     check_digest(seal_line, _regions(root, header, len(seal_line) + 1, files), source)
     recorded = record.get("gzip")
-    if gzip_header is not None and recorded is not None and gzip_header.hex() != recorded:
-        raise BitstreamError(f"{source}: the gzip header (byte offsets 0-9) differs from the container digest")
+    if gzip is not None and recorded is not None:
+        if gzip.header.hex() != recorded:
+            raise BitstreamError(f"{source}: the gzip header (byte offsets 0-9) differs from the container digest")
+        if bytes.fromhex(recorded)[3] & _FEXTRA and not gzip.sealed:
+            raise BitstreamError(f"{source}: the gzip header's extra field (byte offsets 10-15) is damaged")
     return True

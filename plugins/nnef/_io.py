@@ -10,7 +10,6 @@ written (or carried through NNR) comes back with bit-identical files.
 
 from __future__ import annotations
 
-import gzip
 import io
 import os
 import tarfile
@@ -34,7 +33,7 @@ from nnrconv.core import (
     UnsupportedError,
 )
 from nnrconv.core._digest_parts import DIGEST_KEY, UNVERIFIED, VERIFIED
-from nnrconv_nnef import _digest
+from nnrconv_nnef import _digest, _gzip
 from nnrconv_nnef._dat import HEADER_SIZE, DatError, DatHeader, decode_payload, encode_payload
 from nnrconv_nnef._graph import GraphError, ParsedGraph, VariableDecl, parse_graph
 
@@ -165,7 +164,7 @@ def _read(file: Path, model: Path) -> bytes:
         raise FormatError(f"{model}: cannot read {file.name}: {exc.strerror}") from exc
 
 
-def _extract(path: Path) -> tuple[tempfile.TemporaryDirectory[str], Path, bytes]:
+def _extract(path: Path) -> tuple[tempfile.TemporaryDirectory[str], Path, _digest.GzipHead]:
     """Unpack a `.tgz` into a private temporary folder; return it, the folder holding graph.nnef
     and the gzip header (which the container digest covers).
 
@@ -174,6 +173,11 @@ def _extract(path: Path) -> tuple[tempfile.TemporaryDirectory[str], Path, bytes]
         BitstreamError: the same, for an archive of NNR inside NNEF (named `*.nnr.*`, or holding
             `graph.nnr`): damaged, not of another format.
     """
+    # The compressed stream's digest first (in the header of a sealed `.nnr.tgz`).
+    try:
+        gzip_sealed = _gzip.verify(path)
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot read: {exc.strerror}") from None
     workdir = tempfile.TemporaryDirectory(prefix="nnrconv-nnef-")
     try:
         with open(path, "rb") as raw:
@@ -196,7 +200,7 @@ def _extract(path: Path) -> tuple[tempfile.TemporaryDirectory[str], Path, bytes]
     if not graphs:
         workdir.cleanup()
         raise FormatError(f"{path}: not an NNEF model: the archive holds no {GRAPH_FILE}")
-    return workdir, graphs[0].parent, gzip_header
+    return workdir, graphs[0].parent, _digest.GzipHead(gzip_header, gzip_sealed)
 
 
 class _ExtractedTensor(MappedTensor):
@@ -360,28 +364,23 @@ def _write_folder(files: Iterable[tuple[str, bytes]], path: Path) -> None:
 
 
 def _write_sealed_tgz(files: Iterable[tuple[str, bytes]], path: Path) -> None:
-    """A `.tgz` with the container digest: staged as a folder, sealed, then archived.
-
-    The gzip header is written by us (no file name, no time stamp: gzip's MTIME 0), so it is
-    known when sealing and the same for the same model.
-    """
+    """A `.tgz` with the container digest: staged as a folder, sealed, archived, then compressed
+    with the digest of the compressed stream in the gzip header (`_gzip`)."""
     mtime = int(time.time())
-    with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as zipped:
-        raw.flush()
-        with open(path, "rb") as head:
-            gzip_header = head.read(_digest.GZIP_HEADER_SIZE)
-        with tempfile.TemporaryDirectory(prefix="nnrconv-nnef-", dir=path.parent) as staging:
-            root = Path(staging) / "model"
-            names: list[str] = []
-            _write_folder(_noting_names(files, names), root)
-            _digest.seal(root, gzip_header)
-            names.append(_digest.DIGEST_FILE)
-            with tarfile.open(fileobj=zipped, mode="w") as tar:
-                for name in names:
-                    info = tarfile.TarInfo(name)
-                    content = (root / name).read_bytes()
-                    info.size, info.mtime, info.mode = len(content), mtime, 0o644
-                    tar.addfile(info, io.BytesIO(content))
+    with tempfile.TemporaryDirectory(prefix="nnrconv-nnef-", dir=path.parent) as staging:
+        root = Path(staging) / "model"
+        names: list[str] = []
+        _write_folder(_noting_names(files, names), root)
+        _digest.seal(root, _gzip.HEADER)
+        names.append(_digest.DIGEST_FILE)
+        plain = Path(staging) / "model.tar"
+        with tarfile.open(plain, mode="w") as tar:
+            for name in names:
+                info = tarfile.TarInfo(name)
+                content = (root / name).read_bytes()
+                info.size, info.mtime, info.mode = len(content), mtime, 0o644
+                tar.addfile(info, io.BytesIO(content))
+        _gzip.write(plain, path)
 
 
 def _noting_names(files: Iterable[tuple[str, bytes]], names: list[str]) -> Iterator[tuple[str, bytes]]:

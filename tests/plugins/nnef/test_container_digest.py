@@ -9,8 +9,11 @@ plain `.dat` payload loads silently.
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import random
 import tarfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -98,6 +101,32 @@ def test_every_random_bit_flip_in_the_tgz_is_refused(written: Path, tmp_path: Pa
     path.write_bytes(damaged)
     with pytest.raises(BitstreamError, match=r"gzip header"):
         nnrconv.load(path)
+
+
+def test_flips_in_the_gzip_layer_are_refused(written: Path, tmp_path: Path) -> None:
+    """The gzip header and its extra field, and deflate bits that decode to the same tar stream
+    (padding, unused code lengths): no CRC sees those, the header's SHA-256 does."""
+    data = (written / "m.nnr.tgz").read_bytes()
+    plain = gzip.decompress(data)
+    path = tmp_path / "m.nnr.tgz"
+    rng = random.Random(14)
+    offsets = list(range(48))
+    tries = 0
+    while len(offsets) < 48 + 3 and tries < 5000:
+        tries += 1
+        damaged = bytearray(data)
+        offset = rng.randrange(48, len(data))
+        damaged[offset] ^= 1 << rng.randrange(8)
+        with contextlib.suppress(OSError, EOFError, zlib.error):
+            if gzip.decompress(bytes(damaged)) == plain:
+                offsets.append(offset)
+    assert len(offsets) > 48  # such flips exist (5 in 1,923 measured)
+    for offset in offsets:
+        damaged = bytearray(data)
+        damaged[offset] ^= 1 << rng.randrange(8)
+        path.write_bytes(damaged)
+        with pytest.raises(BitstreamError):
+            nnrconv.load(path)
 
 
 def test_damage_is_named_by_file_and_offset(written: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
