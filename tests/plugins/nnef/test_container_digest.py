@@ -177,6 +177,13 @@ def test_without_digest_it_loads_unverified(written: Path, tmp_path: Path) -> No
     assert fmt.container_digest_status(written / "m.nnr.tgz") == VERIFIED
 
 
+def test_a_sealed_folder_archived_by_hand_still_verifies(written: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "byhand.nnr.tgz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(written / "m.nnr.nnef", arcname="model")
+    assert nnrconv.load(archive).metadata[DIGEST_KEY] == VERIFIED
+
+
 def test_size_cost_is_within_half_a_percent_plus_1_kb(written: Path, tmp_path: Path) -> None:
     folder = written / "m.nnr.nnef"
     total = sum(p.stat().st_size for p in _files(folder))
