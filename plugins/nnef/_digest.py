@@ -42,7 +42,6 @@ GZIP_HEADER_SIZE = 10
 _FORMAT = "nnrconv-nnef-files/1"
 _MODEL_FILES = ("graph.nnef", "graph.quant", "graph.nnr")
 _FEXTRA = 0x04
-_DAT_HEADER = 128  # a `.dat` file's header, named apart from its payload in errors
 
 
 def listing(root: Path) -> dict[str, int]:
@@ -76,11 +75,7 @@ def _regions(root: Path, header: bytes, header_offset: int, files: dict[str, int
         Region("the folder's file list (names and sizes)", names),
     ]
     for name, content in contents.items():
-        if name.endswith(".dat") and len(content) >= _DAT_HEADER:
-            regions.append(Region(f"{name} header", memoryview(content)[:_DAT_HEADER], 0))
-            regions += chunks(f"{name} payload", memoryview(content)[_DAT_HEADER:], size, _DAT_HEADER)
-        else:
-            regions += chunks(name, content, size)
+        regions += chunks(name, content, size)
     return regions
 
 

@@ -86,7 +86,6 @@ def test_every_random_bit_flip_in_the_folder_is_refused(written: Path, tmp_path:
     assert refused == FLIPS
 
 
-@pytest.mark.slow
 def test_every_random_bit_flip_in_the_tgz_is_refused(written: Path, tmp_path: Path) -> None:
     data = (written / "m.nnr.tgz").read_bytes()
     path = tmp_path / "m.nnr.tgz"
