@@ -97,6 +97,12 @@ def test_every_random_bit_flip_in_the_tgz_is_refused(written: Path, tmp_path: Pa
         path.write_bytes(damaged)
         with pytest.raises(BitstreamError):
             _load_fully(path)
+    # Damage inside the compressed stream is named by byte offset and the member written there.
+    damaged = bytearray(data)
+    damaged[len(data) // 2] ^= 0x10
+    path.write_bytes(damaged)
+    with pytest.raises(BitstreamError, match=r"compressed byte offset \d+ \(in member [\w./]+\) differs"):
+        nnrconv.load(path)
     # The gzip header (no CRC covers it) is named as such.
     damaged = bytearray(data)
     damaged[5] ^= 0x10  # inside the MTIME field
