@@ -46,21 +46,16 @@ def seal(archive: bytes) -> bytes:
     length = len(_KEY) + len(seal_digest(_regions(archive), budget))
     body = archive[:-2] + length.to_bytes(2, "little")
     comment = _KEY + seal_digest(_regions(body), budget).encode("ascii")
-    assert len(comment) == length
+    if len(comment) != length:  # cannot happen: the text's length depends only on the region count
+        raise ValueError("the container digest changed length while sealing")
     return body + comment
-
-
-def _tail(path: Path) -> tuple[int, bytes]:
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        start = max(0, size - _TAIL)
-        f.seek(start)
-        return start, f.read()
 
 
 def has_digest(path: Path) -> bool:
     """Whether the end of the file at `path` holds a container digest (or a damaged one)."""
-    _, tail = _tail(path)
+    with open(path, "rb") as f:
+        f.seek(max(0, os.fstat(f.fileno()).st_size - _TAIL))
+        tail = f.read()
     return _KEY in tail or _MAGIC in tail
 
 
