@@ -23,6 +23,7 @@ from nnrconv._api import (
     encode,
     formats,
     inspect,
+    inspect_container,
     load,
     save,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "encode",
     "formats",
     "inspect",
+    "inspect_container",
     "load",
     "merge",
     "save",

@@ -17,11 +17,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from nnrconv import _embedding, _salvage, nnc
+from nnrconv import _embedding, _inspect_embedded, _salvage, nnc
 from nnrconv._carriage import Carrier, carriers, decoded_snr_db, source_defaults, with_roles
 from nnrconv._compare import Comparison, TensorDifference, compare
 from nnrconv._embedding import coded_units, keep_coded, pass_through
 from nnrconv._files import OwnOutput, check_output, staged_output
+from nnrconv._inspect_embedded import ContainerReport
 from nnrconv._outputs import output_format
 from nnrconv._stream_io import write_nnr
 from nnrconv._topology import owner, topology_of
@@ -50,6 +51,7 @@ __all__ = [
     "encode",
     "formats",
     "inspect",
+    "inspect_container",
     "is_nnr",
     "load",
     "save",
@@ -448,6 +450,13 @@ def _disk_size(path: Path) -> int:
     if path.name.lower().endswith(".safetensors.index.json"):  # the index names a checkpoint folder
         return _disk_size(path.parent)
     return path.stat().st_size
+
+
+def inspect_container(path: str | os.PathLike[str], format: str | None = None) -> ContainerReport | None:
+    """The NNR units and integrity of a native container with NNR inside; None for a bitstream."""
+    path = Path(path)
+    name = _input_format(path, format)
+    return None if name == NNR_FORMAT else _inspect_embedded.inspect_container(_plugin(name), path)
 
 
 def inspect(

@@ -37,7 +37,7 @@ from nnrconv._cli_shapes import INPUT_SHAPE
 from nnrconv._cli_signals import interruption, terminate_as_interrupt
 from nnrconv._cli_signing import sign_command, verify_command
 from nnrconv._compare import render as render_comparison
-from nnrconv.core import NNRConvError, get_plugin_manager
+from nnrconv.core import BitstreamError, NNRConvError, get_plugin_manager
 
 __all__ = ["cli", "main"]
 
@@ -322,7 +322,16 @@ def formats(as_json: bool) -> None:
 )
 @max_memory_option
 def inspect(path: str, as_json: bool, original: str | None) -> None:
-    """Show the units of an NNR bitstream: offsets, sizes, payload type, QP, step, bits/parameter, tensor."""
+    """Show the units of an NNR bitstream (offsets, sizes, payload type, QP, step, bits/parameter, tensor),
+    or of a native container with NNR inside (its units, integrity and container digest)."""
+    report = _api.inspect_container(path) if original is None else None
+    if report is not None:
+        for line in report.json_lines() if as_json else report.text_lines():
+            click.echo(line)
+        if report.damaged:
+            damage = report.container_digest if report.container_digest.startswith("damaged") else report.integrity
+            raise BitstreamError(damage.removeprefix("damaged: "))
+        return
     units = _api.inspect(path, original=original)
     if as_json:
         for unit in units:

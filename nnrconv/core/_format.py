@@ -24,6 +24,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from nnrconv.core._digest_parts import UNVERIFIED
 from nnrconv.core._dtype import DType
 from nnrconv.core._embedded import EmbeddedModel
 from nnrconv.core._errors import FrameworkMissingError, UnsupportedError
@@ -285,6 +286,15 @@ class FormatPlugin:
             FormatError: the container's NNR parts (parameter sets, a unit's place) are damaged.
         """
         return None
+
+    def container_digest_status(self, path: Path) -> str:
+        """Whether the container at `path` matches its container digest (the integrity of what is
+        not an NNR unit: graph, headers, manifests, the file's structure), without decoding.
+
+        Returns "verified", "unverified (no container digest)" (the default: a format, or a
+        file, without one) or "damaged: <the one-line error>"; never raises for damage.
+        """
+        return UNVERIFIED
 
     # -- split inference -----------------------------------------------------------------
     def split(self, path: Path, at: Sequence[str], head: Path, tail: Path) -> None:

@@ -113,7 +113,7 @@ def write_embedded(model: Model, path: Path, parameter_sets: bytes, ndus: Mappin
     unknown = sorted(set(ndus) - set(document.records))
     if unknown:
         raise FormatError(f"{path}: coded tensors {unknown[:5]!r} are not variables of this NNEF model")
-    write_files(_embedded_files(model, document, parameter_sets, ndus), path)
+    write_files(_embedded_files(model, document, parameter_sets, ndus), path, seal=True)
 
 
 def _embedded_files(

@@ -62,8 +62,9 @@ class NnefFormat(FormatPlugin):
         return _tgz_has_graph(path)
 
     def is_own_output(self, path: Path) -> bool:
-        """A folder of `graph.nnef` with only `graph.quant`, `graph.nnr` and `.dat` files beside it."""
-        return self.folder_holds_only(path, ("graph.nnef",), ("graph.nnef", "graph.quant", "graph.nnr", "*.dat"))
+        """A folder of `graph.nnef` with only `graph.quant`, `graph.nnr`, its digest and `.dat` files beside it."""
+        allowed = ("graph.nnef", "graph.quant", "graph.nnr", "graph.nnr.digest", "*.dat")
+        return self.folder_holds_only(path, ("graph.nnef",), allowed)
 
     def load(self, path: Path) -> Model:
         """Read a model folder or `.tgz`; each variable becomes a lazy tensor keyed by its label.
@@ -92,6 +93,13 @@ class NnefFormat(FormatPlugin):
         if _embed.is_embedded(model):
             return _embed.extract_embedded(model, path)
         return EmbeddedModel(model)
+
+    def container_digest_status(self, path: Path) -> str:
+        """The status of the `graph.nnr.digest` of a folder or `.tgz` (see `nnrconv_nnef._digest`)."""
+        from nnrconv.core._digest_parts import status_of
+        from nnrconv_nnef import _io
+
+        return status_of(lambda: _io.check_digest(path))
 
     def save(self, model: Model, path: Path) -> None:
         """Write a folder, or a `.tgz` when the name ends in `.tgz`/`.tar.gz`, with exact `.dat` headers.

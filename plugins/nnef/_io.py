@@ -21,7 +21,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nnrconv.core import DType, FormatError, LazyTensor, MappedTensor, Model, Tensor, TensorRole, UnsupportedError
+from nnrconv.core import (
+    BitstreamError,
+    DType,
+    FormatError,
+    LazyTensor,
+    MappedTensor,
+    Model,
+    Tensor,
+    TensorRole,
+    UnsupportedError,
+)
+from nnrconv.core._digest_parts import DIGEST_KEY, UNVERIFIED, VERIFIED
+from nnrconv_nnef import _digest, _gzip
 from nnrconv_nnef._dat import HEADER_SIZE, DatError, DatHeader, decode_payload, encode_payload
 from nnrconv_nnef._graph import GraphError, ParsedGraph, VariableDecl, parse_graph
 
@@ -75,6 +87,8 @@ class NnefDocument:
     keepalive: Any = None
     # The bytes of graph.nnr, if the folder has one (see `_embed`); never written by `write_model`.
     parameter_sets: bytes | None = None
+    # "verified" or "unverified (no container digest)" (see `_digest`), for `Model.metadata`.
+    digest_status: str | None = None
 
 
 def is_tgz_name(path: Path) -> bool:
@@ -91,11 +105,13 @@ def read_model(path: Path) -> Model:
         FormatError: no `graph.nnef`, a graph that does not parse, a missing or corrupt `.dat`,
             or a `.dat` whose shape differs from its variable's declaration.
     """
-    keepalive = None
+    keepalive, gzip_header = None, None
     if path.is_dir():
         root = path
     else:
-        keepalive, root = _extract(path)
+        keepalive, root, gzip_header = _extract(path)
+    # The container digest first: damage anywhere is then named by file and byte offset.
+    digest_status = VERIFIED if _digest.check(root, str(path), gzip_header) else UNVERIFIED
     graph_path = root / GRAPH_FILE
     if not graph_path.is_file():
         raise FormatError(f"{path}: not an NNEF model: no {GRAPH_FILE} in it")
@@ -106,7 +122,7 @@ def read_model(path: Path) -> Model:
         parsed = parse_graph(graph_text, quant_text)
     except GraphError as exc:
         raise FormatError(f"{path}: {GRAPH_FILE}: {exc}") from None
-    document = NnefDocument(graph_text, quant_text, parsed, keepalive=keepalive)
+    document = NnefDocument(graph_text, quant_text, parsed, keepalive=keepalive, digest_status=digest_status)
     nnr_path = root / PARAMETER_SETS_FILE
     if nnr_path.is_file():
         document.parameter_sets = _read(nnr_path, path)
@@ -120,8 +136,25 @@ def read_model(path: Path) -> Model:
     return model_from_document(document, tensors)
 
 
+def check_digest(path: Path) -> bool:
+    """Verify the container digest of the folder or `.tgz` at `path` alone; False when it has none.
+
+    Raises:
+        BitstreamError: damage (see `_digest.check`).
+        FormatError: not a readable folder or `.tgz`.
+    """
+    if path.is_dir():
+        return _digest.check(path, str(path))
+    workdir, root, gzip_header = _extract(path)
+    with workdir:
+        return _digest.check(root, str(path), gzip_header)
+
+
 def model_from_document(document: NnefDocument, tensors: dict[str, Tensor]) -> Model:
-    return Model(document.parsed.graph, tensors, source_format="nnef", native=document)
+    model = Model(document.parsed.graph, tensors, source_format="nnef", native=document)
+    if document.digest_status == VERIFIED or (document.digest_status and document.parameter_sets is not None):
+        model.metadata[DIGEST_KEY] = document.digest_status
+    return model
 
 
 def _read(file: Path, model: Path) -> bytes:
@@ -131,22 +164,43 @@ def _read(file: Path, model: Path) -> bytes:
         raise FormatError(f"{model}: cannot read {file.name}: {exc.strerror}") from exc
 
 
-def _extract(path: Path) -> tuple[tempfile.TemporaryDirectory[str], Path]:
-    """Unpack a `.tgz` into a private temporary folder; return it and the folder holding graph.nnef."""
+def _extract(path: Path) -> tuple[tempfile.TemporaryDirectory[str], Path, _digest.GzipHead]:
+    """Unpack a `.tgz` into a private temporary folder; return it, the folder holding graph.nnef
+    and the gzip header (which the container digest covers).
+
+    Raises:
+        FormatError: not a readable gzip-compressed tar.
+        BitstreamError: the same, for an archive of NNR inside NNEF (named `*.nnr.*`, or holding
+            `graph.nnr`): damaged, not of another format.
+    """
+    # The compressed stream's digest first (in the header of a sealed `.nnr.tgz`).
+    try:
+        gzip_sealed = _gzip.verify(path)
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot read: {exc.strerror}") from None
     workdir = tempfile.TemporaryDirectory(prefix="nnrconv-nnef-")
     try:
+        with open(path, "rb") as raw:
+            gzip_header = raw.read(_digest.GZIP_HEADER_SIZE)
         with tarfile.open(path, "r:gz") as tar:
             # The 'data' filter refuses absolute paths, '..', links leaving the folder, devices.
             tar.extractall(workdir.name, filter="data")
+            # Read the gzip stream to its end, so that its trailer's CRC-32 is checked: it covers
+            # the whole tar stream, member headers and padding included.
+            while tar.fileobj.read(1 << 20):  # type: ignore[union-attr]
+                pass
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        coded = ".nnr." in path.name.lower() or any(Path(workdir.name).rglob(PARAMETER_SETS_FILE))
         workdir.cleanup()
+        if coded:
+            raise BitstreamError(f"{path}: the NNR-in-NNEF archive is damaged ({exc})") from None
         raise FormatError(f"{path}: not a readable NNEF .tgz archive ({exc})") from None
     base = Path(workdir.name)
     graphs = sorted(base.rglob(GRAPH_FILE), key=lambda p: (len(p.parts), str(p)))
     if not graphs:
         workdir.cleanup()
         raise FormatError(f"{path}: not an NNEF model: the archive holds no {GRAPH_FILE}")
-    return workdir, graphs[0].parent
+    return workdir, graphs[0].parent, _digest.GzipHead(gzip_header, gzip_sealed)
 
 
 class _ExtractedTensor(MappedTensor):
@@ -281,17 +335,22 @@ def write_model(model: Model, path: Path) -> None:
     write_files(_files(model), path)
 
 
-def write_files(files: Iterable[tuple[str, bytes]], path: Path) -> None:
-    """Write (relative path, content) pairs as a folder, or as a `.tgz` when `path` ends so.
+def write_files(files: Iterable[tuple[str, bytes]], path: Path, *, seal: bool = False) -> None:
+    """Write (relative path, content) pairs as a folder, or as a `.tgz` when `path` ends so;
+    with `seal`, add the container digest (`_digest`) covering every file.
 
     Raises:
         FormatError: a file cannot be written (or producing a file's content failed so).
     """
     try:
-        if is_tgz_name(path):
+        if is_tgz_name(path) and seal:
+            _write_sealed_tgz(files, path)
+        elif is_tgz_name(path):
             _write_tgz(files, path)
         else:
             _write_folder(files, path)
+            if seal:
+                _digest.seal(path)
     except OSError as exc:
         raise FormatError(f"{path}: cannot write: {exc.strerror or exc}") from exc
 
@@ -302,6 +361,32 @@ def _write_folder(files: Iterable[tuple[str, bytes]], path: Path) -> None:
         target = path / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(content)
+
+
+def _write_sealed_tgz(files: Iterable[tuple[str, bytes]], path: Path) -> None:
+    """A `.tgz` with the container digest: staged as a folder, sealed, archived, then compressed
+    with the digest of the compressed stream in the gzip header (`_gzip`)."""
+    mtime = int(time.time())
+    with tempfile.TemporaryDirectory(prefix="nnrconv-nnef-", dir=path.parent) as staging:
+        root = Path(staging) / "model"
+        names: list[str] = []
+        _write_folder(_noting_names(files, names), root)
+        _digest.seal(root, _gzip.HEADER)
+        names.append(_digest.DIGEST_FILE)
+        plain = Path(staging) / "model.tar"
+        with tarfile.open(plain, mode="w") as tar:
+            for name in names:
+                info = tarfile.TarInfo(name)
+                content = (root / name).read_bytes()
+                info.size, info.mtime, info.mode = len(content), mtime, 0o644
+                tar.addfile(info, io.BytesIO(content))
+        _gzip.write(plain, path)
+
+
+def _noting_names(files: Iterable[tuple[str, bytes]], names: list[str]) -> Iterator[tuple[str, bytes]]:
+    for name, content in files:
+        names.append(name)
+        yield name, content
 
 
 def _write_tgz(files: Iterable[tuple[str, bytes]], path: Path) -> None:

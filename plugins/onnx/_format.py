@@ -126,6 +126,17 @@ class OnnxFormat(FormatPlugin):
 
         return _io.extract_embedded(path)
 
+    def container_digest_status(self, path: Path) -> str:
+        """The status of the `.nnr.onnx` container digest (see `nnrconv_onnx._digest`)."""
+        from nnrconv.core._digest_parts import status_of
+        from nnrconv_onnx import _digest, _io
+
+        def check() -> bool:
+            proto, data = _io._read_model(path)
+            return _digest.check(data, proto, path)
+
+        return status_of(check)
+
     def save(self, model: Model, path: Path) -> None:
         """Write `model` with its tensors as raw data, or as external data past the size threshold.
 

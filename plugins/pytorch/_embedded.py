@@ -45,7 +45,8 @@ import numpy as np
 import torch
 
 from nnrconv.core import ArrayTensor, BitstreamError, CodedUnit, EmbeddedModel, FormatError, Model, UnsupportedError
-from nnrconv_pytorch import _archive, _torchio
+from nnrconv.core._digest_parts import DIGEST_KEY, UNVERIFIED, VERIFIED
+from nnrconv_pytorch import _archive, _digest, _torchio
 from nnrconv_pytorch._archive import Record, Slot
 
 __all__ = ["FORMAT_ID", "MANIFEST", "PARAMETER_SETS", "extract", "is_embedded", "save"]
@@ -138,7 +139,7 @@ def save(model: Model, path: Path, parameter_sets: bytes, ndus: Mapping[str, byt
     text = json.dumps(manifest, separators=(",", ":")).encode("utf-8")
     extra = [*units, Record(prefix + MANIFEST, text), Record(prefix + PARAMETER_SETS, bytes(parameter_sets))]
     try:
-        path.write_bytes(_archive.write_zip([*_archive.fill(records, payloads), *extra]))
+        path.write_bytes(_digest.seal(_archive.write_zip([*_archive.fill(records, payloads), *extra])))
     except OSError as exc:
         raise FormatError(f"{source}: cannot write: {exc.strerror}") from exc
 
@@ -192,6 +193,7 @@ def extract(data: bytes, source: str) -> EmbeddedModel:
         FormatError: a missing or malformed manifest or parameter sets.
         BitstreamError: a coded tensor has no place in the model.
     """
+    status = VERIFIED if _digest.check(data, source) else UNVERIFIED  # before anything else
     records = _archive.read_zip(data, source)
     prefix = _archive.prefix_of(records)
     members = {r.name: r for r in records}
@@ -217,6 +219,7 @@ def extract(data: bytes, source: str) -> EmbeddedModel:
             raise BitstreamError(f"{source}: the coded tensor has no place in the model", tensor=key)
         ndu = bytes(members[entry.get("record", entry.get("unit"))].data)
         units[key] = CodedUnit(ndu, tensor.dtype, tensor.shape, tensor.role, _fitter(entry))
+    model.metadata[DIGEST_KEY] = status
     return EmbeddedModel(model, parameter_sets, units)
 
 

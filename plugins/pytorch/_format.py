@@ -91,8 +91,10 @@ class PyTorchFormat(FormatPlugin):
         None for any other file (see `_embedded` for the layout)."""
         import zipfile
 
-        from nnrconv_pytorch import _archive, _embedded
+        from nnrconv_pytorch import _archive, _digest, _embedded
 
+        if path.is_file() and _digest.has_digest(path):  # verified before the archive is parsed
+            return _embedded.extract(path.read_bytes(), str(path))
         if not path.is_file() or not zipfile.is_zipfile(path):
             return None
         try:
@@ -103,6 +105,15 @@ class PyTorchFormat(FormatPlugin):
         if not (_archive.archive_kind(names) and _embedded.is_embedded(names)):
             return None
         return _embedded.extract(path.read_bytes(), str(path))
+
+    def container_digest_status(self, path: Path) -> str:
+        """The status of a coded archive's digest (its zip comment; see `nnrconv_pytorch._digest`)."""
+        from nnrconv.core._digest_parts import UNVERIFIED, status_of
+        from nnrconv_pytorch import _digest
+
+        if not path.is_file() or not _digest.has_digest(path):
+            return UNVERIFIED
+        return status_of(lambda: _digest.check(path.read_bytes(), str(path)))
 
     def split(self, path: Path, at: Sequence[str], head: Path, tail: Path) -> None:
         """Head and tail of a ``torch.export`` program (``.pt2``) cut at the FX nodes named `at`,
