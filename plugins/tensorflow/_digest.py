@@ -41,9 +41,9 @@ def _zip_namer(data: bytes) -> _digest_span.Namer:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             starts = sorted((info.header_offset, f"zip member {info.filename}") for info in archive.infolist())
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError):
-        return lambda _: ""
+        return lambda start, end: ""
     if not starts:
-        return lambda _: ""
+        return lambda start, end: ""
     directory = data.find(b"PK\x01\x02", starts[-1][0])
     directory = len(data) if directory < 0 else directory
     ends = [start for start, _ in starts[1:]] + [directory]

@@ -11,7 +11,8 @@ file). Sealing writes a placeholder of the text's exact length there, then overw
 place with the digest of the file with that span zeroed; checking finds the text (by its
 magic), zeroes its span the same way and compares. The file is cut into N equal chunks (N is in
 the text, chosen so the text stays within 0.5 % of the file + 1 KB), each a region with its
-byte offset, named by the zip member or HDF5 dataset it falls in when that can be told.
+byte offset, named by the zip members it overlaps (HDF5 files are not parsed to name
+the dataset: a damaged file is never handed to the HDF5 library).
 
 A single damaged bit cannot hide the text: it is recognised by its magic or by the rest of its
 form (` sha256:<64 hex> crc:N:S:`), and either one damaged is reported.
@@ -35,8 +36,8 @@ _TAIL = re.compile(rb" sha256:[0-9a-f]{64} crc:\d{1,9}:\d{1,9}:")
 _UNBOUNDED = 1 << 40
 _MAX_CHUNKS = 1 << 16
 
-Namer = Callable[[int], str]
-"""Byte offset -> what holds it (a zip member, an HDF5 dataset), or "" when unknown."""
+Namer = Callable[[int, int], str]
+"""Byte range [start, end) -> what it falls in (zip members), or "" when unknown."""
 
 
 def chunk_count(size: int) -> int:
@@ -88,7 +89,7 @@ def _chunks(data: bytes, span: tuple[int, int], count: int, namer: Namer | None)
             copy = bytearray(chunk)
             copy[low - start : high - start] = bytes(high - low)
             chunk = bytes(copy)
-        where = namer(start) if namer is not None else ""
+        where = namer(start, end) if namer is not None else ""
         regions.append(Region(f"bytes {start}-{max(start, end - 1)}" + (f" ({where})" if where else ""), chunk, start))
     return regions
 
@@ -146,9 +147,9 @@ def check(data: bytes, path: Path, namer: Callable[[], Namer] | None = None) -> 
 
 
 def names_by_offset(ranges: Sequence[tuple[int, int, str]]) -> Namer:
-    """A namer from (start, end, name) byte ranges: the name of the first range holding the offset."""
+    """A namer from (start, end, name) byte ranges: the names of the ranges a chunk overlaps."""
 
-    def name(offset: int) -> str:
-        return next((label for low, high, label in ranges if low <= offset < high), "")
+    def name(start: int, end: int) -> str:
+        return ", ".join(label for low, high, label in ranges if low < end and start < high)
 
     return name

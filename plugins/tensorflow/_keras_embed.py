@@ -130,14 +130,19 @@ def save_embedded(model: Model, path: Path, parameter_sets: bytes, ndus: Mapping
             if kind == "h5":
                 with h5py.File(plain, "r") as source, h5py.File(path, "w") as target:
                     _embed_h5(source, target, model, parameter_sets, ndus)
-                with h5py.File(path, "r+") as target:  # the digest's place, a fixed-length string
-                    text = _digest_span.placeholder(_digest_span.chunk_count(path.stat().st_size))
-                    target[PARAMETER_SETS].attrs[DIGEST_ATTRIBUTE] = np.bytes_(text)
+                _reserve_h5(path)
             else:
                 _embed_zip(plain, path, model, parameter_sets, ndus)
         except OSError as exc:
             raise FormatError(f"{path}: cannot write the Keras file: {exc}") from exc
     _digest_span.seal(path)
+
+
+def _reserve_h5(path: Path) -> None:
+    """Give the `.nnr.h5` its digest's place: a fixed-length string attribute holding a placeholder."""
+    with h5py.File(path, "r+") as target:
+        text = _digest_span.placeholder(_digest_span.chunk_count(path.stat().st_size))
+        target[PARAMETER_SETS].attrs[DIGEST_ATTRIBUTE] = np.bytes_(text)
 
 
 def _embed_zip(plain: Path, path: Path, model: Model, parameter_sets: bytes, ndus: Mapping[str, bytes]) -> None:
