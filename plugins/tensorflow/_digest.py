@@ -36,19 +36,24 @@ _SPAN_SUFFIXES = (".h5", ".hdf5", ".keras")
 
 
 def _zip_namer(data: bytes) -> _digest_span.Namer:
-    """Names offsets of a zip by member (best effort: a damaged directory names nothing)."""
+    """Names byte ranges of a zip by the members they overlap (a damaged directory names nothing)."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            starts = sorted((info.header_offset, f"zip member {info.filename}") for info in archive.infolist())
+            starts = sorted((info.header_offset, info.filename) for info in archive.infolist())
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError):
-        return lambda start, end: ""
+        starts = []
     if not starts:
         return lambda start, end: ""
     directory = data.find(b"PK\x01\x02", starts[-1][0])
     directory = len(data) if directory < 0 else directory
     ends = [start for start, _ in starts[1:]] + [directory]
-    ranges = [(start, end, name) for (start, name), end in zip(starts, ends, strict=True)]
-    return _digest_span.names_by_offset([*ranges, (directory, len(data), "zip directory")])
+
+    def name(start: int, end: int) -> str:
+        members = [member for (low, member), high in zip(starts, ends, strict=True) if low < end and start < high]
+        parts = [("zip member " if len(members) == 1 else "zip members ") + ", ".join(members)] if members else []
+        return "; ".join(parts + (["zip directory"] if end > directory else []))
+
+    return name
 
 
 def verify(path: Path, folder: Path | None = None) -> bool:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 from nnrconv.core import BitstreamError, FormatError, Region, check_digest, seal_digest
@@ -144,12 +144,3 @@ def check(data: bytes, path: Path, namer: Callable[[], Namer] | None = None) -> 
         check_digest(text, _chunks(data, (start, end), count, namer()), str(path))  # the same error, named
         raise
     return True
-
-
-def names_by_offset(ranges: Sequence[tuple[int, int, str]]) -> Namer:
-    """A namer from (start, end, name) byte ranges: the names of the ranges a chunk overlaps."""
-
-    def name(start: int, end: int) -> str:
-        return ", ".join(label for low, high, label in ranges if low < end and start < high)
-
-    return name

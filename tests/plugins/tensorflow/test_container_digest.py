@@ -28,6 +28,7 @@ from tests.real_models.catalog import BY_ID
 FER = BY_ID["fer-emotion-h5"]
 BASIC_PITCH = BY_ID["basic-pitch-savedmodel"]
 KINDS = ("pb", "savedmodel", "h5", "keras")
+FLIPS = 500
 
 
 def _source(model, tf_models: dict[str, Path]) -> Path:  # type: ignore[no-untyped-def]
@@ -116,15 +117,17 @@ def _random_flips(path: Path, flips: int, seed: str) -> dict[str, int]:
     return outcomes
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("sealed", KINDS, indirect=True)
 def test_every_random_bit_flip_is_exit_4(sealed: Path) -> None:
-    """300 single-bit flips anywhere in the container (units, graph, checkpoint, HDF5 and zip
-    structure, the digest itself): each one is refused with exit 4, none loads."""
+    """500 single-bit flips anywhere in the container (units, graph, checkpoint, HDF5 and zip
+    structure, the digest itself): each one is refused with exit 4, none loads. (Without the
+    digest, of 300 such flips 149 loaded in the frozen graph, 2 of them with changed tensors,
+    220 in the SavedModel; 36 in the `.h5` and all 300 in the `.keras` were internal errors.)
+    A flip is refused before anything parses the file, so this takes about a second."""
     assert _outcome(sealed) == "loaded"
-    outcomes = _random_flips(sealed, 300, f"dig12b/{sealed.name}")
+    outcomes = _random_flips(sealed, FLIPS, f"dig12b/{sealed.name}")
     print(f"{sealed.name}: {outcomes}")
-    assert outcomes == {"exit 4": 300}
+    assert outcomes == {"exit 4": FLIPS}
 
 
 @pytest.mark.parametrize("sealed", KINDS, indirect=True)
@@ -184,7 +187,7 @@ def test_folder_damage_names_the_file(sealed: Path) -> None:
 def test_zip_damage_names_the_member(sealed: Path) -> None:
     data = sealed.read_bytes()
     _flip(sealed, data.index(b'"class_name"') + 3, 0x04)
-    with pytest.raises(BitstreamError, match=r"bytes \d+-\d+ \(zip member [^)]*config\.json[^)]*\) \(byte offset \d+\)"):
+    with pytest.raises(BitstreamError, match=r"bytes \d+-\d+ \(zip members? [^)]*config\.json[^)]*\) \(byte offset"):
         nnrconv.load(sealed)
 
 
