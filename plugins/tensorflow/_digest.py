@@ -20,6 +20,8 @@ as "not a GraphDef" or an HDF5 library error. This module imports no framework.
 from __future__ import annotations
 
 import io
+import mmap
+import os
 import zipfile
 from pathlib import Path
 
@@ -56,6 +58,16 @@ def _zip_namer(data: bytes) -> _digest_span.Namer:
     return name
 
 
+def _holds_digest(path: Path) -> bool:
+    """Whether the file holds any trace of a digest, scanned through a mapping (a plain model of
+    any size is neither read into memory nor parsed for this)."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return False
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            return _digest_graph.is_sealed(mapped) or _digest_span.is_sealed(mapped)
+
+
 def verify(path: Path, folder: Path | None = None) -> bool:
     """Check the container digest of the file `path` (or of the SavedModel `folder`).
 
@@ -68,9 +80,11 @@ def verify(path: Path, folder: Path | None = None) -> bool:
     if folder is not None:
         return _digest_folder.check(folder)
     try:
+        if not _holds_digest(path):
+            return False
         data = path.read_bytes()
-    except OSError as exc:
-        raise FormatError(f"{path}: cannot read: {exc.strerror}") from exc
+    except (OSError, ValueError) as exc:
+        raise FormatError(f"{path}: cannot read: {exc}") from exc
     if data.startswith(_SPAN_HEADS) or path.name.lower().endswith(_SPAN_SUFFIXES):
         namer = (lambda: _zip_namer(data)) if data.startswith(b"PK") or path.name.lower().endswith(".keras") else None
         return _digest_span.check(data, path, namer)

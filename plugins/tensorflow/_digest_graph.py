@@ -20,6 +20,7 @@ flip in its framing, type or shape is reported as well.
 
 from __future__ import annotations
 
+import mmap
 from pathlib import Path
 
 from nnrconv.core import BitstreamError, FormatError, Region, check_digest, seal_digest
@@ -47,9 +48,9 @@ def digest_field(text: str) -> bytes:
     return length_field(_NODE, node)
 
 
-def is_sealed(data: bytes) -> bool:
+def is_sealed(data: bytes | mmap.mmap) -> bool:
     """Whether the bytes hold a digest node (one damaged bit hides its name or its value, not both)."""
-    return _MAGIC_BYTES in data or _NAME_BYTES in data
+    return data.find(_MAGIC_BYTES) >= 0 or data.find(_NAME_BYTES) >= 0
 
 
 def _digest_text(data: memoryview, field: Field) -> str | None:

@@ -21,6 +21,7 @@ form (` sha256:<64 hex> crc:N:S:`), and either one damaged is reported.
 from __future__ import annotations
 
 import math
+import mmap
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -50,8 +51,9 @@ def placeholder(count: int) -> bytes:
     return seal_digest([Region("", b"")] * count, _UNBOUNDED).encode("ascii")
 
 
-def is_sealed(data: bytes) -> bool:
-    return _MAGIC_BYTES in data or _TAIL.search(data) is not None
+def is_sealed(data: bytes | mmap.mmap) -> bool:
+    """Whether the bytes hold a digest text, whole or with one part damaged."""
+    return data.find(_MAGIC_BYTES) >= 0 or _TAIL.search(data) is not None
 
 
 def _span(data: bytes, source: str) -> tuple[int, int, str] | None:

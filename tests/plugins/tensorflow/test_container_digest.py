@@ -308,3 +308,13 @@ def test_tensorflow_reads_the_restored_saved_model(sealed: Path, tmp_path: Path)
     original = tf.train.load_checkpoint(str(BASIC_PITCH.path / "variables" / "variables"))
     assert reader.get_variable_to_shape_map() == original.get_variable_to_shape_map()
     assert tf.saved_model.contains_saved_model(str(restored))
+
+
+@pytest.mark.parametrize("sealed", KINDS, indirect=True)
+def test_rewriting_a_container_seals_it_anew(sealed: Path, tmp_path: Path) -> None:
+    """Embedded to embedded: the units move unchanged, the old digest is dropped, a new one written."""
+    again = tmp_path / f"again{sealed.name[sealed.name.index('.'):]}"
+    assert main(["convert", str(sealed), str(again), "-q"]) == 0
+    assert get_registry().get("tensorflow").container_digest_status(again) == "verified"
+    texts = sum(f.read_bytes().count(b"nnrconv-container/1 sha256:") for f in _files(again))
+    assert texts == 1
