@@ -8,7 +8,7 @@ digest (`nnrconv.core.seal_digest`). Each kind stores it where its format allows
 
 | container | carriage | module |
 |---|---|---|
-| `*.nnr.pb` | an appended `Const` node `nnr/container_digest` | `_digest_graph` |
+| `*.nnr.pb` | a `Const` node `nnr/container_digest`, the file's first bytes | `_digest_graph` |
 | `*.nnr_savedmodel` | the file `nnr/container_digest` (with the file list) | `_digest_folder` |
 | `*.nnr.h5` | attribute `nnr_container_digest` of dataset `nnr_parameter_sets` | `_digest_span` |
 | `*.nnr.keras` | the zip archive comment | `_digest_span` |

@@ -3,10 +3,12 @@
 """The container digest of a `*.nnr.pb`: integrity of the frozen graph around the NNR units.
 
 Carriage: one more `Const` node, `nnr/container_digest` (DT_STRING scalar whose value is the text
-of `nnrconv.core.seal_digest`), appended as the file's last bytes: a GraphDef's `node` is a
-repeated field (number 1), so the appended bytes are one more node for any reader, and
-TensorFlow imports a graph holding it (an unused constant). Reading, nnrconv removes the node,
-so no restored graph carries a stale digest.
+of `nnrconv.core.seal_digest`), written as the file's first bytes: a GraphDef's `node` is a
+repeated field (number 1), so the prepended bytes are one more node for any reader, and
+TensorFlow imports a graph holding it (an unused constant). First rather than last, so a file
+cut short still holds its digest and is refused (its parts no longer match) instead of loading
+as an older file without one. Reading, nnrconv removes the node, so no restored graph carries a
+stale digest.
 
 Regions (raw bytes as they are in the file): every top-level field of the GraphDef but the
 digest node, each node on its own (named by node name and op), the function library split into
@@ -145,7 +147,7 @@ def _max_bytes(size: int) -> int:
 
 
 def seal(path: Path) -> None:
-    """Append the digest node to the frozen graph at `path`.
+    """Put the digest node in front of the frozen graph at `path`.
 
     Raises:
         FormatError: the graph already holds a digest-like node, or the file cannot be written.
@@ -155,8 +157,7 @@ def seal(path: Path) -> None:
         if is_sealed(data):
             raise FormatError(f"{path}: the graph already holds a {NODE_NAME!r} node or digest text")
         regions, _ = _regions(data, str(path), sealing=True)
-        with open(path, "ab") as f:
-            f.write(digest_field(seal_digest(regions, _max_bytes(len(data)))))
+        path.write_bytes(digest_field(seal_digest(regions, _max_bytes(len(data)))) + data)
     except OSError as exc:
         raise FormatError(f"{path}: cannot write: {exc.strerror}") from exc
 

@@ -22,7 +22,7 @@ its NDU (other entries as they were), plus `nnr/parameter_sets` (the parameter s
 recording each coded entry's original type and shape.
 
 Both carry a container digest of everything around the units (see `_digest`): the frozen graph
-an appended `nnr/container_digest` Const node, the folder a file `nnr/container_digest`.
+a `nnr/container_digest` Const node in front, the folder a file `nnr/container_digest`.
 """
 
 from __future__ import annotations

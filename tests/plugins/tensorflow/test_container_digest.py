@@ -191,6 +191,29 @@ def test_zip_damage_names_the_member(sealed: Path) -> None:
         nnrconv.load(sealed)
 
 
+@pytest.mark.parametrize("sealed", ["pb"], indirect=True)
+def test_a_frozen_graph_cut_short_is_refused(sealed: Path) -> None:
+    """The digest node is the graph's first: a cut anywhere after it leaves it there, and the
+    parts differ (a cut inside it leaves no GraphDef: exit 3 or 4)."""
+    data = sealed.read_bytes()
+    rng = random.Random(7)
+    for cut in [*rng.sample(range(len(_digest_field_of(data)), len(data)), 40), len(data) - 1]:
+        sealed.write_bytes(data[:cut])
+        with pytest.raises(BitstreamError):
+            nnrconv.load(sealed)
+
+
+def _digest_field_of(data: bytes) -> bytes:
+    """The bytes of the digest node of a sealed frozen graph: its first node."""
+    from tensorflow.core.framework import graph_pb2
+
+    node = graph_pb2.GraphDef.FromString(data).node[0]
+    assert node.name == _digest_graph.NODE_NAME
+    field = _digest_graph.digest_field(node.attr["value"].tensor.string_val[0].decode("ascii"))
+    assert data.startswith(field)
+    return field
+
+
 def _unsealed(path: Path, tmp_path: Path) -> Path:
     """The container as nnrconv wrote it before container digests."""
     target = tmp_path / f"older{path.name[path.name.index('.'):]}"
@@ -199,8 +222,7 @@ def _unsealed(path: Path, tmp_path: Path) -> Path:
         (target / _digest_folder.FILE).unlink()
     elif path.name.endswith(".pb"):
         data = path.read_bytes()
-        text = data[data.index(b"nnrconv-container/1") :].decode("ascii")
-        target.write_bytes(data[: -len(_digest_graph.digest_field(text))])
+        target.write_bytes(data[len(_digest_field_of(data)) :])
     elif path.name.endswith(".h5"):
         import h5py
 
