@@ -83,12 +83,15 @@ def seal(folder: Path) -> None:
         budget = max(200, int(total * 0.004) + 900 - len(listing) - 40)
         chunk = max(_MIN_CHUNK, math.ceil(total / max(1, (budget - 140) // 5)))
         text = seal_digest(_regions(files, listing, chunk), budget)
-        header = f"{_HEADER} {zlib.crc32(listing):08x} {chunk}\n"
         target = folder / FILE
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(f"{text}\n{header}".encode("ascii") + listing)
+        target.write_bytes(text.encode("ascii") + b"\n" + _header(listing, chunk) + b"\n" + listing)
     except OSError as exc:
         raise FormatError(f"{folder}: cannot write the container digest: {exc.strerror}") from exc
+
+
+def _header(listing: bytes, chunk: int) -> bytes:
+    return f"{_HEADER} {zlib.crc32(listing):08x} {chunk}".encode("ascii")
 
 
 def _parse(content: bytes, source: str) -> tuple[str, int, bytes, dict[str, int]]:
@@ -100,8 +103,8 @@ def _parse(content: bytes, source: str) -> tuple[str, int, bytes, dict[str, int]
     damaged = BitstreamError(f"{source}: {FILE} is damaged")
     try:
         text, header, listing = content.split(b"\n", 2)
-        tag, crc, chunk = header.decode("ascii").split(" ")
-        if tag != _HEADER or len(crc) != 8 or int(crc, 16) != zlib.crc32(listing) or int(chunk) < 1:
+        chunk = int(header.rsplit(b" ", 1)[-1]) if header[-1:].isdigit() else 0
+        if chunk < 1 or header != _header(listing, chunk):  # exactly as written: no lenient parse
             raise damaged
         sizes = {}
         for line in listing.decode("utf-8").splitlines():

@@ -14,8 +14,8 @@ the text, chosen so the text stays within 0.5 % of the file + 1 KB), each a regi
 byte offset, named by the zip members it overlaps (HDF5 files are not parsed to name
 the dataset: a damaged file is never handed to the HDF5 library).
 
-A single damaged bit cannot hide the text: it is recognised by its magic or by the rest of its
-form (` sha256:<64 hex> crc:N:S:`), and either one damaged is reported.
+A single damaged bit cannot hide the text: it is recognised by its magic (`nnrconv-container/1
+sha256:`) or by the rest of its form (`<64 hex> crc:N:S:`), and either one damaged is reported.
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ __all__ = ["check", "chunk_count", "is_sealed", "placeholder", "seal"]
 
 _MAGIC_BYTES = MAGIC.encode("ascii") + b" sha256:"
 _TEXT = re.compile(re.escape(_MAGIC_BYTES) + rb"[0-9a-f]{64} crc:(\d{1,9}):(\d{1,9}):")
-_TAIL = re.compile(rb" sha256:[0-9a-f]{64} crc:\d{1,9}:\d{1,9}:")
+# The rest of the text, disjoint from `_MAGIC_BYTES`: one damaged bit leaves one of them whole.
+_TAIL = re.compile(rb"[0-9a-f]{64} crc:\d{1,9}:\d{1,9}:")
+_TAIL_ANCHOR = b" crc:"
 _UNBOUNDED = 1 << 40
 _MAX_CHUNKS = 1 << 16
 
@@ -53,7 +55,17 @@ def placeholder(count: int) -> bytes:
 
 def is_sealed(data: bytes | mmap.mmap) -> bool:
     """Whether the bytes hold a digest text, whole or with one part damaged."""
-    return data.find(_MAGIC_BYTES) >= 0 or _TAIL.search(data) is not None
+    return data.find(_MAGIC_BYTES) >= 0 or _tail(data) >= 0
+
+
+def _tail(data: bytes | mmap.mmap) -> int:
+    """Where the rest of a digest text (`_TAIL`) starts, or -1 (a literal scan, fast on any size)."""
+    at = data.find(_TAIL_ANCHOR, 64)
+    while at >= 0:
+        if _TAIL.match(data, at - 64):
+            return at - 64
+        at = data.find(_TAIL_ANCHOR, at + 1)
+    return -1
 
 
 def _span(data: bytes, source: str) -> tuple[int, int, str] | None:
@@ -64,10 +76,10 @@ def _span(data: bytes, source: str) -> tuple[int, int, str] | None:
     """
     start = data.find(_MAGIC_BYTES)
     if start < 0:
-        tail = _TAIL.search(data)
-        if tail is None:
+        tail = _tail(data)
+        if tail < 0:
             return None
-        raise BitstreamError(f"{source}: the container digest is damaged (byte offset {tail.start()})")
+        raise BitstreamError(f"{source}: the container digest is damaged (byte offset {tail})")
     if data.find(_MAGIC_BYTES, start + 1) >= 0:
         raise BitstreamError(f"{source}: the file carries more than one container digest")
     match = _TEXT.match(data, start)

@@ -157,9 +157,13 @@ class TensorFlowFormat(FormatPlugin):
     def extract_embedded(self, path: Path) -> EmbeddedModel:
         """The model at `path` with NNR units inside still coded (none for a plain model); see `_embed`.
 
+        The container digest (`_digest`) is verified first; `Model.metadata[_digest.KEY]` then
+        says "verified" or "unverified (no container digest)" for an embedded container.
+
         Raises:
             FormatError: as `load`.
-            BitstreamError: the container's NNR parts are malformed (the message names the tensor).
+            BitstreamError: the container differs from its digest (naming the part and byte
+                offset), or its NNR parts are malformed (the message names the tensor).
         """
         from nnrconv_tensorflow import _digest
 

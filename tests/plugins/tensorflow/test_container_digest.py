@@ -130,6 +130,40 @@ def test_every_random_bit_flip_is_exit_4(sealed: Path) -> None:
     assert outcomes == {"exit 4": FLIPS}
 
 
+def _carriage(path: Path) -> tuple[Path, range]:
+    """The file and byte range holding the digest itself (with its framing, where it has one)."""
+    if path.is_dir():
+        target = path / _digest_folder.FILE
+        return target, range(target.stat().st_size)
+    data = path.read_bytes()
+    if path.name.endswith(".pb"):
+        return path, range(len(_digest_field_of(data)))
+    start = data.index(b"nnrconv-container/1")
+    end = data.index(b":", data.index(b" crc:") + 5)
+    end = data.index(b":", end + 1) + 1
+    while end < len(data) and 0x21 <= data[end] <= 0x7E:
+        end += 1
+    return path, range(max(0, start - 16), min(len(data), end + 16))
+
+
+@pytest.mark.slow  # 5,500 checks of the SavedModel's digest file: 16 s
+@pytest.mark.parametrize("sealed", KINDS, indirect=True)
+def test_every_byte_of_the_digest_itself_is_guarded(sealed: Path) -> None:
+    """Random flips rarely hit the digest's own bytes: flip one bit of each of them (and of the
+    bytes around it), which must be refused too, never read as a file without digest."""
+    path, span = _carriage(sealed)
+    folder = sealed if sealed.is_dir() else None
+    for offset in span:
+        mask = 1 << (offset % 8)
+        _flip(path, offset, mask)
+        try:
+            with pytest.raises(BitstreamError):
+                _digest.verify(sealed, folder)
+        finally:
+            _flip(path, offset, mask)
+    assert _digest.verify(sealed, folder)
+
+
 @pytest.mark.parametrize("sealed", KINDS, indirect=True)
 def test_the_cli_exits_4_with_one_line_naming_the_container(
     sealed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
