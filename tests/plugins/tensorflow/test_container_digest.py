@@ -22,28 +22,45 @@ import pytest
 import nnrconv
 from nnrconv.cli import main
 from nnrconv.core import BitstreamError, NNRConvError, get_registry
+from nnrconv.testing import assert_models_identical
 from nnrconv_tensorflow import _digest, _digest_folder, _digest_graph, _digest_span, _keras_embed
 from tests.real_models.catalog import BY_ID
 
 FER = BY_ID["fer-emotion-h5"]
 BASIC_PITCH = BY_ID["basic-pitch-savedmodel"]
-KINDS = ("pb", "savedmodel", "h5", "keras")
+KINDS = ("pb", "pb-basic-pitch", "savedmodel", "h5", "keras")
 FLIPS = 500
 
 
-def _source(model, tf_models: dict[str, Path]) -> Path:  # type: ignore[no-untyped-def]
+def _source(model) -> Path:  # type: ignore[no-untyped-def]
     if not model.path.exists():
         pytest.skip(f"{model.install} (scripts/setup does)")
     return model.path
 
 
+def _frozen_basic_pitch(target: Path) -> Path:
+    """basic-pitch's SavedModel frozen with TensorFlow's v1 tools: a real graph, weights in
+    `Const` nodes of its 104-function library (1 MB)."""
+    import tensorflow as tf
+
+    with tf.compat.v1.Session(graph=tf.Graph()) as session:
+        meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(_source(BASIC_PITCH)))
+        outputs = [t.name.split(":")[0] for t in meta.signature_def["serving_default"].outputs.values()]
+        graph_def = session.graph.as_graph_def()
+        frozen = tf.compat.v1.graph_util.convert_variables_to_constants(session, graph_def, outputs)
+    target.write_bytes(frozen.SerializeToString())
+    return target
+
+
 def _write(kind: str, tf_models: dict[str, Path], target: Path) -> Path:
     if kind == "pb":
         source, name = tf_models["cnn.pb"], "cnn.nnr.pb"
+    elif kind == "pb-basic-pitch":
+        source, name = _frozen_basic_pitch(target / "nmp.pb"), "nmp.nnr.pb"
     elif kind == "savedmodel":
-        source, name = _source(BASIC_PITCH, tf_models), "nmp.nnr_savedmodel"
+        source, name = _source(BASIC_PITCH), "nmp.nnr_savedmodel"
     else:
-        source, name = _source(FER, tf_models), f"fer.nnr.{kind}"
+        source, name = _source(FER), f"fer.nnr.{kind}"
     nnrconv.convert(source, target / name)
     return target / name
 
@@ -194,6 +211,20 @@ def test_a_damaged_node_is_named_with_its_byte_offset(sealed: Path) -> None:
         nnrconv.load(sealed)
 
 
+@pytest.mark.parametrize("sealed", ["pb-basic-pitch"], indirect=True)
+def test_a_damaged_function_is_named_with_its_byte_offset(sealed: Path) -> None:
+    from tensorflow.core.framework import graph_pb2
+
+    data = sealed.read_bytes()
+    function = graph_pb2.GraphDef.FromString(data).library.function[-1]
+    body = function.node_def[len(function.node_def) // 2].name.encode()
+    at = data.rindex(body)
+    _flip(sealed, at, 0x01)
+    name = function.signature.name
+    with pytest.raises(BitstreamError, match=rf"library\.function\[\d+\] '{name}' \(byte offset \d+\) differs"):
+        nnrconv.load(sealed)
+
+
 @pytest.mark.parametrize("sealed", ["savedmodel"], indirect=True)
 def test_folder_damage_names_the_file(sealed: Path) -> None:
     size = (sealed / "saved_model.pb").stat().st_size
@@ -280,8 +311,7 @@ def test_older_containers_load_unverified(sealed: Path, tmp_path: Path) -> None:
     assert fmt.container_digest_status(older) == "unverified (no container digest)"
     model = nnrconv.load(older)
     assert model.metadata[_digest.KEY] == "unverified (no container digest)"
-    for name, tensor in model.tensors.items():
-        assert np.asarray(tensor.numpy()).tobytes() == np.asarray(reference.tensors[name].numpy()).tobytes()
+    assert_models_identical(model, reference)
     _flip(_files(sealed)[0], 3, 0x02)
     with pytest.raises(BitstreamError):
         fmt.container_digest_status(sealed)
