@@ -37,7 +37,7 @@ _TEXT = re.compile(re.escape(_MAGIC_BYTES) + rb"[0-9a-f]{64} crc:(\d{1,9}):(\d{1
 _TAIL = re.compile(rb"[0-9a-f]{64} crc:\d{1,9}:\d{1,9}:")
 _TAIL_ANCHOR = b" crc:"
 _UNBOUNDED = 1 << 40
-_MAX_CHUNKS = 1 << 16
+_MAX_CHUNKS = 11_000  # the text stays under 64 KiB: a zip comment's and an HDF5 v1 header message's limit
 
 Namer = Callable[[int, int], str]
 """Byte range [start, end) -> what it falls in (zip members), or "" when unknown."""

@@ -347,6 +347,12 @@ def test_size_cost_is_within_half_a_percent_plus_1_kb(
     assert 0 < cost <= 0.005 * _size(plain) + 1024
 
 
+def test_digest_text_fits_a_zip_comment_and_an_hdf5_attribute_at_any_size() -> None:
+    for size in (0, 10_000, 10**6, 10**8, 10**11):
+        text = _digest_span.placeholder(_digest_span.chunk_count(size))
+        assert len(text) <= max(1024, 0.004 * size + 600) and len(text) < 65_535
+
+
 @pytest.mark.parametrize("sealed", ["pb"], indirect=True)
 def test_tensorflow_imports_the_digest_node_and_the_restored_graph(sealed: Path, tmp_path: Path) -> None:
     import tensorflow as tf
