@@ -147,6 +147,18 @@ def test_every_random_bit_flip_is_exit_4(sealed: Path) -> None:
     assert outcomes == {"exit 4": FLIPS}
 
 
+@pytest.mark.parametrize("sealed", ["pb", "h5", "keras"], indirect=True)
+def test_a_damaged_file_signature_is_exit_4_not_an_unknown_format(sealed: Path) -> None:
+    """The first bytes are what format detection reads: damaged, the name still says TensorFlow,
+    and the digest (checked before any parsing) refuses the file."""
+    for offset in range(16):
+        _flip(sealed, offset, 1 << (offset % 8))
+        try:
+            assert _outcome(sealed) == "exit 4", offset
+        finally:
+            _flip(sealed, offset, 1 << (offset % 8))
+
+
 def _carriage(path: Path) -> tuple[Path, list[int] | range]:
     """The file and byte offsets holding the digest itself (with its framing, where it has one).
 
