@@ -26,13 +26,15 @@ import os
 import zlib
 from pathlib import Path
 
-from nnrconv.core import BitstreamError, FormatError, Region, check_digest, seal_digest
+from nnrconv.core import BitstreamError, FormatError, Region, seal_digest
+from nnrconv_tensorflow import _digest_span
 
 __all__ = ["FILE", "check", "seal"]
 
 FILE = "nnr/container_digest"
 _HEADER = "files"
 _MIN_CHUNK = 1024
+_MAX_CHUNKS = 1 << 16
 
 
 def _files(folder: Path) -> dict[str, Path]:
@@ -69,6 +71,14 @@ def _regions(files: dict[str, Path], listing: bytes, chunk: int) -> list[Region]
     return regions
 
 
+def _sizes(sizes: dict[str, int], listing: bytes) -> tuple[int, int]:
+    """(room for the digest text, chunk size) for files of these sizes: the text within 0.5 % of
+    the folder + 1 KB with the listing, at most `_MAX_CHUNKS` chunks (bounded memory)."""
+    total = sum(sizes.values())
+    budget = max(200, int(total * 0.004) + 900 - len(listing) - 40)
+    return budget, max(_MIN_CHUNK, math.ceil(total / min(_MAX_CHUNKS, max(1, (budget - 140) // 5))))
+
+
 def seal(folder: Path) -> None:
     """Write `nnr/container_digest` for the folder as it is now.
 
@@ -79,9 +89,7 @@ def seal(folder: Path) -> None:
         files = _files(folder)
         sizes = {name: path.stat().st_size for name, path in files.items()}
         listing = _listing(sizes)
-        total = sum(sizes.values())
-        budget = max(200, int(total * 0.004) + 900 - len(listing) - 40)
-        chunk = max(_MIN_CHUNK, math.ceil(total / max(1, (budget - 140) // 5)))
+        budget, chunk = _sizes(sizes, listing)
         text = seal_digest(_regions(files, listing, chunk), budget)
         target = folder / FILE
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -103,14 +111,14 @@ def _parse(content: bytes, source: str) -> tuple[str, int, bytes, dict[str, int]
     damaged = BitstreamError(f"{source}: {FILE} is damaged")
     try:
         text, header, listing = content.split(b"\n", 2)
-        chunk = int(header.rsplit(b" ", 1)[-1]) if header[-1:].isdigit() else 0
-        if chunk < 1 or header != _header(listing, chunk):  # exactly as written: no lenient parse
-            raise damaged
         sizes = {}
         for line in listing.decode("utf-8").splitlines():
             size, name = json.loads(line)
             sizes[str(name)] = int(size)
-        return text.decode("ascii"), int(chunk), listing, sizes
+        chunk = _sizes(sizes, listing)[1]
+        if header != _header(listing, chunk):  # exactly as written: no lenient parse, no other chunk size
+            raise damaged
+        return text.decode("ascii"), chunk, listing, sizes
     except (ValueError, TypeError, UnicodeDecodeError):
         raise damaged from None
 
@@ -140,7 +148,7 @@ def check(folder: Path) -> bool:
                     f"{source}: file {name!r} has {path.stat().st_size} bytes, the container digest "
                     f"recorded {sizes[name]}"
                 )
-        check_digest(text, _regions(files, listing, chunk), source)
+        _digest_span.check_text(text, _regions(files, listing, chunk), source)
     except OSError as exc:
         raise BitstreamError(f"{source}: cannot read a file the container digest covers: {exc}") from None
     return True

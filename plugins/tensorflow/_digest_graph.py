@@ -25,8 +25,9 @@ from __future__ import annotations
 import mmap
 from pathlib import Path
 
-from nnrconv.core import BitstreamError, FormatError, Region, check_digest, seal_digest
+from nnrconv.core import BitstreamError, FormatError, Region, seal_digest
 from nnrconv.core._digest import MAGIC
+from nnrconv_tensorflow import _digest_span
 from nnrconv_tensorflow._protowalk import Field, fields, first_bytes, length_field, varint_field
 
 __all__ = ["NODE_NAME", "check", "digest_field", "is_sealed", "seal", "strip"]
@@ -172,7 +173,7 @@ def check(data: bytes, path: Path) -> bool:
     regions, text = _regions(data, str(path))
     if text is None:
         return False
-    check_digest(text, regions, str(path))
+    _digest_span.check_text(text, regions, str(path))
     return True
 
 

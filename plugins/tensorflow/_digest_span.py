@@ -23,19 +23,20 @@ from __future__ import annotations
 import math
 import mmap
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from nnrconv.core import BitstreamError, FormatError, Region, check_digest, seal_digest
 from nnrconv.core._digest import MAGIC
 
-__all__ = ["check", "chunk_count", "is_sealed", "placeholder", "seal"]
+__all__ = ["check", "check_text", "chunk_count", "is_sealed", "placeholder", "seal"]
 
 _MAGIC_BYTES = MAGIC.encode("ascii") + b" sha256:"
 _TEXT = re.compile(re.escape(_MAGIC_BYTES) + rb"[0-9a-f]{64} crc:(\d{1,9}):(\d{1,9}):")
 # The rest of the text, disjoint from `_MAGIC_BYTES`: one damaged bit leaves one of them whole.
 _TAIL = re.compile(rb"[0-9a-f]{64} crc:\d{1,9}:\d{1,9}:")
 _TAIL_ANCHOR = b" crc:"
+_COUNT = re.compile(r" crc:(\d{1,12}):")
 _UNBOUNDED = 1 << 40
 _MAX_CHUNKS = 11_000  # the text stays under 64 KiB: a zip comment's and an HDF5 v1 header message's limit
 
@@ -86,7 +87,9 @@ def _span(data: bytes, source: str) -> tuple[int, int, str] | None:
     if match is None:
         raise BitstreamError(f"{source}: the container digest is damaged (byte offset {start})")
     count, size = int(match.group(1)), int(match.group(2))
-    end = match.end() + 5 * math.ceil(count / max(1, size))
+    if count > _MAX_CHUNKS or size != 1:  # never written: refused before any chunk is made
+        raise BitstreamError(f"{source}: the container digest is damaged (it declares {count} chunks)")
+    end = match.end() + 5 * count
     return start, min(end, len(data)), data[start:end].decode("ascii", "replace")
 
 
@@ -158,3 +161,21 @@ def check(data: bytes, path: Path, namer: Callable[[], Namer] | None = None) -> 
         check_digest(text, _chunks(data, (start, end), count, namer()), str(path))  # the same error, named
         raise
     return True
+
+
+def check_text(text: str, regions: Sequence[Region], source: str) -> None:
+    """`check_digest`, after making sure the text lists as many regions as there are.
+
+    NOTE: `check_digest` lays out the CRC groups the text declares before it compares their
+    number with the regions; a damaged or crafted count would cost memory first.
+
+    Raises:
+        BitstreamError: as `check_digest`.
+    """
+    match = _COUNT.search(text)
+    if match is not None and int(match.group(1)) != len(regions):
+        raise BitstreamError(
+            f"{source}: the container's structure differs from its digest: {len(regions)} parts, the digest "
+            f"lists {int(match.group(1))} (damaged or changed after nnrconv wrote it)"
+        )
+    check_digest(text, regions, source)

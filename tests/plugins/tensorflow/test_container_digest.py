@@ -359,6 +359,24 @@ def test_size_cost_is_within_half_a_percent_plus_1_kb(
     assert 0 < cost <= 0.005 * _size(plain) + 1024
 
 
+@pytest.mark.parametrize("sealed", ["pb", "h5", "savedmodel"], indirect=True)
+def test_a_digest_declaring_a_billion_parts_is_refused_at_once(sealed: Path) -> None:
+    """Memory stays bounded whatever a digest declares: the count is checked before anything
+    is laid out for it."""
+    import re
+
+    path = sealed / _digest_folder.FILE if sealed.is_dir() else sealed
+    data = path.read_bytes()
+    if sealed.name.endswith(".pb"):  # a well-formed digest node around the crafted text
+        field = _digest_field_of(data)
+        text = re.sub(r"crc:\d+:\d+:", "crc:999999999999:1:", field[field.index(b"nnrconv") :].decode())
+        path.write_bytes(_digest_graph.digest_field(text) + data[len(field) :])
+    else:
+        path.write_bytes(re.sub(rb"crc:\d+:\d+:", b"crc:999999999999:1:", data, count=1))
+    with pytest.raises(BitstreamError, match=r"damaged \(it declares|lists 999999999999"):
+        nnrconv.load(sealed)
+
+
 def test_digest_text_fits_a_zip_comment_and_an_hdf5_attribute_at_any_size() -> None:
     for size in (0, 10_000, 10**6, 10**8, 10**11):
         text = _digest_span.placeholder(_digest_span.chunk_count(size))
