@@ -373,7 +373,7 @@ def test_a_digest_declaring_a_billion_parts_is_refused_at_once(sealed: Path) -> 
         path.write_bytes(_digest_graph.digest_field(text) + data[len(field) :])
     else:
         path.write_bytes(re.sub(rb"crc:\d+:\d+:", b"crc:999999999999:1:", data, count=1))
-    with pytest.raises(BitstreamError, match=r"damaged \(it declares|lists 999999999999"):
+    with pytest.raises(BitstreamError, match=r"digest is damaged|lists 999999999999"):
         nnrconv.load(sealed)
 
 
