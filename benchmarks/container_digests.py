@@ -53,7 +53,7 @@ def _unsealed(kind: str, sources: dict[str, Path], root: Path) -> Path:
     patch = pytest.MonkeyPatch()
     patch.setattr(_digest_graph, "seal", lambda path: None)
     patch.setattr(_digest_folder, "seal", lambda folder: None)
-    patch.setattr(_digest_span, "seal", lambda path, namer=None: None)
+    patch.setattr(_digest_span, "seal", lambda path: None)
     patch.setattr(_digest_span, "placeholder", lambda count: b"")
     patch.setattr(_keras_embed, "_reserve_h5", lambda path: None)
     try:

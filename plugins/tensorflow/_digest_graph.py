@@ -42,7 +42,7 @@ _DT_STRING = 7
 
 
 def digest_field(text: str) -> bytes:
-    """The top-level `node` field nnrconv appends: `Const` `nnr/container_digest` holding `text`."""
+    """The top-level `node` field nnrconv puts first: `Const` `nnr/container_digest` holding `text`."""
     tensor = varint_field(1, _DT_STRING) + length_field(2, b"") + length_field(8, text.encode("ascii"))
     dtype_entry = length_field(1, b"dtype") + length_field(2, varint_field(6, _DT_STRING))
     value_entry = length_field(1, b"value") + length_field(2, length_field(8, tensor))
@@ -116,7 +116,7 @@ def _regions(raw: bytes, source: str, *, sealing: bool = False) -> tuple[list[Re
     for field in top:
         number, start, payload, end = field
         if number == _NODE:
-            if first_bytes(data, payload, end, 1) == _NAME_BYTES or _MAGIC_BYTES in data[payload:end]:
+            if first_bytes(data, payload, end, 1) == _NAME_BYTES or raw.find(_MAGIC_BYTES, payload, end) >= 0:
                 text = _digest_text(data, field)
                 if text is None:
                     raise BitstreamError(f"{source}: the container digest node is damaged (byte offset {start})")

@@ -87,7 +87,7 @@ def _span(data: bytes, source: str) -> tuple[int, int, str] | None:
     if match is None:
         raise BitstreamError(f"{source}: the container digest is damaged (byte offset {start})")
     count, size = int(match.group(1)), int(match.group(2))
-    if count > _MAX_CHUNKS or size != 1:  # never written: refused before any chunk is made
+    if not 1 <= count <= _MAX_CHUNKS or size != 1:  # never written: refused before any chunk is made
         raise BitstreamError(f"{source}: the container digest is damaged (it declares {count} chunks)")
     end = match.end() + 5 * count
     return start, min(end, len(data)), data[start:end].decode("ascii", "replace")
@@ -111,7 +111,7 @@ def _chunks(data: bytes, span: tuple[int, int], count: int, namer: Namer | None)
     return regions
 
 
-def seal(path: Path, namer: Namer | None = None) -> None:
+def seal(path: Path) -> None:
     """Overwrite the placeholder in the file at `path` with the digest of the rest of the file.
 
     Raises:
@@ -126,7 +126,7 @@ def seal(path: Path, namer: Namer | None = None) -> None:
         count = int(match.group(1))
         text = placeholder(count)
         end = start + len(text)
-        regions = _chunks(data, (start, end), count, namer)
+        regions = _chunks(data, (start, end), count, None)
         digest = seal_digest(regions, _UNBOUNDED).encode("ascii")
         assert len(digest) == len(text), "the digest text has the placeholder's length by construction"
         with open(path, "r+b") as f:

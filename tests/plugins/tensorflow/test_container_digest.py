@@ -349,7 +349,7 @@ def test_size_cost_is_within_half_a_percent_plus_1_kb(
     # The same container written with sealing switched off (the HDF5 attribute not even reserved).
     monkeypatch.setattr(_digest_graph, "seal", lambda path: None)
     monkeypatch.setattr(_digest_folder, "seal", lambda folder: None)
-    monkeypatch.setattr(_digest_span, "seal", lambda path, namer=None: None)
+    monkeypatch.setattr(_digest_span, "seal", lambda path: None)
     monkeypatch.setattr(_digest_span, "placeholder", lambda count: b"")
     monkeypatch.setattr(_keras_embed, "_reserve_h5", lambda path: None)
     plain = _write(kind, tf_models, tmp_path)
