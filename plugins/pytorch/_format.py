@@ -65,8 +65,8 @@ class PyTorchFormat(FormatPlugin):
                 with zipfile.ZipFile(path) as archive:
                     if archive_kind(archive.namelist()):
                         return True
-            except (zipfile.BadZipFile, OSError, ValueError):
-                pass
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, NotImplementedError, EOFError):
+                pass  # a damaged archive: named by the loader, not by sniffing
         if head.startswith(_LEGACY_MAGIC):
             return True
         if looks_like_safetensors(head) and path.suffix.lower() in (".safetensors", ".st", ""):

@@ -20,6 +20,9 @@ NNR inside a SavedModel folder (`*.nnr_savedmodel`): the folder's files as they 
 its NDU (other entries as they were), plus `nnr/parameter_sets` (the parameter set bytes) and
 `nnr/coded.json`, `{"version": 1, "tensors": {key: {"dtype": <TF DataType code>, "shape": [...]}}}`
 recording each coded entry's original type and shape.
+
+Both carry a container digest of everything around the units (see `_digest`): the frozen graph
+a `nnr/container_digest` Const node in front, the folder a file `nnr/container_digest`.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import numpy as np
 from tensorflow.core.framework import graph_pb2, tensor_pb2, types_pb2
 
 from nnrconv.core import BitstreamError, CodedUnit, DType, EmbeddedModel, FormatError, Model
-from nnrconv_tensorflow import _graphdef
+from nnrconv_tensorflow import _digest_folder, _digest_graph, _graphdef
 from nnrconv_tensorflow._model import TFNative
 from nnrconv_tensorflow._tensors import TF_TO_DTYPE, coerce, shape_proto
 
@@ -107,6 +110,7 @@ def write_embedded(model: Model, path: Path, parameter_sets: bytes, ndus: Mappin
     graph_def = _graphdef.rebuild(model, strip=set(ndus))
     embed(graph_def, parameter_sets, ndus)
     _graphdef.write_graph_def(graph_def, path)
+    _digest_graph.seal(path)
 
 
 def _value_bytes(value: tensor_pb2.TensorProto) -> bytes:
@@ -191,6 +195,7 @@ def write_embedded_folder(model: Model, folder: Path, parameter_sets: bytes, ndu
         MANIFEST_FILE: json.dumps(manifest, separators=(",", ":")).encode(),
     }
     _savedmodel.write(model, folder, coded=ndus, extra=extra)
+    _digest_folder.seal(folder)
 
 
 def extract_embedded_folder(folder: Path) -> EmbeddedModel:
@@ -207,6 +212,7 @@ def extract_embedded_folder(folder: Path) -> EmbeddedModel:
     model = _savedmodel.read(folder)
     native: TFNative = model.native
     try:
+        native.files.pop(_digest_folder.FILE, None)  # checked before reading; never written again
         manifest = json.loads(native.files.pop(MANIFEST_FILE))
         parameter_sets = native.files.pop(PARAMETER_SETS_FILE)
         listed = {str(k): (int(v["dtype"]), tuple(int(d) for d in v["shape"])) for k, v in manifest["tensors"].items()}

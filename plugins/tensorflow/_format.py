@@ -157,11 +157,28 @@ class TensorFlowFormat(FormatPlugin):
     def extract_embedded(self, path: Path) -> EmbeddedModel:
         """The model at `path` with NNR units inside still coded (none for a plain model); see `_embed`.
 
+        The container digest (`_digest`) is verified first; `Model.metadata[_digest.KEY]` then
+        says "verified" or "unverified (no container digest)" for an embedded container.
+
         Raises:
             FormatError: as `load`.
-            BitstreamError: the container's NNR parts are malformed (the message names the tensor).
+            BitstreamError: the container differs from its digest (naming the part and byte
+                offset), or its NNR parts are malformed (the message names the tensor).
         """
+        from nnrconv_tensorflow import _digest
+
         folder = _saved_model_folder(path)
+        if path.is_dir() and folder is None:
+            from nnrconv.core import FormatError
+
+            raise FormatError(f"{path}: a folder without {SAVED_MODEL_FILE} is not a TensorFlow SavedModel")
+        verified = _digest.verify(path, folder)  # before anything parses the container
+        parts = self._extract(path, folder)
+        if parts.units or verified:
+            parts.model.metadata[_digest.KEY] = _digest.VERIFIED if verified else _digest.UNVERIFIED
+        return parts
+
+    def _extract(self, path: Path, folder: Path | None) -> EmbeddedModel:
         if folder is not None:
             _quiet()
             from nnrconv_tensorflow import _embed, _savedmodel
@@ -169,20 +186,28 @@ class TensorFlowFormat(FormatPlugin):
             if _embed.is_embedded_folder(folder):
                 return _embed.extract_embedded_folder(folder)
             return EmbeddedModel(_savedmodel.read(folder))
-        if path.is_dir():
-            from nnrconv.core import FormatError
-
-            raise FormatError(f"{path}: a folder without {SAVED_MODEL_FILE} is not a TensorFlow SavedModel")
         _quiet()
         family = _family.load(path, _head(path))
         if family is not None:
             return family
-        from nnrconv_tensorflow import _embed, _graphdef
+        from nnrconv_tensorflow import _digest_graph, _embed, _graphdef
 
         graph_def = _graphdef.read_graph_def(path)
+        _digest_graph.strip(graph_def)
         if _embed.is_embedded(graph_def):
             return _embed.extract_embedded(graph_def, path)
         return EmbeddedModel(_graphdef.model_from_graph_def(graph_def, str(path)))
+
+    def container_digest_status(self, path: Path) -> str:
+        """"verified" or "unverified (no container digest)" for the container at `path` (see `_digest`).
+
+        Raises:
+            BitstreamError: the container differs from its digest, or the digest is damaged.
+            FormatError: the container cannot be read.
+        """
+        from nnrconv_tensorflow import _digest
+
+        return _digest.status(path, _saved_model_folder(path))
 
     def native_name(self, model: Model) -> str:
         """A SavedModel is a folder (`model_savedmodel`); a frozen graph a file (`model.pb`); Keras

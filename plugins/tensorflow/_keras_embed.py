@@ -12,7 +12,9 @@ Keras writes it) with, in that HDF5 file:
 - a root dataset `nnr_parameter_sets` (uint8): the NNR start unit and model parameter set.
 
 Every other group, dataset and attribute is copied as it is, and the zip's other members
-(`config.json`, `metadata.json`, assets) are unchanged. Keras itself cannot load such a file
+(`config.json`, `metadata.json`, assets) are unchanged. The container digest of every other
+byte of the file (`_digest_span`) is the `.h5`'s attribute `nnr_container_digest` of
+`nnr_parameter_sets`, the `.keras` zip's archive comment. Keras itself cannot load such a file
 (the variables would get bytes of the wrong shape); restore the plain model first.
 
 NOTE: which dataset holds which variable is Keras's business (layer-relative paths in `.keras`,
@@ -35,11 +37,12 @@ import h5py
 import numpy as np
 
 from nnrconv.core import BitstreamError, CodedUnit, EmbeddedModel, FormatError, Model
-from nnrconv_tensorflow import _keras
+from nnrconv_tensorflow import _digest_span, _keras
 
 __all__ = ["PARAMETER_SETS", "extract_embedded", "is_embedded", "save_embedded"]
 
 PARAMETER_SETS = "nnr_parameter_sets"
+DIGEST_ATTRIBUTE = "nnr_container_digest"
 WEIGHTS_MEMBER = "model.weights.h5"
 _KEY, _DTYPE, _SHAPE = "nnr_key", "nnr_dtype", "nnr_shape"
 
@@ -127,18 +130,35 @@ def save_embedded(model: Model, path: Path, parameter_sets: bytes, ndus: Mapping
             if kind == "h5":
                 with h5py.File(plain, "r") as source, h5py.File(path, "w") as target:
                     _embed_h5(source, target, model, parameter_sets, ndus)
-                return
-            with zipfile.ZipFile(plain) as archive, zipfile.ZipFile(path, "w") as out:
-                for info in archive.infolist():
-                    data = archive.read(info)
-                    if info.filename == WEIGHTS_MEMBER:
-                        buffer = io.BytesIO()
-                        with h5py.File(io.BytesIO(data), "r") as source, h5py.File(buffer, "w") as target:
-                            _embed_h5(source, target, model, parameter_sets, ndus)
-                        data = buffer.getvalue()
-                    out.writestr(info, data)
+                _reserve_h5(path)
+            else:
+                _embed_zip(plain, path, model, parameter_sets, ndus)
         except OSError as exc:
             raise FormatError(f"{path}: cannot write the Keras file: {exc}") from exc
+    _digest_span.seal(path)
+
+
+def _reserve_h5(path: Path) -> None:
+    """Give the `.nnr.h5` its digest's place: a fixed-length string attribute holding a placeholder."""
+    with h5py.File(path, "r+") as target:
+        text = _digest_span.placeholder(_digest_span.chunk_count(path.stat().st_size))
+        target[PARAMETER_SETS].attrs[DIGEST_ATTRIBUTE] = np.bytes_(text)
+
+
+def _embed_zip(plain: Path, path: Path, model: Model, parameter_sets: bytes, ndus: Mapping[str, bytes]) -> None:
+    """The `.keras` zip with its weights member embedded; the archive comment holds the digest's place."""
+    size = 0
+    with zipfile.ZipFile(plain) as archive, zipfile.ZipFile(path, "w") as out:
+        for info in archive.infolist():
+            data = archive.read(info)
+            if info.filename == WEIGHTS_MEMBER:
+                buffer = io.BytesIO()
+                with h5py.File(io.BytesIO(data), "r") as source, h5py.File(buffer, "w") as target:
+                    _embed_h5(source, target, model, parameter_sets, ndus)
+                data = buffer.getvalue()
+            out.writestr(info, data)
+            size += len(data) + 2 * len(info.filename) + 76
+        out.comment = _digest_span.placeholder(_digest_span.chunk_count(size))
 
 
 def _weights_h5(path: Path, kind: str) -> bytes | None:
