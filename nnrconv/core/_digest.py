@@ -97,16 +97,16 @@ def check_digest(text: str, regions: Sequence[Region], source: str) -> None:
     if match is None:
         raise BitstreamError(f"{source}: the container digest is damaged ({text[:40]!r}…)")
     sha, count, size, packed = match.group(1), int(match.group(2)), int(match.group(3)), match.group(4)
+    if count != len(regions) or size < 1:  # before building groups: a damaged count may be huge
+        raise BitstreamError(
+            f"{source}: the container's structure differs from its digest: {len(regions)} parts, the digest "
+            f"lists {count} (damaged or changed after nnrconv wrote it)"
+        )
     ranges = _groups(count, size)
     try:
         stored = list(struct.unpack(f">{len(ranges)}I", base64.b85decode(packed)))
     except (ValueError, struct.error):
         raise BitstreamError(f"{source}: the container digest is damaged (its CRC list does not decode)") from None
-    if count != len(regions) or size < 1:
-        raise BitstreamError(
-            f"{source}: the container's structure differs from its digest: {len(regions)} parts, the digest "
-            f"lists {count} (damaged or changed after nnrconv wrote it)"
-        )
     differing = [group for group, crc, want in zip(ranges, _crcs(regions, ranges), stored, strict=True) if crc != want]
     same_sha = _sha256(regions) == sha
     if differing and same_sha:  # every part is intact, so the damage is in the CRC list itself
