@@ -19,7 +19,9 @@ landing on such a lucky point favours whichever method it happens to):
   global QP   one QP for every tensor (1-D tensors QP - 8), NNCodec's way, DQ on; its bits are
               NNCodec 2.1.3's own bitstream at that QP (nnrconv's is byte-identical per tensor);
   no data     nnrconv's equal-slope plan, sensitivities probed on seeded N(0,1) feeds;
-  16 samples  the same, probed on the 16 calibration samples.
+  16 samples  the same, probed on the 16 calibration samples; also the same two searches over
+              error-compensated layers (GPTQ-style, from the 16 samples' layer inputs; the global
+              QP scanned from COMPENSATED_START finer than NNCodec's), the smallest reported.
 The allocator's knob is its output-noise goal (`Allocator.plan_for_noise`, log10 in steps of
 0.25), scanned on the task like the QP (in steps of 1); bits/param count the coded float
 tensors (NDU units) over their parameters.
