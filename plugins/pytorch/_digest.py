@@ -103,8 +103,8 @@ def _namer(data: bytes) -> Callable[[int], str]:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             members = sorted((info.header_offset, info.filename) for info in archive.infolist())
             directory = archive.start_dir  # type: ignore[attr-defined]
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
-        return lambda offset: "archive bytes"
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, NotImplementedError):
+        return lambda offset: "archive bytes"  # e.g. a flipped "version needed" field
     eocd = data.rfind(_EOCD, max(0, len(data) - _TAIL))
 
     def name(offset: int) -> str:

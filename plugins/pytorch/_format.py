@@ -100,7 +100,7 @@ class PyTorchFormat(FormatPlugin):
         try:
             with zipfile.ZipFile(path) as archive:
                 names = archive.namelist()
-        except (zipfile.BadZipFile, OSError, ValueError):
+        except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError):
             return None  # `load` reports it
         if not (_archive.archive_kind(names) and _embedded.is_embedded(names)):
             return None

@@ -175,7 +175,7 @@ def load(path: Path) -> Model:
             with zipfile.ZipFile(path) as archive:
                 names = archive.namelist()
                 kind = _archive.archive_kind(names)
-        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as exc:
             raise FormatError(f"{source}: corrupt PyTorch zip archive ({exc})") from None
         if kind and _embedded.is_embedded(names):
             raise UnsupportedError(f"{source}: holds NNR-coded tensors; read it with nnrconv.load, which decodes them")

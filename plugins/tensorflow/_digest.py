@@ -42,7 +42,7 @@ def _zip_namer(data: bytes) -> _digest_span.Namer:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             starts = sorted((info.header_offset, info.filename) for info in archive.infolist())
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError):
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError, NotImplementedError):
         starts = []
     if not starts:
         return lambda start, end: ""

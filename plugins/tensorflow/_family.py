@@ -45,7 +45,7 @@ def _is_keras_zip(path: Path) -> bool:
     try:
         with zipfile.ZipFile(path) as archive:
             return set(archive.namelist()) >= _KERAS_MEMBERS
-    except (zipfile.BadZipFile, OSError, ValueError):
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError):
         return False
 
 

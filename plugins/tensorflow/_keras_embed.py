@@ -167,7 +167,7 @@ def _weights_h5(path: Path, kind: str) -> bytes | None:
     try:
         with zipfile.ZipFile(path) as archive:
             return archive.read(WEIGHTS_MEMBER) if WEIGHTS_MEMBER in archive.namelist() else None
-    except (zipfile.BadZipFile, OSError, KeyError):
+    except (zipfile.BadZipFile, OSError, KeyError, NotImplementedError):
         return None
 
 
