@@ -21,13 +21,13 @@ bytes anywhere but in a well-formed entry is refused as damaged.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import onnx
 
 from nnrconv.core import BitstreamError, Region, check_digest, seal_digest
 from nnrconv.core._digest import MAGIC
+from nnrconv.core._protowalk import Field, fields
 
 __all__ = ["KEY", "check", "refuse_if_sealed", "seal", "strip"]
 
@@ -63,56 +63,11 @@ _GRAPH_FIELDS = {
     16: "metadata_props",
 }
 
-Field = tuple[int, int, int, int]
-"""(field number, start of the tag, start of the payload, end) of one field occurrence."""
-
-
-def _varint(data: memoryview, pos: int, end: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= end or shift > 63:
-            raise ValueError(pos)
-        byte = data[pos]
-        value |= (byte & 0x7F) << shift
-        pos += 1
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-
-
-def _fields(data: memoryview, start: int, end: int) -> Iterator[Field]:
-    """The fields of one protobuf message level, by raw offsets.
-
-    Raises:
-        ValueError: the bytes are no well-formed message (the offset where it breaks).
-    """
-    pos = start
-    while pos < end:
-        tag_start = pos
-        tag, pos = _varint(data, pos, end)
-        number, wire = tag >> 3, tag & 7
-        if number == 0:
-            raise ValueError(tag_start)
-        if wire == 0:
-            _, pos = _varint(data, pos, end)
-            payload = pos
-        elif wire == 1 or wire == 5:
-            payload, pos = pos, pos + (8 if wire == 1 else 4)
-        elif wire == 2:
-            length, payload = _varint(data, pos, end)
-            pos = payload + length
-        else:
-            raise ValueError(tag_start)
-        if pos > end:
-            raise ValueError(tag_start)
-        yield number, tag_start, payload, pos
-
-
 def _entry(data: memoryview, field: Field) -> tuple[str, str] | None:
     """Key and value of a metadata entry, or None when its bytes are not one."""
     key = value = b""
     try:
-        for number, _, payload, end in _fields(data, field[2], field[3]):
+        for number, _, payload, end in fields(data, field[2], field[3]):
             if number == 1:
                 key = bytes(data[payload:end])
             elif number == 2:
@@ -126,7 +81,7 @@ def _node_label(data: memoryview, start: int, end: int) -> str:
     """` (op Conv -> 'y')`: a node's op type and first output, to name it in errors."""
     op = output = ""
     try:
-        for number, _, payload, stop in _fields(data, start, end):
+        for number, _, payload, stop in fields(data, start, end):
             if number == 2 and not output:
                 output = bytes(data[payload:stop]).decode("utf-8", "replace")
             elif number == 4:
@@ -148,7 +103,7 @@ def _regions(raw: bytes, source: str, *, sealing: bool = False) -> tuple[list[Re
         return [], None  # no digest (a flip can hide the key or the value, never both): nothing to scan
     data = memoryview(raw)
     try:
-        top = list(_fields(data, 0, len(data)))
+        top = list(fields(data, 0, len(data)))
     except ValueError as exc:
         if sealed:
             raise BitstreamError(f"{source}: the ONNX model is damaged (framing breaks at byte offset {exc})") from None
@@ -178,7 +133,7 @@ def _regions(raw: bytes, source: str, *, sealing: bool = False) -> tuple[list[Re
             continue
         regions.append(Region("graph (framing)", data[start:payload], start, framing=True))
         try:
-            for sub, sub_start, sub_payload, sub_end in _fields(data, payload, end):
+            for sub, sub_start, sub_payload, sub_end in fields(data, payload, end):
                 add(f"graph.{_GRAPH_FIELDS.get(sub, f'field {sub}')}", sub_start, sub_end, sub_payload)
         except ValueError as exc:
             if sealed:

@@ -27,8 +27,8 @@ from pathlib import Path
 
 from nnrconv.core import BitstreamError, FormatError, Region, seal_digest
 from nnrconv.core._digest import MAGIC
+from nnrconv.core._protowalk import Field, fields, first_bytes, length_field, varint_field
 from nnrconv_tensorflow import _digest_span
-from nnrconv_tensorflow._protowalk import Field, fields, first_bytes, length_field, varint_field
 
 __all__ = ["NODE_NAME", "check", "digest_field", "is_sealed", "seal", "strip"]
 

@@ -1,6 +1,6 @@
 # Copyright nnrconv contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Protobuf wire format by raw offsets, without TensorFlow: for container digests.
+"""Protobuf wire format by raw offsets, without onnx or TensorFlow: for container digests (both plugins).
 
 NOTE: a container digest is checked before anything parses the file (a damaged file must be
 refused as damaged, not as "not a GraphDef"), and importing TensorFlow's protobuf classes takes
