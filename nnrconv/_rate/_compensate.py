@@ -68,12 +68,18 @@ def compensate(
     """`weights` quantized onto the uniform grid of `qp` (float32, same shape), error-compensated
     against the layer inputs whose correlation is `hessian` (`factor`: its `inverse_factor`)."""
     step = step_size(qp)
-    if use.kind == "conv":
-        matrix = weights.reshape(weights.shape[0], -1).astype(np.float64)
-    else:
+    hwio = use.kind == "conv" and use.layout == "hwio"
+    oriented = weights.transpose(3, 2, 0, 1) if hwio else weights  # (C_out, C_in, kh, kw)
+    if use.kind == "matmul":
         matrix = weights.T.astype(np.float64)
+    else:  # conv or linear: one output per row
+        matrix = oriented.reshape(oriented.shape[0], -1).astype(np.float64)
     result = _gptq(matrix, inverse_factor(hessian) if factor is None else factor, step)
-    result = result.reshape(weights.shape) if use.kind == "conv" else result.T
+    if use.kind == "matmul":
+        result = result.T
+    else:
+        result = result.reshape(oriented.shape)
+        result = result.transpose(2, 3, 1, 0) if hwio else result
     return np.ascontiguousarray(result, dtype=np.float32)
 
 

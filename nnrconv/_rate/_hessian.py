@@ -2,8 +2,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """Layer-input correlations H = Σ x xᵀ of the weights a format applies linearly (for compensation).
 
-For a convolution, x runs over every window of the input (im2col, in the weight's own
-(C_in, kh, kw) order); for a matrix product, over every row of the input. One run per calibration
+For a convolution, x runs over every window of the input (im2col, in (C_in, kh, kw) order, the
+weight's own in OIHW layout; HWIO weights and NHWC inputs are transposed to it); for a matrix
+product, over every row of the input. One run per calibration
 sample keeps only one sample's activations in memory; windows are gathered in slices of at most
 `_ROWS_ELEMENTS` values. Layers whose matrices would not fit `MAX_HESSIAN_BYTES` together are
 left out (largest input dimension first), so memory stays bounded whatever the model.
@@ -30,7 +31,9 @@ _ROWS_ELEMENTS = 1 << 22
 
 def input_dim(use: WeightInput, shape: tuple[int, ...]) -> int:
     """The length of one input row x for the weight of `shape`."""
-    return int(np.prod(shape[1:])) if use.kind == "conv" else int(shape[0])
+    if use.kind == "conv":
+        return int(np.prod(use.oihw_shape(shape)[1:]))
+    return int(shape[0]) if use.kind == "matmul" else int(shape[-1])
 
 
 def _windows(x: np.ndarray, use: WeightInput, kernel: tuple[int, int]) -> Iterator[np.ndarray]:
@@ -51,14 +54,18 @@ def _windows(x: np.ndarray, use: WeightInput, kernel: tuple[int, int]) -> Iterat
 
 def _rows(x: np.ndarray, use: WeightInput, shape: tuple[int, ...]) -> Iterator[np.ndarray]:
     if use.kind == "conv":
+        shape = use.oihw_shape(shape)
+        if use.layout == "hwio" and x.ndim == 4:
+            x = x.transpose(0, 3, 1, 2)
         if x.ndim != 4 or x.shape[1] != shape[1]:
             return
         yield from _windows(x, use, (int(shape[2]), int(shape[3])))
         return
-    if x.shape[-1] != shape[0]:
+    d = input_dim(use, shape)
+    if x.shape[-1] != d:
         return
-    flat = x.reshape(-1, shape[0])
-    step = max(1, _ROWS_ELEMENTS // shape[0])
+    flat = x.reshape(-1, d)
+    step = max(1, _ROWS_ELEMENTS // d)
     for row in range(0, flat.shape[0], step):
         yield flat[row : row + step]
 

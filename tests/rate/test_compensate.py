@@ -119,3 +119,46 @@ def test_compensation_keeps_about_one_model_in_memory_whatever_the_qps_measured(
     assert sizes == sorted(sizes, reverse=True) and sizes[0] > sizes[-1]  # coarser codes smaller
     kept = sum(values.nbytes for _, values in compensation._latest.values())
     assert kept == tensors["c3"].nbytes
+
+
+class _Layers:
+    """A format stand-in: one weight, its use, and the activation it multiplies."""
+
+    def __init__(self, use, activation: np.ndarray) -> None:
+        self.use, self.activation = use, activation
+
+    def weight_inputs(self, model):
+        return [self.use]
+
+    def activations(self, model, inputs, names):
+        return {self.use.activation: self.activation}
+
+
+@pytest.mark.parametrize("kind", ["conv", "linear"])
+def test_tensorflow_and_pytorch_layouts_compensate_like_their_onnx_equivalents(kind):
+    """HWIO convolutions on NHWC inputs (TensorFlow) and (C_out, d) linear weights (PyTorch,
+    NNEF) get the same H and the same compensated values as the OIHW / (d, C_out) forms."""
+    from nnrconv.core import WeightInput
+
+    rng = np.random.default_rng(9)
+    if kind == "conv":
+        weight = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)  # OIHW
+        x = smooth_images(2, seed=4)[:, :3].repeat(2, axis=1)[:, :4]  # NCHW, 4 channels
+        ours = WeightInput("w", "x", "conv", (2, 1), (1, 0, 1, 2), (1, 2), layout="hwio")
+        theirs = WeightInput("w", "x", "conv", (2, 1), (1, 0, 1, 2), (1, 2))
+        native, native_x = weight.transpose(2, 3, 1, 0), x.transpose(0, 2, 3, 1)
+        back = lambda a: a.transpose(3, 2, 0, 1)  # noqa: E731
+    else:
+        weight = rng.standard_normal((12, 7)).astype(np.float32)  # (d, C_out): ONNX MatMul
+        x = rng.standard_normal((5, 3, 12)).astype(np.float32)
+        ours, theirs = WeightInput("w", "x", "linear"), WeightInput("w", "x", "matmul")
+        native, native_x = weight.T.copy(), x
+        back = lambda a: a.T  # noqa: E731
+    feeds = [{"x": np.zeros(1, np.float32)}]
+    mine = layer_hessians(_Layers(ours, native_x), None, feeds, {"w": native})["w"][1]
+    reference = layer_hessians(_Layers(theirs, x), None, feeds, {"w": weight})["w"][1]
+    np.testing.assert_array_equal(mine, reference)
+    assert np.any(mine)
+    compensated = compensate(native, ours, mine, -20)
+    assert compensated.shape == native.shape
+    np.testing.assert_array_equal(back(compensated), compensate(weight, theirs, reference, -20))
