@@ -14,11 +14,12 @@ global QP is the same search with all units equal, and stays a candidate the res
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from nnrconv import nnc
 from nnrconv._rate._compensate import Compensation
 from nnrconv._rate._curves import RateCurves, Unit, tensor_qp
 from nnrconv._rate._measure import OutputProbe, snr_of
@@ -38,6 +39,19 @@ Coarser than the probe the prediction fails fast (see `probe_sensitivities`), he
 _QP_MIN, _QP_MAX = -160, 60
 LOOP_ROUNDS = 6
 """Closed-loop verifications of the per-unit plan (one model run each)."""
+FLOOR_BELOW = 16
+"""A unit's error floor is its error this many QP below the finest QP a plan may choose."""
+REPROBE_STEP, REPROBE_ROUNDS = 4, 6
+"""A unit planned coarser than where it was probed is probed again, alone, at the plan's QP
+rounded up to a multiple of REPROBE_STEP above the center; at most REPROBE_ROUNDS times per plan.
+Between probes a unit's sensitivity is interpolated linearly in the QP.
+
+NOTE: a unit that measured no output change at the center is not insensitive: PP-OCR det's
+squeeze-excitation layers feed saturated HardSigmoids, so their error at the global QP moved no
+output (sensitivity 0.0), the plan sent them to the coarsest QP, and there they un-saturated and
+took the output SNR from 41 dB to -9 dB: every calibrated plan failed. Keeping each unit's
+largest sensitivity instead of one per QP cost cls 0.92x -> 0.96x without data (units that are
+coarse only where they are insensitive paid for it everywhere)."""
 
 
 @dataclass(slots=True)
@@ -73,8 +87,10 @@ class Allocator:
     def __init__(self, units: list[Unit], curves: RateCurves, probe: OutputProbe | None) -> None:
         self.units, self.curves, self.probe = units, curves, probe
         self._signal = sum(float(np.square(a, dtype=np.float64).sum()) for a in curves.tensors.values()) or 1.0
-        self._sens: np.ndarray | None = None
+        self._probes: list[dict[int, np.ndarray]] = []
+        """Per unit, its sensitivity per output at each QP it was probed at."""
         self._center = 0
+        self._floors: dict[Unit, float] = {}
         self.compensated: Allocator | None = None
         """The same search over error-compensated curves (set by `prepare` when calibration
         inputs gave the layer inputs' correlations): a second candidate of every target."""
@@ -134,41 +150,90 @@ class Allocator:
     def probe_sensitivities(self, center: int) -> None:
         """s_uo: relative output noise per unit of squared weight error, each unit alone at `center`."""
         self._center = center
+        self._floors = {}
         qps = list(range(max(_QP_MIN, center - QP_BELOW), min(_QP_MAX, center + QP_ABOVE) + 1))
         self.curves.fill(self.units, qps)
         if self.probe is None:
-            self._sens = np.full((len(self.units), 1), 1.0 / self._signal)
+            self._probes = [{center: np.array([1.0 / self._signal])} for _ in self.units]
             return
-        names = self.probe.keys
-        rows = []
-        for unit in self.units:
-            _, sse = self.curves.unit(unit, center)
-            noise = self.probe.noise(self.curves.reconstruction({unit: center}))
-            rows.append([noise[n] / sse if sse > 0 else 0.0 for n in names])
-        self._sens = np.asarray(rows, dtype=np.float64).reshape(len(self.units), len(names))
+        self._probes = [{center: self._sensitivity(unit, center)} for unit in self.units]
+
+    def _sensitivity(self, unit: Unit, qp: int) -> np.ndarray:
+        """Relative output noise per squared weight error, per output, of `unit` alone at `qp`."""
+        assert self.probe is not None
+        sse = self._error(unit, qp)
+        noise = self.probe.noise(self.curves.reconstruction({unit: qp}))
+        return np.array([noise[n] / sse if sse > 0 else 0.0 for n in self.probe.keys], dtype=np.float64)
+
+    def sensitivity(self, index: int, qp: int) -> np.ndarray:
+        """Unit `index`'s sensitivity per output at `qp`: as measured where it was probed, linear
+        in the QP between two probes, that of the nearest probe outside them."""
+        probes = self._probes[index]
+        points = sorted(probes)
+        if qp <= points[0] or qp >= points[-1]:
+            return probes[points[0] if qp <= points[0] else points[-1]]
+        hi = next(p for p in points if p >= qp)
+        lo = max(p for p in points if p <= qp)
+        if hi == lo:
+            return probes[lo]
+        t = (qp - lo) / (hi - lo)
+        return (1.0 - t) * probes[lo] + t * probes[hi]
+
+    def _floor(self, unit: Unit) -> float:
+        """The squared error no QP removes: float32 rounding of values far above the step, e.g.
+        PP-OCR det's batch-norm variance of 1e8 (error 7.0 at every QP), which otherwise
+        dominates its unit's error and hides what the unit's other tensors do to the outputs."""
+        if unit not in self._floors:  # the values' own property: plain coding, even if compensated
+            qp = max(_QP_MIN, self._center - QP_BELOW - FLOOR_BELOW)
+            tensors = self.curves.tensors
+            self._floors[unit] = sum(nnc.tensor_rate(tensors[n], tensor_qp(tensors[n], qp)).sse for n in unit.names)
+        return self._floors[unit]
+
+    def _error(self, unit: Unit, qp: int) -> float:
+        """A unit's squared error at `qp` above its floor: what its sensitivity multiplies."""
+        return max(0.0, self.curves.unit(unit, qp)[1] - self._floor(unit))
+
+    def _reprobe(self, qps: Mapping[Unit, int]) -> bool:
+        """Probe again every unit planned coarser than its coarsest probe (see REPROBE_STEP);
+        whether any was."""
+        if self.probe is None or not self._probes:
+            return False
+        probed = False
+        top = min(_QP_MAX, self._center + QP_ABOVE)
+        for i, unit in enumerate(self.units):
+            if qps[unit] <= max(self._probes[i]):
+                continue
+            qp = min(top, self._center + REPROBE_STEP * math.ceil((qps[unit] - self._center) / REPROBE_STEP))
+            self._probes[i][qp] = self._sensitivity(unit, qp)
+            probed = True
+        return probed
 
     # -- equal slope ---------------------------------------------------------------------------
-    def _tables(self) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    def _tables(self) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+        """The QPs a plan may choose, and per unit its bytes and predicted noise per output there."""
         qps = np.arange(max(_QP_MIN, self._center - QP_BELOW), min(_QP_MAX, self._center + QP_ABOVE) + 1)
-        sizes, sses = [], []
-        for unit in self.units:
+        sizes, noises = [], []
+        for i, unit in enumerate(self.units):
             pairs = [self.curves.unit(unit, int(q)) for q in qps]
             sizes.append(np.array([p[0] for p in pairs], dtype=np.float64))
-            sses.append(np.array([p[1] for p in pairs], dtype=np.float64))
-        return [qps] * len(self.units), sizes, sses
+            floor = self._floor(unit)
+            noises.append(
+                np.stack(
+                    [self.sensitivity(i, int(q)) * max(0.0, p[1] - floor) for q, p in zip(qps, pairs, strict=True)]
+                )
+            )
+        return qps, sizes, noises
 
     def _solve(self, slope: float) -> tuple[dict[Unit, int], float, np.ndarray]:
-        assert self._sens is not None
-        qps, sizes, sses = self._tables_cache
+        qps, sizes, noises = self._tables_cache
         chosen: dict[Unit, int] = {}
         total = 0.0
-        noise = np.zeros(self._sens.shape[1])
+        noise = np.zeros(noises[0].shape[1] if noises else 1)
         for i, unit in enumerate(self.units):
-            weight = self._sens[i].sum()
-            k = int(np.argmin(sizes[i] + slope * weight * sses[i]))
-            chosen[unit] = int(qps[i][k])
+            k = int(np.argmin(sizes[i] + slope * noises[i].sum(axis=1)))
+            chosen[unit] = int(qps[k])
             total += sizes[i][k]
-            noise += self._sens[i] * sses[i][k]
+            noise += noises[i][k]
         return chosen, total, noise
 
     def _slope_search(self, ok: Callable[[float, np.ndarray], bool]) -> dict[Unit, int]:
@@ -200,6 +265,10 @@ class Allocator:
     def plan_for_noise(self, goal: float) -> dict[Unit, int]:
         """The equal-slope plan whose *predicted* worst relative output noise is at most `goal`
         (after `probe_sensitivities`)."""
+        for _ in range(REPROBE_ROUNDS):
+            qps = self._slope_search(lambda _b, n: float(n.max(initial=0.0)) <= goal)
+            if not self._reprobe(qps):
+                return qps
         return self._slope_search(lambda _b, n: float(n.max(initial=0.0)) <= goal)
 
     def closed_loop(self, target_db: float, rounds: int):  # type: ignore[no-untyped-def]
@@ -239,6 +308,11 @@ class Allocator:
         self.probe_sensitivities(q_global)
         self._tables_cache = self._tables()
         qps = self._within(budget)
+        for _ in range(REPROBE_ROUNDS):
+            if not self._reprobe(qps):
+                break
+            self._tables_cache = self._tables()
+            qps = self._within(budget)
         snr_global = snr_of(self.measure(global_qps))
         snr_plan = snr_of(self.measure(qps))
         size_global = self.size(global_qps)

@@ -81,9 +81,7 @@ class SweepResult:
             for p in self.curve(method):
                 agreement = "" if p.argmax_agreement is None else f"{100 * p.argmax_agreement:.2f}%"
                 snr = "inf" if math.isinf(p.output_snr_db) else f"{p.output_snr_db:.2f}"
-                rows.append(
-                    f"{p.method:<{width}} {p.setting:<16} {p.bits_per_param:>10.3f} {snr:>14} {agreement:>13}"
-                )
+                rows.append(f"{p.method:<{width}} {p.setting:<16} {p.bits_per_param:>10.3f} {snr:>14} {agreement:>13}")
         return "\n".join(rows)
 
     def plot(self, path: str | os.PathLike[str]) -> None:

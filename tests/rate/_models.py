@@ -97,3 +97,43 @@ def smooth_images(samples: int, seed: int) -> np.ndarray:
     noise = rng.standard_normal((samples, 3, 16, 16))
     images = np.cumsum(np.cumsum(noise, axis=2), axis=3)
     return (images / images.std(axis=(1, 2, 3), keepdims=True)).astype(np.float32)
+
+
+def gated(path: Path) -> Path:
+    """The classifier's main branch scaled by a squeeze-excitation-like gate that saturates:
+    logits = (W3·relu(W1·x)) * hardsigmoid(v·G + c). With G exact the gate's inputs sit just past
+    HardSigmoid's knee (z = 3.1, slope 0), so small errors in G move no output at all; G coded
+    coarsely (its weights are ±2) un-saturates the gate and scales the logits by up to half."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    v = np.ones((1, 8), dtype=np.float32)
+    g = (rng.choice([-2.0, 2.0], size=(8, 10)) + rng.standard_normal((8, 10)) * 0.3).astype(np.float32)
+    weights = {
+        "W1": (rng.standard_normal((32, 64)) * 0.2).astype(np.float32),
+        "W3": (rng.standard_normal((64, 10)) * 0.3).astype(np.float32),
+        "v": v,
+        "G": g,
+        "c": (3.1 - v @ g).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("MatMul", ["x", "W1"], ["h0"]),
+        helper.make_node("Relu", ["h0"], ["h1"]),
+        helper.make_node("MatMul", ["h1", "W3"], ["a"]),
+        helper.make_node("MatMul", ["v", "G"], ["z0"]),
+        helper.make_node("Add", ["z0", "c"], ["z"]),
+        helper.make_node("HardSigmoid", ["z"], ["gate"], alpha=1.0 / 6, beta=0.5),
+        helper.make_node("Mul", ["a", "gate"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "gated",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 32])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 10])],
+        [numpy_helper.from_array(val, k) for k, val in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path

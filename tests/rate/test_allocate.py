@@ -14,7 +14,7 @@ import nnrconv
 from nnrconv import _api, nnc
 from nnrconv._rate import OutputProbe, calibration_feeds, prepare, snr_of
 from nnrconv.core import UnsupportedError
-from tests.rate._models import calibration, classifier
+from tests.rate._models import calibration, classifier, gated
 
 pytest.importorskip("onnxruntime")
 
@@ -101,6 +101,41 @@ def test_unreachable_targets_name_the_closest_reachable_value(files, tmp_path):
     with pytest.raises(UnsupportedError, match=r"out of reach: the finest QP gives [\d.]+ dB"):
         nnrconv.convert(model, tmp_path / "b.nnr", options=nnc.CodingOptions(output_snr_db=190.0), calibration=calib)
     assert not (tmp_path / "a.nnr").exists() and not (tmp_path / "b.nnr").exists()
+
+
+def test_a_unit_silent_at_the_probe_is_probed_again_where_the_plan_puts_it(tmp_path):
+    """A saturated gate's weights move no output at the global QP (sensitivity 0); planned on
+    that alone they go to the coarsest QP and the output SNR falls far below the prediction."""
+    model = gated(tmp_path / "gated.onnx")
+    allocator, _ = prepare(nnrconv.load(model), _api._plugin("onnx"), calibration=calibration(tmp_path / "c.npz"))
+    q, _ = allocator.global_for_snr(30.0)
+    allocator.probe_sensitivities(q)
+    gate = next(i for i, u in enumerate(allocator.units) if u.names == ("G",))
+    assert allocator.sensitivity(gate, q).sum() == 0.0  # silent where probed
+    qps = allocator.plan_for_noise(1e-4)  # predicted 40 dB
+    assert qps[allocator.units[gate]] < q + 20  # not sent to the coarsest QP (q + 24)
+    assert snr_of(allocator.measure(qps)) >= 39.0
+    coarse = max(allocator._probes[gate])  # probed again where the first plan put it: not silent
+    assert coarse > q and allocator.sensitivity(gate, coarse).sum() > 0.0
+
+
+def test_an_error_no_qp_removes_does_not_drown_its_units_other_tensors():
+    """A batch-norm variance of 1e8 keeps a float32 rounding error at every QP (PP-OCR det); in a
+    unit with other tensors, the allocator must see their error fall with the QP, not the floor."""
+    from nnrconv._rate import Allocator, RateCurves
+    from nnrconv._rate._curves import Unit
+
+    rng = np.random.default_rng(3)
+    tensors = {
+        "var": rng.uniform(1e7, 1e8, 24).astype(np.float32),
+        "w": rng.standard_normal((64, 64)).astype(np.float32),
+    }
+    unit = Unit(("var", "w"), 24 + 64 * 64)
+    allocator = Allocator([unit], RateCurves(tensors), None)
+    allocator.probe_sensitivities(-30)
+    raw = [allocator.curves.unit(unit, q)[1] for q in (-50, -30)]
+    assert raw[0] > 0.5 * raw[1]  # the floor dominates the raw error
+    assert allocator._error(unit, -50) < 0.01 * allocator._error(unit, -30)  # 20 QP: ~1/1000
 
 
 def test_weights_without_a_runner_are_allocated_in_the_weight_domain(tmp_path):
