@@ -85,6 +85,14 @@ class RateCurves:
     def compensated(self, name: str) -> bool:
         return self.compensation is not None and name in self.compensation.hessians
 
+    def variants(self, unit: Unit) -> tuple[int, ...]:
+        """The code offsets a unit may take (one here: its QP; see `_mixed.MixedCurves`)."""
+        return (0,)
+
+    def compensated_in(self, name: str, code: int) -> bool:
+        """Whether tensor `name` of a unit at `code` (its QP here) is coded error-compensated."""
+        return self.compensated(name)
+
     def _measure(self, key: tuple[str, int]) -> tuple[int, float]:
         name, qp = key
         if self.compensated(name):

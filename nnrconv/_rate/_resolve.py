@@ -23,6 +23,7 @@ from nnrconv._rate._curves import RateCurves, lossy_tensors, make_units
 from nnrconv._rate._feeds import calibration_feeds
 from nnrconv._rate._hessian import layer_hessians
 from nnrconv._rate._measure import OutputProbe
+from nnrconv._rate._mixed import MixedCurves
 from nnrconv.core import FormatPlugin, Model, NNRConvError, UnsupportedError
 
 __all__ = ["Resolved", "prepare", "resolve"]
@@ -81,7 +82,7 @@ def prepare(
         hessians = layer_hessians(fmt, model, feeds, tensors)
         if hessians:
             twin = RateCurves(tensors, jobs=curves.jobs, compensation=Compensation(tensors, hessians))
-            allocator.compensated = Allocator(units, twin, probe)
+            allocator.compensated = Allocator(units, MixedCurves(curves, twin), probe)
     return allocator, where
 
 

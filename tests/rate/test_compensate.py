@@ -112,6 +112,35 @@ def test_output_target_with_calibration_codes_compensated_layers_and_holds(net, 
     assert again.read_bytes() == out.read_bytes()
 
 
+def test_a_plan_may_compensate_some_units_and_code_the_others_with_dependent_quantization(net, tmp_path):
+    """The search's codes: a unit's QP, plus VARIANT_STRIDE when it is compensated. What the
+    allocator measures for such a mixed plan is what the decoder returns."""
+    from nnrconv._rate._mixed import VARIANT_STRIDE
+
+    path, calib, _, fmt, *_ = net
+    allocator, _ = prepare(nnrconv.load(path), fmt, calibration=calib)
+    mixed = allocator.compensated
+    assert mixed is not None
+    codes = {u: -24 + (VARIANT_STRIDE if u.names == ("c2",) else 0) for u in mixed.units}
+    allocation = mixed._result(codes, "per-tensor", mixed.size(codes), 0.0, -24, 0, 0.0)
+    assert set(allocation.replaced) == {"c2"} and allocation.plan["c2"] == Compensation.choice(-24)
+    assert allocation.plan["c3"] == nnc.TensorChoice(qp=-24)  # DQ on, NNCodec's way
+    expected = mixed.curves.reconstruction(codes)
+    coded = allocator.probe.with_tensors(allocation.replaced)
+    tensors = {n: coded.tensors[n].numpy() for n in allocation.plan}
+    _, ndus = nnc.encode_parts(tensors, nnc.CodingOptions(plan=allocation.plan))
+    plain = mixed.uniform(-24)
+    plain_plan = nnc.CodingOptions(plan=mixed._result(plain, "", 0, 0, 0, 0, 0).plan)
+    _, plain_ndus = nnc.encode_parts({n: mixed.curves.tensors[n] for n in tensors}, plain_plan)
+    headers = [sum(len(u) for u in n.values()) - mixed.size(c) for n, c in ((ndus, codes), (plain_ndus, plain))]
+    assert abs(headers[0] - headers[1]) <= 4  # the payloads are the sizes the search used
+    decoded = _api.decode(
+        nnc.encode_model(list(tensors.items()), b"", 0, options=nnc.CodingOptions(plan=allocation.plan))
+    )
+    for name, values in expected.items():
+        assert np.array_equal(decoded.tensors[name].numpy().reshape(values.shape), values), name
+
+
 def test_compensation_keeps_about_one_model_in_memory_whatever_the_qps_measured(net):
     *_, tensors, hessians = net
     compensation = Compensation(tensors, hessians)
