@@ -83,7 +83,9 @@ graph left_out( x, v ) -> ( y1, y2, y3, y4, y5, y6, y7 )
     y7 = linear(v, qw, 0.0);
 }
 """
-LEFT_OUT_QUANT = '"qw": zero_point_linear_quantize(zero_point = 0, scale = 0.5, bits = 8, signed = true, symmetric = true);\n'  # noqa: E501
+LEFT_OUT_QUANT = (
+    '"qw": zero_point_linear_quantize(zero_point = 0, scale = 0.5, bits = 8, signed = true, symmetric = true);\n'
+)
 
 STRIDED_SAME_GRAPH = """version 1.0;
 
@@ -178,7 +180,7 @@ def test_weights_the_interpreter_does_not_apply_plainly_are_left_out(tmp_path):
 
 
 def test_strided_same_padding_input_of_another_size_is_not_returned(tmp_path):
-    """Padding computed for 7×7 would be wrong for 8×8: the run's input is dropped, not misused."""
+    """Padding computed for 7x7 would be wrong for 8x8: the run's input is dropped, not misused."""
     model = nnrconv.load(_folder(tmp_path / "s.nnef", STRIDED_SAME_GRAPH, {"w": (3, 2, 3, 3)}))
     fmt = _api._plugin("nnef")
     assert fmt.weight_inputs(model) == [WeightInput("w", "x", "conv", (2, 2), (1, 1, 1, 1), (1, 1))]
