@@ -193,11 +193,15 @@ def test_output_target_with_calibration_codes_compensated_layers_and_holds(net, 
     path, calib, model, fmt, *_ = net
     out = tmp_path / "c.nnr"
     result = nnrconv.convert(path, out, options=nnc.CodingOptions(output_snr_db=30.0), calibration=calib)
-    assert result.allocation is not None
-    allocator, _ = prepare(nnrconv.load(path), fmt, calibration=calib)
-    assert allocator.compensated is not None
+    assert result.allocation is not None and "7 error-compensated layers" in result.allocation
     decoded = nnrconv.load(out)
     feeds, _ = calibration_feeds(calib, fmt.input_specs(model))
     probe = OutputProbe(fmt, model, feeds, margins=False)
     assert snr_of(probe.compare([fmt.run(decoded, f) for f in probe.feeds])) >= 30.0
-    print(result.allocation)
+    # the decoder returns exactly the compensated values the allocator measured
+    allocator, _ = prepare(nnrconv.load(path), fmt, calibration=calib)
+    assert allocator.compensated is not None
+    allocation = allocator.compensated.for_output_snr(30.0)
+    assert set(allocation.replaced) == set(LAYER_OUTPUTS)
+    for name, values in allocation.replaced.items():
+        assert np.array_equal(decoded.tensors[name].numpy(), values), name
