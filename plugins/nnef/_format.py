@@ -11,13 +11,22 @@ from __future__ import annotations
 
 import tarfile
 import zlib
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
-from nnrconv.core import EmbeddedModel, FormatPlugin, InputSpec, Model, Tensor, TopologyTensor, UnsupportedError
+from nnrconv.core import (
+    EmbeddedModel,
+    FormatPlugin,
+    InputSpec,
+    Model,
+    Tensor,
+    TopologyTensor,
+    UnsupportedError,
+    WeightInput,
+)
 
 __all__ = ["NnefFormat"]
 
@@ -174,6 +183,20 @@ class NnefFormat(FormatPlugin):
         from nnrconv_nnef import _runner
 
         return _runner.run(model, inputs)
+
+    def weight_inputs(self, model: Model) -> list[WeightInput]:
+        """`conv` (one group, 2-D), `linear` and `matmul` weights with the activation each multiplies."""
+        from nnrconv_nnef import _layers
+
+        return _layers.weight_inputs(model)
+
+    def activations(
+        self, model: Model, inputs: Mapping[str, np.ndarray], names: Sequence[str]
+    ) -> dict[str, np.ndarray]:
+        """The tensors `names` of one interpreter run (see `nnrconv_nnef._layers`)."""
+        from nnrconv_nnef import _layers
+
+        return _layers.activations(model, inputs, names)
 
     def session(self, model: Model) -> object:
         """nnef-tools' PyTorch `Interpreter`, built in memory (no model folder written).

@@ -9,7 +9,7 @@ single-threaded for the call, so that identical models on identical inputs give 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -33,10 +33,11 @@ def input_specs(model: Model) -> list[InputSpec]:
     return specs
 
 
-def run(model: Model, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Outputs of nnef-tools' interpreter for `inputs`, by output tensor name."""
-    names = [spec.name for spec in input_specs(model)]
-    absent = [n for n in names if n not in inputs]
+def run(model: Model, inputs: Mapping[str, np.ndarray], names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Outputs of nnef-tools' interpreter for `inputs`, by output tensor name; or, given `names`,
+    those tensors of the graph (intermediate ones too, as the interpreter produces them)."""
+    feeds = [spec.name for spec in input_specs(model)]
+    absent = [n for n in feeds if n not in inputs]
     if absent:
         raise FormatError(f"inputs {absent!r} of the NNEF graph were not given")
     built = interpreter(model)
@@ -48,7 +49,8 @@ def run(model: Model, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]
         with warnings.catch_warnings():
             # nnef-tools' operators trip torch deprecation warnings; they are not the user's.
             warnings.simplefilter("ignore", UserWarning)
-            outputs = built([np.asarray(inputs[n]) for n in names])
+            wanted = None if names is None else list(dict.fromkeys(names))
+            outputs = built([np.asarray(inputs[n]) for n in feeds], output_names=wanted)
     except (NotImplementedError, KeyError, AssertionError, TypeError, ValueError) as exc:
         raise UnsupportedError(f"nnef-tools' interpreter cannot run this model: {exc!r}") from exc
     finally:
