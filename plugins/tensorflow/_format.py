@@ -356,8 +356,8 @@ class TensorFlowFormat(FormatPlugin):
         return _runtime.run(model, inputs)
 
     def weight_inputs(self, model: Model) -> list[WeightInput]:
-        """Conv2D (NHWC, one group) and MatMul weights of a frozen graph, with the input each
-        multiplies (see `_layers`); none for SavedModels, Keras and TFLite models."""
+        """Conv2D (NHWC, one group) and MatMul weights of a frozen graph or a SavedModel's serving
+        signature, with the input each multiplies (see `_layers`); none for Keras and TFLite."""
         if _family.kind_of(model) is not None or model.source_format != "tensorflow":
             return []
         _quiet()

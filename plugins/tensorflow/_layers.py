@@ -1,22 +1,23 @@
 # Copyright nnrconv contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Which weights a frozen TensorFlow graph applies linearly to which activation (error compensation).
+"""Which weights a TensorFlow graph applies linearly to which activation (error compensation).
 
-Covered, in the main graph of a frozen GraphDef: `Conv2D` in NHWC whose filter is a 4-D float
-`Const` (HWIO) and whose input has as many channels as the filter (TensorFlow runs a filter with
-fewer input channels as a grouped convolution: left out), and `MatMul` whose second operand is a
-2-D float `Const` (`transpose_b` false: y = x·W, "matmul"; true: y = x·Wᵀ, "linear";
-`transpose_a` true: left out). The weight may reach the layer through value-preserving ops
-(Identity, ReadVariableOp, Snapshot, ...) only: a Reshape, Cast or Transpose on the way changes
-what the weight is, so such layers are left out. Padding: VALID is none, EXPLICIT is read from
-`explicit_paddings`, SAME is TensorFlow's own split (the odd pixel at the bottom/right) of the
-input's spatial size, which must then be static in the graph, else the layer is left out.
-Depthwise, 3-D and transposed convolutions, NCHW convolutions, and SavedModels (their layers
-live inside functions, whose inner tensors a session cannot fetch) are not covered: their
-weights are coded as before, without compensation.
+Read from the model's flat graph (`_flat`): a frozen GraphDef as it is, or a SavedModel's serving
+signature with its calls inlined and its variables frozen. Covered: `Conv2D` in NHWC whose filter
+is a 4-D float model tensor (HWIO) and whose input has as many channels as the filter (TensorFlow
+runs a filter with fewer input channels as a grouped convolution: left out), and `MatMul` whose
+second operand is a 2-D float model tensor (`transpose_b` false: y = x·W, "matmul"; true:
+y = x·Wᵀ, "linear"; `transpose_a` true: left out). The weight may reach the layer through
+value-preserving ops (Identity, ReadVariableOp, Snapshot, ...) only: a Reshape, Cast or
+Transpose on the way changes what the weight is, so such layers are left out. Padding: VALID is
+none, EXPLICIT is read from `explicit_paddings`, SAME is TensorFlow's own split (the odd pixel
+at the bottom/right) of the input's spatial size, which must then be static in the graph, else
+the layer is left out. Depthwise, 3-D and transposed convolutions, NCHW convolutions, Keras and
+TFLite models are not covered: their weights are coded as before, without compensation.
 
-Activation names are the layer inputs' TensorFlow tensor names (`image:0`,
-`model/re_lu/Relu:0`), fetched NHWC as TensorFlow has them (the rate layer transposes).
+Activation names are the layer inputs' tensor names in the flat graph (`image:0`,
+`StatefulPartitionedCall/model/re_lu/Relu:0`), fetched NHWC as TensorFlow has them (the rate
+layer transposes).
 """
 
 from __future__ import annotations
@@ -27,8 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from nnrconv.core import Model, UnsupportedError, WeightInput
-from nnrconv_tensorflow import _graphdef
-from nnrconv_tensorflow._model import GRAPHDEF, TFNative
+from nnrconv_tensorflow import _flat
 
 __all__ = ["activations", "same_pads", "weight_inputs"]
 
@@ -97,40 +97,21 @@ def _matmul(op: tf.Operation, weight: str, shape: tuple[int, ...]) -> WeightInpu
     return WeightInput(weight, op.inputs[0].name, "linear" if op.get_attr("transpose_b") else "matmul")
 
 
-def _imported(model: Model) -> tf.Graph:
-    graph_def = _graphdef.rebuild(model, strip=())
-    with tf.Graph().as_default() as graph:
-        tf.graph_util.import_graph_def(graph_def, name="")
-    return graph
-
-
-def _one_thread() -> tf.compat.v1.ConfigProto:
-    """The runner's session settings (see `_runtime`): one inter-op and one intra-op thread."""
-    return tf.compat.v1.ConfigProto(intra_op_parallelism_threads=1, inter_op_parallelism_threads=1)
-
-
-def _frozen(model: Model) -> bool:
-    native = model.native
-    return isinstance(native, TFNative) and native.kind == GRAPHDEF
-
-
 def weight_inputs(model: Model) -> list[WeightInput]:
-    """Every main-graph Conv2D / MatMul whose weight is one of the model's float constants.
+    """Every Conv2D / MatMul of the flat graph whose weight is one of the model's float tensors.
 
-    Empty for a SavedModel (see the module note). A graph TensorFlow cannot import has none.
+    A model TensorFlow cannot import or load has none.
     """
-    if not _frozen(model):
-        return []
     try:
-        graph = _imported(model)
-    except (tf.errors.OpError, ValueError, KeyError):
+        flat = _flat.flat_graph(model)
+    except UnsupportedError:
         return []
     found: list[WeightInput] = []
     seen: set[str] = set()
-    for op in graph.get_operations():
+    for op in flat.graph.get_operations():
         if op.type not in ("Conv2D", "MatMul") or len(op.inputs) != 2:
             continue
-        weight = _const_source(op.inputs[1])
+        weight = flat.keys.get(_const_source(op.inputs[1]) or "")
         tensor = model.tensors.get(weight) if weight else None
         if weight is None or tensor is None or weight in seen or not tensor.dtype.is_floating_point:
             continue
@@ -143,20 +124,9 @@ def weight_inputs(model: Model) -> list[WeightInput]:
 
 
 def activations(model: Model, inputs: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[str, np.ndarray]:
-    """The tensors `names` (TensorFlow tensor names) of one one-thread session run on `inputs`.
+    """The tensors `names` (TensorFlow tensor names of the flat graph) of one session run on `inputs`.
 
     Raises:
-        UnsupportedError: not a frozen graph, a name is no tensor of it, or TensorFlow cannot run it.
+        UnsupportedError: a name is no tensor of the graph, or TensorFlow cannot run the model.
     """
-    if not _frozen(model):
-        raise UnsupportedError("TensorFlow layer inputs can be fetched from frozen graphs only")
-    try:
-        graph = _imported(model)
-        fetches = {name: graph.get_tensor_by_name(name) for name in names}
-        feed = {graph.get_tensor_by_name(f"{name}:0"): value for name, value in inputs.items()}
-        with tf.compat.v1.Session(graph=graph, config=_one_thread()) as session:
-            results = session.run(fetches, feed_dict=feed)
-    except (tf.errors.OpError, ValueError, KeyError) as exc:
-        message = getattr(exc, "message", None) or str(exc)
-        raise UnsupportedError(f"TensorFlow cannot run the model: {message.splitlines()[0]}") from exc
-    return {name: np.asarray(value) for name, value in results.items()}
+    return _flat.run(_flat.flat_graph(model), inputs, list(names))

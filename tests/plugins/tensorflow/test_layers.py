@@ -6,6 +6,7 @@ target met end to end with compensated layers."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,27 +28,49 @@ def _weights(rng: np.random.Generator, *shape: int) -> np.ndarray:
     return (rng.standard_normal(shape) / np.sqrt(fan_in)).astype(np.float32)
 
 
+def _params() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(5)
+    return {
+        "w1": _weights(rng, 3, 3, 3, 8), "w2": _weights(rng, 3, 3, 8, 12), "w3": _weights(rng, 2, 3, 12, 8),
+        "fc1": _weights(rng, 72, 16), "fc2": _weights(rng, 16, 5).T.copy(),  # fc2: (C_out, d)
+    }  # fmt: skip
+
+
+def _forward(tf, x, p):  # type: ignore[no-untyped-def]
+    """SAME stride-2 conv (odd pad at the bottom/right) -> EXPLICIT dilated conv -> VALID
+    (2, 1)-strided conv -> MatMul -> MatMul with transpose_b: every geometry covered."""
+    h = tf.nn.relu(tf.nn.conv2d(x, tf.identity(p["w1"]), strides=2, padding="SAME", name="c1"))  # (8, 8)
+    pads = [[0, 0], [1, 2], [0, 1], [0, 0]]
+    h = tf.nn.relu(tf.nn.conv2d(h, p["w2"], strides=1, padding=pads, dilations=2, name="c2"))  # (7, 5)
+    h = tf.nn.relu(tf.nn.conv2d(h, p["w3"], strides=[2, 1], padding="VALID", name="c3"))  # (3, 3)
+    h = tf.nn.relu(tf.matmul(tf.reshape(h, [-1, 72]), tf.identity(p["fc1"]), name="m1"))
+    return tf.matmul(h, p["fc2"], transpose_b=True, name="m2")
+
+
 def convnet_graph(path: Path) -> Path:
-    """x (N, 16, 16, 3) -> SAME stride-2 conv (odd pad at the bottom/right) -> EXPLICIT dilated
-    conv -> VALID (2, 1)-strided conv -> MatMul -> MatMul with transpose_b: every geometry."""
+    """The convnet as a frozen graph: x (N, 16, 16, 3) -> logits, weights as Const nodes."""
     import tensorflow as tf
 
-    rng = np.random.default_rng(5)
     with tf.Graph().as_default() as graph:
         x = tf.compat.v1.placeholder(tf.float32, [None, SIZE, SIZE, 3], name="x")
-        w1 = tf.identity(tf.constant(_weights(rng, 3, 3, 3, 8), name="w1"))
-        h = tf.nn.relu(tf.nn.conv2d(x, w1, strides=2, padding="SAME", name="c1"))
-        w2 = tf.constant(_weights(rng, 3, 3, 8, 12), name="w2")
-        pads = [[0, 0], [1, 2], [0, 1], [0, 0]]
-        h = tf.nn.relu(tf.nn.conv2d(h, w2, strides=1, padding=pads, dilations=2, name="c2"))  # (7, 5)
-        w3 = tf.constant(_weights(rng, 2, 3, 12, 8), name="w3")
-        h = tf.nn.relu(tf.nn.conv2d(h, w3, strides=[2, 1], padding="VALID", name="c3"))  # (3, 3)
-        h = tf.reshape(h, [-1, 72])
-        fc1 = tf.constant(_weights(rng, 72, 16), name="fc1")
-        h = tf.nn.relu(tf.matmul(h, tf.identity(fc1), name="m1"))
-        fc2 = tf.constant(_weights(rng, 16, 5).T.copy(), name="fc2")  # (C_out, d)
-        tf.identity(tf.matmul(h, fc2, transpose_b=True, name="m2"), name="logits")
+        params = {name: tf.constant(value, name=name) for name, value in _params().items()}
+        tf.identity(_forward(tf, x, params), name="logits")
     path.write_bytes(graph.as_graph_def().SerializeToString())
+    return path
+
+
+def convnet_saved_model(path: Path) -> Path:
+    """The same convnet as a TF2 SavedModel: weights are variables captured by the signature."""
+    import tensorflow as tf
+
+    module = tf.Module()
+    for name, value in _params().items():
+        setattr(module, name, tf.Variable(value, name=name))
+    params = {name: getattr(module, name) for name in _params()}
+    spec = tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32, name="x")
+    serve = tf.function(lambda x: {"logits": _forward(tf, x, params)}, input_signature=[spec])
+    module.serve = serve
+    tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
     return path
 
 
@@ -82,60 +105,93 @@ def smooth_nhwc(count: int, seed: int) -> np.ndarray:
     return np.cumsum(np.cumsum(noise, axis=1), axis=2).astype(np.float32) / SIZE
 
 
-@pytest.fixture(scope="module")
-def net(tmp_path_factory):
+LAYERS = ("w1", "w2", "w3", "fc1", "fc2")
+LAYER_OUTPUTS = {"w1": "c1", "w2": "c2", "w3": "c3", "fc1": "m1", "fc2": "m2"}
+
+
+@dataclass
+class Net:
+    path: Path
+    calib: Path
+    model: object
+    fmt: object
+    tensors: dict[str, np.ndarray]
+    hessians: dict
+    keys: dict[str, str]  # w1, ... -> the model's tensor key
+
+    def output_of(self, layer: str) -> str:
+        """The flat graph's tensor name of a layer's output (SavedModel ops are prefixed)."""
+        from nnrconv_tensorflow import _flat
+
+        op = LAYER_OUTPUTS[layer]
+        names = [o.name for o in _flat.flat_graph(self.model).graph.get_operations()]
+        found = [n for n in names if n == op or n.endswith("/" + op)]
+        assert len(found) == 1, found
+        return found[0] + ":0"
+
+
+@pytest.fixture(scope="module", params=["frozen", "savedmodel"])
+def net(request, tmp_path_factory):
     root = tmp_path_factory.mktemp("tf_layers")
-    path = convnet_graph(root / "net.pb")
+    if request.param == "frozen":
+        path, keys = convnet_graph(root / "net.pb"), {n: n for n in LAYERS}
+    else:
+        path = convnet_saved_model(root / "net_savedmodel")
+        keys = {n: f"{n}/.ATTRIBUTES/VARIABLE_VALUE" for n in LAYERS}
     calib = root / "calib.npz"
     np.savez(calib, x=smooth_nhwc(8, seed=1))
     model = nnrconv.load(path)
     fmt = _api._plugin("tensorflow")
     tensors = {n: t.numpy() for n, t in model.tensors.items()}
     feeds, _ = calibration_feeds(calib, fmt.input_specs(model))
-    return path, calib, model, fmt, tensors, layer_hessians(fmt, model, feeds, tensors)
+    return Net(path, calib, model, fmt, tensors, layer_hessians(fmt, model, feeds, tensors), keys)
 
 
 def test_every_conv_and_matmul_weight_is_found_with_its_geometry(net):
-    _, _, model, fmt, *_ = net
-    assert {u.weight: u for u in fmt.weight_inputs(model)} == {
-        "w1": WeightInput("w1", "x:0", "conv", (2, 2), (0, 0, 1, 1), (1, 1), layout="hwio"),
-        "w2": WeightInput("w2", "Relu:0", "conv", (1, 1), (1, 0, 2, 1), (2, 2), layout="hwio"),
-        "w3": WeightInput("w3", "Relu_1:0", "conv", (2, 1), (0, 0, 0, 0), (1, 1), layout="hwio"),
-        "fc1": WeightInput("fc1", "Reshape:0", "matmul"),
-        "fc2": WeightInput("fc2", "Relu_3:0", "linear"),
+    found = {u.weight: replace(u, activation="") for u in net.fmt.weight_inputs(net.model)}
+    k = net.keys
+    assert found == {
+        k["w1"]: WeightInput(k["w1"], "", "conv", (2, 2), (0, 0, 1, 1), (1, 1), layout="hwio"),
+        k["w2"]: WeightInput(k["w2"], "", "conv", (1, 1), (1, 0, 2, 1), (2, 2), layout="hwio"),
+        k["w3"]: WeightInput(k["w3"], "", "conv", (2, 1), (0, 0, 0, 0), (1, 1), layout="hwio"),
+        k["fc1"]: WeightInput(k["fc1"], "", "matmul"),
+        k["fc2"]: WeightInput(k["fc2"], "", "linear"),
     }  # fmt: skip
 
 
 def test_every_weight_gets_its_input_correlation(net):
-    *_, hessians = net
-    assert {n: h.shape for n, (_, h) in hessians.items()} == {
-        "w1": (27, 27), "w2": (72, 72), "w3": (72, 72), "fc1": (72, 72), "fc2": (16, 16),
-    }  # fmt: skip
+    shapes = {n: net.hessians[net.keys[n]][1].shape for n in LAYERS}
+    assert shapes == {"w1": (27, 27), "w2": (72, 72), "w3": (72, 72), "fc1": (72, 72), "fc2": (16, 16)}
+    assert set(net.hessians) == set(net.keys.values())
 
 
 def test_activations_are_the_layer_inputs_as_tensorflow_has_them(net):
-    _, calib, model, fmt, *_ = net
-    x = np.load(calib)["x"][:2]
-    values = fmt.activations(model, {"x": x}, ["x:0", "Relu:0", "Reshape:0"])
-    np.testing.assert_array_equal(values["x:0"], x)
-    assert values["Relu:0"].shape == (2, 8, 8, 8) and values["Reshape:0"].shape == (2, 72)
+    x = np.load(net.calib)["x"][:2]
+    uses = {u.weight: u.activation for u in net.fmt.weight_inputs(net.model)}
+    names = [uses[net.keys[n]] for n in ("w1", "w2", "fc1")]
+    values = net.fmt.activations(net.model, {"x": x}, names)
+    np.testing.assert_array_equal(values[names[0]], x)
+    assert values[names[1]].shape == (2, 8, 8, 8) and values[names[2]].shape == (2, 72)
     with pytest.raises(UnsupportedError):
-        fmt.activations(model, {"x": x}, ["no_such_node:0"])
+        net.fmt.activations(net.model, {"x": x}, ["no_such_node:0"])
 
 
-@pytest.mark.parametrize("name", ["w1", "w2", "w3", "fc1", "fc2"])
+@pytest.mark.parametrize("name", LAYERS)
 def test_hessian_predicts_the_session_output_change_exactly(net, name):
     """Σ over samples ||ΔW·x||² = tr(ΔW H ΔWᵀ): the windows (SAME split, explicit pads, stride,
-    dilation, NHWC/HWIO order) are those TensorFlow convolves with."""
-    _, calib, model, fmt, tensors, hessians = net
-    use, hessian = hessians[name]
-    delta = np.random.default_rng(3).standard_normal(tensors[name].shape).astype(np.float32) * 1e-2
-    feed = {"x": np.load(calib)["x"]}
-    layer_out = {"w1": "c1:0", "w2": "c2:0", "w3": "c3:0", "fc1": "m1:0", "fc2": "m2:0"}[name]
-    before = fmt.activations(model, feed, [layer_out])[layer_out].astype(np.float64)
-    probe = OutputProbe(fmt, model, [feed], margins=False)
-    changed = probe.with_tensors({name: tensors[name] + delta})
-    after = fmt.activations(changed, feed, [layer_out])[layer_out].astype(np.float64)
+    dilation, NHWC/HWIO order) are those TensorFlow convolves with, and the changed weight is
+    the one the layer reads."""
+    key = net.keys[name]
+    use, hessian = net.hessians[key]
+    weight = net.tensors[key]
+    delta = np.random.default_rng(3).standard_normal(weight.shape).astype(np.float32) * 1e-2
+    feed = {"x": np.load(net.calib)["x"]}
+    layer_out = net.output_of(name)
+    before = net.fmt.activations(net.model, feed, [layer_out])[layer_out].astype(np.float64)
+    probe = OutputProbe(net.fmt, net.model, [feed], margins=False)
+    changed = probe.with_tensors({key: weight + delta})
+    layer_out = replace(net, model=changed).output_of(name)
+    after = net.fmt.activations(changed, feed, [layer_out])[layer_out].astype(np.float64)
     if use.kind == "conv":
         matrix = delta.transpose(3, 2, 0, 1).reshape(delta.shape[3], -1)  # HWIO -> (C_out, C_in·kh·kw)
     else:
@@ -153,27 +209,19 @@ def test_layers_it_cannot_express_exactly_are_left_out(tmp_path):
     assert found["dynamic_valid"] == WeightInput("dynamic_valid", "free:0", "conv", (2, 2), layout="hwio")
 
 
-def test_savedmodels_have_no_weight_inputs_yet(tmp_path):
-    from tests.plugins.tensorflow import _models
-
-    model = nnrconv.load(_models.saved_model("mlp", tmp_path / "mlp_savedmodel"))
-    assert _api._plugin("tensorflow").weight_inputs(model) == []
-
-
 @pytest.mark.slow
 def test_output_target_with_calibration_compensates_and_holds(net, tmp_path):
-    path, calib, model, fmt, *_ = net
     out = tmp_path / "net.nnr"
-    result = nnrconv.convert(path, out, options=nnc.CodingOptions(output_snr_db=30.0), calibration=calib)
-    assert result.allocation is not None
+    options = nnc.CodingOptions(output_snr_db=30.0)
+    result = nnrconv.convert(net.path, out, options=options, calibration=net.calib)
+    assert result.allocation is not None and "error-compensated layers" in result.allocation
     decoded = nnrconv.load(out)
-    feeds, _ = calibration_feeds(calib, fmt.input_specs(model))
-    probe = OutputProbe(fmt, model, feeds, margins=False)
-    assert snr_of(probe.compare([fmt.run(decoded, f) for f in probe.feeds])) >= 30.0
-    allocator, _ = prepare(nnrconv.load(path), fmt, calibration=calib)
+    feeds, _ = calibration_feeds(net.calib, net.fmt.input_specs(net.model))
+    probe = OutputProbe(net.fmt, net.model, feeds, margins=False)
+    assert snr_of(probe.compare([net.fmt.run(decoded, f) for f in probe.feeds])) >= 30.0
+    allocator, _ = prepare(nnrconv.load(net.path), net.fmt, calibration=net.calib)
     assert allocator.compensated is not None
     allocation = allocator.compensated.for_output_snr(30.0)
-    assert set(allocation.replaced) <= {"w1", "w2", "w3", "fc1", "fc2"} and allocation.replaced
-    if "error-compensated layers" in result.allocation:  # compensation won: the decoder returns its values
-        for name, values in allocation.replaced.items():
-            assert np.array_equal(decoded.tensors[name].numpy(), values), name
+    assert allocation.replaced and set(allocation.replaced) <= set(net.keys.values())
+    for name, values in allocation.replaced.items():  # the decoder returns the compensated values
+        assert np.array_equal(decoded.tensors[name].numpy(), values), name

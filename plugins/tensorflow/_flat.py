@@ -1,0 +1,158 @@
+# Copyright nnrconv contributors
+# SPDX-License-Identifier: Apache-2.0
+"""One flat graph per model, whose every tensor a session can fetch (layer inputs for compensation).
+
+NOTE: a frozen GraphDef is flat already: its `Const` nodes are the model's tensors, keyed by node
+name. A SavedModel's layers live inside functions, whose inner tensors no session can fetch, so
+its serving signature is loaded (from TensorFlow's in-memory file system, see `_session`) and
+frozen with `convert_variables_to_constants_v2`, which inlines every call and turns each captured
+variable into a `Const` named after the signature function's placeholder for it. Those
+placeholders are the serving function's trailing arguments, one per bound input, in order
+(`_savedmodel._variable_refs` maps them to checkpoint keys); the mapping is used only when the
+loaded function's placeholder names and the checkpoint shapes agree with it, else the SavedModel
+gets no keys and so no compensated layers. One frozen graph is cached (the last model asked for,
+kept alive with the tensors it was built from), because the rate layer asks once per sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from nnrconv.core import Model, Tensor, UnsupportedError
+from nnrconv_tensorflow import _graphdef, _savedmodel
+from nnrconv_tensorflow._model import GRAPHDEF, TFNative
+
+__all__ = ["FlatGraph", "flat_graph"]
+
+SIGNATURE = "serving_default"
+
+
+@dataclass(frozen=True, slots=True)
+class FlatGraph:
+    """A model as one flat tf.Graph.
+
+    Attributes:
+        graph: the imported graph.
+        keys: `Const` node name -> the model tensor whose values it holds.
+        feeds: model input name (as `input_specs` names it) -> placeholder tensor name.
+    """
+
+    graph: tf.Graph
+    keys: dict[str, str]
+    feeds: dict[str, str]
+
+
+_cache: list[tuple[object, tuple[Tensor, ...], FlatGraph]] = []
+
+
+def flat_graph(model: Model) -> FlatGraph:
+    """The model's flat graph, with the values its tensors hold now.
+
+    Raises:
+        UnsupportedError: TensorFlow cannot import, load or freeze the model.
+    """
+    native: TFNative = model.native
+    tensors = tuple(model.tensors.values())
+    source = native.graph_def if native.kind == GRAPHDEF else native.saved_model
+    if _cache and _cache[0][0] is source and _same(_cache[0][1], tensors):
+        return _cache[0][2]
+    try:
+        flat = _from_graph_def(model) if native.kind == GRAPHDEF else _from_saved_model(model)
+    except (tf.errors.OpError, ValueError, KeyError, TypeError) as exc:
+        message = getattr(exc, "message", None) or str(exc)
+        raise UnsupportedError(f"TensorFlow cannot build the model's graph: {message.splitlines()[0]}") from exc
+    _cache[:] = [(source, tensors, flat)]
+    return flat
+
+
+def _same(cached: tuple[Tensor, ...], tensors: tuple[Tensor, ...]) -> bool:
+    return len(cached) == len(tensors) and all(a is b for a, b in zip(cached, tensors, strict=True))
+
+
+def _import(graph_def: object) -> tf.Graph:
+    with tf.Graph().as_default() as graph:
+        tf.graph_util.import_graph_def(graph_def, name="")
+    return graph
+
+
+def _from_graph_def(model: Model) -> FlatGraph:
+    from nnrconv_tensorflow._runtime import input_specs
+
+    graph = _import(_graphdef.rebuild(model, strip=()))
+    keys = {op.name: op.name for op in graph.get_operations() if op.type == "Const" and op.name in model.tensors}
+    return FlatGraph(graph, keys, {spec.name: f"{spec.name}:0" for spec in input_specs(model)})
+
+
+def _wrapper_name(native: TFNative) -> str | None:
+    """The library function the serving signature's outputs come from (its call node's `f`)."""
+    graph = _savedmodel.meta_graph(native.saved_model)
+    signatures = graph.signature_def
+    if SIGNATURE not in signatures or not signatures[SIGNATURE].outputs:
+        return None
+    producers = {info.name.split(":")[0] for info in signatures[SIGNATURE].outputs.values()}
+    nodes = {n.name: n for n in graph.graph_def.node}
+    functions = {nodes[p].attr["f"].func.name for p in producers if p in nodes and "f" in nodes[p].attr}
+    return functions.pop() if len(functions) == 1 else None
+
+
+def _capture_keys(native: TFNative, placeholders: list[str]) -> dict[str, str]:
+    """Capture placeholder name -> checkpoint key, when the names agree with the SavedModel."""
+    wrapper = _wrapper_name(native)
+    if wrapper is None:
+        return {}
+    refs = _savedmodel._variable_refs(native, _savedmodel.meta_graph(native.saved_model))
+    by_arg = {arg: key for key, pairs in refs.items() for function, arg in pairs if function == wrapper}
+    if len(by_arg) != len(placeholders) or set(by_arg) != set(placeholders):
+        return {}
+    return by_arg
+
+
+def _from_saved_model(model: Model) -> FlatGraph:
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    from nnrconv_tensorflow._session import in_memory_saved_model
+
+    native: TFNative = model.native
+    with in_memory_saved_model(model) as root:
+        loaded = tf.saved_model.load(root)
+    signatures = loaded.signatures
+    if SIGNATURE not in signatures:
+        raise UnsupportedError(f"the SavedModel has no {SIGNATURE!r} signature")
+    function = signatures[SIGNATURE]
+    inputs = function.structured_input_signature[1]
+    captured = [placeholder.name.split(":")[0] for _, placeholder in function.graph.captures]
+    keys = _capture_keys(native, captured)
+    frozen = convert_variables_to_constants_v2(function).graph.as_graph_def()
+    graph = _import(frozen)
+    checked = {}
+    for name, key in keys.items():
+        op = graph.get_operation_by_name(name) if name in {o.name for o in graph.get_operations()} else None
+        tensor = model.tensors.get(key)
+        if op is None or op.type != "Const" or tensor is None:
+            continue
+        if tuple(op.outputs[0].shape.as_list()) == tuple(tensor.shape):
+            checked[name] = key
+    feeds = {name: f"{spec.name or name}:0" for name, spec in inputs.items()}
+    return FlatGraph(graph, checked, feeds)
+
+
+def run(flat: FlatGraph, inputs: Mapping[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
+    """The tensors `names` of one one-thread session run of the flat graph on `inputs`.
+
+    Raises:
+        UnsupportedError: an input or a name is no tensor of the graph, or TensorFlow cannot run it.
+    """
+    config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=1, inter_op_parallelism_threads=1)
+    try:
+        fetches = {name: flat.graph.get_tensor_by_name(name) for name in names}
+        feed = {flat.graph.get_tensor_by_name(flat.feeds.get(k, f"{k}:0")): v for k, v in inputs.items()}
+        with tf.compat.v1.Session(graph=flat.graph, config=config) as session:
+            results = session.run(fetches, feed_dict=feed)
+    except (tf.errors.OpError, ValueError, KeyError, TypeError) as exc:
+        message = getattr(exc, "message", None) or str(exc)
+        raise UnsupportedError(f"TensorFlow cannot run the model: {message.splitlines()[0]}") from exc
+    return {name: np.asarray(value) for name, value in results.items()}
