@@ -24,7 +24,8 @@ import tensorflow as tf
 
 from nnrconv.core import Model, Tensor, UnsupportedError
 from nnrconv_tensorflow import _graphdef, _savedmodel
-from nnrconv_tensorflow._model import GRAPHDEF, TFNative
+from nnrconv_tensorflow._family import KERAS
+from nnrconv_tensorflow._model import GRAPHDEF, SAVEDMODEL, TFNative
 
 __all__ = ["FlatGraph", "flat_graph"]
 
@@ -55,13 +56,18 @@ def flat_graph(model: Model) -> FlatGraph:
     Raises:
         UnsupportedError: TensorFlow cannot import, load or freeze the model.
     """
-    native: TFNative = model.native
+    native = model.native
     tensors = tuple(model.tensors.values())
-    source = native.graph_def if native.kind == GRAPHDEF else native.saved_model
+    source = {GRAPHDEF: getattr(native, "graph_def", None), SAVEDMODEL: getattr(native, "saved_model", None)}.get(
+        native.kind, getattr(native, "model", None)
+    )
     if _cache and _cache[0][0] is source and _same(_cache[0][1], tensors):
         return _cache[0][2]
     try:
-        flat = _from_graph_def(model) if native.kind == GRAPHDEF else _from_saved_model(model)
+        builders = {GRAPHDEF: _from_graph_def, SAVEDMODEL: _from_saved_model, KERAS: _from_keras}
+        if native.kind not in builders:
+            raise UnsupportedError(f"a TensorFlow {native.kind} model has no graph whose layer inputs can be fetched")
+        flat = builders[native.kind](model)
     except (tf.errors.OpError, ValueError, KeyError, TypeError) as exc:
         message = getattr(exc, "message", None) or str(exc)
         raise UnsupportedError(f"TensorFlow cannot build the model's graph: {message.splitlines()[0]}") from exc
@@ -128,16 +134,46 @@ def _from_saved_model(model: Model) -> FlatGraph:
     keys = _capture_keys(native, captured)
     frozen = convert_variables_to_constants_v2(function).graph.as_graph_def()
     graph = _import(frozen)
+    feeds = {name: f"{spec.name or name}:0" for name, spec in inputs.items()}
+    return FlatGraph(graph, _checked(graph, model, keys), feeds)
+
+
+def _checked(graph: tf.Graph, model: Model, keys: Mapping[str, str]) -> dict[str, str]:
+    """The entries of `keys` naming a `Const` of the graph with its tensor's shape."""
+    ops = {op.name: op for op in graph.get_operations()}
     checked = {}
     for name, key in keys.items():
-        op = graph.get_operation_by_name(name) if name in {o.name for o in graph.get_operations()} else None
-        tensor = model.tensors.get(key)
+        op, tensor = ops.get(name), model.tensors.get(key)
         if op is None or op.type != "Const" or tensor is None:
             continue
         if tuple(op.outputs[0].shape.as_list()) == tuple(tensor.shape):
             checked[name] = key
-    feeds = {name: f"{spec.name or name}:0" for name, spec in inputs.items()}
-    return FlatGraph(graph, checked, feeds)
+    return checked
+
+
+def _from_keras(model: Model) -> FlatGraph:
+    """The Keras model traced in inference mode and frozen; variables matched by their handles."""
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    from nnrconv_tensorflow import _keras
+
+    native = model.native
+    _keras._assign(native, model.tensors, "the model")
+    keras_model = native.model
+    specs = [tf.TensorSpec([None, *t.shape[1:]], t.dtype) for t in keras_model.inputs]
+    names = [spec.name for spec in _keras.input_specs(model)]
+
+    def call(*xs: tf.Tensor) -> object:
+        return keras_model(list(xs) if len(xs) > 1 else xs[0], training=False)
+
+    function = tf.function(call).get_concrete_function(*specs)
+    key_of = {id(v.value.handle): key for v, key in zip(keras_model.weights, native.keys, strict=True)}
+    captures = function.graph.captures
+    keys = {inner.name.split(":")[0]: key_of[id(outer)] for outer, inner in captures if id(outer) in key_of}
+    frozen = convert_variables_to_constants_v2(function)
+    graph = _import(frozen.graph.as_graph_def())
+    placeholders = [t.name for t in frozen.inputs[: len(names)]]
+    return FlatGraph(graph, _checked(graph, model, keys), dict(zip(names, placeholders, strict=True)))
 
 
 def run(flat: FlatGraph, inputs: Mapping[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:

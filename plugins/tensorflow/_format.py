@@ -36,8 +36,6 @@ _NODE_NAME = re.compile(rb"[A-Za-z0-9._][A-Za-z0-9_.\-/>]*")
 _OP_NAME = re.compile(rb"[A-Za-z_][A-Za-z0-9_>]*")
 
 
-
-
 def _string_field(head: bytes, pos: int, tag: int, pattern: re.Pattern[bytes]) -> tuple[bool, int] | None:
     """Check a length-delimited field `tag` at `pos` whose (visible) text fits `pattern`.
 
@@ -109,14 +107,25 @@ class TensorFlowFormat(FormatPlugin):
     name: ClassVar[str] = "tensorflow"
     description: ClassVar[str] = "TensorFlow: frozen GraphDef (.pb), SavedModel folder, Keras (.keras, .h5), TFLite"
     patterns: ClassVar[tuple[str, ...]] = (
-        "*.pb", "*savedmodel*", "*saved_model*", "*.keras", "*.h5", "*.hdf5", "*.tflite",
+        "*.pb",
+        "*savedmodel*",
+        "*saved_model*",
+        "*.keras",
+        "*.h5",
+        "*.hdf5",
+        "*.tflite",
     )
     topology_code: ClassVar[int | None] = 4
     requires: ClassVar[tuple[str, ...]] = ("tensorflow",)
     install: ClassVar[str] = "pip install 'nnrconv[tensorflow]'"
     directory: ClassVar[bool] = True
     embedded_patterns: ClassVar[tuple[str, ...]] = (
-        "*.nnr.pb", "*.nnr_savedmodel", "*.nnr_saved_model", "*.nnr.keras", "*.nnr.h5", "*.nnr.hdf5",
+        "*.nnr.pb",
+        "*.nnr_savedmodel",
+        "*.nnr_saved_model",
+        "*.nnr.keras",
+        "*.nnr.h5",
+        "*.nnr.hdf5",
     )
 
     def sniff(self, path: Path, head: bytes) -> bool:
@@ -200,7 +209,7 @@ class TensorFlowFormat(FormatPlugin):
         return EmbeddedModel(_graphdef.model_from_graph_def(graph_def, str(path)))
 
     def container_digest_status(self, path: Path) -> str:
-        """"verified" or "unverified (no container digest)" for the container at `path` (see `_digest`).
+        """ "verified" or "unverified (no container digest)" for the container at `path` (see `_digest`).
 
         Raises:
             BitstreamError: the container differs from its digest, or the digest is damaged.
@@ -356,9 +365,9 @@ class TensorFlowFormat(FormatPlugin):
         return _runtime.run(model, inputs)
 
     def weight_inputs(self, model: Model) -> list[WeightInput]:
-        """Conv2D (NHWC, one group) and MatMul weights of a frozen graph or a SavedModel's serving
-        signature, with the input each multiplies (see `_layers`); none for Keras and TFLite."""
-        if _family.kind_of(model) is not None or model.source_format != "tensorflow":
+        """Conv2D (NHWC, one group) and MatMul weights of a frozen graph, a SavedModel's serving
+        signature or a Keras model, with the input each multiplies (see `_layers`); none for TFLite."""
+        if _family.kind_of(model) not in (None, _family.KERAS) or model.source_format != "tensorflow":
             return []
         _quiet()
         from nnrconv_tensorflow import _layers

@@ -2,18 +2,20 @@
 # SPDX-License-Identifier: Apache-2.0
 """Which weights a TensorFlow graph applies linearly to which activation (error compensation).
 
-Read from the model's flat graph (`_flat`): a frozen GraphDef as it is, or a SavedModel's serving
-signature with its calls inlined and its variables frozen. Covered: `Conv2D` in NHWC whose filter
-is a 4-D float model tensor (HWIO) and whose input has as many channels as the filter (TensorFlow
-runs a filter with fewer input channels as a grouped convolution: left out), and `MatMul` whose
-second operand is a 2-D float model tensor (`transpose_b` false: y = x·W, "matmul"; true:
-y = x·Wᵀ, "linear"; `transpose_a` true: left out). The weight may reach the layer through
-value-preserving ops (Identity, ReadVariableOp, Snapshot, ...) only: a Reshape, Cast or
-Transpose on the way changes what the weight is, so such layers are left out. Padding: VALID is
-none, EXPLICIT is read from `explicit_paddings`, SAME is TensorFlow's own split (the odd pixel
-at the bottom/right) of the input's spatial size, which must then be static in the graph, else
-the layer is left out. Depthwise, 3-D and transposed convolutions, NCHW convolutions, Keras and
-TFLite models are not covered: their weights are coded as before, without compensation.
+Read from the model's flat graph (`_flat`): a frozen GraphDef as it is, a SavedModel's serving
+signature or a Keras model traced, with calls inlined and variables frozen. Covered: `Conv2D` in
+NHWC whose filter is a 4-D float model tensor (HWIO) and whose input has as many channels as the
+filter (TensorFlow runs a filter with fewer input channels as a grouped convolution: left out),
+and `MatMul` whose second operand is a 2-D float model tensor (`transpose_b` false: y = x·W,
+"matmul"; true: y = x·Wᵀ, "linear"; `transpose_a` true: left out). The weight may reach the
+layer through value-preserving ops (Identity, ReadVariableOp, Snapshot, ...) only: a Reshape,
+Cast or Transpose on the way changes what the weight is, so such layers are left out. Padding:
+VALID is none, EXPLICIT is read from `explicit_paddings`, SAME is TensorFlow's own split (the odd
+pixel at the bottom/right) of the input's spatial size, which must then be static in the graph,
+else the layer is left out. A convolution whose output a BatchToSpaceND crops (a dilated
+convolution as Keras runs it, by space-to-batch) is left out: some of its windows make no
+output. Depthwise, 3-D and transposed convolutions, NCHW convolutions, layers inside loops
+(recurrent cells) and TFLite models are not covered: their weights are coded as before.
 
 Activation names are the layer inputs' tensor names in the flat graph (`image:0`,
 `StatefulPartitionedCall/model/re_lu/Relu:0`), fetched NHWC as TensorFlow has them (the rate
@@ -88,7 +90,18 @@ def _conv(op: tf.Operation, weight: str, shape: tuple[int, ...]) -> WeightInput 
         pads = (top, left, bottom, right)
     else:
         return None
+    if not all(_keeps_every_output(c) for c in op.outputs[0].consumers()):
+        return None
     return WeightInput(weight, op.inputs[0].name, "conv", strides, pads, dilations, layout="hwio")
+
+
+def _keeps_every_output(consumer: tf.Operation) -> bool:
+    """False for a BatchToSpaceND that crops: TensorFlow's dilated convolution by space-to-batch
+    (what Keras emits) convolves padded windows whose outputs it then drops, so H would count them."""
+    if consumer.type != "BatchToSpaceND":
+        return True
+    crops = consumer.inputs[2].op
+    return crops.type == "Const" and not np.any(tf.make_ndarray(crops.get_attr("value")))
 
 
 def _matmul(op: tf.Operation, weight: str, shape: tuple[int, ...]) -> WeightInput | None:

@@ -93,6 +93,10 @@ def left_out_graph(path: Path) -> Path:
         tf.nn.conv2d(free, dynamic, 2, "SAME", name="dynamic_conv")
         dynamic_valid = tf.constant(_weights(rng, 3, 3, 4, 4), name="dynamic_valid")
         tf.nn.conv2d(free, dynamic_valid, 2, "VALID", name="dynamic_valid_conv")
+        for name, crops in (("space_to_batch_cropped", [[0, 1], [0, 1]]), ("space_to_batch_whole", [[0, 0], [0, 0]])):
+            blocks = tf.space_to_batch_nd(x, [2, 2], [[0, 2], [0, 2]])  # (5, 5) per block
+            kernel = tf.constant(_weights(rng, 3, 3, 4, 4), name=name)
+            tf.batch_to_space(tf.nn.conv2d(blocks, kernel, 1, "VALID"), [2, 2], crops)
         transposed = tf.constant(_weights(rng, 6, 5), name="transposed_a")
         tf.matmul(transposed, v, transpose_a=True, name="ta")
     path.write_bytes(graph.as_graph_def().SerializeToString())
@@ -105,12 +109,42 @@ def smooth_nhwc(count: int, seed: int) -> np.ndarray:
     return np.cumsum(np.cumsum(noise, axis=1), axis=2).astype(np.float32) / SIZE
 
 
+def convnet_keras(path: Path) -> Path:
+    """A Keras convnet of the same kinds of layers (Keras has no explicit padding: a VALID dilated
+    conv instead, and Dense layers are all x·W), saved as `.keras` or `.h5` by its name."""
+    import keras
+
+    keras.utils.set_random_seed(2)
+    layers = keras.layers
+    x = keras.Input((SIZE, SIZE, 3), name="x")
+    h = layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="w1")(x)  # (8, 8)
+    h = layers.Conv2D(12, 3, dilation_rate=2, activation="relu", name="w2")(h)  # (4, 4)
+    h = layers.Conv2D(8, (2, 3), strides=(2, 1), activation="relu", name="w3")(h)  # (2, 2)
+    h = layers.Dense(16, activation="relu", name="fc1")(layers.Flatten()(h))
+    keras.Model(x, layers.Dense(5, name="fc2")(h)).save(path)
+    return path
+
+
 LAYERS = ("w1", "w2", "w3", "fc1", "fc2")
-LAYER_OUTPUTS = {"w1": "c1", "w2": "c2", "w3": "c3", "fc1": "m1", "fc2": "m2"}
+KINDS = ("frozen", "savedmodel", "keras", "h5")
+
+
+def _conv(strides: tuple[int, int], pads: tuple[int, ...], dilations: tuple[int, int]) -> WeightInput:
+    return WeightInput("", "", "conv", strides, pads, dilations, layout="hwio")  # type: ignore[arg-type]
+
+
+GRAPH_GEOMETRY = {
+    "w1": _conv((2, 2), (0, 0, 1, 1), (1, 1)), "w2": _conv((1, 1), (1, 0, 2, 1), (2, 2)),
+    "w3": _conv((2, 1), (0, 0, 0, 0), (1, 1)),
+    "fc1": WeightInput("", "", "matmul"), "fc2": WeightInput("", "", "linear"),
+}  # fmt: skip
+# Keras runs a dilated convolution as SpaceToBatchND -> VALID Conv2D -> BatchToSpaceND (no crop here).
+KERAS_GEOMETRY = {**GRAPH_GEOMETRY, "w2": _conv((1, 1), (0, 0, 0, 0), (1, 1)), "fc2": WeightInput("", "", "matmul")}
 
 
 @dataclass
 class Net:
+    kind: str
     path: Path
     calib: Path
     model: object
@@ -119,59 +153,64 @@ class Net:
     hessians: dict
     keys: dict[str, str]  # w1, ... -> the model's tensor key
 
-    def output_of(self, layer: str) -> str:
-        """The flat graph's tensor name of a layer's output (SavedModel ops are prefixed)."""
-        from nnrconv_tensorflow import _flat
+    def output_of(self, model: object, layer: str) -> str:
+        """The flat graph's tensor name of the output of the Conv2D / MatMul reading `layer`."""
+        from nnrconv_tensorflow import _flat, _layers
 
-        op = LAYER_OUTPUTS[layer]
-        names = [o.name for o in _flat.flat_graph(self.model).graph.get_operations()]
-        found = [n for n in names if n == op or n.endswith("/" + op)]
+        flat = _flat.flat_graph(model)
+        ops = [op for op in flat.graph.get_operations() if op.type in ("Conv2D", "MatMul")]
+        found = [
+            op.outputs[0].name
+            for op in ops
+            if flat.keys.get(_layers._const_source(op.inputs[1]) or "") == self.keys[layer]
+        ]
         assert len(found) == 1, found
-        return found[0] + ":0"
+        return found[0]
 
 
-@pytest.fixture(scope="module", params=["frozen", "savedmodel"])
+def _build(kind: str, root: Path) -> tuple[Path, dict[str, str]]:
+    if kind == "frozen":
+        return convnet_graph(root / "net.pb"), {n: n for n in LAYERS}
+    if kind == "savedmodel":
+        return convnet_saved_model(root / "net_savedmodel"), {n: f"{n}/.ATTRIBUTES/VARIABLE_VALUE" for n in LAYERS}
+    return convnet_keras(root / f"net.{kind}"), {n: f"{n}/kernel" for n in LAYERS}
+
+
+@pytest.fixture(scope="module", params=KINDS)
 def net(request, tmp_path_factory):
     root = tmp_path_factory.mktemp("tf_layers")
-    if request.param == "frozen":
-        path, keys = convnet_graph(root / "net.pb"), {n: n for n in LAYERS}
-    else:
-        path = convnet_saved_model(root / "net_savedmodel")
-        keys = {n: f"{n}/.ATTRIBUTES/VARIABLE_VALUE" for n in LAYERS}
+    path, keys = _build(request.param, root)
     calib = root / "calib.npz"
     np.savez(calib, x=smooth_nhwc(8, seed=1))
     model = nnrconv.load(path)
     fmt = _api._plugin("tensorflow")
     tensors = {n: t.numpy() for n, t in model.tensors.items()}
     feeds, _ = calibration_feeds(calib, fmt.input_specs(model))
-    return Net(path, calib, model, fmt, tensors, layer_hessians(fmt, model, feeds, tensors), keys)
+    return Net(request.param, path, calib, model, fmt, tensors, layer_hessians(fmt, model, feeds, tensors), keys)
 
 
 def test_every_conv_and_matmul_weight_is_found_with_its_geometry(net):
     found = {u.weight: replace(u, activation="") for u in net.fmt.weight_inputs(net.model)}
-    k = net.keys
-    assert found == {
-        k["w1"]: WeightInput(k["w1"], "", "conv", (2, 2), (0, 0, 1, 1), (1, 1), layout="hwio"),
-        k["w2"]: WeightInput(k["w2"], "", "conv", (1, 1), (1, 0, 2, 1), (2, 2), layout="hwio"),
-        k["w3"]: WeightInput(k["w3"], "", "conv", (2, 1), (0, 0, 0, 0), (1, 1), layout="hwio"),
-        k["fc1"]: WeightInput(k["fc1"], "", "matmul"),
-        k["fc2"]: WeightInput(k["fc2"], "", "linear"),
-    }  # fmt: skip
+    geometry = KERAS_GEOMETRY if net.kind in ("keras", "h5") else GRAPH_GEOMETRY
+    assert found == {net.keys[n]: replace(g, weight=net.keys[n]) for n, g in geometry.items()}
 
 
 def test_every_weight_gets_its_input_correlation(net):
     shapes = {n: net.hessians[net.keys[n]][1].shape for n in LAYERS}
-    assert shapes == {"w1": (27, 27), "w2": (72, 72), "w3": (72, 72), "fc1": (72, 72), "fc2": (16, 16)}
+    fc1 = 32 if net.kind in ("keras", "h5") else 72
+    assert shapes == {"w1": (27, 27), "w2": (72, 72), "w3": (72, 72), "fc1": (fc1, fc1), "fc2": (16, 16)}
     assert set(net.hessians) == set(net.keys.values())
 
 
 def test_activations_are_the_layer_inputs_as_tensorflow_has_them(net):
     x = np.load(net.calib)["x"][:2]
     uses = {u.weight: u.activation for u in net.fmt.weight_inputs(net.model)}
-    names = [uses[net.keys[n]] for n in ("w1", "w2", "fc1")]
+    names = [uses[net.keys[n]] for n in ("w1", "w2", "fc2")]
     values = net.fmt.activations(net.model, {"x": x}, names)
     np.testing.assert_array_equal(values[names[0]], x)
-    assert values[names[1]].shape == (2, 8, 8, 8) and values[names[2]].shape == (2, 72)
+    space_to_batch = net.kind in ("keras", "h5")  # w2's input: 2x2 blocks of the (8, 8) map
+    assert values[names[1]].shape == ((8, 4, 4, 8) if space_to_batch else (2, 8, 8, 8))
+    assert values[names[2]].shape == (2, 16)
     with pytest.raises(UnsupportedError):
         net.fmt.activations(net.model, {"x": x}, ["no_such_node:0"])
 
@@ -186,11 +225,11 @@ def test_hessian_predicts_the_session_output_change_exactly(net, name):
     weight = net.tensors[key]
     delta = np.random.default_rng(3).standard_normal(weight.shape).astype(np.float32) * 1e-2
     feed = {"x": np.load(net.calib)["x"]}
-    layer_out = net.output_of(name)
+    layer_out = net.output_of(net.model, name)
     before = net.fmt.activations(net.model, feed, [layer_out])[layer_out].astype(np.float64)
     probe = OutputProbe(net.fmt, net.model, [feed], margins=False)
     changed = probe.with_tensors({key: weight + delta})
-    layer_out = replace(net, model=changed).output_of(name)
+    layer_out = net.output_of(changed, name)
     after = net.fmt.activations(changed, feed, [layer_out])[layer_out].astype(np.float64)
     if use.kind == "conv":
         matrix = delta.transpose(3, 2, 0, 1).reshape(delta.shape[3], -1)  # HWIO -> (C_out, C_in·kh·kw)
@@ -205,7 +244,7 @@ def test_layers_it_cannot_express_exactly_are_left_out(tmp_path):
     model = nnrconv.load(left_out_graph(tmp_path / "odd.pb"))
     fmt = _api._plugin("tensorflow")
     found = {u.weight: u for u in fmt.weight_inputs(model)}
-    assert set(found) == {"dynamic_valid"}  # VALID needs no spatial size
+    assert set(found) == {"dynamic_valid", "space_to_batch_whole"}  # VALID needs no spatial size
     assert found["dynamic_valid"] == WeightInput("dynamic_valid", "free:0", "conv", (2, 2), layout="hwio")
 
 
