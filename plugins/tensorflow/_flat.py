@@ -7,11 +7,12 @@ name. A SavedModel's layers live inside functions, whose inner tensors no sessio
 its serving signature is loaded (from TensorFlow's in-memory file system, see `_session`) and
 frozen with `convert_variables_to_constants_v2`, which inlines every call and turns each captured
 variable into a `Const` named after the signature function's placeholder for it. Those
-placeholders are the serving function's trailing arguments, one per bound input, in order
-(`_savedmodel._variable_refs` maps them to checkpoint keys); the mapping is used only when the
-loaded function's placeholder names and the checkpoint shapes agree with it, else the SavedModel
-gets no keys and so no compensated layers. One frozen graph is cached (the last model asked for,
-kept alive with the tensors it was built from), because the rate layer asks once per sample.
+placeholders are the serving function's trailing arguments, one per bound input, in order;
+`_saved_keys` maps them to checkpoint keys (only where every loader reads that key), and a key
+is kept only when its `Const` has the checkpoint entry's shape. A Keras model is traced in
+inference mode and frozen the same way, its variables matched to captures by their handles.
+One frozen graph is cached (the last model asked for, kept alive with the tensors it was built
+from), because the rate layer asks once per sample.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from nnrconv.core import Model, Tensor, UnsupportedError
-from nnrconv_tensorflow import _graphdef, _savedmodel
+from nnrconv_tensorflow import _graphdef, _saved_keys
 from nnrconv_tensorflow._family import KERAS
 from nnrconv_tensorflow._model import GRAPHDEF, SAVEDMODEL, TFNative
 
@@ -47,6 +48,16 @@ class FlatGraph:
     feeds: dict[str, str]
 
 
+_BUILD_ERRORS = (
+    tf.errors.OpError,
+    ValueError,
+    KeyError,
+    TypeError,
+    AttributeError,
+    RuntimeError,
+    NotImplementedError,
+    AssertionError,
+)
 _cache: list[tuple[object, tuple[Tensor, ...], FlatGraph]] = []
 
 
@@ -57,19 +68,19 @@ def flat_graph(model: Model) -> FlatGraph:
         UnsupportedError: TensorFlow cannot import, load or freeze the model.
     """
     native = model.native
+    kind = getattr(native, "kind", None)
+    builders = {GRAPHDEF: _from_graph_def, SAVEDMODEL: _from_saved_model, KERAS: _from_keras}
+    if kind not in builders:
+        raise UnsupportedError(f"a TensorFlow {kind} model has no graph whose layer inputs can be fetched")
+    source = {GRAPHDEF: "graph_def", SAVEDMODEL: "saved_model", KERAS: "model"}[kind]
+    source = getattr(native, source)
     tensors = tuple(model.tensors.values())
-    source = {GRAPHDEF: getattr(native, "graph_def", None), SAVEDMODEL: getattr(native, "saved_model", None)}.get(
-        native.kind, getattr(native, "model", None)
-    )
     if _cache and _cache[0][0] is source and _same(_cache[0][1], tensors):
         return _cache[0][2]
     try:
-        builders = {GRAPHDEF: _from_graph_def, SAVEDMODEL: _from_saved_model, KERAS: _from_keras}
-        if native.kind not in builders:
-            raise UnsupportedError(f"a TensorFlow {native.kind} model has no graph whose layer inputs can be fetched")
-        flat = builders[native.kind](model)
-    except (tf.errors.OpError, ValueError, KeyError, TypeError) as exc:
-        message = getattr(exc, "message", None) or str(exc)
+        flat = builders[kind](model)
+    except _BUILD_ERRORS as exc:  # loading and freezing raise many kinds; the runner still works
+        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
         raise UnsupportedError(f"TensorFlow cannot build the model's graph: {message.splitlines()[0]}") from exc
     _cache[:] = [(source, tensors, flat)]
     return flat
@@ -93,30 +104,6 @@ def _from_graph_def(model: Model) -> FlatGraph:
     return FlatGraph(graph, keys, {spec.name: f"{spec.name}:0" for spec in input_specs(model)})
 
 
-def _wrapper_name(native: TFNative) -> str | None:
-    """The library function the serving signature's outputs come from (its call node's `f`)."""
-    graph = _savedmodel.meta_graph(native.saved_model)
-    signatures = graph.signature_def
-    if SIGNATURE not in signatures or not signatures[SIGNATURE].outputs:
-        return None
-    producers = {info.name.split(":")[0] for info in signatures[SIGNATURE].outputs.values()}
-    nodes = {n.name: n for n in graph.graph_def.node}
-    functions = {nodes[p].attr["f"].func.name for p in producers if p in nodes and "f" in nodes[p].attr}
-    return functions.pop() if len(functions) == 1 else None
-
-
-def _capture_keys(native: TFNative, placeholders: list[str]) -> dict[str, str]:
-    """Capture placeholder name -> checkpoint key, when the names agree with the SavedModel."""
-    wrapper = _wrapper_name(native)
-    if wrapper is None:
-        return {}
-    refs = _savedmodel._variable_refs(native, _savedmodel.meta_graph(native.saved_model))
-    by_arg = {arg: key for key, pairs in refs.items() for function, arg in pairs if function == wrapper}
-    if len(by_arg) != len(placeholders) or set(by_arg) != set(placeholders):
-        return {}
-    return by_arg
-
-
 def _from_saved_model(model: Model) -> FlatGraph:
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
@@ -131,7 +118,7 @@ def _from_saved_model(model: Model) -> FlatGraph:
     function = signatures[SIGNATURE]
     inputs = function.structured_input_signature[1]
     captured = [placeholder.name.split(":")[0] for _, placeholder in function.graph.captures]
-    keys = _capture_keys(native, captured)
+    keys = _saved_keys.capture_keys(native, captured)
     frozen = convert_variables_to_constants_v2(function).graph.as_graph_def()
     graph = _import(frozen)
     feeds = {name: f"{spec.name or name}:0" for name, spec in inputs.items()}
