@@ -14,8 +14,8 @@ VALID is none, EXPLICIT is read from `explicit_paddings`, SAME is TensorFlow's o
 pixel at the bottom/right) of the input's spatial size, which must then be static in the graph,
 else the layer is left out. A convolution whose output a BatchToSpaceND crops (a dilated
 convolution as Keras runs it, by space-to-batch) is left out: some of its windows make no
-output. Depthwise, 3-D and transposed convolutions, NCHW convolutions, layers inside loops
-(recurrent cells) and TFLite models are not covered: their weights are coded as before.
+output. Depthwise, 3-D and transposed convolutions, NCHW convolutions, layers inside lowered
+while loops (recurrent cells) and TFLite models are not covered: their weights are coded as before.
 
 Activation names are the layer inputs' tensor names in the flat graph (`image:0`,
 `StatefulPartitionedCall/model/re_lu/Relu:0`), fetched NHWC as TensorFlow has them (the rate
@@ -59,6 +59,22 @@ def _const_source(tensor: tf.Tensor) -> str | None:
             return None
         op = op.inputs[0].op
     return None
+
+
+def _inside_loops(graph: tf.Graph) -> set[str]:
+    """Ops of a lowered while loop (from an Enter up to its Exit): they run once per iteration,
+    and a session cannot fetch their tensors."""
+    todo = [op for op in graph.get_operations() if op.type == "Enter"]
+    inside: set[str] = set()
+    while todo:
+        op = todo.pop()
+        if op.name in inside or op.type == "Exit":
+            continue
+        inside.add(op.name)
+        for output in op.outputs:
+            todo.extend(output.consumers())
+        todo.extend(op._control_outputs)  # constants of the loop body hang on its pivot
+    return inside
 
 
 def _pair(values: Sequence[int]) -> tuple[int, int] | None:
@@ -121,8 +137,9 @@ def weight_inputs(model: Model) -> list[WeightInput]:
         return []
     found: list[WeightInput] = []
     seen: set[str] = set()
+    looped = _inside_loops(flat.graph)
     for op in flat.graph.get_operations():
-        if op.type not in ("Conv2D", "MatMul") or len(op.inputs) != 2:
+        if op.type not in ("Conv2D", "MatMul") or len(op.inputs) != 2 or op.name in looped:
             continue
         weight = flat.keys.get(_const_source(op.inputs[1]) or "")
         tensor = model.tensors.get(weight) if weight else None

@@ -274,3 +274,31 @@ def test_keras_exported_savedmodels_are_left_out_as_their_loaders_read_different
     model = nnrconv.load(_models.saved_model("cnn", tmp_path / "cnn_savedmodel"))
     assert any(key.startswith("_all_variables/") for key in model.tensors)
     assert _api._plugin("tensorflow").weight_inputs(model) == []
+
+
+def test_layers_inside_a_lowered_loop_are_left_out_and_those_after_it_kept(tmp_path):
+    """A frozen loop body runs once per iteration and a session cannot fetch its tensors."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    rng = np.random.default_rng(8)
+    inner, after = _weights(rng, 4, 4), _weights(rng, 4, 2)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
+    def forward(x):  # type: ignore[no-untyped-def]
+        def body(i, h):  # type: ignore[no-untyped-def]
+            return i + 1, tf.tanh(tf.matmul(h, tf.constant(inner, name="inner")))
+
+        h = tf.while_loop(lambda i, h: i < 3, body, [tf.constant(0), x])[1]
+        return tf.matmul(h, tf.constant(after, name="after"))
+
+    path = tmp_path / "loop.pb"
+    frozen = convert_variables_to_constants_v2(forward.get_concrete_function())  # lowers the loop
+    path.write_bytes(frozen.graph.as_graph_def().SerializeToString())
+    model = nnrconv.load(path)
+    fmt = _api._plugin("tensorflow")
+    assert any(n.op == "Enter" for n in model.native.graph_def.node)
+    (use,) = fmt.weight_inputs(model)
+    assert np.array_equal(model.tensors[use.weight].numpy(), after) and use.kind == "matmul"
+    x = np.ones((2, 4), np.float32)
+    assert fmt.activations(model, {"x": x}, [use.activation])[use.activation].shape == (2, 4)
