@@ -36,6 +36,8 @@ _NODE_NAME = re.compile(rb"[A-Za-z0-9._][A-Za-z0-9_.\-/>]*")
 _OP_NAME = re.compile(rb"[A-Za-z_][A-Za-z0-9_>]*")
 
 
+
+
 def _string_field(head: bytes, pos: int, tag: int, pattern: re.Pattern[bytes]) -> tuple[bool, int] | None:
     """Check a length-delimited field `tag` at `pos` whose (visible) text fits `pattern`.
 
@@ -107,25 +109,14 @@ class TensorFlowFormat(FormatPlugin):
     name: ClassVar[str] = "tensorflow"
     description: ClassVar[str] = "TensorFlow: frozen GraphDef (.pb), SavedModel folder, Keras (.keras, .h5), TFLite"
     patterns: ClassVar[tuple[str, ...]] = (
-        "*.pb",
-        "*savedmodel*",
-        "*saved_model*",
-        "*.keras",
-        "*.h5",
-        "*.hdf5",
-        "*.tflite",
+        "*.pb", "*savedmodel*", "*saved_model*", "*.keras", "*.h5", "*.hdf5", "*.tflite",
     )
     topology_code: ClassVar[int | None] = 4
     requires: ClassVar[tuple[str, ...]] = ("tensorflow",)
     install: ClassVar[str] = "pip install 'nnrconv[tensorflow]'"
     directory: ClassVar[bool] = True
     embedded_patterns: ClassVar[tuple[str, ...]] = (
-        "*.nnr.pb",
-        "*.nnr_savedmodel",
-        "*.nnr_saved_model",
-        "*.nnr.keras",
-        "*.nnr.h5",
-        "*.nnr.hdf5",
+        "*.nnr.pb", "*.nnr_savedmodel", "*.nnr_saved_model", "*.nnr.keras", "*.nnr.h5", "*.nnr.hdf5",
     )
 
     def sniff(self, path: Path, head: bytes) -> bool:
@@ -209,7 +200,7 @@ class TensorFlowFormat(FormatPlugin):
         return EmbeddedModel(_graphdef.model_from_graph_def(graph_def, str(path)))
 
     def container_digest_status(self, path: Path) -> str:
-        """ "verified" or "unverified (no container digest)" for the container at `path` (see `_digest`).
+        """"verified" or "unverified (no container digest)" for the container at `path` (see `_digest`).
 
         Raises:
             BitstreamError: the container differs from its digest, or the digest is damaged.

@@ -28,20 +28,8 @@ __all__ = ["Dataflow", "Use", "infer"]
 
 _PASS_THROUGH = frozenset(
     {
-        "Identity",
-        "IdentityN",
-        "ReadVariableOp",
-        "Enter",
-        "Switch",
-        "Merge",
-        "Snapshot",
-        "StopGradient",
-        "PreventGradient",
-        "Cast",
-        "Reshape",
-        "Squeeze",
-        "ExpandDims",
-        "CheckNumerics",
+        "Identity", "IdentityN", "ReadVariableOp", "Enter", "Switch", "Merge", "Snapshot", "StopGradient",
+        "PreventGradient", "Cast", "Reshape", "Squeeze", "ExpandDims", "CheckNumerics",
     }
 )
 _CALLS = frozenset({"PartitionedCall", "StatefulPartitionedCall"})

@@ -295,10 +295,8 @@ def write(
     try:
         with tf.device("/cpu:0"):
             tf.raw_ops.SaveV2(
-                prefix=os.fspath(folder / native.prefix),
-                tensor_names=names,
-                shape_and_slices=[""] * len(names),
-                tensors=values,
+                prefix=os.fspath(folder / native.prefix), tensor_names=names,
+                shape_and_slices=[""] * len(names), tensors=values,
             )
     except tf.errors.OpError as exc:
         raise FormatError(f"{folder}: cannot write the variables checkpoint: {exc.message}") from exc

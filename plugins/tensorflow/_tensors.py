@@ -46,19 +46,8 @@ TF_TO_DTYPE: dict[int, DType] = {
 }
 
 _TYPED_FIELDS = (
-    "half_val",
-    "float_val",
-    "double_val",
-    "int_val",
-    "string_val",
-    "scomplex_val",
-    "int64_val",
-    "bool_val",
-    "dcomplex_val",
-    "uint32_val",
-    "uint64_val",
-    "resource_handle_val",
-    "variant_val",
+    "half_val", "float_val", "double_val", "int_val", "string_val", "scomplex_val", "int64_val",
+    "bool_val", "dcomplex_val", "uint32_val", "uint64_val", "resource_handle_val", "variant_val",
 )
 
 
