@@ -10,7 +10,7 @@ submodule it needs, and those import TensorFlow at their top.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -24,6 +24,7 @@ from nnrconv.core import (
     Tensor,
     TopologyTensor,
     UnsupportedError,
+    WeightInput,
     read_varint,
 )
 from nnrconv_tensorflow import _family
@@ -353,6 +354,26 @@ class TensorFlowFormat(FormatPlugin):
         from nnrconv_tensorflow import _runtime
 
         return _runtime.run(model, inputs)
+
+    def weight_inputs(self, model: Model) -> list[WeightInput]:
+        """Conv2D (NHWC, one group) and MatMul weights of a frozen graph, a SavedModel's serving
+        signature or a Keras model, with the input each multiplies (see `_layers`); none for TFLite."""
+        if _family.kind_of(model) not in (None, _family.KERAS) or model.source_format != "tensorflow":
+            return []
+        _quiet()
+        from nnrconv_tensorflow import _layers
+
+        return _layers.weight_inputs(model)
+
+    def activations(
+        self, model: Model, inputs: Mapping[str, np.ndarray], names: Sequence[str]
+    ) -> dict[str, np.ndarray]:
+        """The tensors `names` (layer inputs from `weight_inputs`) of one session run, NHWC."""
+        self._native(model)
+        _quiet()
+        from nnrconv_tensorflow import _layers
+
+        return _layers.activations(model, inputs, names)
 
     def session(self, model: Model) -> object:
         """A TensorFlow `ConcreteFunction`: the frozen graph wrapped in memory, or the SavedModel's
