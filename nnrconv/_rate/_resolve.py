@@ -79,7 +79,10 @@ def prepare(
     where = f"{_samples(feeds)} calibration samples" if real else "synthetic inputs"
     allocator = Allocator(units, curves, probe)
     if real:  # layer inputs of noise carry no correlation worth compensating (not measured)
-        hessians = layer_hessians(fmt, model, feeds, tensors)
+        try:
+            hessians = layer_hessians(fmt, model, feeds, tensors)
+        except NNRConvError:  # the runtime could not return the layer inputs: code without
+            hessians = {}
         if hessians:
             twin = RateCurves(tensors, jobs=curves.jobs, compensation=Compensation(tensors, hessians))
             allocator.compensated = Allocator(units, MixedCurves(curves, twin), probe)

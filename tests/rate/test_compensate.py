@@ -141,6 +141,19 @@ def test_a_plan_may_compensate_some_units_and_code_the_others_with_dependent_qua
         assert np.array_equal(decoded.tensors[name].numpy().reshape(values.shape), values), name
 
 
+def test_a_runtime_that_cannot_return_layer_inputs_codes_without_compensation(net, tmp_path, monkeypatch):
+    from nnrconv.core import UnsupportedError
+
+    path, calib, _, fmt, *_ = net
+
+    def refuse(*args, **kwargs):
+        raise UnsupportedError("no intermediate tensors here")
+
+    monkeypatch.setattr(type(fmt), "activations", refuse)
+    result = nnrconv.convert(path, tmp_path / "p.nnr", options=nnc.CodingOptions(output_snr_db=30.0), calibration=calib)
+    assert result.allocation is not None and "error-compensated" not in result.allocation
+
+
 def test_compensation_keeps_about_one_model_in_memory_whatever_the_qps_measured(net):
     *_, tensors, hessians = net
     compensation = Compensation(tensors, hessians)
