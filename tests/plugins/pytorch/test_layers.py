@@ -1,0 +1,200 @@
+# Copyright nnrconv contributors
+# SPDX-License-Identifier: Apache-2.0
+"""Error compensation on PyTorch programs and TorchScript: which weights multiply which activation
+(convolutions with padding, stride, dilation, 'valid' and 'same'; linear; matmul), H predicting
+torch's own layer-output change exactly, and an output target met with compensated layers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import nnrconv
+from nnrconv import _api, nnc
+from nnrconv._rate import OutputProbe, calibration_feeds, prepare, snr_of
+from nnrconv._rate._hessian import layer_hessians
+from nnrconv.core import UnsupportedError, WeightInput
+from tests.plugins.pytorch._models import save
+from tests.rate._models import smooth_images
+
+
+class Layers(nn.Module):
+    """Every geometry the plugin covers, plus what it must leave out: a grouped convolution, a
+    weight transposed on the way, a weight used twice (listed for its first use)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.c2 = nn.Conv2d(8, 8, 3, stride=2, padding=(1, 2))
+        self.c3 = nn.Conv2d(8, 6, 3, dilation=2, padding=2)
+        self.c4 = nn.Conv2d(6, 6, 2, padding="same")  # ATen pads the odd pixel bottom and right
+        self.c5 = nn.Conv2d(6, 6, 3, padding="valid")
+        self.grouped = nn.Conv2d(6, 6, 1, groups=2)
+        self.fc = nn.Linear(6, 5)
+        self.w = nn.Parameter(torch.randn(5, 4) / 2)
+        self.transposed = nn.Parameter(torch.randn(4, 5) / 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.c1(x))
+        h = torch.relu(self.c2(h))
+        h = torch.relu(self.c3(h))
+        h = self.grouped(torch.relu(self.c5(torch.relu(self.c4(h)))))
+        f = torch.tanh(self.fc(h.mean((2, 3))))
+        return f @ self.w + f @ self.transposed.t() + self.fc(h.amax((2, 3)))[:, :4]
+
+
+EXPECTED = {  # weight -> (input dim of H, stride, pads, dilation)
+    "c1.weight": (27, (1, 1), (1, 1, 1, 1), (1, 1)),
+    "c2.weight": (72, (2, 2), (1, 2, 1, 2), (1, 1)),
+    "c3.weight": (72, (1, 1), (2, 2, 2, 2), (2, 2)),
+    "c4.weight": (24, (1, 1), (0, 0, 1, 1), (1, 1)),
+    "c5.weight": (54, (1, 1), (0, 0, 0, 0), (1, 1)),
+    "fc.weight": (6, (1, 1), (0, 0, 0, 0), (1, 1)),
+    "w": (5, (1, 1), (0, 0, 0, 0), (1, 1)),
+}
+KINDS = {"fc.weight": "linear", "w": "matmul"}
+
+
+def _write(container: str, folder) -> tuple:
+    torch.manual_seed(5)
+    module, example = Layers().eval(), torch.from_numpy(smooth_images(2, seed=0))
+    if container == "pt2":
+        path = folder / "layers.pt2"
+        batch = {"x": {0: torch.export.Dim("batch", min=1)}}  # the rate layer runs one sample at a time
+        torch.export.save(torch.export.export(module, (example,), dynamic_shapes=batch), path)
+    else:
+        path = folder / "layers.ts.pt"
+        torch.jit.save(torch.jit.trace(module, (example,)), path)
+    return path, module
+
+
+@pytest.fixture(scope="module", params=["pt2", "script"])
+def net(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(f"layers_{request.param}")
+    path, module = _write(request.param, root)
+    model = nnrconv.load(path)
+    fmt = _api._plugin("pytorch")
+    name = fmt.input_specs(model)[0].name
+    calib = root / "calib.npz"
+    np.savez(calib, **{name: smooth_images(16, seed=1)})
+    tensors = {n: t.numpy() for n, t in model.tensors.items()}
+    feeds, _ = calibration_feeds(calib, fmt.input_specs(model))
+    return path, calib, model, fmt, tensors, module, layer_hessians(fmt, model, feeds, tensors)
+
+
+def _layer_output(model, weight: str) -> str:
+    """The graph's name for the output of the layer `weight` is first used in."""
+    native = model.native
+    if native.kind == "program":
+        keys = {v: k for k, v in native.module.graph_signature.inputs_to_parameters.items()}
+        node = next(n for n in native.module.graph.nodes if n.name == keys[weight])
+        return next(iter(node.users)).name
+    graph = native.module.inlined_graph
+    for node in graph.nodes():
+        inputs = list(node.inputs())
+        if node.kind().startswith("aten::") and len(inputs) > 1:
+            path, value = [], inputs[1]
+            while value.node().kind() == "prim::GetAttr":
+                path.append(value.node().s("name"))
+                value = next(iter(value.node().inputs()))
+            if ".".join(reversed(path)) == weight:
+                return node.output().debugName()
+    raise AssertionError(weight)
+
+
+def test_every_covered_weight_gets_its_input_correlation_and_geometry(net):
+    *_, model, fmt, _tensors, _module, hessians = net
+    assert {n: h.shape for n, (_, h) in hessians.items()} == {n: (d, d) for n, (d, *_) in EXPECTED.items()}
+    for name, (_, strides, pads, dilations) in EXPECTED.items():
+        use = hessians[name][0]
+        assert use.kind == KINDS.get(name, "conv"), name
+        if use.kind == "conv":
+            assert (use.strides, use.pads, use.dilations, use.layout) == (strides, pads, dilations, "oihw"), name
+    uses = fmt.weight_inputs(model)
+    assert [u.weight for u in uses].count("fc.weight") == 1  # used twice, listed once
+    assert not {"grouped.weight", "transposed"} & {u.weight for u in uses}
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_hessian_predicts_torchs_own_layer_output_change_exactly(net, name):
+    """Σ over samples ||ΔW·x||² = tr(ΔW H ΔWᵀ): the windows (padding, stride, dilation, 'same',
+    order) and the matrix sides are those torch computes with."""
+    _, calib, model, fmt, tensors, _module, hessians = net
+    use, hessian = hessians[name]
+    delta = np.random.default_rng(3).standard_normal(tensors[name].shape).astype(np.float32) * 1e-2
+    feed = dict(np.load(calib))
+    layer_out = _layer_output(model, name)
+    before = fmt.activations(model, feed, [layer_out])[layer_out].astype(np.float64)
+    probe = OutputProbe(fmt, model, [feed], margins=False)
+    changed = probe.with_tensors({name: tensors[name] + delta})
+    after = fmt.activations(changed, feed, [layer_out])[layer_out].astype(np.float64)
+    again = fmt.activations(model, feed, [layer_out])[layer_out].astype(np.float64)
+    np.testing.assert_array_equal(again, before)  # the model's own values are copied back in
+    matrix = delta.reshape(delta.shape[0], -1) if use.kind in ("conv", "linear") else delta.T
+    predicted = float(np.trace(matrix.astype(np.float64) @ hessian @ matrix.T.astype(np.float64)))
+    assert predicted > 0
+    assert np.sum((after - before) ** 2) == pytest.approx(predicted, rel=1e-3)
+
+
+def test_activations_are_those_of_the_eager_module(net):
+    _, calib, model, fmt, _tensors, module, _ = net
+    name = fmt.input_specs(model)[0].name
+    x = np.load(calib)[name][:3]
+    uses = {u.weight: u.activation for u in fmt.weight_inputs(model)}
+    got = fmt.activations(model, {name: x}, [uses["c1.weight"], uses["c2.weight"]])
+    np.testing.assert_array_equal(got[uses["c1.weight"]], x)  # the model's input itself
+    with torch.no_grad():
+        expected = torch.relu(module.c1(torch.from_numpy(x))).numpy()
+    np.testing.assert_allclose(got[uses["c2.weight"]], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_activation_names_and_missing_inputs_are_refused(net):
+    _, calib, model, fmt, *_ = net
+    feed = dict(np.load(calib))
+    with pytest.raises(UnsupportedError, match="no tensor named 'nope'"):
+        fmt.activations(model, feed, ["nope"])
+    with pytest.raises(UnsupportedError, match="missing"):
+        fmt.activations(model, {}, [fmt.weight_inputs(model)[0].activation])
+
+
+def test_a_state_dict_has_no_layers(tmp_path):
+    path, *_ = save("cnn", "state_dict", tmp_path)
+    assert _api._plugin("pytorch").weight_inputs(nnrconv.load(path)) == []
+
+
+def test_the_plugins_own_models_list_their_convolutions_and_linear_layers(tmp_path):
+    path, *_ = save("cnn", "script", tmp_path)
+    uses = _api._plugin("pytorch").weight_inputs(nnrconv.load(path))
+    assert {u.weight: u.kind for u in uses} == {"conv1.weight": "conv", "conv2.weight": "conv", "fc.weight": "linear"}
+    assert [u.pads for u in uses if u.kind == "conv"] == [(1, 1, 1, 1), (0, 0, 0, 0)]
+
+
+def test_a_program_exported_for_a_fixed_batch_of_two_lists_no_layer(tmp_path):
+    """The rate layer runs one sample at a time, which its shape guards refuse: its weights are
+    coded as before instead of the conversion failing."""
+    path, *_ = save("cnn", "pt2", tmp_path)
+    model = nnrconv.load(path)
+    assert model.native.module.example_inputs[0][0].shape[0] == 2
+    assert _api._plugin("pytorch").weight_inputs(model) == []
+
+
+def test_output_target_with_calibration_codes_compensated_layers_and_holds(net, tmp_path):
+    path, calib, model, fmt, *_ = net
+    out = tmp_path / "c.nnr"
+    result = nnrconv.convert(path, out, options=nnc.CodingOptions(output_snr_db=30.0), calibration=calib)
+    assert result.allocation is not None
+    allocator, _ = prepare(nnrconv.load(path), fmt, calibration=calib)
+    assert allocator.compensated is not None
+    assert set(allocator.compensated.for_output_snr(30.0).replaced) <= set(EXPECTED)
+    decoded = nnrconv.load(out)
+    feeds, _ = calibration_feeds(calib, fmt.input_specs(model))
+    probe = OutputProbe(fmt, model, feeds, margins=False)
+    assert snr_of(probe.compare([fmt.run(decoded, f) for f in probe.feeds])) >= 30.0
+    print(result.allocation)
+
+
+def test_weight_input_records_are_plain(net):
+    *_, hessians = net
+    assert all(isinstance(use, WeightInput) for use, _ in hessians.values())
