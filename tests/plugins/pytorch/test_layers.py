@@ -15,7 +15,7 @@ import nnrconv
 from nnrconv import _api, nnc
 from nnrconv._rate import OutputProbe, calibration_feeds, prepare, snr_of
 from nnrconv._rate._hessian import layer_hessians
-from nnrconv.core import UnsupportedError, WeightInput
+from nnrconv.core import UnsupportedError
 from tests.plugins.pytorch._models import save
 from tests.rate._models import smooth_images
 
@@ -65,12 +65,13 @@ def _write(container: str, folder) -> tuple:
         batch = {"x": {0: torch.export.Dim("batch", min=1)}}  # the rate layer runs one sample at a time
         torch.export.save(torch.export.export(module, (example,), dynamic_shapes=batch), path)
     else:
-        path = folder / "layers.ts.pt"
-        torch.jit.save(torch.jit.trace(module, (example,)), path)
+        path = folder / f"layers.{container}.pt"
+        scripted = torch.jit.trace(module, (example,)) if container == "traced" else torch.jit.script(module)
+        torch.jit.save(scripted, path)
     return path, module
 
 
-@pytest.fixture(scope="module", params=["pt2", "script"])
+@pytest.fixture(scope="module", params=["pt2", "traced", "scripted"])
 def net(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"layers_{request.param}")
     path, module = _write(request.param, root)
@@ -184,17 +185,32 @@ def test_output_target_with_calibration_codes_compensated_layers_and_holds(net, 
     path, calib, model, fmt, *_ = net
     out = tmp_path / "c.nnr"
     result = nnrconv.convert(path, out, options=nnc.CodingOptions(output_snr_db=30.0), calibration=calib)
-    assert result.allocation is not None
+    assert result.allocation is not None and "7 error-compensated layers" in result.allocation
     allocator, _ = prepare(nnrconv.load(path), fmt, calibration=calib)
     assert allocator.compensated is not None
-    assert set(allocator.compensated.for_output_snr(30.0).replaced) <= set(EXPECTED)
+    allocation = allocator.compensated.for_output_snr(30.0)
+    assert set(allocation.replaced) == set(EXPECTED)
+    assert allocation.payload_bytes < allocator.for_output_snr(30.0).payload_bytes
     decoded = nnrconv.load(out)
+    for name, values in allocation.replaced.items():  # the decoder returns the compensated values
+        assert np.array_equal(decoded.tensors[name].numpy(), values), name
     feeds, _ = calibration_feeds(calib, fmt.input_specs(model))
     probe = OutputProbe(fmt, model, feeds, margins=False)
     assert snr_of(probe.compare([fmt.run(decoded, f) for f in probe.feeds])) >= 30.0
-    print(result.allocation)
 
 
-def test_weight_input_records_are_plain(net):
-    *_, hessians = net
-    assert all(isinstance(use, WeightInput) for use, _ in hessians.values())
+@pytest.mark.parametrize("container", ["pt2", "script"])
+def test_a_probe_with_other_tensors_leaves_the_loaded_models_own_values_alone(tmp_path, container):
+    """The module holds the storage the loaded model's arrays view: a probe's values are swapped
+    in as new storage, so the model (and what is coded from it) keeps its own."""
+    path, _, example = save("cnn", container, tmp_path)
+    model, fmt = nnrconv.load(path), _api._plugin("pytorch")
+    feed = {fmt.input_specs(model)[0].name: example.numpy()}
+    original = {n: t.numpy().copy() for n, t in model.tensors.items()}
+    before = fmt.run(model, feed)
+    probe = OutputProbe(fmt, model, [feed], margins=False)
+    changed = probe.with_tensors({"conv1.weight": original["conv1.weight"] + 1})
+    assert not np.array_equal(next(iter(fmt.run(changed, feed).values())), next(iter(before.values())))
+    for name, values in original.items():
+        assert np.array_equal(model.tensors[name].numpy(), values), name
+    assert all(np.array_equal(fmt.run(model, feed)[k], v) for k, v in before.items())
