@@ -7,9 +7,11 @@ Covered, read from the graph the runtime executes (never from module types, whic
 `forward` may bypass): 2-D convolutions with one group, not transposed, with integer or 'valid'
 padding, or 'same' (stride 1; the total padding d·(k-1) split with the odd pixel at the bottom
 and right, as ATen's `_convolution_mode` pads) → "conv" (OIHW on NCHW); `linear` → "linear";
-`matmul`/`mm` whose second operand is a 2-D weight → "matmul". The weight must be the
-parameter or buffer itself (a `.pt2` placeholder lifted from the state dict, a TorchScript
-`GetAttr` chain from `self`): a weight transposed, cast or sliced on the way is left out, as are
+`matmul`/`mm`/`addmm` (beta = alpha = 1, as decompositions write a linear layer) whose second
+operand is a 2-D weight → "matmul", or "linear" when the weight reaches it through one transpose
+(`t`, `permute [1, 0]`, `transpose 0 1`). The weight must be the parameter or buffer itself (a
+`.pt2` placeholder lifted from the state dict, a TorchScript `GetAttr` chain from `self`),
+transposed at most: a weight cast, scaled or sliced on the way is left out, as are
 grouped, 1-D and 3-D convolutions and nodes inside TorchScript control-flow blocks. A `.pt2`
 program whose inputs have a fixed first dimension other than 1 lists nothing (see
 `_runs_one_sample`).
@@ -40,6 +42,10 @@ _CONV_FX = {"aten.conv2d.default", "aten.conv2d.padding", "aten.convolution.defa
 _CONV_SCRIPT = {"aten::conv2d", "aten::_convolution_mode", "aten::convolution", "aten::_convolution"}
 _LINEAR = {"aten.linear.default", "aten::linear"}
 _MATMUL = {"aten.matmul.default", "aten.mm.default", "aten::matmul", "aten::mm"}
+_ADDMM = {"aten.addmm.default", "aten::addmm"}  # bias + x·W (beta = alpha = 1): a decomposed linear
+_OPS = _CONV_FX | _CONV_SCRIPT | _LINEAR | _MATMUL | _ADDMM
+_TRANSPOSE_ALL = {"aten.t.default", "aten::t"}
+_TRANSPOSES = _TRANSPOSE_ALL | {"aten.permute.default", "aten.transpose.int", "aten::permute", "aten::transpose"}
 
 
 # -- convolution geometry --------------------------------------------------------------------------
@@ -80,12 +86,35 @@ def _conv(
     return WeightInput(weight, activation, "conv", stride, pads, dilation)
 
 
-def _use(op: str, weight: str, activation: str, shape: tuple[int, ...], args: Sequence[Any]) -> WeightInput | None:
+def _operands(op: str, args: Sequence[Any]) -> tuple[Any, Any] | None:
+    """(activation, weight) operands of the op; None for an `addmm` that scales (beta, alpha)."""
+    if op in _ADDMM:
+        return (args[1], args[2]) if len(args) >= 5 and args[3] == 1 and args[4] == 1 else None
+    return (args[0], args[1]) if len(args) >= 2 else None
+
+
+def _swaps_two_axes(op: str, args: Sequence[Any]) -> bool:
+    """Whether a transpose op on a 2-D tensor exchanges its two axes (`t`, `permute [1, 0]`,
+    `transpose` of axes 0 and 1 in any spelling)."""
+    if op in _TRANSPOSE_ALL:
+        return True
+    axes = args[1] if "permute" in op else args[1:3]
+    if not isinstance(axes, (list, tuple)) or not all(isinstance(a, int) for a in axes) or len(axes) != 2:
+        return False
+    return [a % 2 for a in axes] == [1, 0] if "permute" in op else {a % 2 for a in axes} == {0, 1}
+
+
+def _use(
+    op: str, weight: str, activation: str, shape: tuple[int, ...], args: Sequence[Any], transposed: bool
+) -> WeightInput | None:
+    """How the op applies `weight` (read through one transpose when `transposed`)."""
     if op in _CONV_FX or op in _CONV_SCRIPT:
-        return _conv(weight, activation, shape, args, op.endswith("convolution.default") or op.endswith("convolution"))
-    if op in _LINEAR or op in _MATMUL:
-        return WeightInput(weight, activation, "linear" if op in _LINEAR else "matmul") if len(shape) == 2 else None
-    return None
+        long_form = op.endswith(("convolution.default", "convolution"))
+        return None if transposed else _conv(weight, activation, shape, args, long_form)
+    if len(shape) != 2:
+        return None
+    # linear takes (C_out, d) and matmul (d, C_out): a transpose between weight and op swaps them
+    return WeightInput(weight, activation, "linear" if (op in _LINEAR) != transposed else "matmul")
 
 
 def _float_shape(model: Model, key: str | None) -> tuple[int, ...] | None:
@@ -122,17 +151,23 @@ def _program_uses(model: Model, program: Any) -> list[WeightInput]:
     found = []
     for node in program.graph.nodes:
         op = str(node.target) if node.op == "call_function" else ""
-        if op not in _CONV_FX and op not in _LINEAR and op not in _MATMUL:
+        args = _fx_arguments(node) if op in _OPS else None
+        operands = _operands(op, args) if args is not None else None
+        if operands is None or not all(isinstance(a, torch.fx.Node) for a in operands):
             continue
-        args = _fx_arguments(node)
-        if args is None or len(args) < 2 or not all(isinstance(a, torch.fx.Node) for a in args[:2]):
-            continue
-        source, weight = args[0], args[1]
+        source, weight = operands
+        transposed = False
+        if weight.op == "call_function" and str(weight.target) in _TRANSPOSES:
+            inner = _fx_arguments(weight)
+            if inner is None or not isinstance(inner[0], torch.fx.Node):
+                continue
+            transposed = _swaps_two_axes(str(weight.target), inner)
+            weight = inner[0] if transposed else weight
         key = keys.get(weight.name) if weight.op == "placeholder" else None
         shape = _float_shape(model, key)
         if key is None or shape is None or (source.op == "placeholder" and source.name in keys):
             continue
-        use = _use(op, key, source.name, shape, args)
+        use = _use(op, key, source.name, shape, args, transposed)
         if use is not None:
             found.append(use)
     return found
@@ -206,17 +241,24 @@ def _script_uses(model: Model, graph: Any) -> list[WeightInput]:
     found = []
     for node in graph.nodes():  # the top block only: values inside control flow cannot be returned
         op = node.kind()
-        if op not in _CONV_SCRIPT and op not in _LINEAR and op not in _MATMUL:
-            continue
         inputs = list(node.inputs())
-        if len(inputs) < 2 or (op in _CONV_SCRIPT and len(inputs) < 7):
+        if op not in _OPS or len(inputs) < 2 or (op in _CONV_SCRIPT and len(inputs) < 7):
             continue
-        key = _attribute_path(inputs[1], self_value)
+        args = [*inputs[:3], *(_constant(v) for v in inputs[3:])]
+        operands = _operands(op, args)
+        if operands is None:
+            continue
+        source, weight = operands
+        transposed = False
+        if weight.node().kind() in _TRANSPOSES:
+            inner = list(weight.node().inputs())
+            transposed = _swaps_two_axes(weight.node().kind(), [inner[0], *(_constant(v) for v in inner[1:])])
+            weight = inner[0] if transposed else weight
+        key = _attribute_path(weight, self_value)
         shape = _float_shape(model, key)
-        if key is None or shape is None or not inputs[0].type().isSubtypeOf(torch._C.TensorType.get()):
+        if key is None or shape is None or not source.type().isSubtypeOf(torch._C.TensorType.get()):
             continue
-        args = [None, None, None, *(_constant(v) for v in inputs[3:])]
-        use = _use(op, key, inputs[0].debugName(), shape, args)
+        use = _use(op, key, source.debugName(), shape, args, transposed)
         if use is not None:
             found.append(use)
     return found

@@ -21,8 +21,9 @@ from tests.rate._models import smooth_images
 
 
 class Layers(nn.Module):
-    """Every geometry the plugin covers, plus what it must leave out: a grouped convolution, a
-    weight transposed on the way, a weight used twice (listed for its first use)."""
+    """Every geometry the plugin covers, a weight transposed on its way to a matmul (a linear
+    layer), plus what it must leave out: a grouped convolution, a weight scaled on the way; and a
+    weight used twice (listed for its first use)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -35,6 +36,7 @@ class Layers(nn.Module):
         self.fc = nn.Linear(6, 5)
         self.w = nn.Parameter(torch.randn(5, 4) / 2)
         self.transposed = nn.Parameter(torch.randn(4, 5) / 2)
+        self.scaled = nn.Parameter(torch.randn(5, 4) / 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = torch.relu(self.c1(x))
@@ -42,7 +44,7 @@ class Layers(nn.Module):
         h = torch.relu(self.c3(h))
         h = self.grouped(torch.relu(self.c5(torch.relu(self.c4(h)))))
         f = torch.tanh(self.fc(h.mean((2, 3))))
-        return f @ self.w + f @ self.transposed.t() + self.fc(h.amax((2, 3)))[:, :4]
+        return f @ self.w + f @ self.transposed.t() + f @ (self.scaled * 2) + self.fc(h.amax((2, 3)))[:, :4]
 
 
 EXPECTED = {  # weight -> (input dim of H, stride, pads, dilation)
@@ -53,17 +55,20 @@ EXPECTED = {  # weight -> (input dim of H, stride, pads, dilation)
     "c5.weight": (54, (1, 1), (0, 0, 0, 0), (1, 1)),
     "fc.weight": (6, (1, 1), (0, 0, 0, 0), (1, 1)),
     "w": (5, (1, 1), (0, 0, 0, 0), (1, 1)),
+    "transposed": (5, (1, 1), (0, 0, 0, 0), (1, 1)),
 }
-KINDS = {"fc.weight": "linear", "w": "matmul"}
+KINDS = {"fc.weight": "linear", "w": "matmul", "transposed": "linear"}
+CONTAINERS = ("pt2", "decomposed", "traced", "scripted")  # decomposed: ATen's core IR (addmm, explicit 'same' pad)
 
 
 def _write(container: str, folder) -> tuple:
     torch.manual_seed(5)
     module, example = Layers().eval(), torch.from_numpy(smooth_images(2, seed=0))
-    if container == "pt2":
-        path = folder / "layers.pt2"
+    if container in ("pt2", "decomposed"):
+        path = folder / f"layers.{container}.pt2"
         batch = {"x": {0: torch.export.Dim("batch", min=1)}}  # the rate layer runs one sample at a time
-        torch.export.save(torch.export.export(module, (example,), dynamic_shapes=batch), path)
+        program = torch.export.export(module, (example,), dynamic_shapes=batch)
+        torch.export.save(program.run_decompositions() if container == "decomposed" else program, path)
     else:
         path = folder / f"layers.{container}.pt"
         scripted = torch.jit.trace(module, (example,)) if container == "traced" else torch.jit.script(module)
@@ -71,7 +76,7 @@ def _write(container: str, folder) -> tuple:
     return path, module
 
 
-@pytest.fixture(scope="module", params=["pt2", "traced", "scripted"])
+@pytest.fixture(scope="module", params=CONTAINERS)
 def net(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"layers_{request.param}")
     path, module = _write(request.param, root)
@@ -85,18 +90,24 @@ def net(request, tmp_path_factory):
     return path, calib, model, fmt, tensors, module, layer_hessians(fmt, model, feeds, tensors)
 
 
+SCRIPT_LAYERS = ("aten::conv2d", "aten::_convolution", "aten::_convolution_mode", "aten::linear", "aten::matmul")
+
+
 def _layer_output(model, weight: str) -> str:
     """The graph's name for the output of the layer `weight` is first used in."""
     native = model.native
     if native.kind == "program":
         keys = {v: k for k, v in native.module.graph_signature.inputs_to_parameters.items()}
         node = next(n for n in native.module.graph.nodes if n.name == keys[weight])
-        return next(iter(node.users)).name
+        node = next(iter(node.users))
+        transpose = str(node.target) in ("aten.t.default", "aten.permute.default")
+        return next(iter(node.users)).name if transpose else node.name
     graph = native.module.inlined_graph
     for node in graph.nodes():
         inputs = list(node.inputs())
-        if node.kind().startswith("aten::") and len(inputs) > 1:
+        if node.kind() in SCRIPT_LAYERS:
             path, value = [], inputs[1]
+            value = next(iter(value.node().inputs())) if value.node().kind() == "aten::t" else value
             while value.node().kind() == "prim::GetAttr":
                 path.append(value.node().s("name"))
                 value = next(iter(value.node().inputs()))
@@ -106,16 +117,18 @@ def _layer_output(model, weight: str) -> str:
 
 
 def test_every_covered_weight_gets_its_input_correlation_and_geometry(net):
-    *_, model, fmt, _tensors, _module, hessians = net
+    path, *_, model, fmt, _tensors, _module, hessians = net
     assert {n: h.shape for n, (_, h) in hessians.items()} == {n: (d, d) for n, (d, *_) in EXPECTED.items()}
     for name, (_, strides, pads, dilations) in EXPECTED.items():
         use = hessians[name][0]
+        if name == "c4.weight" and "decomposed" in path.name:
+            pads = (0, 0, 0, 0)  # the decomposition pads the input with an explicit constant_pad_nd
         assert use.kind == KINDS.get(name, "conv"), name
         if use.kind == "conv":
             assert (use.strides, use.pads, use.dilations, use.layout) == (strides, pads, dilations, "oihw"), name
     uses = fmt.weight_inputs(model)
     assert [u.weight for u in uses].count("fc.weight") == 1  # used twice, listed once
-    assert not {"grouped.weight", "transposed"} & {u.weight for u in uses}
+    assert not {"grouped.weight", "scaled"} & {u.weight for u in uses}
 
 
 @pytest.mark.parametrize("name", list(EXPECTED))
@@ -185,7 +198,7 @@ def test_output_target_with_calibration_codes_compensated_layers_and_holds(net, 
     path, calib, model, fmt, *_ = net
     out = tmp_path / "c.nnr"
     result = nnrconv.convert(path, out, options=nnc.CodingOptions(output_snr_db=30.0), calibration=calib)
-    assert result.allocation is not None and "7 error-compensated layers" in result.allocation
+    assert result.allocation is not None and "8 error-compensated layers" in result.allocation
     allocator, _ = prepare(nnrconv.load(path), fmt, calibration=calib)
     assert allocator.compensated is not None
     allocation = allocator.compensated.for_output_snr(30.0)
