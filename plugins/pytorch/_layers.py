@@ -217,7 +217,7 @@ def _program_values(native: Native, args: list[torch.Tensor], names: Sequence[st
 def _attribute_path(value: Any, self_value: Any) -> str | None:
     """'a.b.weight' for a chain of `prim::GetAttr` from `self`; None for anything else."""
     parts = []
-    while value is not self_value:
+    while value.unique() != self_value.unique():
         node = value.node()
         if node.kind() != "prim::GetAttr":
             return None
