@@ -16,7 +16,16 @@ from typing import ClassVar
 
 import numpy as np
 
-from nnrconv.core import EmbeddedModel, FormatPlugin, InputSpec, Model, Tensor, TopologyTensor, UnsupportedError
+from nnrconv.core import (
+    EmbeddedModel,
+    FormatPlugin,
+    InputSpec,
+    Model,
+    Tensor,
+    TopologyTensor,
+    UnsupportedError,
+    WeightInput,
+)
 from nnrconv_pytorch._archive import archive_kind
 from nnrconv_pytorch._safetensors import looks_like_safetensors
 
@@ -215,6 +224,21 @@ class PyTorchFormat(FormatPlugin):
         from nnrconv_pytorch import _runtime
 
         return _runtime.run(model, inputs)
+
+    def weight_inputs(self, model: Model) -> list[WeightInput]:
+        """Convolutions (one group), linear layers and matmuls on a 2-D weight, read from the
+        `.pt2` graph or the TorchScript inlined graph; empty for a state dict."""
+        from nnrconv_pytorch import _layers
+
+        return _layers.weight_inputs(model)
+
+    def activations(
+        self, model: Model, inputs: Mapping[str, np.ndarray], names: Sequence[str]
+    ) -> dict[str, np.ndarray]:
+        """The graph values `names` of one run, executed as `run` executes the model."""
+        from nnrconv_pytorch import _layers
+
+        return _layers.activations(model, inputs, names)
 
     def session(self, model: Model) -> object:
         """The `torch.export.ExportedProgram` (`.pt2`) or `torch.jit.ScriptModule` (TorchScript).

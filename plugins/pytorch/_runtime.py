@@ -24,18 +24,20 @@ def _native(model: Model) -> Native:
 
     NOTE: the module is built once, at load; a model that shares it may bring other values for
     its tensors (an embedded archive loads over zero placeholders and decodes on first access; a
-    rate allocation's probe replaces tensors), so those are copied in before it runs.
+    rate allocation's probe replaces tensors), so those are copied in before it runs. They are
+    swapped in as new storage (`.data`), never written over the old: the loaded model's arrays
+    view the module's first storage, and writing a probe's values there would change the model.
     """
     native = model.native
     if not isinstance(native, Native) or native.kind not in ("program", "script"):
         raise UnsupportedError("a PyTorch state dict has no graph to run; compare tensors with `nnrconv diff`")
     stale = {k: t for k, t in model.tensors.items() if k in native.held and native.held[k] is not t}
     if stale:
-        slots = native.module.state_dict if native.kind == "program" else native.module.state_dict()
+        slots = native.module.state_dict if native.kind == "program" else native.module.state_dict(keep_vars=True)
         with torch.no_grad():
             for key, tensor in stale.items():
                 target = slots[key]
-                target.copy_(to_torch(tensor).reshape(target.shape).to(target.dtype))
+                target.data = to_torch(tensor).reshape(target.shape).to(target.dtype)
                 native.held[key] = tensor
     return native
 
