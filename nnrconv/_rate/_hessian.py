@@ -7,7 +7,8 @@ weight's own in OIHW layout; HWIO weights and NHWC inputs are transposed to it);
 product, over every row of the input. One run per calibration
 sample keeps only one sample's activations in memory; windows are gathered in slices of at most
 `_ROWS_ELEMENTS` values. Layers whose matrices would not fit `MAX_HESSIAN_BYTES` together are
-left out (largest input dimension first), so memory stays bounded whatever the model.
+left out (largest input dimension first), so memory stays bounded whatever the model; so are
+layers that saw fewer input rows than their input length (`MIN_ROWS_PER_INPUT`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ MAX_HESSIAN_BYTES = 768 * 2**20
 """All layers' H matrices together (float64), at most."""
 MAX_INPUT_DIM = 4608
 """Layers with a longer input (C_in·kh·kw or d) are not compensated (H alone would be 170 MB+)."""
+MIN_ROWS_PER_INPUT = 1
+"""A layer is compensated only when its calibration windows (rows x) are at least its input
+length: with fewer, H is rank-deficient and the quantizer hides its error where the calibration
+inputs have no energy. Measured: EfficientNet-Lite0 (.pt2) with 8 calibration images, whose
+classifier sees 8 rows for 1,280 inputs, met 30.2 dB on them but gave 16.7 dB on 8 other images
+(plain allocation: 28.5 dB)."""
 _ROWS_ELEMENTS = 1 << 22
 
 
@@ -94,6 +101,7 @@ def layer_hessians(
     if not kept:
         return {}
     sums = {u.weight: np.zeros((input_dim(u, tensors[u.weight].shape),) * 2) for u in kept}
+    counts = dict.fromkeys(sums, 0)
     names = sorted({u.activation for u in kept})
     for sample in _samples(feeds):
         values = fmt.activations(model, sample, names)
@@ -104,4 +112,9 @@ def layer_hessians(
             for rows in _rows(np.asarray(x, dtype=np.float32), use, tensors[use.weight].shape):
                 rows64 = rows.astype(np.float64)
                 sums[use.weight] += rows64.T @ rows64
-    return {u.weight: (u, sums[u.weight]) for u in kept if np.any(sums[u.weight])}
+                counts[use.weight] += rows.shape[0]
+    return {
+        u.weight: (u, sums[u.weight])
+        for u in kept
+        if np.any(sums[u.weight]) and counts[u.weight] >= MIN_ROWS_PER_INPUT * sums[u.weight].shape[0]
+    }

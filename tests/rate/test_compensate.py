@@ -40,6 +40,13 @@ def test_every_conv_and_matmul_weight_gets_its_input_correlation(net):
     }  # fmt: skip
 
 
+def test_layers_with_fewer_calibration_rows_than_inputs_are_not_compensated(net):
+    """fc sees one row per sample for 16 inputs: 8 samples leave its H rank-deficient."""
+    _, _, model, fmt, tensors, _ = net
+    hessians = layer_hessians(fmt, model, [{"x": smooth_images(8, seed=2)}], tensors)
+    assert set(hessians) == {"c1", "c2", "c3"}
+
+
 @pytest.mark.parametrize("name", ["c1", "c2", "c3", "fc"])
 def test_hessian_predicts_the_runtime_output_change_exactly(net, name):
     """Σ over samples ||ΔW·x||² = tr(ΔW H ΔWᵀ): the windows (padding, stride, dilation, order)
