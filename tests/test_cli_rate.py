@@ -58,7 +58,8 @@ def test_sweep_prints_both_curves_and_writes_json_csv_and_a_plot(files, tmp_path
     from matplotlib.axes import Axes
     from PIL import Image
 
-    model, calib = files
+    model, _ = files
+    calib = calibration(tmp_path / "many.npz", samples=300)  # compensation needs rows >= inputs (256)
     labels = []
     original = Axes.plot
 
@@ -74,7 +75,7 @@ def test_sweep_prints_both_curves_and_writes_json_csv_and_a_plot(files, tmp_path
     methods = {p["method"] for p in doc["points"]}
     # calibration inputs add the allocation over error-compensated layers (all four are MatMuls)
     assert methods == {"global QP", "nnrconv", "nnrconv, compensated"}
-    assert doc["measured_on"] == "16 calibration samples"
+    assert doc["measured_on"] == "300 calibration samples"
     assert csv.read_text().splitlines()[0] == "method,setting,bits_per_param,output_snr_db,argmax_agreement"
     assert len(csv.read_text().splitlines()) == 1 + len(doc["points"])
     assert labels == ["global QP", "nnrconv", "nnrconv, compensated"]
