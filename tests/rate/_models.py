@@ -13,9 +13,27 @@ from pathlib import Path
 import numpy as np
 
 
-def classifier(path: Path) -> Path:
+def _save(path: Path, name: str, nodes: list, weights: dict[str, np.ndarray], input_dims: list) -> Path:
+    """An opset-13 ONNX file of `nodes` with input x (`input_dims`), output logits (n, 10), and
+    `weights` as initializers."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_dims)],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 10])],
+        [numpy_helper.from_array(v, k) for k, v in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def classifier(path: Path) -> Path:
+    from onnx import helper
 
     rng = np.random.default_rng(7)
     weights = {
@@ -36,17 +54,7 @@ def classifier(path: Path) -> Path:
         helper.make_node("Mul", ["g1", "s"], ["g2"]),
         helper.make_node("Add", ["a", "g2"], ["logits"]),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "classifier",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 32])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 10])],
-        [numpy_helper.from_array(v, k) for k, v in weights.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, path)
-    return path
+    return _save(path, "classifier", nodes, weights, ["n", 32])
 
 
 def calibration(path: Path, samples: int = 16, seed: int = 1) -> Path:
@@ -58,8 +66,7 @@ def calibration(path: Path, samples: int = 16, seed: int = 1) -> Path:
 def convnet(path: Path) -> Path:
     """Three convolutions (padding, stride 2, dilation 2) and a MatMul head: what error
     compensation covers, with the geometry its windows must reproduce."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
     rng = np.random.default_rng(11)
     weights = {
@@ -78,17 +85,7 @@ def convnet(path: Path) -> Path:
         helper.make_node("Flatten", ["p"], ["f"]),
         helper.make_node("MatMul", ["f", "fc"], ["logits"]),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "convnet",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 16, 16])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 10])],
-        [numpy_helper.from_array(v, k) for k, v in weights.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, path)
-    return path
+    return _save(path, "convnet", nodes, weights, ["n", 3, 16, 16])
 
 
 def smooth_images(samples: int, seed: int) -> np.ndarray:
@@ -104,8 +101,7 @@ def gated(path: Path) -> Path:
     logits = (W3·relu(W1·x)) * hardsigmoid(v·G + c). With G exact the gate's inputs sit just past
     HardSigmoid's knee (z = 3.1, slope 0), so small errors in G move no output at all; G coded
     coarsely (its weights are ±2) un-saturates the gate and scales the logits by up to half."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
     rng = np.random.default_rng(5)
     v = np.ones((1, 8), dtype=np.float32)
@@ -126,14 +122,4 @@ def gated(path: Path) -> Path:
         helper.make_node("HardSigmoid", ["z"], ["gate"], alpha=1.0 / 6, beta=0.5),
         helper.make_node("Mul", ["a", "gate"], ["logits"]),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "gated",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 32])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 10])],
-        [numpy_helper.from_array(val, k) for k, val in weights.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, path)
-    return path
+    return _save(path, "gated", nodes, weights, ["n", 32])

@@ -10,11 +10,12 @@ import pytest
 
 import nnrconv
 from nnrconv import _api, nnc
-from nnrconv._rate import OutputProbe, calibration_feeds, prepare, snr_of
+from nnrconv._rate import OutputProbe, calibration_feeds, prepare
 from nnrconv._rate._compensate import Compensation, compensate
 from nnrconv._rate._hessian import layer_hessians
 from nnrconv.nnc._quantization import step_size
 from tests.nnc import _nncodec_ref as ref
+from tests.rate._checks import compensated_target_holds
 from tests.rate._models import convnet, smooth_images
 
 pytest.importorskip("onnxruntime")
@@ -95,16 +96,8 @@ def test_compensation_leaves_less_output_error_than_rounding(net, name):
 def test_output_target_with_calibration_codes_compensated_layers_and_holds(net, tmp_path):
     path, calib, model, fmt, *_ = net
     out = tmp_path / "c.nnr"
-    result = nnrconv.convert(path, out, options=nnc.CodingOptions(output_snr_db=30.0), calibration=calib)
-    assert result.allocation is not None and "error-compensated layers" in result.allocation
+    _, allocation, allocator = compensated_target_holds(path, calib, fmt, model, out)
     decoded = nnrconv.load(out)
-    feeds, _ = calibration_feeds(calib, fmt.input_specs(model))
-    probe = OutputProbe(fmt, model, feeds, margins=False)
-    assert snr_of(probe.compare([fmt.run(decoded, f) for f in probe.feeds])) >= 30.0
-    # the decoder returns exactly the compensated values the allocator measured
-    allocator, _ = prepare(nnrconv.load(path), fmt, calibration=calib)
-    assert allocator.compensated is not None
-    allocation = allocator.compensated.for_output_snr(30.0)
     assert set(allocation.replaced) == {"c1", "c2", "c3", "fc"}
     assert allocation.payload_bytes < allocator.for_output_snr(30.0).payload_bytes
     # NNCodec 2.1.3 reads the same units (DQ off) alike (it reads no ONNX topology: no topology here)

@@ -12,25 +12,16 @@ import numpy as np
 import pytest
 
 import nnrconv
-from nnrconv import _api, nnc
-from nnrconv._rate import OutputProbe, calibration_feeds, prepare, snr_of
-from nnrconv._rate import _hessian as hessian
+from nnrconv import _api
+from nnrconv._rate import OutputProbe, calibration_feeds
 from nnrconv._rate._hessian import layer_hessians
 from nnrconv.core import WeightInput
 from tests.plugins.nnef._models import write_dat
+from tests.rate._checks import compensated_target_holds, every_layer_compensated  # noqa: F401 (autouse)
 from tests.rate._models import smooth_images
 
 pytest.importorskip("nnef_tools")
 pytest.importorskip("torch")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _every_layer_compensated():
-    """These tests check layer geometry on a few samples; the rank rule (`MIN_ROWS_PER_INPUT`,
-    tested in tests/rate) would leave the small linear layers out."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(hessian, "MIN_ROWS_PER_INPUT", 0)
-        yield
 
 
 # c1: explicit symmetric padding; c2: stride 2, asymmetric padding; c3: dilation 2, 'same'
@@ -202,17 +193,6 @@ def test_strided_same_padding_input_of_another_size_is_not_returned(tmp_path):
 
 def test_output_target_with_calibration_codes_compensated_layers_and_holds(net, tmp_path):
     path, calib, model, fmt, *_ = net
-    out = tmp_path / "c.nnr"
-    result = nnrconv.convert(path, out, options=nnc.CodingOptions(output_snr_db=30.0), calibration=calib)
-    assert result.allocation is not None and "7 error-compensated layers" in result.allocation
-    decoded = nnrconv.load(out)
-    feeds, _ = calibration_feeds(calib, fmt.input_specs(model))
-    probe = OutputProbe(fmt, model, feeds, margins=False)
-    assert snr_of(probe.compare([fmt.run(decoded, f) for f in probe.feeds])) >= 30.0
-    # the decoder returns exactly the compensated values the allocator measured
-    allocator, _ = prepare(nnrconv.load(path), fmt, calibration=calib)
-    assert allocator.compensated is not None
-    allocation = allocator.compensated.for_output_snr(30.0)
+    summary, allocation, _ = compensated_target_holds(path, calib, fmt, model, tmp_path / "c.nnr")
+    assert "7 error-compensated layers" in summary
     assert set(allocation.replaced) == set(LAYER_OUTPUTS)
-    for name, values in allocation.replaced.items():
-        assert np.array_equal(decoded.tensors[name].numpy(), values), name

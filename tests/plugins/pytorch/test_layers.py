@@ -12,11 +12,12 @@ import torch
 from torch import nn
 
 import nnrconv
-from nnrconv import _api, nnc
-from nnrconv._rate import OutputProbe, calibration_feeds, prepare, snr_of
+from nnrconv import _api
+from nnrconv._rate import OutputProbe, calibration_feeds
 from nnrconv._rate._hessian import layer_hessians
 from nnrconv.core import UnsupportedError
 from tests.plugins.pytorch._models import save
+from tests.rate._checks import compensated_target_holds
 from tests.rate._models import smooth_images
 
 
@@ -196,20 +197,10 @@ def test_a_program_exported_for_a_fixed_batch_of_two_lists_no_layer(tmp_path):
 
 def test_output_target_with_calibration_codes_compensated_layers_and_holds(net, tmp_path):
     path, calib, model, fmt, *_ = net
-    out = tmp_path / "c.nnr"
-    result = nnrconv.convert(path, out, options=nnc.CodingOptions(output_snr_db=30.0), calibration=calib)
-    assert result.allocation is not None and "8 error-compensated layers" in result.allocation
-    allocator, _ = prepare(nnrconv.load(path), fmt, calibration=calib)
-    assert allocator.compensated is not None
-    allocation = allocator.compensated.for_output_snr(30.0)
+    summary, allocation, allocator = compensated_target_holds(path, calib, fmt, model, tmp_path / "c.nnr")
+    assert "8 error-compensated layers" in summary
     assert set(allocation.replaced) == set(EXPECTED)
     assert allocation.payload_bytes < allocator.for_output_snr(30.0).payload_bytes
-    decoded = nnrconv.load(out)
-    for name, values in allocation.replaced.items():  # the decoder returns the compensated values
-        assert np.array_equal(decoded.tensors[name].numpy(), values), name
-    feeds, _ = calibration_feeds(calib, fmt.input_specs(model))
-    probe = OutputProbe(fmt, model, feeds, margins=False)
-    assert snr_of(probe.compare([fmt.run(decoded, f) for f in probe.feeds])) >= 30.0
 
 
 @pytest.mark.parametrize("container", ["pt2", "script"])

@@ -13,22 +13,13 @@ import numpy as np
 import pytest
 
 import nnrconv
-from nnrconv import _api, nnc
-from nnrconv._rate import OutputProbe, calibration_feeds, prepare, snr_of
-from nnrconv._rate import _hessian as hessian
+from nnrconv import _api
+from nnrconv._rate import OutputProbe, calibration_feeds
 from nnrconv._rate._hessian import layer_hessians
 from nnrconv.core import UnsupportedError, WeightInput
+from tests.rate._checks import compensated_target_holds, every_layer_compensated  # noqa: F401 (autouse)
 
 pytest.importorskip("tensorflow")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _every_layer_compensated():
-    """These tests check layer geometry on a few samples; the rank rule (`MIN_ROWS_PER_INPUT`,
-    tested in tests/rate) would leave the small linear layers out."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(hessian, "MIN_ROWS_PER_INPUT", 0)
-        yield
 
 
 SIZE = 16
@@ -261,20 +252,8 @@ def test_layers_it_cannot_express_exactly_are_left_out(tmp_path):
 
 @pytest.mark.slow
 def test_output_target_with_calibration_compensates_and_holds(net, tmp_path):
-    out = tmp_path / "net.nnr"
-    options = nnc.CodingOptions(output_snr_db=30.0)
-    result = nnrconv.convert(net.path, out, options=options, calibration=net.calib)
-    assert result.allocation is not None and "error-compensated layers" in result.allocation
-    decoded = nnrconv.load(out)
-    feeds, _ = calibration_feeds(net.calib, net.fmt.input_specs(net.model))
-    probe = OutputProbe(net.fmt, net.model, feeds, margins=False)
-    assert snr_of(probe.compare([net.fmt.run(decoded, f) for f in probe.feeds])) >= 30.0
-    allocator, _ = prepare(nnrconv.load(net.path), net.fmt, calibration=net.calib)
-    assert allocator.compensated is not None
-    allocation = allocator.compensated.for_output_snr(30.0)
-    assert allocation.replaced and set(allocation.replaced) <= set(net.keys.values())
-    for name, values in allocation.replaced.items():  # the decoder returns the compensated values
-        assert np.array_equal(decoded.tensors[name].numpy(), values), name
+    _, allocation, _ = compensated_target_holds(net.path, net.calib, net.fmt, net.model, tmp_path / "net.nnr")
+    assert set(allocation.replaced) <= set(net.keys.values())
 
 
 def test_keras_exported_savedmodels_are_left_out_as_their_loaders_read_different_copies(tmp_path):
